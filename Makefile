@@ -15,7 +15,7 @@ NB_BUILD := build/notebooks
 # pytest workers for the main suite; the CI machine has 2 cores.
 JOBS ?= 2
 
-.PHONY: setup lab test test-unit test-cudasim test-notebooks notebooks handouts clean
+.PHONY: setup lab test test-unit test-notebooks notebooks handouts clean
 .DEFAULT_GOAL := help
 
 help:
@@ -44,20 +44,16 @@ lab: setup
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py >/dev/null 2>&1 || true
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Unit and kernel tests. The CUDA-simulator checks start their own processes (the simulator is switched
+# on by an environment variable read when numba is imported, so it never leaks into the CPU tests).
 test-unit: setup
-	$(PY) -m pytest -n $(JOBS) -m "not cudasim" tests
-
-# numba's CUDA simulator is switched on by an environment variable read at import time,
-# so these tests run in their own process and never leak it into the CPU tests.
-test-cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -n $(JOBS) -m cudasim tests
+	$(PY) -m pytest -n $(JOBS) tests
 
 test-notebooks: notebooks
 	$(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
 
 test: setup
 	$(MAKE) test-unit
-	$(MAKE) test-cudasim
 	$(MAKE) test-notebooks
 
 clean:

@@ -1,0 +1,43 @@
+"""Input checks at the public entry points: wrong dtype, rank, shape or layout -> a clear error."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_device_array(x) -> bool:
+    """True for a numba CUDA device array (real GPU or the simulator's), False for numpy."""
+    return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ",".join("?" if s is None else str(s) for s in shape) + ")"
+
+
+def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
+    """Raise TypeError/ValueError unless `x` is a C-contiguous array of `dtype` and `shape`.
+
+    shape: a tuple of ints or None (any size). dims: the shape's letters for the message, e.g. "B,T,C".
+    Returns `x`, so a caller may write `inp = check_array(...)`.
+    """
+    want = f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
+    if not (isinstance(x, np.ndarray) or is_device_array(x)):
+        raise TypeError(f"{op}: {name} must be a numpy or CUDA device array {want}, got {type(x).__name__}")
+    got = f"{np.dtype(x.dtype).name} {tuple(x.shape)}"
+    if np.dtype(x.dtype) != np.dtype(dtype):
+        raise TypeError(f"{op}: {name} must be {want}, got {got}")
+    if len(x.shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, x.shape)):
+        raise ValueError(f"{op}: {name} must be {want} = {_fmt_shape(shape)}, got {got}")
+    contiguous = x.flags["C_CONTIGUOUS"] if isinstance(x, np.ndarray) else x.is_c_contiguous()
+    if not contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (try np.ascontiguousarray), got strides {x.strides}")
+    return x
+
+
+def check_same_device(op: str, **arrays) -> bool:
+    """All arrays on the host, or all on the GPU; returns True when on the GPU."""
+    where = {k: is_device_array(v) for k, v in arrays.items() if v is not None}
+    if len(set(where.values())) > 1:
+        host = [k for k, d in where.items() if not d]
+        dev = [k for k, d in where.items() if d]
+        raise ValueError(f"{op}: arrays must all be numpy or all CUDA device arrays; host: {host}, device: {dev}")
+    return any(where.values())

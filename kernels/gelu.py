@@ -1,0 +1,155 @@
+"""GELU, the tanh approximation GPT-2 uses.
+
+Forward, with s = sqrt(2/pi) and u = s (x + 0.044715 x^3):
+
+    y = 0.5 x (1 + tanh u)
+
+Backward. dy/dx by the product rule, using d tanh(u)/du = 1 - tanh(u)^2 = sech^2 u:
+
+    dy/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) s (1 + 3 * 0.044715 x^2)
+
+Nothing needs caching beyond the input x: the backward recomputes tanh u, which is cheaper than
+storing another (B, T, 4C) tensor. Like llm.c, the backward *accumulates* into dinp (dinp += ...),
+so gradients from several paths add up and the model zeroes its gradient buffer once per step.
+
+Shapes: inp, out, dout, dinp: any shape, float32, C-contiguous (GPT-2: (B, T, 4C)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+@njit(parallel=True, fastmath=True, cache=True)
+def _gelu_forward_cpu(out, inp):
+    x, y = inp.ravel(), out.ravel()
+    for i in prange(x.size):
+        xi = x[i]
+        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
+        y[i] = 0.5 * xi * (1.0 + math.tanh(u))
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _gelu_backward_cpu(dinp, inp, dout):
+    x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
+    for i in prange(x.size):
+        xi = x[i]
+        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
+        th = math.tanh(u)
+        sech2 = 1.0 - th * th
+        grad = 0.5 * (1.0 + th) + 0.5 * xi * sech2 * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * xi * xi)
+        dx[i] += grad * dy[i]
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Elementwise: one thread per element, a grid-stride loop so any grid size covers any n.
+@cuda.jit
+def gelu_forward_kernel(out, inp, n):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        xi = inp[i]
+        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
+        out[i] = 0.5 * xi * (1.0 + math.tanh(u))
+        i += stride
+
+
+@cuda.jit
+def gelu_backward_kernel(dinp, inp, dout, n):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        xi = inp[i]
+        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
+        th = math.tanh(u)
+        grad = 0.5 * (1.0 + th) + 0.5 * xi * (1.0 - th * th) * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * xi * xi)
+        dinp[i] += grad * dout[i]
+        i += stride
+
+
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+CUDA_KERNELS = (
+    (gelu_forward_kernel, "void(float32[::1], float32[::1], int64)"),
+    (gelu_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int64)"),
+)
+BLOCK = 256
+
+
+def _launch_1d(kernel, n, *args):
+    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args, n)
+
+
+# ---------------------------------------------------------------- public entry points
+def gelu_forward(out, inp):
+    """out = gelu(inp). out, inp: same shape, float32. Numpy runs on the CPU, device arrays on the GPU."""
+    check_array("gelu_forward", "inp", inp, inp.shape)
+    check_array("gelu_forward", "out", out, tuple(inp.shape))
+    if check_same_device("gelu_forward", out=out, inp=inp):
+        _launch_1d(gelu_forward_kernel, inp.size, out.reshape(inp.size), inp.reshape(inp.size))
+    else:
+        _gelu_forward_cpu(out, inp)
+
+
+def gelu_backward(dinp, inp, dout):
+    """dinp += gelu'(inp) * dout. All the same shape, float32."""
+    check_array("gelu_backward", "inp", inp, inp.shape)
+    for name, a in (("dinp", dinp), ("dout", dout)):
+        check_array("gelu_backward", name, a, tuple(inp.shape))
+    if check_same_device("gelu_backward", dinp=dinp, inp=inp, dout=dout):
+        n = inp.size
+        _launch_1d(gelu_backward_kernel, n, dinp.reshape(n), inp.reshape(n), dout.reshape(n))
+    else:
+        _gelu_backward_cpu(dinp, inp, dout)
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp, dout):
+    """PyTorch: F.gelu(approximate="tanh") and its autograd gradient."""
+    import torch.nn.functional as F
+    return autograd(lambda inp: {"out": F.gelu(inp, approximate="tanh")}, {"inp": inp}, ("inp",),
+                    {"out": dout})
+
+
+def _inputs(shape, rng):
+    size = (shape["B"], shape["T"], shape["C"])
+    # a wide range: the tails (|x| > 3) are where a wrong derivative shows
+    return {"inp": (rng.standard_normal(size) * 2).astype(np.float32),
+            "dout": rng.standard_normal(size).astype(np.float32)}
+
+
+def _run(inputs, device_arrays=False):
+    out = np.zeros_like(inputs["inp"])
+    dinp = np.zeros_like(inputs["inp"])
+    args = {"out": out, "inp": inputs["inp"]}
+    bargs = {"dinp": dinp, "inp": inputs["inp"], "dout": inputs["dout"]}
+    if device_arrays:
+        return {**run_on_device(gelu_forward, args, ["out"]), **run_on_device(gelu_backward, bargs, ["dinp"])}
+    gelu_forward(**args)
+    gelu_backward(**bargs)
+    return {"out": out, "dinp": dinp}
+
+
+SPEC = OpSpec(
+    name="gelu",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp"], i["dout"]),
+    versions={"cpu": {"cpu": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 3072}, {"B": 3, "T": 1, "C": 37}, {"B": 1, "T": 7, "C": 4 * 37}],
+        "cudasim": [{"B": 1, "T": 3, "C": 37}],
+        "cuda": [{"B": 4, "T": 256, "C": 3072}, {"B": 3, "T": 1, "C": 37}],
+    },
+    tol={"out": (1e-6, 1e-5), "dinp": (1e-5, 1e-4)},
+    backward=("dinp",),
+)

@@ -1,0 +1,61 @@
+"""`gpt2lab verify`: every kernel against PyTorch, as a table; exit 1 on any FAIL."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", choices=("cpu", "cudasim", "cuda"),
+                   help="cpu: numba @njit; cudasim: CUDA kernels in numba's simulator; cuda: a real GPU")
+    p.add_argument("--op", action="append", help="check only this op (repeatable); default: all")
+    p.add_argument("--version", help="check only this kernel version (e.g. v2)")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
+
+
+def _reexec_with_simulator(args) -> None:
+    # The simulator is chosen when numba is first imported; start afresh with the variable set.
+    argv = ["--device", "cudasim", *sum((["--op", o] for o in args.op or []), [])]
+    argv += (["--version", args.version] if args.version else []) + (["--json"] if args.json else [])
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    os.execve(sys.executable, [sys.executable, "-m", "gpt2lab.kernels.verify_cli", *argv], env)
+
+
+def run(args) -> int:
+    if args.device == "cudasim" and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        if "numba" in sys.modules:
+            _reexec_with_simulator(args)
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if args.device == "cuda":
+        from numba import cuda
+        if not cuda.is_available():
+            print("gpt2lab verify: --device cuda needs an NVIDIA GPU and driver; none found "
+                  "(try --device cudasim)", file=sys.stderr)
+            return 2
+    from .check import OPS, format_table, verify
+    ops = args.op or list(OPS)
+    bad = [o for o in ops if o not in OPS]
+    if bad:
+        print(f"gpt2lab verify: unknown op {bad[0]!r}; choose from {', '.join(OPS)}", file=sys.stderr)
+        return 2
+    try:
+        rows = verify(args.device, ops, args.version,
+                      progress=None if args.json else lambda op: print(f"  checked {op}", file=sys.stderr))
+    except ValueError as e:
+        print(f"gpt2lab {e}", file=sys.stderr)
+        return 2
+    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_table(rows))
+    return 0 if all(r.ok for r in rows) else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="gpt2lab verify", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
