@@ -1,1 +1,22 @@
-"""gpt2lab.gpt2."""
+"""gpt2lab.gpt2: the reference GPT-2 in PyTorch, its trainer, checkpoints, the course model and the CLI.
+
+Names are imported lazily (PEP 562) so that `gpt2lab --help` does not pay for importing torch.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "GPTConfig": "config", "PRESETS": "config",
+    "GPT2": "model", "init_params": "model", "hf_config": "model",
+    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train", "train": "train",
+    "lr_at": "train", "decays": "train", "BACKENDS": "train", "make_backend": "train",
+    "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "course_model": "course", "course_checkpoints": "course",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
