@@ -8,6 +8,14 @@ Backward. dy/dx by the product rule, using d tanh(u)/du = 1 - tanh(u)^2 = sech^2
 
     dy/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) s (1 + 3 * 0.044715 x^2)
 
+On the CPU we use the identity 0.5 (1 + tanh u) = sigmoid(2u) = 1 / (1 + exp(-2u)): an exp vectorises
+where tanh does not (4-5x faster here), and for the backward 0.5 sech^2(u) = 2 sigmoid(2u) (1 - sigmoid(2u)):
+
+    y = x sig,   dy/dx = sig + x sig (1 - sig) 2s (1 + 3 * 0.044715 x^2),   sig = sigmoid(2u)
+
+exp(-|2u|) never overflows, so the kernel stays correct under fastmath (which assumes no inf or NaN).
+All constants are float32: a Python float would silently promote the whole expression to float64.
+
 Nothing needs caching beyond the input x: the backward recomputes tanh u, which is cheaper than
 storing another (B, T, 4C) tensor. Like llm.c, the backward *accumulates* into dinp (dinp += ...),
 so gradients from several paths add up and the model zeroes its gradient buffer once per step.
@@ -26,8 +34,21 @@ from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
 
-GELU_SCALE = math.sqrt(2.0 / math.pi)
-GELU_CUBIC = 0.044715
+GELU_SCALE = np.float32(math.sqrt(2.0 / math.pi))
+GELU_CUBIC = np.float32(0.044715)
+_TWO_S = np.float32(2.0 * math.sqrt(2.0 / math.pi))
+_THREE_C = np.float32(3.0 * 0.044715)
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+
+
+@njit(inline="always", fastmath=True)
+def _sigmoid_2u(xi):
+    """sigmoid(2u) for u = s (x + 0.044715 x^3), through exp(-|2u|) so it never overflows."""
+    t = _TWO_S * (xi + GELU_CUBIC * xi * xi * xi)
+    e = math.exp(-abs(t))
+    r = _ONE / (_ONE + e)
+    return r if t >= 0 else e * r
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -35,9 +56,7 @@ GELU_CUBIC = 0.044715
 def _gelu_forward_cpu(out, inp):
     x, y = inp.ravel(), out.ravel()
     for i in prange(x.size):
-        xi = x[i]
-        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
-        y[i] = 0.5 * xi * (1.0 + math.tanh(u))
+        y[i] = x[i] * _sigmoid_2u(x[i])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -45,11 +64,8 @@ def _gelu_backward_cpu(dinp, inp, dout):
     x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
     for i in prange(x.size):
         xi = x[i]
-        u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
-        th = math.tanh(u)
-        sech2 = 1.0 - th * th
-        grad = 0.5 * (1.0 + th) + 0.5 * xi * sech2 * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * xi * xi)
-        dx[i] += grad * dy[i]
+        sig = _sigmoid_2u(xi)
+        dx[i] += (sig + xi * sig * (_ONE - sig) * _TWO_S * (_ONE + _THREE_C * xi * xi)) * dy[i]
 
 
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
@@ -61,7 +77,7 @@ def gelu_forward_kernel(out, inp, n):
     while i < n:
         xi = inp[i]
         u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
-        out[i] = 0.5 * xi * (1.0 + math.tanh(u))
+        out[i] = _HALF * xi * (_ONE + math.tanh(u))
         i += stride
 
 
@@ -73,7 +89,7 @@ def gelu_backward_kernel(dinp, inp, dout, n):
         xi = inp[i]
         u = GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi)
         th = math.tanh(u)
-        grad = 0.5 * (1.0 + th) + 0.5 * xi * (1.0 - th * th) * GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * xi * xi)
+        grad = _HALF * (_ONE + th) + _HALF * xi * (_ONE - th * th) * GELU_SCALE * (_ONE + _THREE_C * xi * xi)
         dinp[i] += grad * dout[i]
         i += stride
 

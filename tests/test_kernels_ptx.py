@@ -22,3 +22,6 @@ def test_cuda_kernels_compile_to_ptx(op):
     for kernel, sig in mod.CUDA_KERNELS:
         ptx = compile_ptx(kernel, sig)
         assert ".entry" in ptx and ".target sm_90" in ptx, f"{op}: {kernel.__name__}"
+        # A Python float constant silently promotes float32 math to float64, which runs at a small
+        # fraction of the speed on most GPUs: the kernels keep every constant float32.
+        assert ".f64" not in ptx, f"{op}: {kernel.__name__} does float64 arithmetic"

@@ -1,0 +1,390 @@
+"""`gpt2lab bench`: our kernels against PyTorch on the same device, timed side by side in one process.
+
+For each op, forward+backward at GPT-2 124M shapes (B=4, C=768, V=50257; T=64 and T=256): the median
+time of ours and of PyTorch eager (autograd), and the ratio ours/torch (below 1: we are faster). Then one
+whole training step of the kernel-backed GPT-2 against the PyTorch reference, for the tiny, small and 124M
+configs, and the BPE tokenizer against tiktoken. Machines here are shared and noisy: the two sides of a
+ratio are interleaved, repeated, and reduced to medians; never read one number alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SHAPES = ({"B": 4, "T": 64, "C": 768, "V": 50257, "NH": 12}, {"B": 4, "T": 256, "C": 768, "V": 50257, "NH": 12})
+
+
+def median_time(fn, reps: int, sync=lambda: None) -> float:
+    """Median seconds of `fn()` over `reps` runs, after one warm-up run (compilation, caches)."""
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def side_by_side(ours, theirs, reps: int, sync=lambda: None) -> tuple[float, float]:
+    """Median times of `ours` and `theirs`, measured in alternating rounds so load hits both alike."""
+    ours()
+    theirs()
+    sync()
+    a, b = [], []
+    for _ in range(reps):
+        for fn, acc in ((ours, a), (theirs, b)):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
+
+
+# ------------------------------------------------------------------ per-op cases
+# Each builder returns (ours, torch) zero-argument closures doing forward + backward once.
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def _f32(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+class Case:
+    """Arrays for one op at one shape, on the host or the GPU, and the torch tensors beside them."""
+
+    def __init__(self, device: str):
+        import torch
+        self.device = device
+        self.torch_device = "cuda" if device == "cuda" else "cpu"
+        self.torch = torch
+
+    def arr(self, a):
+        if self.device == "cuda":
+            from numba import cuda
+            return cuda.to_device(a)
+        return a
+
+    def zeros(self, *shape, dtype=np.float32):
+        return self.arr(np.zeros(shape, dtype))
+
+    def t(self, a, grad=False):
+        return self.torch.tensor(a, device=self.torch_device, requires_grad=grad)
+
+
+def _bench_encoder(c: Case, s):
+    from .encoder import encoder_backward, encoder_forward
+    B, T, C, V = s["B"], s["T"], s["C"], s["V"]
+    rng = _rng()
+    idx = rng.integers(0, V, (B, T)).astype(np.int32)
+    wte, wpe, dout = _f32(rng, V, C), _f32(rng, 1024, C), _f32(rng, B, T, C)
+    out, dwte, dwpe = c.zeros(B, T, C), c.zeros(V, C), c.zeros(1024, C)
+    d_idx, d_wte, d_wpe, d_dout = c.arr(idx), c.arr(wte), c.arr(wpe), c.arr(dout)
+
+    def ours():
+        encoder_forward(out, d_idx, d_wte, d_wpe)
+        encoder_backward(dwte, dwpe, d_dout, d_idx)
+
+    t_wte, t_wpe, t_idx, t_dout = c.t(wte, True), c.t(wpe, True), c.t(idx.astype(np.int64)), c.t(dout)
+    pos = c.torch.arange(T, device=c.torch_device)
+
+    def theirs():
+        (t_wte[t_idx] + t_wpe[pos]).backward(t_dout)
+    return ours, theirs
+
+
+def _bench_layernorm(c: Case, s):
+    from .layernorm import layernorm_backward, layernorm_forward
+    B, T, C = s["B"], s["T"], s["C"]
+    rng = _rng()
+    x, w, b, dout = _f32(rng, B, T, C), _f32(rng, C), _f32(rng, C), _f32(rng, B, T, C)
+    out, mean, rstd = c.zeros(B, T, C), c.zeros(B, T), c.zeros(B, T)
+    dx, dw, db = c.zeros(B, T, C), c.zeros(C), c.zeros(C)
+    dX, dW, dB, dD = c.arr(x), c.arr(w), c.arr(b), c.arr(dout)
+
+    def ours():
+        layernorm_forward(out, mean, rstd, dX, dW, dB)
+        layernorm_backward(dx, dw, db, dD, dX, dW, mean, rstd)
+    tx, tw, tb, td = c.t(x, True), c.t(w, True), c.t(b, True), c.t(dout)
+    F = c.torch.nn.functional
+
+    def theirs():
+        F.layer_norm(tx, (C,), tw, tb, 1e-5).backward(td)
+    return ours, theirs
+
+
+def _bench_matmul_shape(c: Case, s, OC, C):
+    from .matmul import matmul_backward, matmul_forward
+    B, T = s["B"], s["T"]
+    rng = _rng()
+    x, w, b, dout = _f32(rng, B, T, C), _f32(rng, OC, C, scale=0.02), _f32(rng, OC), _f32(rng, B, T, OC)
+    out, dx, dw, db = c.zeros(B, T, OC), c.zeros(B, T, C), c.zeros(OC, C), c.zeros(OC)
+    dX, dW, dBias, dD = c.arr(x), c.arr(w), c.arr(b), c.arr(dout)
+
+    def ours():
+        matmul_forward(out, dX, dW, dBias)
+        matmul_backward(dx, dw, db, dD, dX, dW)
+    tx, tw, tb, td = c.t(x, True), c.t(w, True), c.t(b, True), c.t(dout)
+    F = c.torch.nn.functional
+
+    def theirs():
+        F.linear(tx, tw, tb).backward(td)
+    return ours, theirs
+
+
+def _bench_matmul(c, s):
+    return _bench_matmul_shape(c, s, 4 * s["C"], s["C"])
+
+
+def _bench_matmul_lm_head(c, s):
+    return _bench_matmul_shape(c, s, s["V"], s["C"])
+
+
+def _bench_attention(c: Case, s):
+    from .attention import attention_backward, attention_forward
+    B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
+    rng = _rng()
+    qkv, dout = _f32(rng, B, T, 3 * C), _f32(rng, B, T, C)
+    out, att, dqkv = c.zeros(B, T, C), c.zeros(B, NH, T, T), c.zeros(B, T, 3 * C)
+    dQ, dD = c.arr(qkv), c.arr(dout)
+
+    def ours():
+        attention_forward(out, att, dQ, NH)
+        attention_backward(dqkv, dD, dQ, att, NH)
+    tq, td = c.t(qkv, True), c.t(dout)
+    torch = c.torch
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=c.torch_device))
+
+    def theirs():
+        q, k, v = tq.split(C, dim=2)
+        q, k, v = (z.view(B, T, NH, C // NH).transpose(1, 2) for z in (q, k, v))
+        a = (q @ k.transpose(-2, -1)) * (1.0 / (C // NH) ** 0.5)
+        a = torch.softmax(a.masked_fill(~mask, float("-inf")), dim=-1)
+        (a @ v).transpose(1, 2).reshape(B, T, C).backward(td)
+    return ours, theirs
+
+
+def _bench_gelu(c: Case, s):
+    from .gelu import gelu_backward, gelu_forward
+    B, T, C = s["B"], s["T"], 4 * s["C"]
+    rng = _rng()
+    x, dout = _f32(rng, B, T, C), _f32(rng, B, T, C)
+    out, dx, dX, dD = c.zeros(B, T, C), c.zeros(B, T, C), c.arr(x), c.arr(dout)
+
+    def ours():
+        gelu_forward(out, dX)
+        gelu_backward(dx, dX, dD)
+    tx, td = c.t(x, True), c.t(dout)
+    F = c.torch.nn.functional
+
+    def theirs():
+        F.gelu(tx, approximate="tanh").backward(td)
+    return ours, theirs
+
+
+def _bench_residual(c: Case, s):
+    from .residual import residual_backward, residual_forward
+    B, T, C = s["B"], s["T"], s["C"]
+    rng = _rng()
+    a, b, dout = _f32(rng, B, T, C), _f32(rng, B, T, C), _f32(rng, B, T, C)
+    out, da, db = c.zeros(B, T, C), c.zeros(B, T, C), c.zeros(B, T, C)
+    dA, dB_, dD = c.arr(a), c.arr(b), c.arr(dout)
+
+    def ours():
+        residual_forward(out, dA, dB_)
+        residual_backward(da, db, dD)
+    ta, tb, td = c.t(a, True), c.t(b, True), c.t(dout)
+
+    def theirs():
+        (ta + tb).backward(td)
+    return ours, theirs
+
+
+def _bench_crossentropy(c: Case, s):
+    from .crossentropy import crossentropy_backward, crossentropy_forward
+    B, T, V = s["B"], s["T"], s["V"]
+    rng = _rng()
+    logits, targets = _f32(rng, B, T, V), rng.integers(0, V, (B, T)).astype(np.int32)
+    dlosses = np.full((B, T), 1.0 / (B * T), np.float32)
+    losses, probs, dlogits = c.zeros(B, T), c.zeros(B, T, V), c.zeros(B, T, V)
+    dL, dT, dDL = c.arr(logits), c.arr(targets), c.arr(dlosses)
+
+    def ours():
+        crossentropy_forward(losses, probs, dL, dT)
+        crossentropy_backward(dlogits, dDL, probs, dT)
+    tl, tt = c.t(logits, True), c.t(targets.astype(np.int64))
+    F = c.torch.nn.functional
+
+    def theirs():
+        F.cross_entropy(tl.view(-1, V), tt.view(-1)).backward()
+    return ours, theirs
+
+
+def _bench_adamw(c: Case, s):
+    from .adamw import adamw_update
+    n = 124_475_904 if c.device == "cuda" else 7_000_000  # 124M on a GPU; ~tiny-config size on the CPU
+    rng = _rng()
+    p, g = _f32(rng, n), _f32(rng, n)
+    dP, dG, m, v = c.arr(p.copy()), c.arr(g), c.zeros(n), c.zeros(n)
+    step = [0]
+
+    def ours():
+        step[0] += 1
+        adamw_update(dP, dG, m, v, step[0], 1e-4, 0.9, 0.95, 1e-8, 0.1)
+    tp = c.torch.nn.Parameter(c.t(p.copy()))
+    tp.grad = c.t(g)
+    # foreach=False: the plain per-tensor loop, the fairest match of one fused elementwise kernel
+    opt = c.torch.optim.AdamW([tp], lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=False)
+    return ours, opt.step
+
+
+OP_BENCHES = {
+    "encoder": _bench_encoder, "layernorm": _bench_layernorm, "matmul": _bench_matmul,
+    "matmul_lm_head": _bench_matmul_lm_head, "attention": _bench_attention, "gelu": _bench_gelu,
+    "residual": _bench_residual, "crossentropy": _bench_crossentropy, "adamw": _bench_adamw,
+}
+
+
+def _sync_for(device):
+    if device == "cuda":
+        import torch
+        from numba import cuda
+
+        def sync():
+            cuda.synchronize()
+            torch.cuda.synchronize()
+        return sync
+    return lambda: None
+
+
+def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print) -> list[dict]:
+    """One row per (op, shape): median ours and torch seconds (forward+backward) and ours/torch."""
+    import torch
+    torch.set_flush_denormal(True)
+    rows, sync = [], _sync_for(device)
+    for name in ops or OP_BENCHES:
+        for s in shapes if name != "adamw" else shapes[:1]:
+            try:
+                ours, theirs = OP_BENCHES[name](Case(device), s)
+            except ImportError as e:
+                progress(f"  {name}: skipped ({e})")
+                break
+            t_ours, t_torch = side_by_side(ours, theirs, reps, sync)
+            row = {"op": name, "shape": f"B={s['B']},T={s['T']}", "device": device, "ours_ms": t_ours * 1e3,
+                   "torch_ms": t_torch * 1e3, "ratio": t_ours / t_torch}
+            rows.append(row)
+            progress(f"  {name:15s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
+                     f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}")
+    return rows
+
+
+def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print) -> list[dict]:
+    """One training step (forward, backward, AdamW) of the kernel model vs the PyTorch reference."""
+    import torch
+    try:
+        from gpt2lab.gpt2.config import GPTConfig
+        from gpt2lab.gpt2.kernel_model import KernelGPT2
+        from gpt2lab.gpt2.model import GPT2
+    except ImportError as e:
+        progress(f"  training step: skipped ({e})")
+        return []
+    torch.set_flush_denormal(True)
+    rows, sync = [], _sync_for(device)
+    for name in configs:
+        cfg = GPTConfig.preset(name)
+        torch.manual_seed(0)
+        ref = GPT2(cfg).to("cuda" if device == "cuda" else "cpu")
+        ours_model = KernelGPT2(cfg, device=device)
+        ours_model.from_torch(ref)
+        opt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
+        y = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
+        tx, ty = (torch.tensor(a, device=ref.lm_head.weight.device) for a in (x, y))
+
+        def ours():
+            ours_model.forward(x, y)
+            ours_model.zero_grad()
+            ours_model.backward()
+            ours_model.adamw_step(1e-4)
+
+        def theirs():
+            _, loss = ref(tx, ty)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        t_ours, t_torch = side_by_side(ours, theirs, reps, sync)
+        row = {"config": name, "B": B, "T": T, "device": device, "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
+               "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch}
+        rows.append(row)
+        progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
+                 f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
+        del ref, ours_model, opt
+    return rows
+
+
+def bench_tokenizer(progress=print) -> dict:
+    try:
+        from .bench_bpe import bench_bpe
+    except ImportError as e:
+        progress(f"  tokenizer: skipped ({e})")
+        return {}
+    res = bench_bpe()
+    progress("  tokenizer " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in res.items()))
+    return res
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--op", action="append", choices=list(OP_BENCHES), help="only this op (repeatable)")
+    p.add_argument("--steps", default="tiny,small,gpt2",
+                   help="comma-separated configs for the whole-step benchmark ('' to skip)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-op benchmark")
+    p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+
+
+def run(args) -> int:
+    if args.reps <= 0:
+        print(f"gpt2lab bench: --reps must be positive, got {args.reps}", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        from numba import cuda
+        if not cuda.is_available():
+            print("gpt2lab bench: --device cuda needs an NVIDIA GPU and driver; none found", file=sys.stderr)
+            return 2
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    out = {"device": args.device}
+    if not args.no_ops:
+        say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
+        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say)
+    configs = [c for c in args.steps.split(",") if c]
+    if configs:
+        say("one training step (forward, backward, AdamW):")
+        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say)
+    if not args.no_tokenizer:
+        say("tokenizer:")
+        out["tokenizer"] = bench_tokenizer(progress=say)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="gpt2lab bench", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
