@@ -104,15 +104,20 @@ def token_label(token: bytes) -> str:
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "⏎")
 
 
-def spans_html(spans: list[TokenSpan], max_tokens: int | None = None, show_ids: bool = True) -> str:
-    """HTML of coloured token boxes (hover one for its id and bytes), then the list of ids below."""
+def spans_html(spans: list[TokenSpan], max_tokens: int | None = None, show_ids: bool = True,
+               highlight: frozenset = frozenset()) -> str:
+    """HTML of coloured token boxes (hover one for its id and bytes), then the list of ids below.
+
+    Tokens whose id is in `highlight` get a thick black border (the token just made by a merge).
+    """
     shown = spans if max_tokens is None else spans[:max_tokens]
     boxes = []
     for s in shown:
         tip = html.escape(f"id {s.id}  bytes {s.bytes!r}", quote=True)
         label = html.escape(token_label(s.bytes))
+        border = "2px solid black" if s.id in highlight else f"1px solid {s.colour}"
         # 8-digit hex: the token colour at 40% opacity, so black text stays readable on every colour.
-        boxes.append(f'<span title="{tip}" style="background:{s.colour}66;border:1px solid {s.colour};'
+        boxes.append(f'<span title="{tip}" style="background:{s.colour}66;border:{border};'
                      f'border-radius:3px;margin:1px;padding:0 2px;font-family:monospace">{label}</span>'
                      + ("<br>" if s.bytes.endswith(b"\n") else ""))
     out = '<div style="line-height:1.9;white-space:pre-wrap">' + "".join(boxes) + "</div>"
@@ -161,6 +166,15 @@ class MergeStep:
     def new_token(self) -> bytes | None:
         """Bytes of the token made at this step."""
         return None if self.new_id is None else self.vocab[self.new_id]
+
+    def spans(self) -> list[TokenSpan]:
+        """This step's tokens as TokenSpans (character offsets counted in bytes: the trace is bytes)."""
+        out, pos = [], 0
+        for token_id in self.ids:
+            n = len(self.vocab[token_id])
+            out.append(TokenSpan(pos, pos + n, token_id, self.vocab[token_id], token_color(token_id)))
+            pos += n
+        return out
 
     def describe(self) -> str:
         """One line: what this step merged."""
