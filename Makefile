@@ -37,8 +37,11 @@ setup: $(VENV)/.installed
 
 notebooks: setup
 	@mkdir -p $(NB_BUILD)
-	$(VENV)/bin/jupytext --to notebook --output-dir $(NB_BUILD) notebooks/[0-9]*.py 2>/dev/null || \
-	  for f in notebooks/[0-9]*.py; do $(VENV)/bin/jupytext --to notebook -o $(NB_BUILD)/$$(basename $${f%.py}).ipynb $$f; done
+	for f in notebooks/[0-9]*.py; do $(VENV)/bin/jupytext --quiet --to notebook -o $(NB_BUILD)/$$(basename $${f%.py}).ipynb $$f || exit 1; done
+
+# Teacher build: student copies without solutions, and executed HTML with the animations embedded.
+handouts: setup
+	$(PY) tools/handouts.py --html --out build/handouts notebooks/[0-9]*.py
 
 lab: setup
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py >/dev/null 2>&1 || true
