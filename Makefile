@@ -15,7 +15,7 @@ NB_BUILD := build/notebooks
 # pytest workers for the main suite; the CI machine has 2 cores.
 JOBS ?= 2
 
-.PHONY: setup lab test test-unit test-notebooks notebooks handouts clean
+.PHONY: help setup lab test test-unit test-notebooks notebooks handouts browser-deps clean
 .DEFAULT_GOAL := help
 
 help:
@@ -55,7 +55,13 @@ test-unit: setup
 test-notebooks: notebooks
 	$(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
 
-test: setup
+# The browser test drives JupyterLab in Debian's chromium; install it where we can (root with apt).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: chromium is not installed; the browser test needs it (apt-get install chromium)"
+
+test: setup browser-deps
 	$(MAKE) test-unit
 	$(MAKE) test-notebooks
 
