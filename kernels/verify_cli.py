@@ -29,6 +29,8 @@ def run(args) -> int:
         if "numba" in sys.modules:
             _reexec_with_simulator(args)
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if args.device == "cudasim":
+        sys.setswitchinterval(1e-4)  # simulated threads are Python threads: cheaper syncthreads barriers
     if args.device == "cuda":
         from numba import cuda
         if not cuda.is_available():

@@ -1,0 +1,415 @@
+"""LayerNorm over the channels of each token, eps = 1e-5 (GPT-2's ln_1, ln_2, ln_f).
+
+Forward, for one row x = inp[b, t, :] of C channels, with weight w and bias b of shape (C,):
+
+    mean = (1/C) sum_i x_i
+    var  = (1/C) sum_i (x_i - mean)^2          (biased, as PyTorch)
+    rstd = 1 / sqrt(var + eps)
+    norm_i = (x_i - mean) * rstd
+    out_i  = norm_i * w_i + b_i
+
+What is cached for the backward: `mean` and `rstd`, one float each per row (B, T). The backward needs the
+normalised input norm = (x - mean) * rstd and the scale 1/sigma = rstd; with the two cached numbers it
+rebuilds norm from x in one pass instead of storing a second (B, T, C) tensor or re-reducing the row.
+
+Backward. With dout = dL/dout, the parameters collect over every row (b, t):
+
+    dbias_i   += dout_i
+    dweight_i += norm_i * dout_i
+
+and through the affine map, dnorm_i = dout_i * w_i. Then norm depends on x directly and through mean and
+rstd; the chain rule, using d mean / dx_j = 1/C and d rstd / dx_j = -rstd^3 (x_j - mean) / C, gives
+
+    dinp_j += rstd * (dnorm_j - mean_i(dnorm_i) - norm_j * mean_i(dnorm_i * norm_i))
+
+The first mean term is the gradient flowing back through `mean` (shifting every x shifts nothing after
+normalising); the second is the one through `rstd` (scaling every x scales nothing after normalising).
+So a row needs two reductions, sum(dnorm) and sum(dnorm * norm), before it can write dinp. Like llm.c the
+backward *accumulates* (dinp += ..., dweight += ..., dbias += ...).
+
+Shapes: inp, out, dout, dinp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias, dweight,
+dbias: (C,) float32. All C-contiguous.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numba
+import numpy as np
+from numba import cuda, float32, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+EPS = 1e-5
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+# Rows are independent: one prange iteration per row. A row of 768 floats (3 KB) stays in L1 across the
+# three passes (mean, variance, write), and fastmath lets numba vectorise each pass.
+@njit(parallel=True, fastmath=True, cache=True)
+def layernorm_forward_cpu(out, mean, rstd, inp, weight, bias):
+    """The CPU kernel on (N, C) views: out, inp (N, C); mean, rstd (N,); weight, bias (C,). No checks."""
+    N, C = inp.shape
+    inv_c = np.float32(1.0 / C)  # float32 math throughout: it vectorises twice as wide
+    for r in prange(N):
+        x = inp[r]
+        m = np.float32(0.0)
+        for i in range(C):
+            m += x[i]
+        m *= inv_c
+        # two passes (mean, then the squared deviations) instead of E[x^2] - mean^2, which cancels
+        # catastrophically when |mean| >> std
+        v = np.float32(0.0)
+        for i in range(C):
+            d = x[i] - m
+            v += d * d
+        v *= inv_c
+        s = np.float32(1.0) / np.sqrt(v + np.float32(EPS))
+        y = out[r]
+        for i in range(C):
+            y[i] = (x[i] - m) * s * weight[i] + bias[i]
+        mean[r] = m
+        rstd[r] = s
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, nchunks):
+    """The CPU kernel on (N, C) views; accumulates. nchunks: how many row chunks run in parallel.
+
+    dinp is per row, so rows run in parallel. dweight and dbias sum over all rows: each chunk of rows
+    accumulates into its own partial row (no race), and the partials are added at the end.
+    """
+    N, C = inp.shape
+    inv_c = np.float32(1.0 / C)
+    rows_per_chunk = (N + nchunks - 1) // nchunks
+    dweight_part = np.zeros((nchunks, C), np.float32)
+    dbias_part = np.zeros((nchunks, C), np.float32)
+    for k in prange(nchunks):
+        for r in range(k * rows_per_chunk, min(N, (k + 1) * rows_per_chunk)):
+            x, dy, dx = inp[r], dout[r], dinp[r]
+            m, s = mean[r], rstd[r]
+            # the two reductions: mean(dnorm) and mean(dnorm * norm)
+            dnorm_mean = np.float32(0.0)
+            dnorm_norm_mean = np.float32(0.0)
+            for i in range(C):
+                norm = (x[i] - m) * s
+                dnorm = dy[i] * weight[i]
+                dnorm_mean += dnorm
+                dnorm_norm_mean += dnorm * norm
+            dnorm_mean *= inv_c
+            dnorm_norm_mean *= inv_c
+            for i in range(C):
+                norm = (x[i] - m) * s
+                dnorm = dy[i] * weight[i]
+                dbias_part[k, i] += dy[i]
+                dweight_part[k, i] += norm * dy[i]
+                dx[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean)
+    for i in prange(C):
+        for k in range(nchunks):
+            dweight[i] += dweight_part[k, i]
+            dbias[i] += dbias_part[k, i]
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Kernels see (N, C) views, N = B*T rows. BLOCK is the most threads a block-per-row kernel uses (and the
+# size of its shared scratch); a row of C channels gets the smallest power of two >= C, up to BLOCK.
+BLOCK = 256
+WARP = 32
+EPS32 = np.float32(EPS)
+
+
+# v1: one thread per row. Simple, and each thread does the CPU loop. Poor on a GPU: only N threads (256
+# rows of GPT-2 at B=4, T=64 barely fill two SMs), and neighbouring threads read addresses C floats apart,
+# so no load is coalesced: each 4-byte read costs a 32-byte memory transaction.
+@cuda.jit
+def layernorm_forward_kernel_v1(out, mean, rstd, inp, weight, bias):
+    r = cuda.grid(1)
+    N, C = inp.shape
+    if r >= N:
+        return
+    m = float32(0.0)
+    for i in range(C):
+        m += inp[r, i]
+    inv_c = float32(1.0) / float32(C)  # float32 throughout: a Python float would promote to f64
+    m *= inv_c
+    v = float32(0.0)
+    for i in range(C):
+        d = inp[r, i] - m
+        v += d * d
+    v *= inv_c
+    s = float32(1.0) / math.sqrt(v + EPS32)
+    for i in range(C):
+        out[r, i] = (inp[r, i] - m) * s * weight[i] + bias[i]
+    mean[r] = m
+    rstd[r] = s
+
+
+@cuda.jit(device=True, inline="always")  # inlined at the IR level: compiles to PTX without a GPU
+def block_sum(scratch, value):
+    """Sum `value` over the threads of the block; every thread gets the total.
+
+    A tree reduction in shared memory: log2(blockDim) halving steps, each a barrier apart.
+    blockDim.x must be a power of two <= len(scratch).
+    """
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] += scratch[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = scratch[0]
+    cuda.syncthreads()  # everyone has read the total before the next call overwrites scratch[0]
+    return total
+
+
+# v2: one block per row. Thread `tid` takes channels tid, tid + blockDim, ...: neighbouring threads read
+# neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions. N blocks
+# of up to BLOCK threads keep the whole GPU busy.
+@cuda.jit
+def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
+    scratch = cuda.shared.array(BLOCK, float32)
+    r = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    C = inp.shape[1]
+    inv_c = float32(1.0) / float32(C)
+    acc = float32(0.0)
+    for i in range(tid, C, cuda.blockDim.x):
+        acc += inp[r, i]
+    m = block_sum(scratch, acc) * inv_c
+    acc = float32(0.0)
+    for i in range(tid, C, cuda.blockDim.x):
+        d = inp[r, i] - m
+        acc += d * d
+    s = float32(1.0) / math.sqrt(block_sum(scratch, acc) * inv_c + EPS32)
+    for i in range(tid, C, cuda.blockDim.x):
+        out[r, i] = (inp[r, i] - m) * s * weight[i] + bias[i]
+    if tid == 0:
+        mean[r] = m
+        rstd[r] = s
+
+
+# Backward v1: one thread per row for dinp (the CPU loop again), and a second kernel with one thread per
+# channel for dweight and dbias: thread i owns column i, sums it over all rows in a fixed order, so
+# there is no race and the result is deterministic; neighbouring threads read neighbouring columns of a
+# row, so that kernel's loads are coalesced.
+@cuda.jit
+def layernorm_backward_dinp_kernel_v1(dinp, dout, inp, weight, mean, rstd):
+    r = cuda.grid(1)
+    N, C = inp.shape
+    if r >= N:
+        return
+    m, s = mean[r], rstd[r]
+    dnorm_mean = float32(0.0)
+    dnorm_norm_mean = float32(0.0)
+    for i in range(C):
+        dnorm = dout[r, i] * weight[i]
+        dnorm_mean += dnorm
+        dnorm_norm_mean += dnorm * (inp[r, i] - m) * s
+    inv_c = float32(1.0) / float32(C)
+    dnorm_mean *= inv_c
+    dnorm_norm_mean *= inv_c
+    for i in range(C):
+        norm = (inp[r, i] - m) * s
+        dinp[r, i] += s * (dout[r, i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
+
+
+@cuda.jit
+def layernorm_backward_params_kernel_v1(dweight, dbias, dout, inp, mean, rstd):
+    i = cuda.grid(1)
+    N, C = inp.shape
+    if i >= C:
+        return
+    dw = float32(0.0)
+    db = float32(0.0)
+    for r in range(N):
+        dw += (inp[r, i] - mean[r]) * rstd[r] * dout[r, i]
+        db += dout[r, i]
+    dweight[i] += dw
+    dbias[i] += db
+
+
+# Backward v2: one block per row, the two means as block reductions, coalesced loads. dweight and dbias
+# get one contribution per row and column: cuda.atomic.add, because every block (row) adds into the same
+# C floats. The atomics make the order of those float additions, and so the last bits, run-dependent.
+@cuda.jit
+def layernorm_backward_kernel_v2(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
+    scratch = cuda.shared.array(BLOCK, float32)
+    r = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    C = inp.shape[1]
+    m, s = mean[r], rstd[r]
+    acc = float32(0.0)
+    acc_norm = float32(0.0)
+    for i in range(tid, C, cuda.blockDim.x):
+        dnorm = dout[r, i] * weight[i]
+        acc += dnorm
+        acc_norm += dnorm * (inp[r, i] - m) * s
+    inv_c = float32(1.0) / float32(C)
+    dnorm_mean = block_sum(scratch, acc) * inv_c
+    dnorm_norm_mean = block_sum(scratch, acc_norm) * inv_c
+    for i in range(tid, C, cuda.blockDim.x):
+        norm = (inp[r, i] - m) * s
+        dy = dout[r, i]
+        dinp[r, i] += s * (dy * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
+        cuda.atomic.add(dweight, i, norm * dy)
+        cuda.atomic.add(dbias, i, dy)
+
+
+_ROWS = "float32[:, ::1]"
+_VEC = "float32[::1]"
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+CUDA_KERNELS = (
+    (layernorm_forward_kernel_v1, f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_VEC}, {_VEC})"),
+    (layernorm_forward_kernel_v2, f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_VEC}, {_VEC})"),
+    (layernorm_backward_dinp_kernel_v1, f"void({_ROWS}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
+    (layernorm_backward_params_kernel_v1, f"void({_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC})"),
+    (layernorm_backward_kernel_v2,
+     f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
+)
+CUDA_VERSIONS = ("v1", "v2")
+ROW_THREADS = 128  # threads per block for the thread-per-row/column kernels (v1)
+
+
+def block_threads(C: int) -> int:
+    """Threads for a block-per-row kernel: a power of two (the tree reduction halves it) >= C, <= BLOCK."""
+    n = WARP
+    while n < C and n < BLOCK:
+        n *= 2
+    return n
+
+
+def _layernorm_forward_cuda(out, mean, rstd, inp, weight, bias, version):
+    N = mean.size
+    if version == "v1":
+        layernorm_forward_kernel_v1[ceil_div(N, ROW_THREADS), ROW_THREADS](out, mean, rstd, inp, weight, bias)
+    else:
+        layernorm_forward_kernel_v2[N, block_threads(inp.shape[1])](out, mean, rstd, inp, weight, bias)
+
+
+def _layernorm_backward_cuda(dinp, dweight, dbias, dout, inp, weight, mean, rstd, version):
+    N, C = inp.shape
+    if version == "v1":
+        layernorm_backward_dinp_kernel_v1[ceil_div(N, ROW_THREADS), ROW_THREADS](
+            dinp, dout, inp, weight, mean, rstd)
+        layernorm_backward_params_kernel_v1[ceil_div(C, ROW_THREADS), ROW_THREADS](
+            dweight, dbias, dout, inp, mean, rstd)
+    else:
+        layernorm_backward_kernel_v2[N, block_threads(C)](dinp, dweight, dbias, dout, inp, weight, mean, rstd)
+
+
+# ---------------------------------------------------------------- public entry points
+def _pick_version(op, version):
+    version = version or CUDA_VERSIONS[-1]
+    if version not in CUDA_VERSIONS:
+        raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
+    return version
+
+
+def layernorm_forward(out, mean, rstd, inp, weight, bias, version=None):
+    """out = (inp - mean) * rstd * weight + bias over the last axis; writes the mean and rstd caches.
+
+    out, inp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias: (C,) float32.
+    Numpy arrays run on the CPU; CUDA device arrays on the GPU, kernel `version` ("v1", "v2"; default v2).
+    """
+    op = "layernorm_forward"
+    B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
+    check_array(op, "out", out, (B, T, C), dims="B,T,C")
+    for name, a in (("mean", mean), ("rstd", rstd)):
+        check_array(op, name, a, (B, T), dims="B,T")
+    for name, a in (("weight", weight), ("bias", bias)):
+        check_array(op, name, a, (C,), dims="C")
+    rows = (B * T, C)
+    args = (out.reshape(rows), mean.reshape(B * T), rstd.reshape(B * T), inp.reshape(rows), weight, bias)
+    if check_same_device(op, out=out, mean=mean, rstd=rstd, inp=inp, weight=weight, bias=bias):
+        _layernorm_forward_cuda(*args, _pick_version(op, version))
+    else:
+        layernorm_forward_cpu(*args)
+
+
+def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, version=None):
+    """dinp, dweight, dbias += the gradients of layernorm_forward given dout (see the module docstring).
+
+    dinp, dout, inp: (B, T, C) float32; dweight, dbias, weight: (C,) float32; mean, rstd: (B, T) float32
+    (the forward's caches). Numpy runs on the CPU; device arrays on the GPU (`version` "v1", "v2").
+    """
+    op = "layernorm_backward"
+    B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
+    for name, a in (("dinp", dinp), ("dout", dout)):
+        check_array(op, name, a, (B, T, C), dims="B,T,C")
+    for name, a in (("dweight", dweight), ("dbias", dbias), ("weight", weight)):
+        check_array(op, name, a, (C,), dims="C")
+    for name, a in (("mean", mean), ("rstd", rstd)):
+        check_array(op, name, a, (B, T), dims="B,T")
+    rows = (B * T, C)
+    args = (dinp.reshape(rows), dweight, dbias, dout.reshape(rows), inp.reshape(rows), weight,
+            mean.reshape(B * T), rstd.reshape(B * T))
+    on_gpu = check_same_device(op, dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
+                               weight=weight, mean=mean, rstd=rstd)
+    if on_gpu:
+        _layernorm_backward_cuda(*args, _pick_version(op, version))
+    else:
+        layernorm_backward_cpu(*args, numba.get_num_threads())
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp, weight, bias, dout):
+    """PyTorch: F.layer_norm and its autograd gradients; mean and rstd computed the same way."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward(inp, weight, bias):
+        var = inp.var(-1, unbiased=False)
+        return {"out": F.layer_norm(inp, (inp.shape[-1],), weight, bias, eps=EPS),
+                "mean": inp.mean(-1), "rstd": torch.rsqrt(var + EPS)}
+    return autograd(forward, {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"),
+                    {"out": dout})
+
+
+def _inputs(shape, rng):
+    B, T, C = shape["B"], shape["T"], shape["C"]
+    # rows with a mean and scale of their own: a wrong mean or rstd (or one-pass variance) shows
+    loc = rng.uniform(-3, 3, (B, T, 1))
+    scale = rng.uniform(0.5, 4, (B, T, 1))
+    return {"inp": (loc + scale * rng.standard_normal((B, T, C))).astype(np.float32),
+            "weight": (1 + 0.5 * rng.standard_normal(C)).astype(np.float32),
+            "bias": (0.5 * rng.standard_normal(C)).astype(np.float32),
+            "dout": rng.standard_normal((B, T, C)).astype(np.float32)}
+
+
+def _run(inputs, version=None):
+    inp, weight = inputs["inp"], inputs["weight"]
+    B, T, C = inp.shape
+    fwd = {"out": np.zeros_like(inp), "mean": np.zeros((B, T), np.float32),
+           "rstd": np.zeros((B, T), np.float32), "inp": inp, "weight": weight, "bias": inputs["bias"]}
+    grads = {"dinp": np.zeros_like(inp), "dweight": np.zeros(C, np.float32), "dbias": np.zeros(C, np.float32)}
+    if version is None:
+        layernorm_forward(**fwd)
+        layernorm_backward(**grads, dout=inputs["dout"], inp=inp, weight=weight, mean=fwd["mean"],
+                           rstd=fwd["rstd"])
+        return {k: fwd[k] for k in ("out", "mean", "rstd")} | grads
+    res = run_on_device(partial(layernorm_forward, version=version), fwd, ["out", "mean", "rstd"])
+    bwd = {**grads, "dout": inputs["dout"], "inp": inp, "weight": weight, "mean": res["mean"], "rstd": res["rstd"]}
+    return res | run_on_device(partial(layernorm_backward, version=version), bwd, list(grads))
+
+
+SPEC = OpSpec(
+    name="layernorm",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp"], i["weight"], i["bias"], i["dout"]),
+    versions={"cpu": {"cpu": _run}, "cuda": {v: partial(_run, version=v) for v in CUDA_VERSIONS}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
+        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 2, "C": 40}],
+        "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 1601}],
+    },
+    tol={"out": (1e-5, 1e-4), "mean": (1e-5, 1e-5), "rstd": (1e-6, 1e-5),
+         "dinp": (1e-5, 1e-4), "dweight": (1e-4, 1e-4), "dbias": (1e-4, 1e-4)},
+    backward=("dinp", "dweight", "dbias"),
+)
