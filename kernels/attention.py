@@ -1,0 +1,628 @@
+"""Causal multi-head self-attention, from the fused qkv activations (llm.c layout).
+
+Layout. inp (B, T, 3C) holds q = inp[..., 0:C], k = inp[..., C:2C], v = inp[..., 2C:3C]; head h uses
+channels h*hs:(h+1)*hs of each, with hs = C / NH. Per (batch b, head h) write Q, K, V for the (T, hs)
+matrices; the heads are independent, so everything below is per (b, h).
+
+Forward, with the causal mask (query t1 may only look at keys t2 <= t1):
+
+    preatt[t1, t2] = q[t1] . k[t2] / sqrt(hs)                      (t2 <= t1; masked otherwise)
+    att[t1, :]     = softmax(preatt[t1, :])    (masked keys get weight 0, i.e. score -inf)
+    out[t1]        = sum_t2 att[t1, t2] v[t2]           -> out[b, t1, h*hs:(h+1)*hs]
+
+The softmax subtracts the row max before exp: exp(s - m) / sum exp(s - m) is the same number and never
+overflows. The 1/sqrt(hs) keeps the scores' variance ~1 when q, k have unit-variance entries.
+
+Backward. Given dout = dL/dout, in matrix form per (b, h), with P = att, S = preatt, O = out:
+
+    dv     = P^T dout                      (O = P V is linear in V)
+    datt   = dout V^T                      (and in P)
+    dpreatt[t1, t2] = att[t1, t2] (datt[t1, t2] - sum_j att[t1, j] datt[t1, j])      (softmax backward)
+    dq     = dpreatt K / sqrt(hs)          (S = Q K^T / sqrt(hs))
+    dk     = dpreatt^T Q / sqrt(hs)
+
+The softmax line is the Jacobian d att_j / d s_i = att_j (delta_ij - att_i) applied to datt. Masked
+positions have att = 0, so their dpreatt is 0 and they pass no gradient: the loops simply stop at
+t2 = t1. All of dq, dk, dv land in dinp (B, T, 3C) at the q, k, v channels, accumulated (+=) like llm.c.
+
+What is cached, and why: att (B, NH, T, T). Both dv = att^T dout and the softmax backward need the
+softmax *output*; the softmax Jacobian is written in att alone, so the pre-softmax scores preatt are not
+needed and are not kept (llm.c keeps both; we keep one T x T tensor, not two).
+
+Online softmax (the flash-attention trick). One pass over the keys, keeping for query t1 a running max m,
+running sum l = sum exp(s - m) and running unnormalised output acc = sum exp(s - m) v. A new key with
+score s updates
+
+    m' = max(m, s);   c = exp(m - m');   l' = c l + exp(s - m');   acc' = c acc + exp(s - m') v
+
+Multiplying by c = exp(m - m') re-expresses everything summed so far relative to the new max, since
+exp(s_j - m) exp(m - m') = exp(s_j - m'). At the end out = acc / l and the log-sum-exp lse = m + log l.
+No full score row is ever stored (one number per key is consumed and dropped), and nothing is
+approximated: every term ends up exactly exp(s_j - m_final) as in the two-pass softmax, only rounding
+differs. With lse saved, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]) can be recomputed on demand;
+`attention_forward_online` writes out and lse (B, NH, T) only, never the T x T matrix.
+
+Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
+C-contiguous. n_head must divide C.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device, is_device_array
+from .check import OpSpec
+
+# The online CUDA kernels keep the running output row in a per-thread local array, whose size must be
+# a compile-time constant: head sizes up to HS_MAX (GPT-2 uses 64).
+HS_MAX = 128
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+# Small helpers, inlined by LLVM. Rows are views of contiguous channels, so the inner loops over hs
+# vectorise. No -inf anywhere: with fastmath, LLVM may assume there are no infinities, so the max
+# starts at the first key's score (key 0 is visible to every query).
+@njit(fastmath=True, cache=True)
+def _dot(x, y):
+    s = np.float32(0.0)
+    for i in range(x.size):
+        s += x[i] * y[i]
+    return s
+
+
+@njit(fastmath=True, cache=True)
+def _head_rows(inp, b, t, h, hs, C):
+    """Views of q, k, v of head h at (b, t): three (hs,) rows."""
+    o = h * hs
+    return inp[b, t, o:o + hs], inp[b, t, C + o:C + o + hs], inp[b, t, 2 * C + o:2 * C + o + hs]
+
+
+@njit(fastmath=True, cache=True)
+def _causal_softmax_row(att_row, inp, b, t1, h, hs, C, scale):
+    """att_row[:t1+1] = softmax(q[t1] . k[:t1+1] * scale), att_row[t1+1:] = 0."""
+    q = _head_rows(inp, b, t1, h, hs, C)[0]
+    maxval = _dot(q, _head_rows(inp, b, 0, h, hs, C)[1]) * scale
+    for t2 in range(t1 + 1):  # pass 1: scores and their max
+        s = _dot(q, _head_rows(inp, b, t2, h, hs, C)[1]) * scale
+        att_row[t2] = s
+        maxval = max(maxval, s)
+    expsum = np.float32(0.0)
+    for t2 in range(t1 + 1):  # pass 2: exp, shifted by the max so it cannot overflow
+        e = math.exp(att_row[t2] - maxval)
+        att_row[t2] = e
+        expsum += e
+    inv = np.float32(1.0) / expsum
+    for t2 in range(t1 + 1):
+        att_row[t2] *= inv
+    att_row[t1 + 1:] = 0.0  # masked keys: weight exactly 0
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_forward_cpu(out, att, inp, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for bht in prange(B * n_head * T):  # every (b, h, t1) query row is independent
+        b, h, t1 = bht // (n_head * T), (bht // T) % n_head, bht % T
+        att_row = att[b, h, t1]
+        _causal_softmax_row(att_row, inp, b, t1, h, hs, C, scale)
+        o = out[b, t1, h * hs:(h + 1) * hs]
+        o[:] = 0.0
+        for t2 in range(t1 + 1):  # out = att @ v
+            v = _head_rows(inp, b, t2, h, hs, C)[2]
+            a = att_row[t2]
+            for i in range(hs):
+                o[i] += a * v[i]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_backward_cpu(dinp, dout, inp, att, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    # Parallel over (b, h): key t2's dk, dv collect from every query t1 >= t2, so one worker owning a
+    # whole (b, h) needs no atomics (and each (b, h) writes disjoint channels of dinp).
+    for bh in prange(B * n_head):
+        b, h = bh // n_head, bh % n_head
+        datt = np.empty(T, np.float32)
+        for t1 in range(T):
+            att_row = att[b, h, t1]
+            do = dout[b, t1, h * hs:(h + 1) * hs]
+            q, dq = _head_rows(inp, b, t1, h, hs, C)[0], _head_rows(dinp, b, t1, h, hs, C)[0]
+            att_datt = np.float32(0.0)
+            for t2 in range(t1 + 1):  # datt = dout v^T, and dv += att^T dout
+                v, dv = _head_rows(inp, b, t2, h, hs, C)[2], _head_rows(dinp, b, t2, h, hs, C)[2]
+                datt[t2] = _dot(do, v)
+                att_datt += att_row[t2] * datt[t2]
+                a = att_row[t2]
+                for i in range(hs):
+                    dv[i] += a * do[i]
+            for t2 in range(t1 + 1):  # softmax backward, then through preatt = q k^T * scale
+                dpreatt = att_row[t2] * (datt[t2] - att_datt) * scale
+                k, dk = _head_rows(inp, b, t2, h, hs, C)[1], _head_rows(dinp, b, t2, h, hs, C)[1]
+                for i in range(hs):
+                    dq[i] += dpreatt * k[i]
+                    dk[i] += dpreatt * q[i]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_forward_online_cpu(out, lse, inp, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for bht in prange(B * n_head * T):
+        b, h, t1 = bht // (n_head * T), (bht // T) % n_head, bht % T
+        q = _head_rows(inp, b, t1, h, hs, C)[0]
+        acc = out[b, t1, h * hs:(h + 1) * hs]  # the running sum lives in the output row itself
+        # key 0 starts the running state: m = s0, l = exp(0) = 1, acc = v0
+        m = _dot(q, _head_rows(inp, b, 0, h, hs, C)[1]) * scale
+        l = np.float32(1.0)
+        acc[:] = _head_rows(inp, b, 0, h, hs, C)[2]
+        for t2 in range(1, t1 + 1):  # one pass over the keys; no score row is kept
+            k, v = _head_rows(inp, b, t2, h, hs, C)[1:]
+            s = _dot(q, k) * scale
+            m_new = max(m, s)
+            c = math.exp(m - m_new)  # rescale the old sums to the new max (1 when it did not move)
+            p = math.exp(s - m_new)
+            l = c * l + p
+            for i in range(hs):
+                acc[i] = c * acc[i] + p * v[i]
+            m = m_new
+        inv = np.float32(1.0) / l
+        for i in range(hs):
+            acc[i] *= inv
+        lse[b, h, t1] = m + math.log(l)
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Every kernel here runs one thread per (b, h, t) row; neighbouring threads of a warp are neighbouring
+# t of the same head, so they read the same k, v rows at the same time (served by the cache).
+# The helpers are inlined at the numba IR level (inline="always"): the code reads as small functions,
+# and a kernel calling them still compiles to PTX on a machine without a GPU driver (an ordinary device
+# function is looked up for the current device, which needs a driver).
+@cuda.jit(device=True, inline="always")
+def _row_index(idx, T, n_head):
+    return idx // (n_head * T), (idx // T) % n_head, idx % T
+
+
+@cuda.jit(device=True, inline="always")
+def _score(inp, b, t1, t2, qo, ko, hs, scale):
+    """preatt = q[t1] . k[t2] * scale; qo, ko: the channel offsets of this head's q and k."""
+    s = float32(0.0)
+    for i in range(hs):
+        s += inp[b, t1, qo + i] * inp[b, t2, ko + i]
+    return s * scale
+
+
+@cuda.jit(device=True, inline="always")
+def _online_row(acc, inp, b, t1, h, hs, C, scale):
+    """The online softmax over keys 0..t1 of query t1: fills acc[:hs] = sum exp(s - m) v, returns (m, l).
+
+    One pass, three running numbers per row (m, l and the acc vector): the full score row is never
+    stored. Exact: each old term is rescaled by exp(m_old - m_new), so at the end every term is
+    exp(s_j - m_final), precisely what the two-pass softmax computes.
+    """
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    m = _score(inp, b, t1, 0, qo, ko, hs, scale)  # key 0 starts the state: l = exp(0) = 1, acc = v0
+    l = float32(1.0)
+    for i in range(hs):
+        acc[i] = inp[b, 0, vo + i]
+    for t2 in range(1, t1 + 1):
+        s = _score(inp, b, t1, t2, qo, ko, hs, scale)
+        m_new = max(m, s)
+        c = math.exp(m - m_new)  # re-express the old sums relative to the new max
+        p = math.exp(s - m_new)
+        l = c * l + p
+        for i in range(hs):
+            acc[i] = c * acc[i] + p * inp[b, t2, vo + i]
+        m = m_new
+    return m, l
+
+
+# v1, naive: three passes over the keys, using the att row itself as scratch for the scores.
+@cuda.jit
+def attention_forward_kernel_v1(out, att, inp, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t1 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    maxval = _score(inp, b, t1, 0, qo, ko, hs, scale)
+    for t2 in range(t1 + 1):  # pass 1: scores and their max
+        s = _score(inp, b, t1, t2, qo, ko, hs, scale)
+        att[b, h, t1, t2] = s
+        maxval = max(maxval, s)
+    expsum = float32(0.0)
+    for t2 in range(t1 + 1):  # pass 2: exp and their sum
+        e = math.exp(att[b, h, t1, t2] - maxval)
+        att[b, h, t1, t2] = e
+        expsum += e
+    inv = float32(1.0) / expsum
+    for i in range(hs):
+        out[b, t1, qo + i] = 0.0
+    for t2 in range(T):  # pass 3: normalise, zero the masked keys, out = att @ v
+        if t2 > t1:
+            att[b, h, t1, t2] = 0.0
+            continue
+        a = att[b, h, t1, t2] * inv
+        att[b, h, t1, t2] = a
+        for i in range(hs):
+            out[b, t1, qo + i] += a * inp[b, t2, vo + i]
+
+
+# v2, online softmax: one pass over the keys for out (no score row in memory, registers/local only),
+# then one more pass writing att = exp(s - m) / l for the backward. Better than v1: one pass fewer over
+# global memory for out, and the att writes are a pure store stream, never read back here.
+@cuda.jit
+def attention_forward_kernel_v2(out, att, inp, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t1 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    acc = cuda.local.array(HS_MAX, float32)
+    m, l = _online_row(acc, inp, b, t1, h, hs, C, scale)
+    inv = float32(1.0) / l
+    for i in range(hs):
+        out[b, t1, h * hs + i] = acc[i] * inv
+    for t2 in range(T):  # the cache for the backward, from the final m and l
+        if t2 <= t1:
+            att[b, h, t1, t2] = math.exp(_score(inp, b, t1, t2, h * hs, C + h * hs, hs, scale) - m) * inv
+        else:
+            att[b, h, t1, t2] = 0.0
+
+
+# The memory-light forward: out and lse (B, NH, T) only. att is never materialised: 4 T bytes per row
+# instead of 4 T^2 (at T=1024, NH=12, B=8: 0.4 MB instead of 400 MB).
+@cuda.jit
+def attention_forward_online_kernel(out, lse, inp, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t1 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    acc = cuda.local.array(HS_MAX, float32)
+    m, l = _online_row(acc, inp, b, t1, h, hs, C, scale)
+    inv = float32(1.0) / l
+    for i in range(hs):
+        out[b, t1, h * hs + i] = acc[i] * inv
+    lse[b, h, t1] = m + math.log(l)
+
+
+@cuda.jit(device=True, inline="always")
+def _datt(dout, inp, b, t1, t2, ho, vo, hs):
+    """datt[t1, t2] = dout[t1] . v[t2] (ho: this head's channel offset in dout, vo: in inp)."""
+    s = float32(0.0)
+    for i in range(hs):
+        s += dout[b, t1, ho + i] * inp[b, t2, vo + i]
+    return s
+
+
+@cuda.jit(device=True, inline="always")
+def _att_datt(att, dout, inp, b, h, t1, hs, C):
+    """sum_t2 att[t1, t2] datt[t1, t2], the softmax backward's row term."""
+    s = float32(0.0)
+    for t2 in range(t1 + 1):
+        s += att[b, h, t1, t2] * _datt(dout, inp, b, t1, t2, h * hs, 2 * C + h * hs, hs)
+    return s
+
+
+# Backward v1: one thread per query row t1. dq[t1] is this thread's own; dk[t2], dv[t2] receive from
+# every query t1 >= t2, i.e. from many threads, so they are added with atomics. datt is recomputed in
+# the second pass instead of stored: no T x T scratch.
+@cuda.jit
+def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t1 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    att_datt = _att_datt(att, dout, inp, b, h, t1, hs, C)
+    for t2 in range(t1 + 1):
+        a = att[b, h, t1, t2]
+        dpreatt = a * (_datt(dout, inp, b, t1, t2, qo, vo, hs) - att_datt) * scale
+        for i in range(hs):
+            dinp[b, t1, qo + i] += dpreatt * inp[b, t2, ko + i]
+            cuda.atomic.add(dinp, (b, t2, ko + i), dpreatt * inp[b, t1, qo + i])
+            cuda.atomic.add(dinp, (b, t2, vo + i), a * dout[b, t1, qo + i])
+
+
+# Backward v2, no atomics (deterministic, and no contention on hot key rows): two kernels.
+# (a) one thread per query row t1: dpreatt row into a (B, NH, T, T) scratch, and dq[t1].
+@cuda.jit
+def attention_backward_dq_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t1 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    att_datt = _att_datt(att, dout, inp, b, h, t1, hs, C)
+    for t2 in range(T):
+        if t2 > t1:
+            dpreatt[b, h, t1, t2] = 0.0
+            continue
+        d = att[b, h, t1, t2] * (_datt(dout, inp, b, t1, t2, qo, vo, hs) - att_datt) * scale
+        dpreatt[b, h, t1, t2] = d
+        for i in range(hs):
+            dinp[b, t1, qo + i] += d * inp[b, t2, ko + i]
+
+
+# (b) one thread per key row t2, gathering down its column: dk[t2] = sum_t1 dpreatt[t1, t2] q[t1],
+# dv[t2] = sum_t1 att[t1, t2] dout[t1], over the queries t1 >= t2 that can see key t2.
+@cuda.jit
+def attention_backward_dkv_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
+    B, T, C3 = inp.shape
+    idx = cuda.grid(1)
+    if idx >= B * n_head * T:
+        return
+    b, h, t2 = _row_index(idx, T, n_head)
+    C = C3 // 3
+    hs = C // n_head
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    for t1 in range(t2, T):
+        d = dpreatt[b, h, t1, t2]
+        a = att[b, h, t1, t2]
+        for i in range(hs):
+            dinp[b, t2, ko + i] += d * inp[b, t1, qo + i]
+            dinp[b, t2, vo + i] += a * dout[b, t1, qo + i]
+
+
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+_F3, _F4 = "float32[:,:,::1]", "float32[:,:,:,::1]"
+CUDA_KERNELS = (
+    (attention_forward_kernel_v1, f"void({_F3}, {_F4}, {_F3}, int64)"),
+    (attention_forward_kernel_v2, f"void({_F3}, {_F4}, {_F3}, int64)"),
+    (attention_forward_online_kernel, f"void({_F3}, {_F3}, {_F3}, int64)"),
+    (attention_backward_kernel_v1, f"void({_F3}, {_F3}, {_F3}, {_F4}, int64)"),
+    (attention_backward_dq_kernel_v2, f"void({_F3}, {_F4}, {_F3}, {_F3}, {_F4}, int64)"),
+    (attention_backward_dkv_kernel_v2, f"void({_F3}, {_F4}, {_F3}, {_F3}, {_F4}, int64)"),
+)
+BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
+FORWARD_VERSIONS = ("v1", "v2")
+BACKWARD_VERSIONS = ("v1", "v2")
+
+
+def _launch_rows(kernel, n_rows, *args):
+    kernel[ceil_div(n_rows, BLOCK), BLOCK](*args)
+
+
+# ---------------------------------------------------------------- public entry points
+def _check_qkv(op, inp, n_head):
+    """Validate inp (B, T, 3C) and n_head; returns (B, T, C)."""
+    check_array(op, "inp", inp, (None, None, None), dims="B,T,3C")
+    B, T, C3 = inp.shape
+    if C3 % 3:
+        raise ValueError(f"{op}: inp must be (B,T,3C) = q,k,v side by side, got last dim {C3} (not a multiple of 3)")
+    if not isinstance(n_head, (int, np.integer)) or n_head < 1 or (C3 // 3) % n_head:
+        raise ValueError(f"{op}: n_head must be a positive int dividing C = {C3 // 3}, got {n_head!r}")
+    return B, T, C3 // 3
+
+
+def _pick(op, version, versions, on_device):
+    """The CUDA version to run (default: the last, the best); CPU takes version None or "cpu"."""
+    if not on_device:
+        if version not in (None, "cpu"):
+            raise ValueError(f"{op}: numpy arrays run on the CPU kernel (version None or 'cpu'), got {version!r}")
+        return "cpu"
+    if version is None:
+        return versions[-1]
+    if version not in versions:
+        raise ValueError(f"{op}: unknown CUDA version {version!r}; choose from {versions}")
+    return version
+
+
+def _check_hs(op, C, n_head):
+    if C // n_head > HS_MAX:
+        raise ValueError(f"{op}: the online CUDA kernels support head size <= {HS_MAX}, got {C // n_head}")
+
+
+def attention_forward(out, att, inp, n_head, version=None):
+    """Causal self-attention forward; writes out (B, T, C) and the softmax cache att (B, NH, T, T).
+
+    inp: (B, T, 3C) float32, the qkv activations (q | k | v, head h at channels h*hs:(h+1)*hs).
+    version (CUDA only): "v1" naive three-pass, "v2" online softmax (default).
+    """
+    B, T, C = _check_qkv("attention_forward", inp, n_head)
+    check_array("attention_forward", "out", out, (B, T, C), dims="B,T,C")
+    check_array("attention_forward", "att", att, (B, n_head, T, T), dims="B,NH,T,T")
+    on_device = check_same_device("attention_forward", out=out, att=att, inp=inp)
+    version = _pick("attention_forward", version, FORWARD_VERSIONS, on_device)
+    if version == "cpu":
+        _attention_forward_cpu(out, att, inp, n_head)
+    elif version == "v1":
+        _launch_rows(attention_forward_kernel_v1, B * n_head * T, out, att, inp, n_head)
+    else:
+        _check_hs("attention_forward", C, n_head)
+        _launch_rows(attention_forward_kernel_v2, B * n_head * T, out, att, inp, n_head)
+
+
+def attention_forward_online(out, lse, inp, n_head):
+    """Online-softmax forward writing out (B, T, C) and lse (B, NH, T) = log sum_t2 exp(preatt): no T x T att.
+
+    att can be recomputed from lse as exp(preatt - lse) (see `att_from_lse`), which is what a
+    flash-attention backward does instead of keeping att.
+    """
+    B, T, C = _check_qkv("attention_forward_online", inp, n_head)
+    check_array("attention_forward_online", "out", out, (B, T, C), dims="B,T,C")
+    check_array("attention_forward_online", "lse", lse, (B, n_head, T), dims="B,NH,T")
+    if check_same_device("attention_forward_online", out=out, lse=lse, inp=inp):
+        _check_hs("attention_forward_online", C, n_head)
+        _launch_rows(attention_forward_online_kernel, B * n_head * T, out, lse, inp, n_head)
+    else:
+        _attention_forward_online_cpu(out, lse, inp, n_head)
+
+
+def attention_backward(dinp, dout, inp, att, n_head, version=None):
+    """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, given dout (B, T, C) and the forward's att cache.
+
+    version (CUDA only): "v1" one thread per query row with atomics for dk, dv; "v2" (default) no
+    atomics, a query-row kernel for dq then a key-row kernel for dk, dv (scratch allocated here).
+    """
+    B, T, C = _check_qkv("attention_backward", inp, n_head)
+    check_array("attention_backward", "dinp", dinp, (B, T, 3 * C), dims="B,T,3C")
+    check_array("attention_backward", "dout", dout, (B, T, C), dims="B,T,C")
+    check_array("attention_backward", "att", att, (B, n_head, T, T), dims="B,NH,T,T")
+    on_device = check_same_device("attention_backward", dinp=dinp, dout=dout, inp=inp, att=att)
+    version = _pick("attention_backward", version, BACKWARD_VERSIONS, on_device)
+    n_rows = B * n_head * T
+    if version == "cpu":
+        _attention_backward_cpu(dinp, dout, inp, att, n_head)
+    elif version == "v1":
+        _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
+    else:
+        dpreatt = cuda.device_array(att.shape, np.float32)
+        _launch_rows(attention_backward_dq_kernel_v2, n_rows, dinp, dpreatt, dout, inp, att, n_head)
+        _launch_rows(attention_backward_dkv_kernel_v2, n_rows, dinp, dpreatt, dout, inp, att, n_head)
+
+
+# ---------------------------------------------------------------- numpy: the lesson's pieces
+def split_heads(inp, n_head):
+    """q, k, v as (B, NH, T, hs) float64 views' copies, from inp (B, T, 3C)."""
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    qkv = np.asarray(inp, np.float64).reshape(B, T, 3, n_head, C // n_head)
+    return tuple(qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
+
+
+def att_from_lse(inp, lse, n_head):
+    """att (B, NH, T, T) = exp(preatt - lse) under the causal mask: how a flash backward rebuilds att."""
+    q, k, _ = split_heads(inp, n_head)
+    T, hs = q.shape[2], q.shape[3]
+    preatt = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)
+    att = np.exp(preatt - np.asarray(lse, np.float64)[..., None])
+    return np.where(np.tril(np.ones((T, T), bool)), att, 0.0).astype(np.float32)
+
+
+def online_softmax_step(m, l, acc, s, v):
+    """One step of the online softmax over a block of keys, for one query.
+
+    m, l: the running max and sum of exp(score - m); acc (hs,): the running sum of exp(score - m) v.
+    s (n,): the block's scores; v (n, hs): its values. Returns the new (m, l, acc). Start from
+    m = -inf, l = 0, acc = 0; at the end out = acc / l, lse = m + log l.
+    """
+    m_new = max(m, float(np.max(s)))
+    c = math.exp(m - m_new)  # rescale what was summed relative to the old max (0 at the start)
+    p = np.exp(s - m_new)
+    return m_new, c * l + p.sum(), c * acc + p @ v
+
+
+def online_softmax_attend(s, v, block):
+    """out = softmax(s) @ v computed block by block with `online_softmax_step`; returns (out, lse)."""
+    m, l, acc = -math.inf, 0.0, np.zeros(v.shape[1])
+    for j in range(0, len(s), block):
+        m, l, acc = online_softmax_step(m, l, acc, s[j:j + block], v[j:j + block])
+    return acc / l, m + math.log(l)
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp, dout, n_head):
+    """PyTorch, written out: scores, masked_fill(-inf), softmax, att @ v; autograd for dinp."""
+    import torch
+
+    def attention(inp):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        q, k, v = (x.view(B, T, n_head, C // n_head).transpose(1, 2) for x in inp.split(C, dim=2))
+        preatt = q @ k.transpose(-2, -1) / math.sqrt(C // n_head)
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # key t2 > query t1
+        att = torch.softmax(preatt.masked_fill(mask, float("-inf")), dim=-1)
+        return {"out": (att @ v).transpose(1, 2).reshape(B, T, C), "att": att}
+    return autograd(attention, {"inp": inp}, ("inp",), {"out": dout})
+
+
+def _inputs(shape, rng):
+    B, T, C = shape["B"], shape["T"], shape["C"]
+    # scale 2: scores with std ~4, so the softmax is peaked and the max subtraction matters
+    return {"inp": (rng.standard_normal((B, T, 3 * C)) * 2).astype(np.float32),
+            "dout": rng.standard_normal((B, T, C)).astype(np.float32),
+            "n_head": np.array(shape["NH"])}
+
+
+def _buffers(inputs):
+    inp, nh = inputs["inp"], int(inputs["n_head"])
+    B, T, C3 = inp.shape
+    return inp, inputs["dout"], nh, np.zeros((B, T, C3 // 3), np.float32), np.zeros((B, nh, T, T), np.float32)
+
+
+def _run(inputs, fwd=None, bwd=None):
+    """Forward then backward; fwd/bwd None: the CPU, else CUDA versions (numpy in, numpy out)."""
+    inp, dout, nh, out, att = _buffers(inputs)
+    dinp = np.zeros_like(inp)
+    if fwd is None:
+        attention_forward(out, att, inp, nh)
+        attention_backward(dinp, dout, inp, att, nh)
+        return {"out": out, "att": att, "dinp": dinp}
+    res = run_on_device(lambda **a: attention_forward(**a, version=fwd),
+                        {"out": out, "att": att, "inp": inp, "n_head": nh}, ["out", "att"])
+    res.update(run_on_device(lambda **a: attention_backward(**a, version=bwd),
+                             {"dinp": dinp, "dout": dout, "inp": inp, "att": res["att"], "n_head": nh}, ["dinp"]))
+    return res
+
+
+def _run_online(inputs, device=False):
+    """attention_forward_online, then att rebuilt from lse in numpy, then the backward from that att.
+
+    The att row checks lse completely (every entry of exp(preatt - lse) must match torch's softmax).
+    """
+    inp, dout, nh, out, _ = _buffers(inputs)
+    B, T, _ = inp.shape
+    args = {"out": out, "lse": np.zeros((B, nh, T), np.float32), "inp": inp, "n_head": nh}
+    if device:
+        res = run_on_device(attention_forward_online, args, ["out", "lse"])
+    else:
+        attention_forward_online(**args)
+        res = {"out": out, "lse": args["lse"]}
+    att = att_from_lse(inp, res["lse"], nh)
+    bargs = {"dinp": np.zeros_like(inp), "dout": dout, "inp": inp, "att": att, "n_head": nh}
+    if device:
+        dinp = run_on_device(attention_backward, bargs, ["dinp"])["dinp"]
+    else:
+        attention_backward(**bargs)
+        dinp = bargs["dinp"]
+    return {"out": res["out"], "att": att, "dinp": dinp}
+
+
+SPEC = OpSpec(
+    name="attention",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp"], i["dout"], int(i["n_head"])),
+    versions={
+        "cpu": {"cpu": _run, "cpu-online": _run_online},
+        "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
+                 "online": lambda i: _run_online(i, device=True)},
+    },
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 768, "NH": 12}, {"B": 3, "T": 1, "C": 36, "NH": 3},
+                {"B": 2, "T": 7, "C": 50, "NH": 5}, {"B": 2, "T": 37, "C": 48, "NH": 4}],
+        "cudasim": [{"B": 1, "T": 5, "C": 24, "NH": 3}, {"B": 1, "T": 1, "C": 12, "NH": 2},
+                    {"B": 1, "T": 4, "C": 15, "NH": 3}],
+        "cuda": [{"B": 4, "T": 256, "C": 768, "NH": 12}, {"B": 2, "T": 7, "C": 50, "NH": 5}],
+    },
+    tol={"out": (1e-5, 1e-4), "att": (1e-6, 1e-4), "dinp": (1e-4, 1e-3)},
+    backward=("dinp",),
+)
