@@ -255,7 +255,8 @@ class BPETokenizer:
     def train(self, text: str, vocab_size: int, progress: bool | Callable = False) -> "BPETokenizer":
         """Learn merges on `text` until the vocabulary has `vocab_size` tokens, then add <|endoftext|>.
 
-        Like GPT-2 (50,257 = 256 bytes + 50,000 merges + 1), the last id is <|endoftext|>. Occurrences of
+        Like GPT-2 (50,257 = 256 bytes + 50,000 merges + 1), the last id is <|endoftext|>. A text too short
+        to hold that many merges stops when no pair is left (a smaller vocabulary). Occurrences of
         "<|endoftext|>" in `text` separate documents and are never merged into. `progress`: True for a
         tqdm bar, or a callable progress(pair, new_id, count) called after each merge. Returns self.
         """
@@ -307,7 +308,9 @@ class BPETokenizer:
 
         `encode("hi<|endoftext|>", allowed_special={"<|endoftext|>"})` ends with the EOT id.
         """
-        allowed = set(self.special) if allowed_special == "all" else set(allowed_special)
+        if isinstance(allowed_special, str):   # "all", or one special token written alone
+            allowed_special = self.special if allowed_special == "all" else {allowed_special}
+        allowed = set(allowed_special)
         unknown = allowed - set(self.special)
         if unknown:
             raise ValueError(f"encode: unknown special tokens {sorted(unknown)}; this tokenizer has "

@@ -88,6 +88,12 @@ def test_training_is_deterministic_and_sized():
     assert tok.vocab[256] in (b" t", b"he", b"e ", b" a")    # the most frequent English pairs come first
 
 
+def test_train_stops_when_no_pair_is_left():
+    tok = BPETokenizer().train("abc", 1000)
+    assert [tok.vocab[i] for i in tok.merges.values()] == [b"ab", b"abc"]
+    assert tok.special == {EOT: 258} and tok.vocab_size == 259
+
+
 def test_train_rejects_too_small_vocab():
     with pytest.raises(ValueError, match="vocab_size must be >= 257"):
         BPETokenizer().train("abc", 100)
@@ -114,6 +120,7 @@ def test_special_tokens_only_when_allowed():
     text = "end.<|endoftext|>Next"
     assert tok.encode(text, allowed_special={EOT}) == enc.encode(text, allowed_special={EOT})
     assert tok.encode(text, allowed_special="all")[2] == 50256
+    assert tok.encode(text, allowed_special=EOT) == tok.encode(text, allowed_special="all")
     assert 50256 not in tok.encode(text)                    # not allowed: plain characters
     assert tok.encode(text) == enc.encode_ordinary(text)
     with pytest.raises(ValueError, match="unknown special tokens"):
