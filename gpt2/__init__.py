@@ -1,5 +1,6 @@
 """gpt2lab.gpt2: the reference GPT-2 in PyTorch, its trainer, checkpoints, the course model and the CLI.
 
+The trainer itself is `gpt2lab.gpt2.train.train` (the name `train` here is the module).
 Names are imported lazily (PEP 562) so that `gpt2lab --help` does not pay for importing torch.
 """
 from importlib import import_module
@@ -7,7 +8,7 @@ from importlib import import_module
 _EXPORTS = {
     "GPTConfig": "config", "PRESETS": "config",
     "GPT2": "model", "init_params": "model", "hf_config": "model",
-    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train", "train": "train",
+    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train",
     "lr_at": "train", "decays": "train", "BACKENDS": "train", "make_backend": "train",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "course_model": "course", "course_checkpoints": "course",

@@ -1,0 +1,87 @@
+"""Checkpoints: one torch.save'd dict, written atomically, loadable with torch.load(weights_only=True).
+
+Format (FORMAT = "gpt2lab-checkpoint", VERSION = 1):
+
+    format, version   "gpt2lab-checkpoint", 1
+    kind              "full" (latest.pt: everything to resume) or "frame" (ckpt_{step:06d}.pt: weights only,
+                      for animations; a third of the size since it has no AdamW moments)
+    config            GPTConfig as a dict
+    step              optimizer steps completed
+    backend           name of the backend that trained it ("torch", ...)
+    params            {name: float32 tensor} in the reference GPT2 naming (lm_head.weight is tied to
+                      transformer.wte.weight and not stored)
+    optim             full only: {"step": int, "m": {name: tensor}, "v": {name: tensor}} (AdamW moments)
+    sampler_state     full only: the train BatchSampler's numpy bit-generator state, as a JSON string
+    torch_rng_state   full only: torch.get_rng_state()
+    run               full only: the RunConfig the run was started with, as a dict
+    train_loss, val_loss   the latest values seen (None if not measured yet)
+
+`load_checkpoint` hands params and optimizer moments back as numpy float32, the backends' common currency.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import GPTConfig
+
+FORMAT, VERSION = "gpt2lab-checkpoint", 1
+
+
+def _to_tensors(d: dict) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in d.items()}
+
+
+def _to_numpy(d: dict) -> dict:
+    return {k: v.numpy() for k, v in d.items()}
+
+
+def save_checkpoint(path, ckpt: dict) -> Path:
+    """Write `ckpt` (numpy params/moments allowed) to `path` atomically: a temp file in the same folder, then
+    os.replace, so a crash or Ctrl-C never leaves a half-written checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(ckpt, format=FORMAT, version=VERSION, params=_to_tensors(ckpt["params"]))
+    if ckpt.get("optim") is not None:
+        o = ckpt["optim"]
+        data["optim"] = {"step": int(o["step"]), "m": _to_tensors(o["m"]), "v": _to_tensors(o["v"])}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint; params and optim moments come back as numpy float32 and config as a GPTConfig."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_checkpoint: no such checkpoint: {str(path)!r}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {str(path)!r} is not a gpt2lab checkpoint")
+    if data.get("version") != VERSION:
+        raise ValueError(f"load_checkpoint: {str(path)!r} has version {data.get('version')}, expected {VERSION}")
+    data["config"] = GPTConfig.from_dict(data["config"])
+    data["params"] = _to_numpy(data["params"])
+    if data.get("optim") is not None:
+        o = data["optim"]
+        data["optim"] = {"step": o["step"], "m": _to_numpy(o["m"]), "v": _to_numpy(o["v"])}
+    return data
+
+
+def load_model(path):
+    """(GPT2 in eval mode, checkpoint dict) from any gpt2lab checkpoint, full or frame, whatever backend wrote it."""
+    from .model import GPT2
+    ckpt = load_checkpoint(path)
+    model = GPT2(ckpt["config"])
+    model.load_params_numpy(ckpt["params"])
+    return model.eval(), ckpt

@@ -1,0 +1,449 @@
+"""Training: a Trainer loop that is generic over a small backend protocol, the PyTorch backend, and `gpt2lab train`.
+
+The backend protocol (any object with these methods; TorchBackend is the reference, a numba backend follows):
+
+    config: GPTConfig
+    name: str                                            "torch", "numba", ...
+    loss_and_grads(x, y) -> float                        x, y: (B, T) int64 numpy; forward + backward, keeps grads
+    optimizer_step(lr) -> float                          clip (if OptimConfig.grad_clip) + AdamW; returns the grad norm
+    eval_loss(x, y) -> float                             forward only
+    generate(idx, max_new_tokens, temperature=1.0, top_k=None, seed=0) -> (B, T + new) int64 numpy
+    state_dict() -> {"params": {name: float32 ndarray}, "optim": {"step": int, "m": {...}, "v": {...}}}
+    load_state_dict(state)                               the same dict back (a checkpoint's params + optim)
+
+Parameter names are the reference GPT2's (see model.py). Constructor convention: Backend(config, optim, seed),
+initialised from `init_params(config, seed)` so both backends start from the very same weights.
+
+AdamW (as nanoGPT and llm.c): betas (0.9, 0.95), eps 1e-8, decoupled weight decay 0.1 on every parameter with
+2 or more dimensions -- wte (tied to lm_head), wpe, and all four Linear weights per block (c_attn, attn.c_proj,
+c_fc, mlp.c_proj) -- and none on the 1-D ones: every bias and every LayerNorm weight and bias.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .cli import CommandError, non_negative_int, positive_int
+from .config import PRESETS, GPTConfig
+from .model import GPT2, init_params
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW hyper-parameters shared by every backend."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float | None = None  # clip the global grad norm to this value; None = no clipping
+
+
+def decays(name: str, shape) -> bool:
+    """True for the parameters AdamW's weight decay applies to: the matrices (ndim >= 2), never biases or LN."""
+    return len(shape) >= 2
+
+
+def lr_at(step: int, lr: float, steps: int, schedule: str = "cosine", warmup: int = 0,
+          min_lr_frac: float = 0.1) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `steps`.
+
+    "constant": lr throughout. "cosine": linear warm-up over `warmup` steps, then a cosine from lr down to
+    lr * min_lr_frac at the last step.
+    """
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"lr_at: schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - 1 - warmup)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # 1 -> 0
+    return lr * (min_lr_frac + (1.0 - min_lr_frac) * coeff)
+
+
+class Backend(Protocol):
+    """What the trainer needs from a model implementation (see the module docstring)."""
+    config: GPTConfig
+    name: str
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> float: ...
+    def optimizer_step(self, lr: float) -> float: ...
+    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float: ...
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0) -> np.ndarray: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class TorchBackend:
+    """The reference backend: GPT2 in PyTorch eager mode with a hand-written AdamW (so the numba one can match it
+    line for line)."""
+    name = "torch"
+
+    def __init__(self, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0):
+        # tiny gradients squared in AdamW's v fall into the denormal range and slow CPU steps several-fold
+        torch.set_flush_denormal(True)
+        self.config, self.optim = config, optim
+        self.model = GPT2(config)
+        self.model.load_params_numpy(init_params(config, seed))
+        self.params = dict(self.model.named_parameters())
+        self.m = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW first moment
+        self.v = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW second moment
+        self.t = 0                                                          # AdamW steps taken
+
+    def loss_and_grads(self, x, y) -> float:
+        """Forward and backward on one batch x, y: (B, T) int64; leaves .grad on every parameter."""
+        self.model.train()
+        for p in self.params.values():
+            p.grad = None
+        _, loss = self.model(torch.from_numpy(np.asarray(x, dtype=np.int64)),
+                             torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        loss.backward()
+        return loss.item()
+
+    @torch.no_grad()
+    def optimizer_step(self, lr: float) -> float:
+        """Clip (optional) and one AdamW update at learning rate lr. Returns the global grad norm before clipping."""
+        o = self.optim
+        norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in self.params.values())).item()
+        scale = 1.0
+        if o.grad_clip is not None and norm > o.grad_clip:
+            scale = o.grad_clip / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_'s formula
+        self.t += 1
+        bc1, bc2 = 1.0 - o.beta1 ** self.t, 1.0 - o.beta2 ** self.t  # bias corrections of the zero-started moments
+        for name, p in self.params.items():
+            g = p.grad if scale == 1.0 else p.grad * scale
+            m, v = self.m[name], self.v[name]
+            m.mul_(o.beta1).add_(g, alpha=1.0 - o.beta1)
+            v.mul_(o.beta2).addcmul_(g, g, value=1.0 - o.beta2)
+            if decays(name, p.shape):
+                p.mul_(1.0 - lr * o.weight_decay)  # decoupled decay: shrink the weight, not the gradient
+            p.addcdiv_(m / bc1, (v / bc2).sqrt_().add_(o.eps), value=-lr)
+        return norm
+
+    @torch.no_grad()
+    def eval_loss(self, x, y) -> float:
+        self.model.eval()
+        _, loss = self.model(torch.from_numpy(np.asarray(x, dtype=np.int64)),
+                             torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        return loss.item()
+
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 0) -> np.ndarray:
+        self.model.eval()
+        out = self.model.generate(torch.from_numpy(np.asarray(idx, dtype=np.int64)), max_new_tokens,
+                                  temperature, top_k, generator=torch.Generator().manual_seed(seed))
+        return out.numpy()
+
+    def state_dict(self) -> dict:
+        def np_copy(d):
+            return {n: t.detach().numpy().copy() for n, t in d.items()}
+        return {"params": np_copy(self.params), "optim": {"step": self.t, "m": np_copy(self.m), "v": np_copy(self.v)}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_params_numpy(state["params"])
+        o = state.get("optim")
+        if o is not None:
+            for name in self.params:
+                self.m[name].copy_(torch.from_numpy(np.asarray(o["m"][name], dtype=np.float32)))
+                self.v[name].copy_(torch.from_numpy(np.asarray(o["v"][name], dtype=np.float32)))
+            self.t = int(o["step"])
+
+
+# name -> "module:Class". Adding a backend is one line here (its class takes (config, optim, seed)).
+BACKENDS = {"torch": "gpt2lab.gpt2.train:TorchBackend"}
+BACKEND_CHOICES = ("torch", "numba")
+
+
+def make_backend(name: str, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0):
+    """A backend by name; ValueError (one line) for one that does not exist yet."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r} is not available yet (available: {', '.join(BACKENDS)}); "
+                         f"register it in BACKENDS in gpt2lab/gpt2/train.py")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(config, optim, seed)
+
+
+# ---- the trainer ----
+
+@dataclass
+class RunConfig:
+    """One training run's settings (the model shape is the backend's GPTConfig)."""
+    steps: int = 200
+    batch: int = 8
+    seq: int = 64
+    lr: float = 1e-3
+    schedule: str = "cosine"     # or "constant"
+    warmup: int = 0
+    min_lr_frac: float = 0.1
+    seed: int = 1337
+    eval_every: int = 50         # 0 = only at the end
+    eval_batches: int = 4
+    ckpt_every: int = 100        # 0 = only at the end (and on Ctrl-C)
+    keep_every: int = 0          # >0: also keep ckpt_{step:06d}.pt frames every K steps (and at 0 and the end)
+    sample_tokens: int = 32      # 0 = no text sample at eval time
+    data: str = "shakespeare"
+
+
+@dataclass
+class TrainResult:
+    step: int
+    interrupted: bool
+    train_loss: float | None
+    val_loss: float | None
+    tokens_per_s: float
+    seconds: float
+    history: list = field(default_factory=list)   # the JSON-log records of this call
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (then it saves); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def val_loss(backend, data: TokenData, run: RunConfig) -> float:
+    """Mean loss over run.eval_batches val batches, the same batches at every evaluation (own seeded sampler)."""
+    sampler = BatchSampler(data, run.batch, run.seq, seed=run.seed + 1)
+    return float(np.mean([backend.eval_loss(*sampler.next("val")) for _ in range(run.eval_batches)]))
+
+
+def sample_text(backend, run: RunConfig, step: int, encoding=None) -> str:
+    """A short sample from <|endoftext|>, seeded by the step so a resumed run prints the same text."""
+    start = EOT_ID if EOT_ID < backend.config.vocab_size else 0
+    ids = backend.generate(np.array([[start]]), run.sample_tokens, temperature=1.0, top_k=40,
+                           seed=run.seed + step)[0, 1:].tolist()
+    if encoding is None or backend.config.vocab_size > encoding.n_vocab:
+        return " ".join(map(str, ids))
+    return encoding.decode(ids)
+
+
+def _rewrite_log_upto(path: Path, step: int) -> None:
+    """On resume: drop log lines past the checkpoint's step (written after it, then lost in a crash)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = False, json_log=None,
+          progress: bool = True, on_step: Callable[[dict], None] | None = None, encoding=None,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train `backend` on `data` for run.steps optimizer steps (in total, counting resumed ones).
+
+    out: folder for latest.pt (every run.ckpt_every steps, at the end, on Ctrl-C) and frames ckpt_NNNNNN.pt.
+    resume: continue from out/latest.pt exactly (params, AdamW moments, step, batch sampler and torch RNG).
+    json_log: file of JSON lines {step, loss, lr, tokens_per_s, grad_norm[, val_loss, sample]}; appended on resume.
+    on_step(record): called after every step (a notebook's live plot); raising KeyboardInterrupt in it stops
+    the run like Ctrl-C does: a checkpoint is saved and the result says interrupted=True.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out) if out is not None else None
+    sampler = BatchSampler(data, run.batch, run.seq, seed=run.seed)
+    step, last_val, last_loss = 0, None, None
+    if resume:
+        if out is None or not (out / "latest.pt").is_file():
+            raise FileNotFoundError(f"train: --resume needs a checkpoint, none at {str(out and out / 'latest.pt')!r}")
+        ckpt = load_checkpoint(out / "latest.pt")
+        if ckpt["config"] != backend.config:
+            raise ValueError(f"train: the checkpoint's config {ckpt['config']} differs from {backend.config}")
+        backend.load_state_dict(ckpt)
+        sampler.set_state(json.loads(ckpt["sampler_state"]))
+        torch.set_rng_state(ckpt["torch_rng_state"])
+        step, last_val, last_loss = ckpt["step"], ckpt.get("val_loss"), ckpt.get("train_loss")
+    say = log or (lambda s: tqdm.write(s, file=sys.stderr))
+    log_path = Path(json_log) if json_log else None
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        _rewrite_log_upto(log_path, step) if resume else log_path.write_text("")
+    sampler_state = sampler.state()  # the sampler's state after `step` completed steps
+
+    def save(kind: str, path: Path):
+        ckpt = {"kind": kind, "config": backend.config.to_dict(), "step": step, "backend": backend.name,
+                "train_loss": last_loss, "val_loss": last_val}
+        state = backend.state_dict()
+        ckpt["params"] = state["params"]
+        if kind == "full":
+            ckpt.update(optim=state["optim"], sampler_state=json.dumps(sampler_state),
+                        torch_rng_state=torch.get_rng_state(), run=asdict(run))
+        save_checkpoint(path, ckpt)
+
+    def save_frame():
+        if out is not None and run.keep_every:
+            save("frame", out / f"ckpt_{step:06d}.pt")
+
+    if not resume:
+        save_frame()  # frame 0: the initialisation
+    history, t_start, tokens_done, interrupted, updating = [], time.perf_counter(), 0, False, False
+    bar = tqdm(total=run.steps, initial=step, disable=not progress, desc="train", unit="step", file=sys.stderr)
+    try:
+        with _StopFlag() as stop:
+            while step < run.steps:
+                t0 = time.perf_counter()
+                lr = lr_at(step, run.lr, run.steps, run.schedule, run.warmup, run.min_lr_frac)
+                x, y = sampler.next("train")
+                loss = backend.loss_and_grads(x, y)
+                updating = True  # an interrupt now could leave the params half-updated
+                grad_norm = backend.optimizer_step(lr)
+                step, sampler_state, last_loss, updating = step + 1, sampler.state(), loss, False
+                dt = time.perf_counter() - t0
+                tokens_done += x.size
+                record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": x.size / dt, "grad_norm": grad_norm}
+                if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
+                    last_val = record["val_loss"] = val_loss(backend, data, run)
+                    msg = f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}"
+                    if run.sample_tokens:
+                        record["sample"] = sample_text(backend, run, step, encoding)
+                        msg += f"\n  sample: {record['sample']!r}"
+                    say(msg)
+                if log_path:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                history.append(record)
+                if out is not None and ((run.ckpt_every and step % run.ckpt_every == 0) or step == run.steps):
+                    save("full", out / "latest.pt")
+                if run.keep_every and (step % run.keep_every == 0 or step == run.steps):
+                    save_frame()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if on_step is not None:
+                    on_step(record)
+                if stop.requested:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        # params, AdamW state, `step` and `sampler_state` agree everywhere except inside optimizer_step (only a
+        # second Ctrl-C lands there): a half-finished forward/backward is simply dropped
+        interrupted = True
+    finally:
+        bar.close()
+    if interrupted and out is not None:
+        if updating:
+            say(f"interrupted inside the update of step {step + 1}: no checkpoint written (the last one stands)")
+        else:
+            save("full", out / "latest.pt")
+            say(f"interrupted at step {step}: checkpoint saved to {out / 'latest.pt'}; continue with --resume")
+    seconds = time.perf_counter() - t_start
+    return TrainResult(step=step, interrupted=interrupted, train_loss=last_loss, val_loss=last_val,
+                       tokens_per_s=tokens_done / seconds if seconds > 0 else 0.0, seconds=seconds, history=history)
+
+
+# ---- gpt2lab train ----
+
+def add_arguments(p) -> None:
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help="model implementation")
+    p.add_argument("--config", default="tiny", help=f"model shape: one of {', '.join(PRESETS)}")
+    p.add_argument("--data", default="shakespeare",
+                   help='"shakespeare" (9 plays), "shakespeare-full" (all 38) or a UTF-8 text file')
+    p.add_argument("--steps", type=positive_int, default=200, help="optimizer steps in total")
+    p.add_argument("--batch", type=positive_int, default=8, help="sequences per batch B")
+    p.add_argument("--seq", type=positive_int, default=64, help="tokens per sequence T (<= the context)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule")
+    p.add_argument("--warmup", type=non_negative_int, default=0, help="linear warm-up steps (cosine only)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the grad norm to this; 0 = off")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the 2-D weights")
+    p.add_argument("--out", default=None, help="checkpoint folder (default: runs/<config>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    p.add_argument("--json-log", default=None, help="write one JSON line per step to this file")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the init and the batch sampler")
+    p.add_argument("--eval-every", type=non_negative_int, default=50, help="val loss + sample every K steps")
+    p.add_argument("--eval-batches", type=positive_int, default=4, help="val batches averaged per evaluation")
+    p.add_argument("--ckpt-every", type=non_negative_int, default=100, help="save OUT/latest.pt every K steps")
+    p.add_argument("--keep-every", type=non_negative_int, default=0, help="also keep ckpt_NNNNNN.pt every K steps")
+    p.add_argument("--sample-tokens", type=non_negative_int, default=32, help="tokens in each eval sample")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config_from_args(args) -> GPTConfig:
+    if args.config not in PRESETS:
+        raise CommandError(f"unknown --config {args.config!r}; choose from {', '.join(PRESETS)}")
+    config = GPTConfig.preset(args.config)
+    if args.seq > config.block_size:
+        raise CommandError(f"--seq {args.seq} is longer than the {args.config} model's context "
+                           f"(block_size {config.block_size})")
+    return config
+
+
+def _data_from_args(args) -> TokenData:
+    from gpt2lab.datasets import load_tokens
+    try:
+        data = load_tokens(args.data)
+    except (FileNotFoundError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    for split in ("train", "val"):
+        n = len(getattr(data, split))
+        if n < args.seq + 1:
+            raise CommandError(f"--data {args.data!r}: the {split} split has {n} tokens, fewer than --seq+1 = "
+                               f"{args.seq + 1}")
+    return data
+
+
+def run(args) -> int:
+    """`gpt2lab train`: exit 0 when done, 130 when stopped by Ctrl-C (after saving), 2 on a bad argument."""
+    config = _config_from_args(args)
+    if not args.lr > 0:
+        raise CommandError(f"--lr must be > 0, got {args.lr}")
+    if args.backend not in BACKENDS:
+        raise CommandError(f"--backend {args.backend} is not available yet (available: {', '.join(BACKENDS)})")
+    out = Path(args.out or Path("runs") / args.config)
+    if args.resume and not (out / "latest.pt").is_file():
+        raise CommandError(f"--resume: no checkpoint at {str(out / 'latest.pt')!r}")
+    if args.resume:
+        saved = load_checkpoint(out / "latest.pt")["config"]
+        if saved != config:
+            raise CommandError(f"--resume: {out / 'latest.pt'} was trained with a different model shape "
+                               f"({saved}); pass the --config it was trained with")
+    data = _data_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip or None)
+    run_cfg = RunConfig(steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr, schedule=args.schedule,
+                        warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
+                        eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
+                        sample_tokens=args.sample_tokens, data=args.data)
+    backend = make_backend(args.backend, config, optim, args.seed)
+    from gpt2lab.datasets import gpt2_encoding
+    print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "
+          f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",
+          file=sys.stderr)
+    result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
+                   progress=not args.quiet, encoding=gpt2_encoding())
+    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    print(f"gpt2lab train: step {result.step}, train loss {result.train_loss}, val loss {val}, "
+          f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; checkpoint {out / 'latest.pt'}",
+          file=sys.stderr)
+    return 130 if result.interrupted else 0
