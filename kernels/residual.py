@@ -1,0 +1,158 @@
+"""The residual connection: the skip path around attention and the MLP in every GPT-2 block.
+
+Forward:
+
+    out = inp1 + inp2
+
+Backward. d out / d inp1 = d out / d inp2 = 1 (the identity), so the gradient passes unchanged to both
+summands: this is why residual networks train deep, the gradient reaches early layers without being
+scaled by every block on the way. Like llm.c the backward *accumulates*, and here that matters most:
+
+    dinp1 += dout
+    dinp2 += dout
+
+dinp1 is the gradient of the residual stream, which also collects the gradient of the branch that read
+it (e.g. ln_1), so writing `=` would erase a contribution. Nothing is cached.
+
+Shapes: out, inp1, inp2, dout, dinp1, dinp2: the same shape (GPT-2: (B, T, C)), float32, C-contiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+# Flat loops over the elements: memory bound, one prange over all of them, vectorised by fastmath.
+@njit(parallel=True, fastmath=True, cache=True)
+def residual_forward_cpu(out, inp1, inp2):
+    """The CPU kernel on flat (n,) views. No checks."""
+    for i in prange(out.size):
+        out[i] = inp1[i] + inp2[i]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def residual_backward_cpu(dinp1, dinp2, dout):
+    """The CPU kernel on flat (n,) views; accumulates."""
+    for i in prange(dout.size):
+        dinp1[i] += dout[i]
+        dinp2[i] += dout[i]
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Elementwise: one thread per element, a grid-stride loop so a grid capped at 65535 blocks covers any n.
+# Neighbouring threads touch neighbouring floats: every load and store is coalesced.
+@cuda.jit
+def residual_forward_kernel(out, inp1, inp2, n):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        out[i] = inp1[i] + inp2[i]
+        i += stride
+
+
+@cuda.jit
+def residual_backward_kernel(dinp1, dinp2, dout, n):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        dy = dout[i]  # read once, used twice
+        dinp1[i] += dy
+        dinp2[i] += dy
+        i += stride
+
+
+_VEC = "float32[::1]"
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+CUDA_KERNELS = (
+    (residual_forward_kernel, f"void({_VEC}, {_VEC}, {_VEC}, int64)"),
+    (residual_backward_kernel, f"void({_VEC}, {_VEC}, {_VEC}, int64)"),
+)
+BLOCK = 256
+
+
+def _launch_1d(kernel, n, *args):
+    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args, n)
+
+
+# ---------------------------------------------------------------- public entry points
+def _check(op, names_arrays):
+    """All arrays float32, C-contiguous, of the first one's shape; returns True when on the GPU."""
+    shape = tuple(getattr(names_arrays[0][1], "shape", ()))
+    for name, a in names_arrays:
+        check_array(op, name, a, shape)
+    return check_same_device(op, **dict(names_arrays))
+
+
+def residual_forward(out, inp1, inp2):
+    """out = inp1 + inp2. All the same shape, float32. Numpy runs on the CPU, device arrays on the GPU."""
+    on_gpu = _check("residual_forward", [("inp1", inp1), ("inp2", inp2), ("out", out)])
+    n = inp1.size
+    flat = (out.reshape(n), inp1.reshape(n), inp2.reshape(n))
+    if on_gpu:
+        _launch_1d(residual_forward_kernel, n, *flat)
+    else:
+        residual_forward_cpu(*flat)
+
+
+def residual_backward(dinp1, dinp2, dout):
+    """dinp1 += dout; dinp2 += dout. All the same shape, float32."""
+    on_gpu = _check("residual_backward", [("dout", dout), ("dinp1", dinp1), ("dinp2", dinp2)])
+    n = dout.size
+    flat = (dinp1.reshape(n), dinp2.reshape(n), dout.reshape(n))
+    if on_gpu:
+        _launch_1d(residual_backward_kernel, n, *flat)
+    else:
+        residual_backward_cpu(*flat)
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp1, inp2, dout):
+    """PyTorch: inp1 + inp2 and its autograd gradients."""
+    return autograd(lambda inp1, inp2: {"out": inp1 + inp2}, {"inp1": inp1, "inp2": inp2}, ("inp1", "inp2"),
+                    {"out": dout})
+
+
+def _inputs(shape, rng):
+    size = (shape["B"], shape["T"], shape["C"])
+    return {"inp1": rng.standard_normal(size).astype(np.float32),
+            "inp2": (3 * rng.standard_normal(size)).astype(np.float32),
+            "dout": rng.standard_normal(size).astype(np.float32)}
+
+
+def _run(inputs, device_arrays=False):
+    fwd = {"out": np.zeros_like(inputs["inp1"]), "inp1": inputs["inp1"], "inp2": inputs["inp2"]}
+    # start the gradients non-zero, then subtract: checks that the backward adds rather than overwrites
+    start = np.linspace(-1, 1, inputs["dout"].size, dtype=np.float32).reshape(inputs["dout"].shape)
+    bwd = {"dinp1": start.copy(), "dinp2": -start, "dout": inputs["dout"]}
+    if device_arrays:
+        res = run_on_device(residual_forward, fwd, ["out"]) | run_on_device(residual_backward, bwd, ["dinp1", "dinp2"])
+    else:
+        residual_forward(**fwd)
+        residual_backward(**bwd)
+        res = {"out": fwd["out"], "dinp1": bwd["dinp1"], "dinp2": bwd["dinp2"]}
+    res["dinp1"] = res["dinp1"] - start
+    res["dinp2"] = res["dinp2"] + start
+    return res
+
+
+SPEC = OpSpec(
+    name="residual",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp1"], i["inp2"], i["dout"]),
+    versions={"cpu": {"cpu": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
+        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 5, "C": 40}],
+        "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
+    },
+    # float32 sum of two floats: within half an ulp of the exact value; the gradients are copies of dout,
+    # but the accumulation check (start + dout - start) rounds once more
+    tol={"out": (1e-6, 1e-6), "dinp1": (1e-6, 1e-6), "dinp2": (1e-6, 1e-6)},
+    backward=("dinp1", "dinp2"),
+)
