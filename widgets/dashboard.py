@@ -1,0 +1,179 @@
+"""TrainingDashboard: watch a GPT-2 train, with every kernel checked live against PyTorch.
+
+A thin view over `gpt2lab.explain.training`: loss curves and throughput (matplotlib, rendered to PNG into
+Image widgets, which is safe from the training thread), a progress bar, the parity table (op x direction,
+green/red) and the latest generated sample. Controls and outputs are attributes (`.progress.value`,
+`.status.value`, `.parity.value`, `.sample.value`, `.loss_image.value`, `.stop_button`), so a test builds it,
+feeds it records and reads them back, with no browser.
+
+    dash = TrainingDashboard()
+    dash                                              # show it in the notebook
+    dash.start(backend, data, RunConfig(steps=300), out="runs/tiny", verify_every=10)   # returns at once
+    ...                                               # the notebook stays responsive; Stop saves a checkpoint
+    TrainingDashboard.from_log("runs/tiny/log.jsonl") # the same charts after the fact
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+
+import ipywidgets as W
+
+from gpt2lab.explain.palette import FAIL_COLOR, OK_COLOR
+from gpt2lab.explain.training import (figure_png, latest, latest_parity, loss_curves, loss_figure,
+                                      parity_html, read_log, speed_figure)
+
+
+class TrainingDashboard(W.VBox):
+    """Loss curves, tokens/s, progress, parity table and latest sample of one training run.
+
+    total_steps: the progress bar's length (start() sets it from the run). redraw_every: seconds between chart
+    redraws while training (a PNG per step would slow a fast run); the last step is always drawn.
+    """
+
+    def __init__(self, total_steps: int = 0, title: str = "training", redraw_every: float = 1.0):
+        self.title, self.redraw_every = title, redraw_every
+        self.records: list[dict] = []
+        self.progress = W.IntProgress(value=0, min=0, max=max(total_steps, 1), description="step")
+        self.status = W.HTML(value="<i>not started</i>")
+        self.stop_button = W.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
+                                    tooltip="stop after this step and save a checkpoint")
+        self.loss_image = W.Image(format="png", layout=W.Layout(width="420px"))
+        self.speed_image = W.Image(format="png", layout=W.Layout(width="420px"))
+        self.parity = W.HTML(value=parity_html(None))
+        self.sample = W.HTML(value="")
+        self.stop_button.on_click(lambda _: self.stop())
+        super().__init__([W.HBox([self.progress, self.stop_button, self.status]),
+                          W.HBox([self.loss_image, self.speed_image]), self.parity, self.sample])
+        self.thread: threading.Thread | None = None
+        self.result = self.error = None
+        self._stop = threading.Event()
+        self._last_draw = 0.0
+
+    # ---- feeding it records
+    def update(self, record: dict, force: bool = False) -> None:
+        """Take one step's log record (the trainer's on_step record) and refresh what it changes."""
+        self.records.append(record)
+        self.progress.value = min(int(record.get("step", 0)), self.progress.max)
+        self.status.value = self._status_html(record)
+        if record.get("parity") is not None:
+            self.parity.value = parity_html(record["parity"])
+        if record.get("sample") is not None:
+            self._show_sample(record)
+        now = time.monotonic()
+        if force or record.get("val_loss") is not None or now - self._last_draw >= self.redraw_every:
+            self.draw()
+            self._last_draw = now
+
+    def _show_sample(self, record: dict) -> None:
+        self.sample.value = ("<b>latest sample</b> (step {}):<pre style='white-space:pre-wrap'>{}</pre>"
+                             .format(record.get("step"), html.escape(str(record["sample"]))))
+
+    def draw(self) -> None:
+        """Redraw the loss and throughput charts from every record so far."""
+        curves = loss_curves(self.records)
+        self.loss_image.value = figure_png(loss_figure(curves, self.title))
+        self.speed_image.value = figure_png(speed_figure(curves))
+
+    def _status_html(self, r: dict) -> str:
+        parts = [f"step {r.get('step')}", f"loss {r['loss']:.4f}" if r.get("loss") is not None else ""]
+        val = latest(self.records, "val_loss")
+        if val is not None:
+            parts.append(f"val {val:.4f}")
+        if r.get("tokens_per_s"):
+            parts.append(f"{r['tokens_per_s']:,.0f} tok/s")
+        parity = latest_parity(self.records)
+        if parity is not None:
+            ok = parity["summary"]["ok"]
+            parts.append(f"<span style='color:{OK_COLOR if ok else FAIL_COLOR}'>parity "
+                         f"{'OK' if ok else 'MISMATCH'}</span>")
+        return " &nbsp; ".join(p for p in parts if p)
+
+    # ---- training in a background thread
+    def start(self, backend, data, run, out=None, *, verify_every: int = 0, on_mismatch: str = "warn",
+              json_log=None, encoding=None) -> threading.Thread:
+        """Train `backend` on `data` with RunConfig `run` in a background thread; returns the thread at once.
+
+        verify_every > 0 wraps a numba backend in parity.VerifiedBackend (steps 1, 1+K, ... checked against
+        PyTorch); on_mismatch "stop" halts at the first mismatch. The result lands in `.result` (a
+        TrainResult), an exception in `.error`. `stop()` (the Stop button) ends it after the current step and
+        the trainer saves a checkpoint to `out`.
+        """
+        if self.thread is not None and self.thread.is_alive():
+            raise RuntimeError("TrainingDashboard.start: a run is already going; stop() or join() it first")
+        from gpt2lab.gpt2.train import train
+        verified = None
+        if verify_every:
+            from gpt2lab.gpt2.parity import VerifiedBackend
+            verified = backend = VerifiedBackend(backend, verify_every, on_mismatch, log=self._say)
+        self.progress.max = max(run.steps, 1)
+        self.records, self.result, self.error = [], None, None
+        self._stop.clear()
+        self.stop_button.disabled = False
+
+        def on_step(record):
+            if verified is not None and "parity" not in record and verified.step_extras():
+                record = {**record, **verified.step_extras()}  # a trainer without the extras hook
+            self.update(record)
+            if verified is not None:
+                verified.on_step(record)   # raises ParityMismatch on "stop"
+            if self._stop.is_set():
+                raise KeyboardInterrupt    # the trainer's stop signal: it saves a checkpoint and returns
+
+        def work():
+            try:
+                self.result = train(backend, data, run, out, json_log=json_log, progress=False, on_step=on_step,
+                                    encoding=encoding, log=self._say)
+            except Exception as e:  # shown in the dashboard; never lost in a thread
+                self.error = e
+                self.status.value = f"<span style='color:{FAIL_COLOR}'>error: {html.escape(repr(e))}</span>"
+            finally:
+                self.stop_button.disabled = True
+                if self.records:
+                    self.draw()
+                self._finish_status()
+
+        self.thread = threading.Thread(target=work, name="gpt2lab-train", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def _say(self, text: str) -> None:
+        """Trainer and parity messages: the latest one under the progress bar."""
+        self.status.value = html.escape(text).replace("\n", "<br>")
+
+    def _finish_status(self) -> None:
+        r = self.result
+        if r is None:
+            return
+        how = "stopped" if r.interrupted else "done"
+        val = f", val loss {r.val_loss:.4f}" if r.val_loss is not None else ""
+        self.status.value = f"<b>{how}</b> at step {r.step}{val}, {r.tokens_per_s:,.0f} tokens/s"
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step (the trainer then writes its checkpoint)."""
+        self._stop.set()
+        self.stop_button.disabled = True
+
+    def join(self, timeout: float | None = None):
+        """Wait for the training thread; returns its TrainResult (None if still running or failed)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.result
+
+    # ---- after the fact
+    @classmethod
+    def from_log(cls, path, title: str | None = None) -> "TrainingDashboard":
+        """A dashboard drawn from a JSON training log: the same charts, parity table and sample."""
+        records = read_log(path)
+        dash = cls(total_steps=max((r.get("step", 0) for r in records), default=0), title=title or str(path))
+        dash.records = records
+        if records:
+            dash.progress.value = min(int(records[-1].get("step", 0)), dash.progress.max)
+            dash.status.value = dash._status_html(records[-1]) + " &nbsp; <i>(from log)</i>"
+            dash.parity.value = parity_html(latest_parity(records))
+            with_sample = [r for r in records if r.get("sample") is not None]
+            if with_sample:
+                dash._show_sample(with_sample[-1])
+            dash.draw()
+        return dash
