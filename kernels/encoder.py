@@ -1,0 +1,240 @@
+"""The encoder: token embedding plus position embedding, GPT-2's first layer.
+
+Forward, for token id inp[b, t] in [0, V) at position t < maxT:
+
+    out[b, t, :] = wte[inp[b, t], :] + wpe[t, :]
+
+A lookup, not a matmul: the same as one_hot(inp) @ wte, without the (B, T, V) one-hot matrix.
+
+Backward. Each output row is a sum of one row of wte and one row of wpe, so the gradient of that row is
+copied back to both: a *scatter-add*,
+
+    dwte[inp[b, t], :] += dout[b, t, :]
+    dwpe[t, :]         += dout[b, t, :]      (for every b)
+
+It must add, not assign: a token that appears twice (" the" in any sentence) used the same row of wte
+twice, and its gradient is the sum of the two positions' gradients; likewise dwpe[t] sums over the batch.
+Nothing is cached beyond the token ids. inp has no gradient (it is an integer index).
+
+On a GPU, threads handling two positions with the same token write the same dwte row at once: a race,
+and a plain `+=` loses updates. v1 uses cuda.atomic.add (correct, one thread per element, but the order
+of the float additions, and so the last bits, change from run to run). v2 is deterministic: one thread per
+channel loops over the positions in order, so it owns its column of dwte and dwpe outright; the price is
+parallelism (only C threads, each doing B*T sequential steps).
+
+Shapes: inp (B, T) int32; wte, dwte (V, C); wpe, dwpe (maxT, C); out, dout (B, T, C). float32,
+C-contiguous. T <= maxT.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+@njit(parallel=True, fastmath=True, cache=True)
+def encoder_forward_cpu(out, inp, wte, wpe):
+    """The CPU kernel: out (B, T, C), inp (B, T) int32, wte (V, C), wpe (maxT, C). No checks."""
+    B, T, C = out.shape
+    for bt in prange(B * T):
+        b, t = bt // T, bt % T
+        token = inp[b, t]
+        for i in range(C):
+            out[b, t, i] = wte[token, i] + wpe[t, i]
+
+
+CHANNEL_CHUNK = 64  # 256 bytes of a row per chunk: a few cache lines, long enough to vectorise
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def encoder_backward_cpu(dwte, dwpe, dout, inp):
+    """The CPU kernel; accumulates. Threads split the channels, never the positions.
+
+    Two positions with the same token add into the same dwte row, so splitting positions across threads
+    would race. Splitting channels instead gives each thread its own columns of dwte and dwpe: no race,
+    and the positions are visited in order, so the result is deterministic.
+    """
+    B, T, C = dout.shape
+    for chunk in prange((C + CHANNEL_CHUNK - 1) // CHANNEL_CHUNK):
+        lo, hi = chunk * CHANNEL_CHUNK, min(C, (chunk + 1) * CHANNEL_CHUNK)
+        for b in range(B):
+            for t in range(T):
+                token = inp[b, t]
+                for i in range(lo, hi):
+                    dwte[token, i] += dout[b, t, i]
+                    dwpe[t, i] += dout[b, t, i]
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Forward: one thread per output element, grid-stride. Element e = (b*T + t)*C + i; neighbouring threads
+# read neighbouring channels of a wte row and a wpe row, so the loads are coalesced.
+@cuda.jit
+def encoder_forward_kernel(out, inp, wte, wpe):
+    B, T, C = out.shape
+    n = B * T * C
+    e = cuda.grid(1)
+    while e < n:
+        bt, i = e // C, e % C
+        b, t = bt // T, bt % T
+        out[b, t, i] = wte[inp[b, t], i] + wpe[t, i]
+        e += cuda.gridsize(1)
+
+
+# Backward v1: one thread per element of dout, atomics because repeated tokens (and every b for dwpe)
+# add into the same address. Fully parallel; float atomics make the summation order run-dependent.
+@cuda.jit
+def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
+    B, T, C = dout.shape
+    n = B * T * C
+    e = cuda.grid(1)
+    while e < n:
+        bt, i = e // C, e % C
+        b, t = bt // T, bt % T
+        dy = dout[b, t, i]
+        cuda.atomic.add(dwte, (inp[b, t], i), dy)
+        cuda.atomic.add(dwpe, (t, i), dy)
+        e += cuda.gridsize(1)
+
+
+# Backward v2: deterministic. One thread per channel walks every position in order: it alone writes its
+# column of dwte and dwpe, so plain += is safe and the sum is the same every run. Each step is coalesced
+# (the warp reads 32 neighbouring channels of one dout row), but only C threads run: at C=768 that is a
+# sliver of a GPU, and the B*T steps are sequential.
+@cuda.jit
+def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
+    B, T, C = dout.shape
+    i = cuda.grid(1)
+    if i >= C:
+        return
+    for b in range(B):
+        for t in range(T):
+            dy = dout[b, t, i]
+            dwte[inp[b, t], i] += dy
+            dwpe[t, i] += dy
+
+
+_ACT = "float32[:, :, ::1]"
+_MAT = "float32[:, ::1]"
+_IDS = "int32[:, ::1]"
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+CUDA_KERNELS = (
+    (encoder_forward_kernel, f"void({_ACT}, {_IDS}, {_MAT}, {_MAT})"),
+    (encoder_backward_kernel_v1, f"void({_MAT}, {_MAT}, {_ACT}, {_IDS})"),
+    (encoder_backward_kernel_v2, f"void({_MAT}, {_MAT}, {_ACT}, {_IDS})"),
+)
+CUDA_VERSIONS = ("v1", "v2")  # of the backward; the forward has one kernel
+BLOCK = 256
+
+
+def _launch_elementwise(kernel, n, *args):
+    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args)
+
+
+# ---------------------------------------------------------------- public entry points
+def _check_ids(op, inp, V, maxT):
+    """inp: (B, T) int32 with T <= maxT; on the CPU also every id in [0, V) (on the GPU that check would
+    copy inp back to the host; an out-of-range id there reads or writes out of bounds)."""
+    B, T = check_array(op, "inp", inp, (None, None), dtype=np.int32, dims="B,T").shape
+    if T > maxT:
+        raise ValueError(f"{op}: T={T} positions but wpe has only maxT={maxT} rows (T must be <= maxT)")
+    if isinstance(inp, np.ndarray) and inp.size:
+        lo, hi = int(inp.min()), int(inp.max())
+        if lo < 0 or hi >= V:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: token id {bad} in inp is outside the vocabulary [0, {V}) of wte")
+    return B, T
+
+
+def encoder_forward(out, inp, wte, wpe):
+    """out[b, t] = wte[inp[b, t]] + wpe[t].
+
+    out (B, T, C) float32; inp (B, T) int32 in [0, V); wte (V, C) float32; wpe (maxT, C) float32, T <= maxT.
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU.
+    """
+    op = "encoder_forward"
+    V, C = check_array(op, "wte", wte, (None, None), dims="V,C").shape
+    maxT = check_array(op, "wpe", wpe, (None, C), dims="maxT,C").shape[0]
+    B, T = _check_ids(op, inp, V, maxT)
+    check_array(op, "out", out, (B, T, C), dims="B,T,C")
+    if check_same_device(op, out=out, inp=inp, wte=wte, wpe=wpe):
+        _launch_elementwise(encoder_forward_kernel, B * T * C, out, inp, wte, wpe)
+    else:
+        encoder_forward_cpu(out, inp, wte, wpe)
+
+
+def encoder_backward(dwte, dwpe, dout, inp, version=None):
+    """dwte[inp[b, t]] += dout[b, t]; dwpe[t] += dout[b, t] (scatter-add, accumulates).
+
+    dwte (V, C), dwpe (maxT, C), dout (B, T, C) float32; inp (B, T) int32 in [0, V), T <= maxT.
+    Numpy runs on the CPU; device arrays on the GPU, `version` "v1" (atomics, default) or "v2"
+    (deterministic, one thread per channel).
+    """
+    op = "encoder_backward"
+    V, C = check_array(op, "dwte", dwte, (None, None), dims="V,C").shape
+    maxT = check_array(op, "dwpe", dwpe, (None, C), dims="maxT,C").shape[0]
+    B, T = _check_ids(op, inp, V, maxT)
+    check_array(op, "dout", dout, (B, T, C), dims="B,T,C")
+    if not check_same_device(op, dwte=dwte, dwpe=dwpe, dout=dout, inp=inp):
+        encoder_backward_cpu(dwte, dwpe, dout, inp)
+    elif (version or "v1") == "v1":
+        _launch_elementwise(encoder_backward_kernel_v1, B * T * C, dwte, dwpe, dout, inp)
+    elif version == "v2":
+        encoder_backward_kernel_v2[ceil_div(C, BLOCK), BLOCK](dwte, dwpe, dout, inp)
+    else:
+        raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp, wte, wpe, dout):
+    """PyTorch: wte[inp] + wpe[:T] (embedding lookups) and the autograd gradients of wte and wpe."""
+    T = inp.shape[1]
+    return autograd(lambda inp, wte, wpe: {"out": wte[inp] + wpe[:T]}, {"inp": inp, "wte": wte, "wpe": wpe},
+                    ("wte", "wpe"), {"out": dout})
+
+
+def _inputs(shape, rng):
+    B, T, C, V, maxT = shape["B"], shape["T"], shape["C"], shape["V"], shape["maxT"]
+    inp = rng.integers(0, V, (B, T), dtype=np.int32)
+    # repeated tokens guaranteed: the scatter-add must sum them (B*T >= 2 in every shape)
+    inp.flat[-1] = inp.flat[0]
+    inp.flat[inp.size // 2] = inp.flat[0]
+    return {"inp": inp,
+            "wte": rng.standard_normal((V, C)).astype(np.float32),
+            "wpe": rng.standard_normal((maxT, C)).astype(np.float32),
+            "dout": rng.standard_normal((B, T, C)).astype(np.float32)}
+
+
+def _run(inputs, version=None):
+    wte, wpe, dout, inp = inputs["wte"], inputs["wpe"], inputs["dout"], inputs["inp"]
+    fwd = {"out": np.zeros(dout.shape, np.float32), "inp": inp, "wte": wte, "wpe": wpe}
+    bwd = {"dwte": np.zeros_like(wte), "dwpe": np.zeros_like(wpe), "dout": dout, "inp": inp}
+    if version is None:
+        encoder_forward(**fwd)
+        encoder_backward(**bwd)
+        return {"out": fwd["out"], "dwte": bwd["dwte"], "dwpe": bwd["dwpe"]}
+    return (run_on_device(encoder_forward, fwd, ["out"])
+            | run_on_device(lambda **a: encoder_backward(**a, version=version), bwd, ["dwte", "dwpe"]))
+
+
+SPEC = OpSpec(
+    name="encoder",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp"], i["wte"], i["wpe"], i["dout"]),
+    versions={"cpu": {"cpu": _run}, "cuda": {v: (lambda i, v=v: _run(i, v)) for v in CUDA_VERSIONS}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 768, "V": 50257, "maxT": 1024},
+                {"B": 3, "T": 1, "C": 37, "V": 11, "maxT": 5},
+                {"B": 2, "T": 7, "C": 65, "V": 5, "maxT": 9}],
+        "cudasim": [{"B": 2, "T": 3, "C": 37, "V": 4, "maxT": 5}, {"B": 1, "T": 5, "C": 40, "V": 7, "maxT": 5}],
+        "cuda": [{"B": 8, "T": 1024, "C": 768, "V": 50257, "maxT": 1024},
+                 {"B": 3, "T": 1, "C": 37, "V": 11, "maxT": 5}, {"B": 2, "T": 7, "C": 65, "V": 5, "maxT": 9}],
+    },
+    # out: one float32 addition. dwte: a token seen k times sums k float32 values (k <= B*T)
+    tol={"out": (1e-6, 1e-6), "dwte": (1e-5, 1e-5), "dwpe": (1e-5, 1e-5)},
+    backward=("dwte", "dwpe"),
+)
