@@ -1,0 +1,379 @@
+"""Matmul with bias: the linear layer (nn.Linear), the op that holds ~all of GPT-2's FLOPs.
+
+Forward, with inp (B, T, C), weight (OC, C) in nn.Linear's layout (one row per output channel) and
+bias (OC,):
+
+    out[b, t, o] = sum_c inp[b, t, c] * weight[o, c] + bias[o]        i.e.  out = inp @ weight^T + bias
+
+Backward. Write N = B*T and view inp as (N, C), out and dout as (N, OC). Each out[n, o] is a dot product,
+so d out[n, o] / d inp[n, c] = weight[o, c] and d out[n, o] / d weight[o, c] = inp[n, c]; the chain rule
+sums over every output an input feeds:
+
+    dinp[n, c]    = sum_o dout[n, o] * weight[o, c]                 dinp    = dout @ weight
+    dweight[o, c] = sum_n dout[n, o] * inp[n, c]                    dweight = dout^T @ inp
+    dbias[o]      = sum_n dout[n, o]
+
+Why the sums over all N = B*T rows: the same weight and bias are used at every position of every sequence
+(the layer is shared), so each of the N uses contributes its own gradient and the total is their sum; a
+parameter used N times gets N gradient terms. dinp has no such sum: each row of inp is used by its own
+row of out only. Nothing is cached beyond the forward's inputs (inp and weight). Like llm.c, the backward
+*accumulates* (dinp += ..., dweight += ..., dbias += ...); the model zeroes its gradients once per step.
+bias may be None (GPT-2's lm_head has none), and then dbias is None too.
+
+Shapes: inp (B, T, C), weight (OC, C), bias (OC,) or None, out (B, T, OC); gradients like their tensors.
+GPT-2 small: C = 768, OC in {3C, C, 4C} inside a block and OC = 50257 for the lm_head.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda, float32, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+# The product itself goes to BLAS: np.dot inside @njit calls sgemm through scipy's BLAS, which is
+# multithreaded and blocked for the cache; no hand-written loop nest gets near it.
+@njit(fastmath=True, cache=True)
+def _matmul_forward_cpu(out, inp, weight):
+    """out (N, OC) = inp (N, C) @ weight (OC, C)^T. weight.T is a free transposed view, not a copy."""
+    np.dot(inp, weight.T, out)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _add_bias_cpu(out, bias):
+    """out (N, OC) += bias (OC,) on every row."""
+    for n in prange(out.shape[0]):
+        out[n] += bias
+
+
+@njit(fastmath=True, cache=True)
+def _matmul_backward_cpu(dinp, dweight, dout, inp, weight):
+    """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C)."""
+    dinp += np.dot(dout, weight)
+    dweight += np.dot(dout.T, inp)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _bias_backward_cpu(dbias, dout):
+    """dbias (OC,) += dout (N, OC) summed over its N rows.
+
+    Parallel over blocks of columns, rows inside: each thread owns its columns (no races) and walks
+    rows of contiguous memory.
+    """
+    N, OC = dout.shape
+    block = 1024
+    for j in prange((OC + block - 1) // block):
+        lo, hi = j * block, min(OC, (j + 1) * block)
+        acc = np.zeros(hi - lo, dtype=np.float32)
+        for n in range(N):
+            acc += dout[n, lo:hi]
+        dbias[lo:hi] += acc
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# All kernels use 2-D blocks of TILE x TILE threads; x runs along the output's columns (the contiguous
+# index, so neighbouring threads touch neighbouring addresses), y along its rows.
+TILE = 16
+TILE_PADDED = TILE + 1  # a module constant: shared-array shapes must be compile-time constants
+
+
+# v1, naive: one thread per output element, each reading a whole row of inp and of weight from global
+# memory. Every element of inp is read OC times and every element of weight N times, and the weight reads
+# are strided by C across a warp: memory-bound and uncoalesced.
+@cuda.jit
+def matmul_forward_kernel_v1(out, inp, weight, bias, has_bias):
+    o, n = cuda.grid(2)
+    N, C = inp.shape
+    OC = weight.shape[0]
+    if n < N and o < OC:
+        acc = float32(0.0)
+        for c in range(C):
+            acc += inp[n, c] * weight[o, c]
+        if has_bias:
+            acc += bias[o]
+        out[n, o] = acc
+
+
+@cuda.jit
+def matmul_backward_dinp_kernel_v1(dinp, dout, weight):
+    """dinp[n, c] += sum_o dout[n, o] * weight[o, c], one thread per (n, c)."""
+    c, n = cuda.grid(2)
+    N, C = dinp.shape
+    OC = weight.shape[0]
+    if n < N and c < C:
+        acc = float32(0.0)
+        for o in range(OC):
+            acc += dout[n, o] * weight[o, c]
+        dinp[n, c] += acc
+
+
+@cuda.jit
+def matmul_backward_dweight_kernel_v1(dweight, dout, inp):
+    """dweight[o, c] += sum_n dout[n, o] * inp[n, c], one thread per (o, c)."""
+    c, o = cuda.grid(2)
+    OC, C = dweight.shape
+    N = inp.shape[0]
+    if o < OC and c < C:
+        acc = float32(0.0)
+        for n in range(N):
+            acc += dout[n, o] * inp[n, c]
+        dweight[o, c] += acc
+
+
+# v2, shared-memory tiles. A block computes a TILE x TILE tile of the output. It walks the reduction
+# dimension K in steps of TILE: the block's threads first load one TILE x TILE tile of each operand into
+# shared memory (one element each, coalesced along x), wait (syncthreads), then each thread does TILE
+# multiply-adds from shared memory. Every element loaded from global memory is used by TILE threads, so
+# global traffic drops TILE-fold (16x here). TILE = 16: 256 threads a block and 2 KB of shared memory per
+# operand; 32 would reuse more (32x) but needs 1024 threads a block, leaving the scheduler less freedom.
+# Out-of-range elements are loaded as 0, which adds nothing, so any N, C, OC work.
+@cuda.jit
+def matmul_forward_kernel_v2(out, inp, weight, bias, has_bias):
+    """out[n, o] = sum_c inp[n, c] * weight[o, c] (+ bias[o]); block (x, y) owns out[y-tile, x-tile]."""
+    inp_tile = cuda.shared.array((TILE, TILE), float32)
+    # Each thread reads w_tile[tx, k]: a warp reads down a column. With rows TILE + 1 floats long those
+    # addresses fall in distinct shared-memory banks; with rows of 16 they would collide 8 ways.
+    w_tile = cuda.shared.array((TILE, TILE_PADDED), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    N, C = inp.shape
+    OC = weight.shape[0]
+    n = cuda.blockIdx.y * TILE + ty
+    o = cuda.blockIdx.x * TILE + tx
+    w_row = cuda.blockIdx.x * TILE + ty  # loads: thread (ty, tx) fetches weight[w_row, k0 + tx]
+    acc = float32(0.0)
+    for k0 in range(0, C, TILE):
+        c = k0 + tx
+        inp_tile[ty, tx] = inp[n, c] if n < N and c < C else float32(0.0)
+        w_tile[ty, tx] = weight[w_row, c] if w_row < OC and c < C else float32(0.0)
+        cuda.syncthreads()
+        for k in range(TILE):
+            acc += inp_tile[ty, k] * w_tile[tx, k]
+        cuda.syncthreads()  # everyone done reading before the next tiles overwrite these
+    if n < N and o < OC:
+        if has_bias:
+            acc += bias[o]
+        out[n, o] = acc
+
+
+@cuda.jit
+def matmul_backward_dinp_kernel_v2(dinp, dout, weight):
+    """dinp[n, c] += sum_o dout[n, o] * weight[o, c]; the same tiling with K = OC."""
+    dout_tile = cuda.shared.array((TILE, TILE), float32)
+    w_tile = cuda.shared.array((TILE, TILE), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    N, C = dinp.shape
+    OC = weight.shape[0]
+    n = cuda.blockIdx.y * TILE + ty
+    c = cuda.blockIdx.x * TILE + tx
+    acc = float32(0.0)
+    for k0 in range(0, OC, TILE):
+        o_load = k0 + tx
+        dout_tile[ty, tx] = dout[n, o_load] if n < N and o_load < OC else float32(0.0)
+        w_row = k0 + ty
+        w_tile[ty, tx] = weight[w_row, c] if w_row < OC and c < C else float32(0.0)
+        cuda.syncthreads()
+        for k in range(TILE):
+            acc += dout_tile[ty, k] * w_tile[k, tx]
+        cuda.syncthreads()
+    if n < N and c < C:
+        dinp[n, c] += acc
+
+
+@cuda.jit
+def matmul_backward_dweight_kernel_v2(dweight, dout, inp):
+    """dweight[o, c] += sum_n dout[n, o] * inp[n, c]; the same tiling with K = N (the batch sum)."""
+    dout_tile = cuda.shared.array((TILE, TILE), float32)
+    inp_tile = cuda.shared.array((TILE, TILE), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    OC, C = dweight.shape
+    N = inp.shape[0]
+    o = cuda.blockIdx.y * TILE + ty
+    c = cuda.blockIdx.x * TILE + tx
+    o_load = cuda.blockIdx.y * TILE + tx  # dout is read transposed: load along its contiguous o axis
+    acc = float32(0.0)
+    for k0 in range(0, N, TILE):
+        n = k0 + ty
+        dout_tile[ty, tx] = dout[n, o_load] if n < N and o_load < OC else float32(0.0)
+        inp_tile[ty, tx] = inp[n, c] if n < N and c < C else float32(0.0)
+        cuda.syncthreads()
+        for k in range(TILE):
+            acc += dout_tile[k, ty] * inp_tile[k, tx]
+        cuda.syncthreads()
+    if o < OC and c < C:
+        dweight[o, c] += acc
+
+
+# dbias, both versions: a column sum. One thread per column o walking down the N rows; neighbouring
+# threads read neighbouring columns of a row, so each step of the loop is one coalesced read.
+@cuda.jit
+def matmul_backward_dbias_kernel(dbias, dout):
+    o = cuda.grid(1)
+    N, OC = dout.shape
+    if o < OC:
+        acc = float32(0.0)
+        for n in range(N):
+            acc += dout[n, o]
+        dbias[o] += acc
+
+
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+_M = "float32[:, ::1]"
+_V = "float32[::1]"
+CUDA_KERNELS = (
+    (matmul_forward_kernel_v1, f"void({_M}, {_M}, {_M}, {_V}, boolean)"),
+    (matmul_backward_dinp_kernel_v1, f"void({_M}, {_M}, {_M})"),
+    (matmul_backward_dweight_kernel_v1, f"void({_M}, {_M}, {_M})"),
+    (matmul_forward_kernel_v2, f"void({_M}, {_M}, {_M}, {_V}, boolean)"),
+    (matmul_backward_dinp_kernel_v2, f"void({_M}, {_M}, {_M})"),
+    (matmul_backward_dweight_kernel_v2, f"void({_M}, {_M}, {_M})"),
+    (matmul_backward_dbias_kernel, f"void({_V}, {_M})"),
+)
+FORWARD_KERNELS = {1: matmul_forward_kernel_v1, 2: matmul_forward_kernel_v2}
+BACKWARD_KERNELS = {1: (matmul_backward_dinp_kernel_v1, matmul_backward_dweight_kernel_v1),
+                    2: (matmul_backward_dinp_kernel_v2, matmul_backward_dweight_kernel_v2)}
+
+
+def _grid_2d(rows, cols):
+    """Launch geometry covering a (rows, cols) output with TILE x TILE blocks (x along cols)."""
+    return (ceil_div(cols, TILE), ceil_div(rows, TILE)), (TILE, TILE)
+
+
+@functools.cache
+def _no_bias():
+    # A kernel argument must be an array; when bias is None the kernels get this and has_bias=False.
+    return cuda.device_array(1, dtype=np.float32)
+
+
+def _check_version(fn, version):
+    if version not in FORWARD_KERNELS:
+        raise ValueError(f"{fn}: version must be one of {sorted(FORWARD_KERNELS)}, got {version!r}")
+
+
+# ---------------------------------------------------------------- public entry points
+def _check_shapes(fn, inp, weight, **tensors):
+    """Validate inp (B, T, C), weight (OC, C) and each tensor given as name=(array or None, "B,T,OC"-style dims).
+
+    Returns B, T, C, OC.
+    """
+    check_array(fn, "inp", inp, (None, None, None), dims="B,T,C")
+    B, T, C = inp.shape
+    check_array(fn, "weight", weight, (None, C), dims="OC,C")
+    size = {"B": B, "T": T, "C": C, "OC": weight.shape[0]}
+    for name, (a, dims) in tensors.items():
+        if a is not None:
+            check_array(fn, name, a, tuple(size[d] for d in dims.split(",")), dims=dims)
+    return B, T, C, size["OC"]
+
+
+def matmul_forward(out, inp, weight, bias, version=2):
+    """out (B, T, OC) = inp (B, T, C) @ weight (OC, C)^T + bias (OC,) (bias may be None).
+
+    Numpy arrays run on the CPU (BLAS), CUDA device arrays on the GPU (version 1 naive, 2 tiled).
+    """
+    B, T, C, OC = _check_shapes("matmul_forward", inp, weight, bias=(bias, "OC"),
+                                out=(out, "B,T,OC"))
+    N = B * T
+    if check_same_device("matmul_forward", out=out, inp=inp, weight=weight, bias=bias):
+        _check_version("matmul_forward", version)
+        grid, block = _grid_2d(N, OC)
+        has_bias = bias is not None
+        FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
+                                              bias if has_bias else _no_bias(), has_bias)
+    else:
+        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight)
+        if bias is not None:
+            _add_bias_cpu(out.reshape(N, OC), bias)
+
+
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
+    """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over B*T (dbias may be None).
+
+    dinp (B, T, C), dweight (OC, C), dbias (OC,) or None, dout (B, T, OC), inp (B, T, C), weight (OC, C).
+    """
+    B, T, C, OC = _check_shapes(
+        "matmul_backward", inp, weight, dinp=(dinp, "B,T,C"), dweight=(dweight, "OC,C"), dbias=(dbias, "OC"),
+        dout=(dout, "B,T,OC"))
+    N = B * T
+    dinp2, dout2, inp2 = dinp.reshape(N, C), dout.reshape(N, OC), inp.reshape(N, C)
+    if check_same_device("matmul_backward", dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
+                         weight=weight):
+        _check_version("matmul_backward", version)
+        dinp_kernel, dweight_kernel = BACKWARD_KERNELS[version]
+        grid, block = _grid_2d(N, C)
+        dinp_kernel[grid, block](dinp2, dout2, weight)
+        grid, block = _grid_2d(OC, C)
+        dweight_kernel[grid, block](dweight, dout2, inp2)
+        if dbias is not None:
+            matmul_backward_dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
+    else:
+        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight)
+        if dbias is not None:
+            _bias_backward_cpu(dbias, dout2)
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(inp, weight, bias, dout):
+    """PyTorch: F.linear and its autograd gradients (float64). bias may be None."""
+    import torch.nn.functional as F
+    if bias is None:
+        return autograd(lambda inp, weight: {"out": F.linear(inp, weight)}, {"inp": inp, "weight": weight},
+                        ("inp", "weight"), {"out": dout})
+    return autograd(lambda inp, weight, bias: {"out": F.linear(inp, weight, bias)},
+                    {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"), {"out": dout})
+
+
+def _inputs(shape, rng):
+    """inp ~ N(0, 1) and weight ~ N(0, 1/C), so out ~ N(0, 1) whatever C; "bias": 0 in a shape drops it."""
+    B, T, C, OC = shape["B"], shape["T"], shape["C"], shape["OC"]
+    inputs = {"inp": rng.standard_normal((B, T, C), dtype=np.float32),
+              "weight": (rng.standard_normal((OC, C)) / np.sqrt(C)).astype(np.float32),
+              "dout": rng.standard_normal((B, T, OC), dtype=np.float32)}
+    if shape.get("bias", 1):
+        inputs["bias"] = rng.standard_normal(OC, dtype=np.float32)
+    return inputs
+
+
+def _run(inputs, version=None):
+    """Forward then backward on fresh buffers; version None runs the CPU, 1 or 2 the GPU."""
+    inp, weight, bias, dout = inputs["inp"], inputs["weight"], inputs.get("bias"), inputs["dout"]
+    B, T, C = inp.shape
+    OC = weight.shape[0]
+    args = {"out": np.zeros((B, T, OC), np.float32), "inp": inp, "weight": weight, "bias": bias}
+    bargs = {"dinp": np.zeros_like(inp), "dweight": np.zeros_like(weight),
+             "dbias": None if bias is None else np.zeros_like(bias), "dout": dout, "inp": inp, "weight": weight}
+    grads = ["dinp", "dweight"] + ([] if bias is None else ["dbias"])
+    if version is not None:
+        return {**run_on_device(functools.partial(matmul_forward, version=version), args, ["out"]),
+                **run_on_device(functools.partial(matmul_backward, version=version), bargs, grads)}
+    matmul_forward(**args)
+    matmul_backward(**bargs)
+    return {"out": args["out"], **{g: bargs[g] for g in grads}}
+
+
+SPEC = OpSpec(
+    name="matmul",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["inp"], i["weight"], i.get("bias"), i["dout"]),
+    versions={"cpu": {"cpu": _run},
+              "cuda": {"v1": functools.partial(_run, version=1), "v2": functools.partial(_run, version=2)}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "C": 768, "OC": 3072},           # GPT-2 MLP up-projection
+                {"B": 4, "T": 64, "C": 3072, "OC": 768},           # MLP down-projection: the longest sum
+                {"B": 2, "T": 7, "C": 768, "OC": 50257, "bias": 0},  # lm_head: vocab-sized, no bias
+                {"B": 3, "T": 1, "C": 37, "OC": 65}],
+        "cudasim": [{"B": 2, "T": 3, "C": 37, "OC": 20}, {"B": 1, "T": 1, "C": 5, "OC": 17, "bias": 0}],
+        "cuda": [{"B": 4, "T": 256, "C": 768, "OC": 3072}, {"B": 4, "T": 64, "C": 768, "OC": 50257, "bias": 0},
+                 {"B": 3, "T": 1, "C": 37, "OC": 65}],
+    },
+    # float32 sums of K terms: rounding error grows like sqrt(K) * eps * (the terms' size) typically and
+    # K * eps at worst, eps = 6e-8. out and dinp sum over C or OC (up to 3072 here) of O(1)-sized terms;
+    # dweight and dbias sum over N = B*T rows of O(1) terms, so they are O(sqrt(N)) and err accordingly.
+    tol={"out": (1e-4, 1e-4), "dinp": (1e-4, 1e-4), "dweight": (5e-4, 1e-4), "dbias": (5e-4, 1e-4)},
+    backward=("dinp", "dweight", "dbias"),
+)
