@@ -322,6 +322,7 @@ def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = 
                 dt = time.perf_counter() - t0
                 tokens_done += x.size
                 record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": x.size / dt, "grad_norm": grad_norm}
+                record.update(getattr(backend, "step_extras", dict)())  # e.g. parity figures (gpt2/parity.py)
                 if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
                     last_val = record["val_loss"] = val_loss(backend, data, run)
                     msg = f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}"
@@ -386,6 +387,10 @@ def add_arguments(p) -> None:
     p.add_argument("--sample-tokens", type=non_negative_int, default=32, help="tokens in each eval sample")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verify-every", type=non_negative_int, default=0,
+                   help="numba: check every kernel against PyTorch on steps 1, 1+K, ... (0 = never)")
+    p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
+                   help="a parity mismatch: print it and go on, or stop (checkpoint saved, exit code 3)")
 
 
 def _config_from_args(args) -> GPTConfig:
@@ -440,10 +445,17 @@ def run(args) -> int:
     print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "
           f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",
           file=sys.stderr)
+    verified = None
+    if args.verify_every:
+        from .parity import verified_backend
+        backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
-                   progress=not args.quiet, encoding=gpt2_encoding())
+                   progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
     print(f"gpt2lab train: step {result.step}, train loss {result.train_loss}, val loss {val}, "
           f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; checkpoint {out / 'latest.pt'}",
           file=sys.stderr)
+    if verified is not None and verified.stopped:
+        print(verified.stop_report(), file=sys.stderr)
+        return 3
     return 130 if result.interrupted else 0

@@ -112,9 +112,7 @@ class TrainingDashboard(W.VBox):
         self._stop.clear()
         self.stop_button.disabled = False
 
-        def on_step(record):
-            if verified is not None and "parity" not in record and verified.step_extras():
-                record = {**record, **verified.step_extras()}  # a trainer without the extras hook
+        def on_step(record):  # the record carries the parity figures of a verified step (step_extras)
             self.update(record)
             if verified is not None:
                 verified.on_step(record)   # raises ParityMismatch on "stop"

@@ -1,0 +1,175 @@
+"""Injected faults: one kernel swapped for a deliberately wrong variant, to show that live parity catches it.
+
+    with inject("gelu_backward_off"):
+        train(...)                    # the monitor flags op "gelu" at the first verified step
+
+Each fault is a classic bug from writing these kernels by hand (FAULTS lists them with the op they break).
+`inject` patches the function where the kernel model looks it up: kernel_model.py does
+`from gpt2lab.kernels.gelu import gelu_backward`, so the name lives in the kernel_model module (and in the
+kernel's own module); every gpt2lab module attribute bound to the original function is swapped, and all are
+restored on exit, even on an exception.
+
+Most variants call the correct kernel and then add a wrong correction, so they hold for any kernel version;
+the correction is numpy on the host (device arrays make a round trip), fine for a demonstration.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+def _on_host(fn):
+    """Run fn on host copies of any device arrays among its arguments, then copy the arrays back."""
+    def wrapped(*args):
+        hosted = [a if isinstance(a, np.ndarray) or not hasattr(a, "copy_to_host") else a.copy_to_host()
+                  for a in args]
+        fn(*hosted)
+        for a, h in zip(args, hosted):
+            if a is not h:
+                a.copy_to_device(h)
+    return wrapped
+
+
+def _kernel(op: str, name: str) -> Callable:
+    """The correct kernel `name` from gpt2lab.kernels.<op> (the original, even while a fault is injected)."""
+    return ORIGINALS.get(name) or getattr(importlib.import_module(f"gpt2lab.kernels.{op}"), name)
+
+
+# ---------------------------------------------------------------- the wrong variants
+def layernorm_backward_no_mean(dinp, dweight, dbias, dout, inp, weight, mean, rstd, **kw):
+    """dinp without the -mean(dnorm) term: forgets that shifting every x moves the mean along with it."""
+    _kernel("layernorm", "layernorm_backward")(dinp, dweight, dbias, dout, inp, weight, mean, rstd, **kw)
+
+    @_on_host
+    def add_back(dinp, dout, weight, rstd):
+        dnorm = dout * weight                                          # (B, T, C)
+        dinp += rstd[..., None] * dnorm.mean(-1, keepdims=True)        # undo the kernel's -rstd * mean(dnorm)
+    add_back(dinp, dout, weight, rstd)
+
+
+def attention_no_causal_mask(out, att, inp, n_head, **kw):
+    """Softmax over every key, the future included: position t reads the token it should predict."""
+    @_on_host
+    def forward(out, att, inp):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        hs = C // n_head
+        q, k, v = (inp[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for i in range(3))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hs))           # (B, NH, T, T), no mask
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        att[:] = e / e.sum(-1, keepdims=True)
+        out[:] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    forward(out, att, inp)
+
+
+def gelu_backward_off(dinp, inp, dout, **kw):
+    """GELU's derivative off by a constant: gelu'(x) + 0.1 (a slipped term in the hand derivation)."""
+    _kernel("gelu", "gelu_backward")(dinp, inp, dout, **kw)
+
+    @_on_host
+    def add(dinp, dout):
+        dinp += np.float32(0.1) * dout
+    add(dinp, dout)
+
+
+def adamw_no_bias_correction(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, **kw):
+    """AdamW using m and v as they are: without dividing by 1 - beta^t the first steps are far too small."""
+    @_on_host
+    def update(params, grads, m, v):
+        m[:] = beta1 * m + (1 - beta1) * grads
+        v[:] = beta2 * v + (1 - beta2) * grads * grads
+        params[:] -= lr * (m / (np.sqrt(v) + eps) + weight_decay * params)
+    update(params, grads, m, v)
+
+
+def matmul_dbias_first_row(dinp, dweight, dbias, dout, inp, weight, **kw):
+    """dbias from the first row of dout only, instead of summed over all B*T positions that share the bias."""
+    _kernel("matmul", "matmul_backward")(dinp, dweight, None, dout, inp, weight, **kw)
+    if dbias is not None:
+        @_on_host
+        def first_row(dbias, dout):
+            dbias += dout.reshape(-1, dout.shape[-1])[0]
+        first_row(dbias, dout)
+
+
+def encoder_backward_overwrite(dwte, dwpe, dout, inp, **kw):
+    """dwte[token] = dout instead of +=: a token seen twice keeps only its last gradient (and lm_head's
+    share of the tied wte gradient is lost too)."""
+    @_on_host
+    def backward(dwte, dwpe, dout, inp):
+        B, T = inp.shape
+        dwpe[:T] += dout.sum(0)
+        for b in range(B):
+            for t in range(T):
+                dwte[inp[b, t]] = dout[b, t]
+    backward(dwte, dwpe, dout, inp)
+
+
+def crossentropy_backward_no_onehot(dlogits, dlosses, probs, targets, **kw):
+    """dlogits = probs * dloss, forgetting to subtract the one-hot of the target."""
+    @_on_host
+    def backward(dlogits, dlosses, probs):
+        dlogits += probs * dlosses[..., None]
+    backward(dlogits, dlosses, probs)
+
+
+def residual_backward_one_branch(dinp1, dinp2, dout, **kw):
+    """The stream's gradient sent down one side of x + f(x) only: f(x) (attn or mlp) gets nothing."""
+    @_on_host
+    def backward(dinp1, dout):
+        dinp1 += dout
+    backward(dinp1, dout)
+
+
+@dataclass(frozen=True)
+class Fault:
+    op: str              # the op whose kernel is swapped; what the parity monitor must name
+    function: str        # the kernel entry point replaced
+    variant: Callable
+    doc: str
+
+
+FAULTS: dict[str, Fault] = {f.variant.__name__: f for f in (
+    Fault("layernorm", "layernorm_backward", layernorm_backward_no_mean, "LayerNorm backward missing the mean term"),
+    Fault("attention", "attention_forward", attention_no_causal_mask, "attention without the causal mask"),
+    Fault("gelu", "gelu_backward", gelu_backward_off, "GELU's derivative off by a constant (+0.1)"),
+    Fault("adamw", "adamw_update", adamw_no_bias_correction, "AdamW without bias correction"),
+    Fault("matmul", "matmul_backward", matmul_dbias_first_row, "matmul dbias from the first row only"),
+    Fault("encoder", "encoder_backward", encoder_backward_overwrite,
+          "encoder backward overwriting instead of adding for repeated tokens"),
+    Fault("crossentropy", "crossentropy_backward", crossentropy_backward_no_onehot,
+          "cross-entropy backward forgetting to subtract the one-hot"),
+    Fault("residual", "residual_backward", residual_backward_one_branch, "residual backward dropping one branch"),
+)}
+
+ORIGINALS: dict[str, Callable] = {}   # function name -> the correct kernel, while its fault is injected
+
+
+@contextlib.contextmanager
+def inject(fault_name: str):
+    """Within the block, the kernel of FAULTS[fault_name] is its wrong variant wherever gpt2lab looks it up.
+
+    Yields the Fault. Raises ValueError (listing the choices) for an unknown name.
+    """
+    if fault_name not in FAULTS:
+        raise ValueError(f"inject: unknown fault {fault_name!r}; choose from {', '.join(FAULTS)}")
+    fault = FAULTS[fault_name]
+    kernel_module = importlib.import_module(f"gpt2lab.kernels.{fault.op}")
+    importlib.import_module("gpt2lab.gpt2.kernel_model")  # the model's own binding must exist to be patched
+    original = getattr(kernel_module, fault.function)
+    sites = [mod for name, mod in list(sys.modules.items())
+             if name.startswith("gpt2lab.") and getattr(mod, fault.function, None) is original]
+    ORIGINALS[fault.function] = original
+    for mod in sites:
+        setattr(mod, fault.function, fault.variant)
+    try:
+        yield fault
+    finally:
+        for mod in sites:
+            setattr(mod, fault.function, original)
+        ORIGINALS.pop(fault.function, None)
