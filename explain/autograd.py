@@ -163,3 +163,56 @@ def neuron(xs, ws, b, label: str = "out") -> Value:
     out = act.tanh()
     out.label = label
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# expressions typed by a learner: "(a*b + c).tanh()" -> a graph of Values, read safely (no eval)
+# ---------------------------------------------------------------------------------------------------------
+
+UNARY = ("tanh", "exp", "relu", "log")
+
+
+def parse_expression(text: str, values: dict[str, float]) -> Value:
+    """Build the graph of `text` over named inputs, e.g. parse_expression("(a*b + c).tanh()", {"a": 2, ...}).
+
+    Allowed: numbers, the names in `values`, + - * / and ** (with a number as exponent), unary minus, and the
+    methods .tanh() .exp() .relu() .log(). Anything else raises ValueError saying what was not understood;
+    the text is parsed with `ast`, never evaluated. Leaves carry their names as labels.
+    """
+    import ast
+    import operator
+
+    if not text or not text.strip():
+        raise ValueError("empty expression: type one, e.g. (a*b + c).tanh()")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"cannot read {text!r}: {e.msg}") from None
+    leaves = {name: Value(v, name) for name, v in values.items()}
+    binops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def build(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in leaves:
+                raise ValueError(f"unknown name {node.id!r}; known: {', '.join(leaves) or 'none'}")
+            return leaves[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -_lift(build(node.operand))
+        if isinstance(node, ast.BinOp) and type(node.op) in binops:
+            return binops[type(node.op)](_lift(build(node.left)), build(node.right))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            k = build(node.right)
+            if isinstance(k, Value):
+                raise ValueError("the exponent of ** must be a number, e.g. a**2")
+            return _lift(build(node.left)) ** k
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in UNARY
+                and not node.args and not node.keywords):
+            return getattr(_lift(build(node.func.value)), node.func.attr)()
+        raise ValueError(f"not understood: {ast.unparse(node)!r} (use numbers, {', '.join(leaves)}, + - * / **, "
+                         f"and .tanh() .exp() .relu() .log())")
+
+    root = _lift(build(tree.body))
+    root.label = root.label or "out"
+    return root

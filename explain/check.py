@@ -5,7 +5,8 @@ After makemore part 4's `cmp`: it prints whether our array is *exact*ly the refe
 returns True when close. Accepts numpy arrays, torch tensors (with or without grad) and Python numbers.
 
     >>> cmp("dx", np.ones(3), np.ones(3))
-    dx              | exact: True  | close: True  | max diff: 0.0e+00  OK
+    dx                   | exact: True  | close: True  | max diff: 0.0e+00  OK
+    True
 """
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ def cmp(name: str, ours, reference, atol: float = ATOL, rtol: float = RTOL, quie
     a, b = as_numpy(ours), as_numpy(reference)
     if a.shape != b.shape:
         if not quiet:
-            print(f"{name:<15} | shape mismatch: ours {a.shape} vs reference {b.shape}  FAIL")
+            print(f"{name:<20} | shape mismatch: ours {a.shape} vs reference {b.shape}  FAIL")
         return False
     exact = bool(np.array_equal(a, b))
     finite = bool(np.all(np.isfinite(a)))
     diff = float(np.abs(a - b).max(initial=0.0)) if finite else float("inf")
     close = finite and bool(np.allclose(a, b, atol=atol, rtol=rtol))
     if not quiet:
-        print(f"{name:<15} | exact: {exact!s:<5} | close: {close!s:<5} | max diff: {diff:.1e}  "
+        print(f"{name:<20} | exact: {exact!s:<5} | close: {close!s:<5} | max diff: {diff:.1e}  "
               f"{'OK' if close else 'FAIL'}")
     return close

@@ -1,0 +1,99 @@
+"""explain.embeddings: lookup = one-hot matmul, backward = scatter-add (vs torch), neighbours, aligned PCA, figures."""
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from gpt2lab.datasets import gpt2_encoding  # noqa: E402
+from gpt2lab.explain import embeddings as E  # noqa: E402
+from gpt2lab.explain.palette import RUNNING_EXAMPLE  # noqa: E402
+
+RNG = np.random.default_rng(0)
+V, MAXT, C = 60, 16, 8
+WTE = RNG.standard_normal((V, C)).astype(np.float32)
+WPE = RNG.standard_normal((MAXT, C)).astype(np.float32)
+IDS = np.array([[5, 9, 5, 5, 2], [0, 59, 59, 1, 2]])
+
+
+def test_lookup_equals_one_hot_matmul_and_torch():
+    oh = E.one_hot(IDS[0], V)
+    assert oh.shape == (5, V) and np.all(oh.sum(1) == 1)
+    np.testing.assert_array_equal(oh @ WTE, WTE[IDS[0]])
+    x = E.embed(WTE, WPE, IDS)
+    dx = RNG.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(x, E.torch_encoder(WTE, WPE, IDS, dx)["x"], rtol=1e-6)
+
+
+def test_scatter_add_is_the_one_hot_transpose_and_matches_torch():
+    dx = RNG.standard_normal((2, 5, C)).astype(np.float32)
+    dwte, dwpe = E.scatter_add_backward(dx, IDS, V, MAXT)
+    ref = E.torch_encoder(WTE, WPE, IDS, dx)
+    np.testing.assert_allclose(dwte, ref["dwte"], atol=1e-6)
+    np.testing.assert_allclose(dwpe, ref["dwpe"], atol=1e-6)
+    # token 5 occurs three times in row 0: its gradient is the sum of the three
+    np.testing.assert_allclose(dwte[5], dx[0, 0] + dx[0, 2] + dx[0, 3], atol=1e-6)
+    assert not dwte[3].any()  # a token that never occurs gets exactly zero
+    np.testing.assert_allclose(dwte, E.one_hot(IDS.ravel(), V).T @ dx.reshape(-1, C), atol=1e-5)
+
+
+def test_exercise_checks_pass_the_right_answer_and_fail_wrong_ones(capsys):
+    assert E.check_embedding_forward(lambda wte, wpe, ids: wte[ids] + wpe[:ids.shape[1]])
+    assert not E.check_embedding_forward(lambda wte, wpe, ids: wte[ids])  # forgot positions
+    assert E.check_embedding_backward(lambda dx, ids, V, T: E.scatter_add_backward(dx, ids, V, T))
+
+    def assign_not_add(dx, ids, V, maxT):  # the classic bug: = instead of +=
+        dwte, dwpe = np.zeros((V, dx.shape[-1]), np.float32), np.zeros((maxT, dx.shape[-1]), np.float32)
+        dwte[ids] = dx
+        dwpe[:ids.shape[1]] = dx.sum(0)
+        return dwte, dwpe
+    assert not E.check_embedding_backward(assign_not_add)
+
+    def unwritten(*a):
+        raise NotImplementedError("write me")
+    assert not E.check_embedding_backward(unwritten)
+    assert "not written yet" in capsys.readouterr().out
+
+
+def test_nearest_neighbours_by_cosine():
+    wte = np.array([[1, 0], [0.9, 0.1], [-1, 0], [0, 1], [10, 0.5]], np.float32)
+    nb = E.nearest_neighbours(wte, 0, k=2)
+    assert [i for i, _ in nb] == [4, 1] and nb[0][1] == pytest.approx(np.cos(np.arctan(0.05)), rel=1e-5)
+    assert [i for i, _ in E.nearest_neighbours(wte, 0, k=1, candidates=[0, 2, 3])] == [3]
+
+
+def test_aligned_pca_undoes_flips_and_rotations():
+    base = RNG.standard_normal((30, 6)) * np.array([5, 2, 0.1, 0.1, 0.1, 0.1])
+    Q, _ = np.linalg.qr(RNG.standard_normal((6, 6)))
+    frames = [base @ Q, -base @ Q * 0.01, base]  # same shape up to rotation, sign and scale
+    coords = E.aligned_pca(frames)
+    assert coords.shape == (3, 30, 2)
+    for f in range(2):
+        np.testing.assert_allclose(coords[f], coords[2], atol=1e-6)
+
+
+def test_position_similarity_is_symmetric_with_unit_diagonal():
+    sim = E.position_similarity(WPE, 10)
+    assert sim.shape == (10, 10)
+    np.testing.assert_allclose(np.diag(sim), 1, atol=1e-6)
+    np.testing.assert_allclose(sim, sim.T, atol=1e-6)
+
+
+def test_frequent_tokens_and_figures():
+    enc = gpt2_encoding()
+    ids = enc.encode_ordinary(RUNNING_EXAMPLE)
+    counts = E.token_counts(np.array(ids * 3 + [enc.encode_ordinary(" question")[0]]), enc.n_vocab)
+    top = E.frequent_tokens(counts, enc, n=3)
+    assert E.token_labels(enc, top)[0] in ("␣be", "␣question")
+    assert all(E.token_labels(enc, top)[i].startswith("␣") for i in range(3))
+    labels = E.token_labels(enc, ids)
+    assert labels[:2] == ["To", "␣be"]
+    rng = np.random.default_rng(1)
+    wte, wpe = rng.standard_normal((enc.n_vocab, 16)), rng.standard_normal((32, 16))
+    fig = E.embedding_figure(wte, wpe, ids, labels)
+    assert "(13, 16)" in fig.axes[0].get_title()
+    fig = E.scatter_add_figure(rng.standard_normal((len(ids), 16)), ids, labels)
+    assert any("×2" in t.get_text() for t in fig.axes[1].get_yticklabels())  # " be" occurs twice
+    assert "(32, 32)" in E.position_similarity_figure(E.position_similarity(wpe)).axes[0].get_title()
+    anim = E.pca_animation(E.aligned_pca([wte[ids], wte[ids] * 2]), ids, labels, steps=[0, 10])
+    assert "<script" in anim.to_jshtml()
