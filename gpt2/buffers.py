@@ -1,0 +1,247 @@
+"""Flat buffers with named views, llm.c style: the memory layout of the kernel-backed GPT-2.
+
+One allocation per kind of state (parameters, their gradients, AdamW's m and v, activations, activation
+gradients). Each named tensor is a contiguous slice of it, reshaped: `views["qkvw"]` is (L, 3C, C) and
+`views["qkvw"][l]` is layer l's (3C, C) weight, itself contiguous, so every kernel sees plain C-contiguous
+float32 arrays. Zeroing all gradients is one fill of one buffer; AdamW walks named 1-D slices of the flat
+buffers.
+
+On the CPU the buffers are numpy arrays; on "cuda" (or numba's simulator, "cudasim") they are numba device
+arrays and the views are device-array views, so the same kernel entry points dispatch to the CUDA kernels.
+
+Shapes (V vocab, maxT block_size, L layers, C channels, NH heads, B batch, T time):
+
+    parameters (llm.c order)            activations
+    wte      (V, C)                      encoded   (B, T, C)          wte[idx] + wpe[t]
+    wpe      (maxT, C)                   ln1       (L, B, T, C)       + ln1_mean, ln1_rstd (L, B, T)
+    ln1w     (L, C)                      qkv       (L, B, T, 3C)
+    ln1b     (L, C)                      atty      (L, B, T, C)       attention output, heads side by side
+    qkvw     (L, 3C, C)                  att       (L, B, NH, T, T)   softmax(q k^T / sqrt(hs)), causal
+    qkvb     (L, 3C)                     attproj   (L, B, T, C)
+    attprojw (L, C, C)                   residual2 (L, B, T, C)       residual + attproj
+    attprojb (L, C)                      ln2       (L, B, T, C)       + ln2_mean, ln2_rstd (L, B, T)
+    ln2w     (L, C)                      fch       (L, B, T, 4C)
+    ln2b     (L, C)                      fch_gelu  (L, B, T, 4C)
+    fcw      (L, 4C, C)                  fcproj    (L, B, T, C)
+    fcb      (L, 4C)                     residual3 (L, B, T, C)       residual2 + fcproj: the block's output
+    fcprojw  (L, C, 4C)                  lnf       (B, T, C)          + lnf_mean, lnf_rstd (B, T)
+    fcprojb  (L, C)                      logits    (B, T, V)
+    lnfw     (C,)                        probs     (B, T, V)
+    lnfb     (C,)                        losses    (B, T)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import config as numba_config
+from numba import cuda
+
+from .config import GPTConfig
+
+PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
+
+# AdamW's weight decay applies to the matrices only (nanoGPT's and the reference trainer's param groups):
+# never to a bias or a LayerNorm gain/shift, which would pull them towards 0 for no reason.
+DECAYED = frozenset({"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"})
+
+ACT_NAMES = ("encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
+             "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
+             "lnf", "lnf_mean", "lnf_rstd", "logits", "probs", "losses")
+
+# Activation gradients exist for the tensors a gradient flows through. The LayerNorm caches (mean, rstd) and
+# the softmax cache att and probs are only read by the backward kernels, so they get none.
+GRAD_ACT_NAMES = ("encoded", "ln1", "qkv", "atty", "attproj", "residual2", "ln2", "fch", "fch_gelu",
+                  "fcproj", "residual3", "lnf", "logits", "losses")
+
+# Our name -> the reference GPT2's parameter name ({l} = layer) for the per-layer tensors.
+LAYER_NAMES = {
+    "ln1w": "ln_1.weight", "ln1b": "ln_1.bias",
+    "qkvw": "attn.c_attn.weight", "qkvb": "attn.c_attn.bias",
+    "attprojw": "attn.c_proj.weight", "attprojb": "attn.c_proj.bias",
+    "ln2w": "ln_2.weight", "ln2b": "ln_2.bias",
+    "fcw": "mlp.c_fc.weight", "fcb": "mlp.c_fc.bias",
+    "fcprojw": "mlp.c_proj.weight", "fcprojb": "mlp.c_proj.bias",
+}
+GLOBAL_NAMES = {"wte": "transformer.wte.weight", "wpe": "transformer.wpe.weight",
+                "lnfw": "transformer.ln_f.weight", "lnfb": "transformer.ln_f.bias"}
+
+
+def param_shapes(config: GPTConfig) -> dict[str, tuple]:
+    """name -> shape of every parameter tensor, in llm.c's order."""
+    V, maxT, L, C = config.vocab_size, config.block_size, config.n_layer, config.n_embd
+    return {
+        "wte": (V, C), "wpe": (maxT, C),
+        "ln1w": (L, C), "ln1b": (L, C),
+        "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
+        "attprojw": (L, C, C), "attprojb": (L, C),
+        "ln2w": (L, C), "ln2b": (L, C),
+        "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
+        "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
+        "lnfw": (C,), "lnfb": (C,),
+    }
+
+
+def act_shapes(config: GPTConfig, B: int, T: int) -> dict[str, tuple]:
+    """name -> shape of every activation for a batch of B sequences of T tokens."""
+    V, L, C, NH = config.vocab_size, config.n_layer, config.n_embd, config.n_head
+    return {
+        "encoded": (B, T, C),
+        "ln1": (L, B, T, C), "ln1_mean": (L, B, T), "ln1_rstd": (L, B, T),
+        "qkv": (L, B, T, 3 * C), "atty": (L, B, T, C), "att": (L, B, NH, T, T),
+        "attproj": (L, B, T, C), "residual2": (L, B, T, C),
+        "ln2": (L, B, T, C), "ln2_mean": (L, B, T), "ln2_rstd": (L, B, T),
+        "fch": (L, B, T, 4 * C), "fch_gelu": (L, B, T, 4 * C), "fcproj": (L, B, T, C),
+        "residual3": (L, B, T, C),
+        "lnf": (B, T, C), "lnf_mean": (B, T), "lnf_rstd": (B, T),
+        "logits": (B, T, V), "probs": (B, T, V), "losses": (B, T),
+    }
+
+
+def reference_names(config: GPTConfig) -> dict[str, tuple[str, int | None]]:
+    """The reference GPT2's parameter name -> (our name, layer or None). lm_head.weight is wte (tied)."""
+    out = {}
+    for ours, ref in GLOBAL_NAMES.items():
+        out[ref] = (ours, None)
+    for l in range(config.n_layer):
+        for ours, ref in LAYER_NAMES.items():
+            out[f"transformer.h.{l}.{ref}"] = (ours, l)
+    return out
+
+
+# ---------------------------------------------------------------- device helpers
+def is_cuda(device: str) -> bool:
+    return device in ("cuda", "cudasim")
+
+
+@cuda.jit
+def fill_kernel(a, value, n):
+    """a[i] = value for i < n: zeroing a gradient buffer, or dlosses = 1/(B*T). Grid-stride loop."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        a[i] = value
+        i += stride
+
+
+@cuda.jit
+def scale_kernel(a, factor, n):
+    """a[i] *= factor: gradient clipping."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < n:
+        a[i] *= factor
+        i += stride
+
+
+@cuda.jit
+def sumsq_kernel(total, a, n):
+    """total[0] += sum(a[i]^2), each thread over its grid-stride share then one float64 atomic per thread."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    acc = 0.0
+    while i < n:
+        x = np.float64(a[i])
+        acc += x * x
+        i += stride
+    cuda.atomic.add(total, 0, acc)
+
+
+CUDA_KERNELS = (
+    (fill_kernel, "void(float32[::1], float32, int64)"),
+    (scale_kernel, "void(float32[::1], float32, int64)"),
+    (sumsq_kernel, "void(float64[::1], float32[::1], int64)"),
+)
+
+
+def _launch(kernel, n: int, *args) -> None:
+    """kernel[grid, block](*args, n) with a grid-stride loop inside, so any grid covers any n."""
+    if numba_config.ENABLE_CUDASIM:
+        # the simulator runs every thread as a Python thread: one small block is by far the fastest
+        kernel[1, 32](*args, n)
+    else:
+        kernel[max(1, min(math.ceil(n / 256), 1024)), 256](*args, n)
+
+
+def fill(a, value: float) -> None:
+    """Set every element of the (contiguous) array `a` to `value`, on the host or the device."""
+    if isinstance(a, np.ndarray):
+        a.fill(value)
+    else:
+        flat = a.reshape(a.size)
+        _launch(fill_kernel, a.size, flat, np.float32(value))
+
+
+def scale(a, factor: float) -> None:
+    """a *= factor, on the host or the device."""
+    if isinstance(a, np.ndarray):
+        a *= np.float32(factor)
+    else:
+        _launch(scale_kernel, a.size, a.reshape(a.size), np.float32(factor))
+
+
+def sum_of_squares(a) -> float:
+    """sum(a^2) accumulated in float64, on the host or the device."""
+    if isinstance(a, np.ndarray):
+        x = a.reshape(-1).astype(np.float64)
+        return float(np.dot(x, x))
+    total = cuda.to_device(np.zeros(1, dtype=np.float64))
+    _launch(sumsq_kernel, a.size, total, a.reshape(a.size))
+    return float(total.copy_to_host()[0])
+
+
+def to_host(a) -> np.ndarray:
+    """A numpy copy of `a` (host or device)."""
+    return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
+
+
+def copy_in(dst, src: np.ndarray) -> None:
+    """dst[...] = src, where dst is a host or device view and src a host array of the same shape."""
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    if tuple(src.shape) != tuple(dst.shape):
+        raise ValueError(f"copy_in: shape {tuple(src.shape)} does not fit a view of shape {tuple(dst.shape)}")
+    if isinstance(dst, np.ndarray):
+        np.copyto(dst, src)
+    else:
+        dst.copy_to_device(src)
+
+
+class FlatBuffer:
+    """One float32 allocation holding named tensors back to back, with a view per name.
+
+    shapes: name -> shape, in layout order. The region of each name is sized for `shapes`; `views(smaller)`
+    gives views for smaller shapes of the same rank (a batch with fewer rows or a shorter T) using the first
+    prod(shape) elements of each region, so shrinking B or T never reallocates.
+    """
+
+    def __init__(self, shapes: dict[str, tuple], device: str = "cpu"):
+        self.device = device
+        self.capacity = {k: tuple(v) for k, v in shapes.items()}
+        self.offsets, n = {}, 0
+        for name, shape in self.capacity.items():
+            self.offsets[name] = n
+            n += math.prod(shape)
+        self.size = n
+        if is_cuda(device):
+            self.memory = cuda.device_array(n, dtype=np.float32)
+            fill(self.memory, 0.0)
+        else:
+            self.memory = np.zeros(n, dtype=np.float32)
+
+    def views(self, shapes: dict[str, tuple] | None = None) -> dict:
+        """name -> contiguous view of shape shapes[name] (default: the capacity shapes)."""
+        shapes = shapes or self.capacity
+        out = {}
+        for name, shape in shapes.items():
+            n = math.prod(shape)
+            if n > math.prod(self.capacity[name]):
+                raise ValueError(f"FlatBuffer: {name} of shape {shape} exceeds its region {self.capacity[name]}")
+            off = self.offsets[name]
+            out[name] = self.memory[off:off + n].reshape(shape)
+        return out
+
+    def flat(self, name: str):
+        """The 1-D slice of `name`'s whole region (what AdamW updates)."""
+        off = self.offsets[name]
+        return self.memory[off:off + math.prod(self.capacity[name])]

@@ -1,0 +1,359 @@
+"""GPT-2 on our own kernels, llm.c style: flat buffers, named views, forward and backward as plain kernel calls.
+
+Nothing here computes anything itself: every number comes out of a kernel in `gpt2lab.kernels` (numba on the
+CPU, or CUDA when the buffers are device arrays). The model is four flat float32 buffers and two for the batch:
+
+    params       wte, wpe, ln1w, ..., lnfb        (see gpt2/buffers.py for every shape)
+    grads        the same views: d loss / d param  (zeroed by zero_grad, accumulated by backward)
+    m, v         AdamW's first and second moments, the same views again
+    acts         encoded, ln1, ..., probs, losses  sized for (B, T); per-layer tensors have a leading L axis
+    grads_acts   d loss / d activation for the tensors a gradient flows through
+
+`forward` and `backward` read top to bottom like llm.c's gpt2_forward / gpt2_backward. The backward kernels
+*accumulate* (d += ...), which is what makes the residual stream and the tied embedding simple: the residual
+gradient arrives from two places and is summed, and wte's gradient gets the lm_head matmul's part and then the
+encoder's scatter-add on top.
+
+    >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
+    >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
+    >>> model.zero_grad(); model.backward(); model.adamw_step(lr=1e-3)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import config as numba_config
+from numba import cuda
+
+from gpt2lab.kernels.adamw import adamw_update
+from gpt2lab.kernels.attention import attention_backward, attention_forward
+from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
+from gpt2lab.kernels.encoder import encoder_backward, encoder_forward
+from gpt2lab.kernels.gelu import gelu_backward, gelu_forward
+from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
+from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
+from gpt2lab.kernels.residual import residual_backward, residual_forward
+
+from .buffers import (DECAYED, GRAD_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, copy_in, fill, is_cuda,
+                      param_shapes, reference_names, scale, sum_of_squares, to_host)
+from .config import GPTConfig
+
+DEVICES = ("cpu", "cuda", "cudasim")
+
+
+class KernelGPT2:
+    """GPT-2 whose forward, backward and AdamW are our numba kernels over flat buffers.
+
+    config: the model shape. device: "cpu" (numpy buffers, numba CPU kernels), "cuda" (numba device arrays,
+    CUDA kernels) or "cudasim" (the same on numba's CUDA simulator; NUMBA_ENABLE_CUDASIM=1 must be set before
+    numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
+    reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
+    """
+
+    def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True):
+        if device not in DEVICES:
+            raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
+        if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
+            raise ValueError("KernelGPT2: device 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+        if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
+            raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
+        self.config, self.device = config, device
+        shapes = param_shapes(config)
+        self.params_memory = FlatBuffer(shapes, device)
+        self.grads_memory = FlatBuffer(shapes, device)
+        self.m_memory = FlatBuffer(shapes, device)   # AdamW first moment
+        self.v_memory = FlatBuffer(shapes, device)   # AdamW second moment
+        self.params = self.params_memory.views()
+        self.grads = self.grads_memory.views()
+        self.step = 0                                # AdamW steps taken (bias correction uses step + 1 next)
+        # activations are allocated by the first forward, for its (B, T)
+        self.acts_memory = self.grads_acts_memory = None
+        self.acts, self.grads_acts = {}, {}
+        self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
+        self.B = self.T = 0
+        self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
+        self.mean_loss = None
+        if init:
+            from .model import init_params
+            self.load_params(init_params(config, seed))
+
+    # ------------------------------------------------------------ memory
+    def _ensure_capacity(self, B: int, T: int) -> None:
+        """Make the activation buffers hold (B, T): reallocate only when B or T grows past what they hold."""
+        capB, capT = self.capacity
+        grown = B > capB or T > capT
+        if grown:
+            capB, capT = max(B, capB), max(T, capT)
+            shapes = act_shapes(self.config, capB, capT)
+            self.acts_memory = FlatBuffer(shapes, self.device)
+            self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
+            self.capacity = (capB, capT)
+        if grown or (B, T) != (self.B, self.T):
+            shapes = act_shapes(self.config, B, T)
+            self.acts = self.acts_memory.views(shapes)
+            self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
+            self.B, self.T = B, T
+
+    def _batch(self, a, name: str):
+        """(B, T) token ids -> int32 C-contiguous, on the model's device."""
+        if hasattr(a, "detach"):  # a torch tensor
+            a = a.detach().cpu().numpy()
+        a = np.ascontiguousarray(a, dtype=np.int32)
+        if a.ndim != 2:
+            raise ValueError(f"KernelGPT2.forward: {name} must be (B, T), got shape {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
+            raise ValueError(f"KernelGPT2.forward: {name} must be token ids in [0, {self.config.vocab_size}), "
+                             f"got values in [{a.min()}, {a.max()}]")
+        return cuda.to_device(a) if is_cuda(self.device) else a
+
+    # ------------------------------------------------------------ forward
+    def forward(self, idx, targets=None):
+        """idx: (B, T) int token ids, T <= block_size; targets: (B, T) int or None.
+
+        Fills every activation (self.acts; the logits are self.logits, (B, T, V)). Returns the mean
+        cross-entropy loss as a float, or None without targets.
+        """
+        B, T = np.shape(idx)
+        if T > self.config.block_size:
+            raise ValueError(f"KernelGPT2.forward: T = {T} exceeds block_size {self.config.block_size}")
+        if targets is not None and tuple(np.shape(targets)) != (B, T):
+            raise ValueError(f"KernelGPT2.forward: targets must be (B, T) = {(B, T)}, got {tuple(np.shape(targets))}")
+        self._ensure_capacity(B, T)
+        self.inputs = self._batch(idx, "idx")
+        self.targets = None if targets is None else self._batch(targets, "targets")
+        L, NH = self.config.n_layer, self.config.n_head
+        p, a = self.params, self.acts
+
+        encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
+        for l in range(L):
+            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]        # the block's input stream
+            # x + attn(ln_1(x))
+            layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual, p["ln1w"][l], p["ln1b"][l])
+            matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
+            attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
+            matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
+            residual_forward(a["residual2"][l], residual, a["attproj"][l])
+            # x + mlp(ln_2(x))
+            layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
+                              p["ln2w"][l], p["ln2b"][l])
+            matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
+            gelu_forward(a["fch_gelu"][l], a["fch"][l])
+            matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
+            residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l])
+        layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
+        matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
+
+        self.mean_loss = None
+        if self.targets is not None:
+            crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
+            # the mean over B*T tokens; (B, T) numbers, cheap to bring to the host
+            self.mean_loss = float(to_host(a["losses"]).astype(np.float64).mean())
+        return self.mean_loss
+
+    @property
+    def logits(self):
+        """(B, T, V) logits of the last forward (a view into the activations: host or device array)."""
+        return self.acts["logits"]
+
+    # ------------------------------------------------------------ backward
+    def zero_grad(self) -> None:
+        """grads = 0: the backward kernels accumulate, so each step starts from zero."""
+        fill(self.grads_memory.memory, 0.0)
+
+    def backward(self) -> None:
+        """Accumulate d mean_loss / d param into self.grads, from the activations of the last forward(idx, targets)."""
+        if self.mean_loss is None:
+            raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
+        B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
+        p, g, a, ga = self.params, self.grads, self.acts, self.grads_acts
+        fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
+
+        # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
+        fill(ga["losses"], 1.0 / (B * T))
+        crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
+        layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
+                           p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        for l in reversed(range(L)):
+            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
+            dresidual = ga["encoded"] if l == 0 else ga["residual3"][l - 1]
+            # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
+            residual_backward(ga["residual2"][l], ga["fcproj"][l], ga["residual3"][l])
+            matmul_backward(ga["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], ga["fcproj"][l],
+                            a["fch_gelu"][l], p["fcprojw"][l])
+            gelu_backward(ga["fch"][l], a["fch"][l], ga["fch_gelu"][l])
+            matmul_backward(ga["ln2"][l], g["fcw"][l], g["fcb"][l], ga["fch"][l], a["ln2"][l], p["fcw"][l])
+            layernorm_backward(ga["residual2"][l], g["ln2w"][l], g["ln2b"][l], ga["ln2"][l], a["residual2"][l],
+                               p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l])
+            # back through x + attn(ln_1(x))
+            residual_backward(dresidual, ga["attproj"][l], ga["residual2"][l])
+            matmul_backward(ga["atty"][l], g["attprojw"][l], g["attprojb"][l], ga["attproj"][l],
+                            a["atty"][l], p["attprojw"][l])
+            attention_backward(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["att"][l], NH)
+            matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
+            layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
+                               p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
+        encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)        # scatter-add on top of lm_head's
+
+    # ------------------------------------------------------------ optimizer
+    def grad_norm(self) -> float:
+        """The global L2 norm of all parameter gradients (wte once: it is one tensor)."""
+        return float(np.sqrt(sum_of_squares(self.grads_memory.memory)))
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Scale all gradients so their global norm is at most max_norm (torch's clip_grad_norm_ formula).
+
+        Returns the norm before clipping."""
+        norm = self.grad_norm()
+        if norm > max_norm:
+            scale(self.grads_memory.memory, max_norm / (norm + 1e-6))
+        return norm
+
+    def adamw_step(self, lr: float, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
+                   weight_decay: float = 0.1) -> None:
+        """One AdamW update of every parameter from self.grads; weight decay on the matrices only (DECAYED)."""
+        self.step += 1  # 1-based inside the kernel: bias corrections 1 - beta^step
+        for name in PARAM_NAMES:
+            decay = weight_decay if name in DECAYED else 0.0
+            adamw_update(self.params_memory.flat(name), self.grads_memory.flat(name), self.m_memory.flat(name),
+                         self.v_memory.flat(name), self.step, lr, beta1, beta2, eps, decay)
+
+    # ------------------------------------------------------------ sampling
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int | None = 0) -> np.ndarray:
+        """Append max_new_tokens tokens to idx (B, T) ints; returns (B, T + max_new_tokens) int64 numpy.
+
+        temperature <= 0: greedy (argmax). top_k keeps the k most likely tokens. Each step runs the full forward
+        on the last block_size tokens and copies the last position's logits to the host. The draw itself uses
+        torch.multinomial with torch.Generator().manual_seed(seed), exactly as the reference GPT2.generate does
+        with that generator, so the same weights and seed give the same tokens (up to float rounding at a
+        boundary between two tokens' probability intervals).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        idx = np.array(idx.detach().cpu().numpy() if hasattr(idx, "detach") else idx, dtype=np.int64)
+        if idx.ndim != 2:
+            raise ValueError(f"KernelGPT2.generate: idx must be (B, T), got shape {idx.shape}")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        maxT = self.config.block_size
+        # allocate once for the longest context this call will see, not again at every new token
+        self._ensure_capacity(idx.shape[0], min(maxT, idx.shape[1] + max_new_tokens))
+        for _ in range(max_new_tokens):
+            idx_cond = idx[:, -maxT:]
+            self.forward(idx_cond)
+            T = idx_cond.shape[1]
+            logits = self.acts["logits"]            # only the last position's (B, V) matter; a device array
+            last = logits[:, T - 1, :] if isinstance(logits, np.ndarray) else logits.copy_to_host()[:, T - 1, :]
+            logits = torch.from_numpy(np.array(last, dtype=np.float32))           # (B, V), a copy
+            if temperature <= 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+            idx = np.concatenate([idx, idx_next.numpy().astype(np.int64)], axis=1)
+        return idx
+
+    # ------------------------------------------------------------ named access
+    def _view(self, views: dict, name: str):
+        if name in views:
+            return views[name]
+        if name == "lm_head.weight":
+            return views["wte"]
+        refs = reference_names(self.config)
+        if name in refs:
+            ours, layer = refs[name]
+            return views[ours] if layer is None else views[ours][layer]
+        raise KeyError(f"KernelGPT2: no parameter {name!r}; ours are {', '.join(PARAM_NAMES)} "
+                       f"or the reference GPT2's names, e.g. 'transformer.h.0.attn.c_attn.weight'")
+
+    def params_view(self, name: str):
+        """The parameter `name` as a view (writes go into the model): one of PARAM_NAMES, e.g. "qkvw" (L, 3C, C),
+        or a reference name for one layer's tensor, e.g. "transformer.h.1.attn.c_attn.weight" (3C, C)."""
+        return self._view(self.params, name)
+
+    def grads_view(self, name: str):
+        """The gradient of parameter `name`, named as in params_view."""
+        return self._view(self.grads, name)
+
+    @property
+    def activations(self) -> dict:
+        """name -> view of every activation of the last forward (per-layer ones are (L, ...): index [l])."""
+        return self.acts
+
+    def layer_activations(self, l: int) -> dict:
+        """Block l's activations: ln1, qkv, att (B, NH, T, T), ..., residual3 (its output)."""
+        return {k: v[l] for k, v in self.acts.items() if len(v.shape) >= 3 and v.shape[0] == self.config.n_layer
+                and k not in ("encoded", "lnf", "logits", "probs")}
+
+    # ------------------------------------------------------------ conversions
+    def _named(self, buffer: FlatBuffer) -> dict[str, np.ndarray]:
+        """A flat buffer as the reference GPT2's name -> float32 numpy copy (lm_head.weight left out: it is wte)."""
+        host = buffer.memory if isinstance(buffer.memory, np.ndarray) else buffer.memory.copy_to_host()
+        views = {}
+        for name, shape in buffer.capacity.items():
+            off = buffer.offsets[name]
+            views[name] = host[off:off + int(np.prod(shape))].reshape(shape)
+        out = {}
+        for ref, (ours, layer) in reference_names(self.config).items():
+            out[ref] = (views[ours] if layer is None else views[ours][layer]).copy()
+        return out
+
+    def _load_named(self, buffer: FlatBuffer, named: dict) -> None:
+        """The inverse of _named: copy the reference GPT2's name -> array into a flat buffer (shapes must match)."""
+        refs = reference_names(self.config)
+        missing = sorted(set(refs) - set(named))
+        unexpected = sorted(set(named) - set(refs) - {"lm_head.weight"})
+        if missing or unexpected:
+            raise ValueError(f"KernelGPT2: state dict has missing {missing[:5]}, unexpected {unexpected[:5]}")
+        host = np.zeros(buffer.size, dtype=np.float32)
+        for ref, (ours, layer) in refs.items():
+            value = named[ref]
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            shape = buffer.capacity[ours][1:] if layer is not None else buffer.capacity[ours]
+            value = np.asarray(value, dtype=np.float32)
+            if tuple(value.shape) != tuple(shape):
+                raise ValueError(f"KernelGPT2: {ref} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+            off = buffer.offsets[ours] + (0 if layer is None else layer * int(np.prod(shape)))
+            host[off:off + value.size] = value.reshape(-1)
+        copy_in(buffer.memory, host)
+
+    def params_numpy(self) -> dict[str, np.ndarray]:
+        """Every parameter as the reference GPT2's name -> float32 numpy copy (GPT2.params_numpy's format)."""
+        return self._named(self.params_memory)
+
+    def load_params(self, named: dict) -> None:
+        """Copy parameters in from the reference GPT2's name -> numpy array or tensor (lm_head.weight ignored)."""
+        self._load_named(self.params_memory, named)
+
+    def to_state_dict(self) -> dict:
+        """The reference GPT2's state_dict: name -> float32 CPU tensor, lm_head.weight included and tied to wte,
+        so GPT2(config).load_state_dict(model.to_state_dict()) works."""
+        import torch
+        sd = {name: torch.from_numpy(a) for name, a in self.params_numpy().items()}
+        sd["lm_head.weight"] = sd["transformer.wte.weight"]
+        return sd
+
+    @classmethod
+    def from_torch(cls, source, config: GPTConfig | None = None, device: str = "cpu") -> "KernelGPT2":
+        """A KernelGPT2 with the weights of a reference GPT2 module or its state dict (config required then)."""
+        if hasattr(source, "state_dict"):
+            config = config or source.config
+            source = source.state_dict()
+        if config is None:
+            raise ValueError("KernelGPT2.from_torch: pass config= with a state dict (n_head is not in the shapes)")
+        model = cls(config, device=device, init=False)
+        model.load_params(source)
+        return model
+
+    def optimizer_state(self) -> dict:
+        """AdamW's state in the trainer's format: {"step", "m": {ref name: array}, "v": {...}}."""
+        return {"step": self.step, "m": self._named(self.m_memory), "v": self._named(self.v_memory)}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self._load_named(self.m_memory, state["m"])
+        self._load_named(self.v_memory, state["v"])
+        self.step = int(state["step"])
