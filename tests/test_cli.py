@@ -1,0 +1,127 @@
+"""`gpt2lab`: the subcommand registry, one-line errors with exit code 2, train -> resume -> generate end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpt2lab.gpt2 import cli
+from gpt2lab.gpt2.cli import COMMANDS, main
+from gpt2lab.gpt2.checkpoint import load_checkpoint
+
+CORPUS = ("FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\nALL:\nSpeak, speak.\n\n"
+          "FIRST CITIZEN:\nYou are all resolved rather to die than to famish?\n\n") * 40
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """`--threads 1` sets torch's global thread count; give the next test what it had."""
+    import torch
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(CORPUS)
+    return path
+
+
+def one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_registry_names_the_other_teams_modules():
+    assert COMMANDS["verify"][0] == "gpt2lab.kernels.verify_cli"
+    assert COMMANDS["bench"][0] == "gpt2lab.kernels.bench"
+    assert {"train", "generate"} <= set(COMMANDS)
+
+
+def test_help_lists_commands_without_importing_torch():
+    code = ("import sys, contextlib, io\nfrom gpt2lab.gpt2.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    rc = main(['--help'])\n"
+            "assert rc == 0 and 'torch' not in sys.modules, rc\nprint(buf.getvalue())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for name in COMMANDS:
+        assert name in out.stdout
+
+
+def test_a_missing_command_module_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(COMMANDS, "later", ("gpt2lab.kernels.not_written_yet", "a future command"))
+    one_line_error(capsys, main(["later", "--x", "1"]), "gpt2lab later", "not available yet")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "huge"], "unknown --config 'huge'"),
+    (["--seq", "129"], "longer than the tiny model's context"),
+    (["--data", "no/such/file.txt"], "no such file"),
+    (["--steps", "0"], "--steps"),
+    (["--batch", "-3"], "--batch"),
+    (["--steps", "many"], "--steps"),
+    (["--backend", "numba"], "numba is not available yet"),
+    (["--backend", "jax"], "--backend"),
+    (["--resume"], "--resume: no checkpoint"),
+])
+def test_train_bad_arguments_end_in_one_line(argv, needle, capsys, tmp_path, corpus):
+    base = ["train", "--steps", "2", "--out", str(tmp_path / "run"), "--data", str(corpus)]
+    one_line_error(capsys, main(base + argv), needle)
+
+
+def test_generate_bad_arguments_end_in_one_line(capsys, tmp_path):
+    one_line_error(capsys, main(["generate", "--ckpt", str(tmp_path / "nope.pt")]), "no such checkpoint")
+    one_line_error(capsys, main(["generate", "--ckpt", "x.pt", "--tokens", "0"]), "--tokens")
+
+
+def test_train_resume_generate_end_to_end(capsys, tmp_path, corpus):
+    out, log = tmp_path / "run", tmp_path / "log.jsonl"
+    common = ["train", "--config", "tiny", "--data", str(corpus), "--batch", "2", "--seq", "16", "--out", str(out),
+              "--json-log", str(log), "--eval-every", "2", "--eval-batches", "1", "--sample-tokens", "4",
+              "--keep-every", "2", "--quiet", "--threads", "1", "--schedule", "constant"]
+    assert main(common + ["--steps", "3"]) == 0
+    assert main(common + ["--steps", "5", "--resume"]) == 0
+    records = [json.loads(ln) for ln in open(log)]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 3, 4, 5]
+    assert sorted(p.name for p in out.glob("ckpt_*.pt")) == [
+        "ckpt_000000.pt", "ckpt_000002.pt", "ckpt_000003.pt", "ckpt_000004.pt", "ckpt_000005.pt"]
+    assert load_checkpoint(out / "latest.pt")["step"] == 5
+    err = capsys.readouterr().err
+    assert "step 5, train loss" in err and "tokens/s" in err
+    argv = ["generate", "--ckpt", str(out / "latest.pt"), "--prompt", "Speak,", "--tokens", "5", "--seed", "3"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    assert first.startswith("Speak,") and capsys.readouterr().out == first
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus):
+    out, log = tmp_path / "run", tmp_path / "log.jsonl"
+    cmd = [sys.executable, "-m", "gpt2lab.gpt2.cli", "train", "--data", str(corpus), "--batch", "2", "--seq", "8",
+           "--steps", "100000", "--out", str(out), "--json-log", str(log), "--eval-every", "0", "--quiet",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (log.exists() and log.read_text().count("\n") >= 2):
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "checkpoint saved" in err
+    step = load_checkpoint(out / "latest.pt")["step"]
+    assert step >= 2 and json.loads(log.read_text().splitlines()[-1])["step"] == step
