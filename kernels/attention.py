@@ -348,10 +348,14 @@ def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
             cuda.atomic.add(dinp, (b, t2, vo + i), a * dout[b, t1, qo + i])
 
 
-# Backward v2, no atomics (deterministic, and no contention on hot key rows): two kernels.
-# (a) one thread per query row t1: dpreatt row into a (B, NH, T, T) scratch, and dq[t1].
+# Backward v2, no atomics (deterministic, and no contention on hot key rows), in two kernels that share
+# one small scratch, the softmax backward's row term D[t1] = sum_t2 att[t1, t2] datt[t1, t2] (B, NH, T):
+# with it, any dpreatt[t1, t2] = att (datt - D[t1]) / sqrt(hs) is recomputed where it is needed, so no
+# T x T dpreatt is ever written (the flash-attention backward keeps the same per-row D). Gradients are
+# summed in per-thread local arrays and written once, not read-modify-written in global memory per key.
+# (a) one thread per query row t1: D[t1] and dq[t1] = sum_t2 dpreatt[t1, t2] k[t2].
 @cuda.jit
-def attention_backward_dq_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
+def attention_backward_dq_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
     if idx >= B * n_head * T:
@@ -361,21 +365,23 @@ def attention_backward_dq_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
     hs = C // n_head
     scale = float32(1.0) / math.sqrt(float32(hs))
     qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
-    att_datt = _att_datt(att, dout, inp, b, h, t1, hs, C)
-    for t2 in range(T):
-        if t2 > t1:
-            dpreatt[b, h, t1, t2] = 0.0
-            continue
-        d = att[b, h, t1, t2] * (_datt(dout, inp, b, t1, t2, qo, vo, hs) - att_datt) * scale
-        dpreatt[b, h, t1, t2] = d
+    row = _att_datt(att, dout, inp, b, h, t1, hs, C)
+    att_datt[b, h, t1] = row
+    dq = cuda.local.array(HS_MAX, float32)
+    for i in range(hs):
+        dq[i] = 0.0
+    for t2 in range(t1 + 1):
+        d = att[b, h, t1, t2] * (_datt(dout, inp, b, t1, t2, qo, vo, hs) - row) * scale
         for i in range(hs):
-            dinp[b, t1, qo + i] += d * inp[b, t2, ko + i]
+            dq[i] += d * inp[b, t2, ko + i]
+    for i in range(hs):
+        dinp[b, t1, qo + i] += dq[i]
 
 
-# (b) one thread per key row t2, gathering down its column: dk[t2] = sum_t1 dpreatt[t1, t2] q[t1],
-# dv[t2] = sum_t1 att[t1, t2] dout[t1], over the queries t1 >= t2 that can see key t2.
+# (b) one thread per key row t2, gathering down its column over the queries t1 >= t2 that see it:
+# dk[t2] = sum_t1 dpreatt[t1, t2] q[t1] and dv[t2] = sum_t1 att[t1, t2] dout[t1]. Runs after (a).
 @cuda.jit
-def attention_backward_dkv_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
+def attention_backward_dkv_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
     if idx >= B * n_head * T:
@@ -383,13 +389,22 @@ def attention_backward_dkv_kernel_v2(dinp, dpreatt, dout, inp, att, n_head):
     b, h, t2 = _row_index(idx, T, n_head)
     C = C3 // 3
     hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
     qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    dk = cuda.local.array(HS_MAX, float32)
+    dv = cuda.local.array(HS_MAX, float32)
+    for i in range(hs):
+        dk[i] = 0.0
+        dv[i] = 0.0
     for t1 in range(t2, T):
-        d = dpreatt[b, h, t1, t2]
         a = att[b, h, t1, t2]
+        d = a * (_datt(dout, inp, b, t1, t2, qo, vo, hs) - att_datt[b, h, t1]) * scale
         for i in range(hs):
-            dinp[b, t2, ko + i] += d * inp[b, t1, qo + i]
-            dinp[b, t2, vo + i] += a * dout[b, t1, qo + i]
+            dk[i] += d * inp[b, t1, qo + i]
+            dv[i] += a * dout[b, t1, qo + i]
+    for i in range(hs):
+        dinp[b, t2, ko + i] += dk[i]
+        dinp[b, t2, vo + i] += dv[i]
 
 
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
@@ -399,8 +414,8 @@ CUDA_KERNELS = (
     (attention_forward_kernel_v2, f"void({_F3}, {_F4}, {_F3}, int64)"),
     (attention_forward_online_kernel, f"void({_F3}, {_F3}, {_F3}, int64)"),
     (attention_backward_kernel_v1, f"void({_F3}, {_F3}, {_F3}, {_F4}, int64)"),
-    (attention_backward_dq_kernel_v2, f"void({_F3}, {_F4}, {_F3}, {_F3}, {_F4}, int64)"),
-    (attention_backward_dkv_kernel_v2, f"void({_F3}, {_F4}, {_F3}, {_F3}, {_F4}, int64)"),
+    (attention_backward_dq_kernel_v2, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
+    (attention_backward_dkv_kernel_v2, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 FORWARD_VERSIONS = ("v1", "v2")
@@ -438,7 +453,7 @@ def _pick(op, version, versions, on_device):
 
 def _check_hs(op, C, n_head):
     if C // n_head > HS_MAX:
-        raise ValueError(f"{op}: the online CUDA kernels support head size <= {HS_MAX}, got {C // n_head}")
+        raise ValueError(f"{op}: the v2/online CUDA kernels support head size <= {HS_MAX}, got {C // n_head}")
 
 
 def attention_forward(out, att, inp, n_head, version=None):
@@ -481,7 +496,8 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, given dout (B, T, C) and the forward's att cache.
 
     version (CUDA only): "v1" one thread per query row with atomics for dk, dv; "v2" (default) no
-    atomics, a query-row kernel for dq then a key-row kernel for dk, dv (scratch allocated here).
+    atomics, a query-row kernel for dq then a key-row kernel for dk, dv (their (B, NH, T) scratch is
+    allocated here).
     """
     B, T, C = _check_qkv("attention_backward", inp, n_head)
     check_array("attention_backward", "dinp", dinp, (B, T, 3 * C), dims="B,T,3C")
@@ -495,9 +511,10 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
     elif version == "v1":
         _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
     else:
-        dpreatt = cuda.device_array(att.shape, np.float32)
-        _launch_rows(attention_backward_dq_kernel_v2, n_rows, dinp, dpreatt, dout, inp, att, n_head)
-        _launch_rows(attention_backward_dkv_kernel_v2, n_rows, dinp, dpreatt, dout, inp, att, n_head)
+        _check_hs("attention_backward", C, n_head)
+        att_datt = cuda.device_array((B, n_head, T), np.float32)  # D: written by (a), read by (b)
+        _launch_rows(attention_backward_dq_kernel_v2, n_rows, dinp, att_datt, dout, inp, att, n_head)
+        _launch_rows(attention_backward_dkv_kernel_v2, n_rows, dinp, att_datt, dout, inp, att, n_head)
 
 
 # ---------------------------------------------------------------- numpy: the lesson's pieces
