@@ -18,7 +18,8 @@ def test_forward_rejects_wrong_dtype_shape_layout():
     a = buffers()
     with pytest.raises(TypeError, match=r"attention_forward: inp must be float32 \(B,T,3C\), got float64"):
         attention_forward(a["out"], a["att"], a["inp"].astype(np.float64), NH)
-    with pytest.raises(ValueError, match=r"attention_forward: att must be float32 \(B,NH,T,T\).*got float32 \(2, 3, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"attention_forward: att must be float32 \(B,NH,T,T\).*"
+                                         r"got float32 \(2, 3, 3, 4\)"):
         attention_forward(a["out"], np.zeros((B, NH, T, T + 1), np.float32), a["inp"], NH)
     with pytest.raises(ValueError, match=r"attention_forward: out must be float32 \(B,T,C\).*\(2,3,12\)"):
         attention_forward(np.zeros((B, T, 3 * C), np.float32), a["att"], a["inp"], NH)
