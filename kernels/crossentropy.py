@@ -1,0 +1,333 @@
+"""Softmax and cross-entropy, fused: GPT-2's classifier head, over the vocabulary (V = 50257).
+
+Forward, per position (b, t) with logits x = logits[b, t, :] (V,) and target token y = targets[b, t]:
+
+    probs[v] = exp(x[v]) / sum_u exp(x[u])          losses[b, t] = -log probs[y]
+
+Numerical stability. exp overflows float32 for arguments above ~88.7, and logits of a trained model can
+be large. Softmax does not change when the same constant is subtracted from every logit (the factor
+exp(-m) cancels between numerator and denominator), so we subtract the row max m: every exponent is then
+<= 0, every exp is in (0, 1], and the largest is exactly 1, so the sum is >= 1 and never 0.
+The loss is computed as log-sum-exp rather than -log(probs[y]):
+
+    losses[b, t] = log(sum_u exp(x[u] - m)) - (x[y] - m)
+
+equal in exact arithmetic, but probs[y] may underflow to 0 in float32 (a confidently wrong model) and
+-log 0 is inf, while this form stays finite and accurate.
+
+Backward. With p = probs and s = sum_u exp(x[u]): -log p[y] = log s - x[y], and d log s / d x[v] = p[v], so
+
+    d losses[b, t] / d x[v] = p[v] - [v == y]        dlogits[b, t, v] += (probs[b, t, v] - onehot(y)[v]) * dlosses[b, t]
+
+That is why the forward caches probs: the backward needs nothing else (plus the targets). Like llm.c, the
+backward accumulates into dlogits. In training dlosses = 1 / (B*T) (the mean over positions).
+
+Shapes: logits, probs, dlogits (B, T, V) float32; losses, dlosses (B, T) float32; targets (B, T) int32,
+each in [0, V) (checked: an out-of-range target would read outside the row).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._torch import autograd
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+# One row (one position) per iteration of a parallel loop: rows are independent, and a row of 50257
+# floats is long enough that each thread's inner loops vectorise.
+@njit(parallel=True, fastmath=True, cache=True)
+def _crossentropy_forward_cpu(losses, probs, logits, targets):
+    """losses (N,), probs (N, V) from logits (N, V) and targets (N,)."""
+    N, V = logits.shape
+    for n in prange(N):
+        x = logits[n]
+        m = x.max()
+        total = np.float32(0.0)
+        for v in range(V):
+            e = np.exp(x[v] - m)
+            probs[n, v] = e
+            total += e
+        inv_total = np.float32(1.0) / total
+        for v in range(V):
+            probs[n, v] *= inv_total
+        losses[n] = np.log(total) - (x[targets[n]] - m)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _crossentropy_backward_cpu(dlogits, dlosses, probs, targets):
+    """dlogits (N, V) += (probs - onehot(targets)) * dlosses[:, None]."""
+    N, V = probs.shape
+    for n in prange(N):
+        d = dlosses[n]
+        for v in range(V):
+            dlogits[n, v] += probs[n, v] * d
+        dlogits[n, targets[n]] -= d
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# v1: one thread per row, three serial passes over its V logits (max; sum of exp; write probs). Simple,
+# but with B*T = 256 rows only 256 threads run (a GPU wants tens of thousands), each doing 150k
+# loads, and neighbouring threads read addresses V floats apart (no coalescing).
+@cuda.jit
+def crossentropy_forward_kernel_v1(losses, probs, logits, targets):
+    N, V = logits.shape
+    n = cuda.grid(1)
+    while n < N:
+        m = float32(-math.inf)
+        for v in range(V):
+            m = max(m, logits[n, v])
+        total = float32(0.0)
+        for v in range(V):
+            total += math.exp(logits[n, v] - m)
+        inv_total = float32(1.0) / total
+        for v in range(V):
+            probs[n, v] = math.exp(logits[n, v] - m) * inv_total
+        losses[n] = math.log(total) - (logits[n, targets[n]] - m)
+        n += cuda.gridsize(1)
+
+
+# v2: one block of BLOCK threads per row. Thread i handles elements i, i + BLOCK, i + 2 BLOCK, ... so a
+# warp reads 32 neighbouring floats at a time (coalesced), and the per-thread partial max and sum are
+# combined by a shared-memory tree reduction (log2 BLOCK steps). B*T*BLOCK threads are in flight.
+BLOCK = 256  # a power of two, for the tree reductions
+
+
+# The helpers are inlined at the numba IR level (inline="always"): a kernel calling an ordinary device
+# function compiles it for the current device, which needs a GPU driver, so the PTX test would fail.
+
+
+@cuda.jit(device=True, inline="always")
+def _block_max(buf, value):
+    """Max of `value` over the block's threads, via shared buf (BLOCK,); every thread gets the result."""
+    tid = cuda.threadIdx.x
+    buf[tid] = value
+    stride = BLOCK // 2
+    while stride > 0:
+        cuda.syncthreads()
+        if tid < stride:
+            buf[tid] = max(buf[tid], buf[tid + stride])
+        stride //= 2
+    cuda.syncthreads()
+    result = buf[0]
+    cuda.syncthreads()  # everyone has read buf[0] before anyone writes buf again
+    return result
+
+
+@cuda.jit(device=True, inline="always")
+def _block_sum(buf, value):
+    """Sum of `value` over the block's threads, like _block_max."""
+    tid = cuda.threadIdx.x
+    buf[tid] = value
+    stride = BLOCK // 2
+    while stride > 0:
+        cuda.syncthreads()
+        if tid < stride:
+            buf[tid] += buf[tid + stride]
+        stride //= 2
+    cuda.syncthreads()
+    result = buf[0]
+    cuda.syncthreads()
+    return result
+
+
+@cuda.jit(device=True, inline="always")
+def _write_probs(losses, probs, logits, targets, n, m, total):
+    """The last pass, shared by v2 and v3: probs[n] = exp(x - m) / total; thread 0 writes the loss."""
+    V = logits.shape[1]
+    inv_total = float32(1.0) / total
+    for v in range(cuda.threadIdx.x, V, BLOCK):
+        probs[n, v] = math.exp(logits[n, v] - m) * inv_total
+    if cuda.threadIdx.x == 0:
+        losses[n] = math.log(total) - (logits[n, targets[n]] - m)
+
+
+@cuda.jit
+def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
+    buf = cuda.shared.array(BLOCK, float32)
+    n = cuda.blockIdx.x
+    V = logits.shape[1]
+    thread_max = float32(-math.inf)
+    for v in range(cuda.threadIdx.x, V, BLOCK):
+        thread_max = max(thread_max, logits[n, v])
+    m = _block_max(buf, thread_max)
+    thread_sum = float32(0.0)
+    for v in range(cuda.threadIdx.x, V, BLOCK):
+        thread_sum += math.exp(logits[n, v] - m)
+    total = _block_sum(buf, thread_sum)
+    _write_probs(losses, probs, logits, targets, n, m, total)
+
+
+# v3: the online softmax (Milakov & Gimelshein 2018; the trick inside flash attention). v2 reads the
+# row three times; v3 finds the max and the sum in one pass. Each thread keeps a running max m and a sum s
+# of exp(x - m); when a larger x arrives the old sum is rescaled by exp(m_old - m_new), so s is always
+# relative to the current max. Two (m, s) pairs combine the same way, which makes the block reduction
+# work too. Two passes over the logits instead of three: the op is memory-bound, so ~1.5x less traffic.
+@cuda.jit(device=True, inline="always")
+def _combine(m1, s1, m2, s2):
+    """(max, sum of exp(x - max)) of two parts given as (m1, s1) and (m2, s2)."""
+    m = max(m1, m2)
+    if m == float32(-math.inf):  # both parts empty: avoid exp(-inf - -inf) = nan
+        return m, float32(0.0)
+    return m, s1 * math.exp(m1 - m) + s2 * math.exp(m2 - m)
+
+
+@cuda.jit
+def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
+    buf_m = cuda.shared.array(BLOCK, float32)
+    buf_s = cuda.shared.array(BLOCK, float32)
+    n = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    V = logits.shape[1]
+    m, s = float32(-math.inf), float32(0.0)
+    for v in range(tid, V, BLOCK):
+        m, s = _combine(m, s, logits[n, v], float32(1.0))  # one element x is the pair (x, exp(0) = 1)
+    buf_m[tid], buf_s[tid] = m, s
+    stride = BLOCK // 2
+    while stride > 0:
+        cuda.syncthreads()
+        if tid < stride:
+            buf_m[tid], buf_s[tid] = _combine(buf_m[tid], buf_s[tid], buf_m[tid + stride], buf_s[tid + stride])
+        stride //= 2
+    cuda.syncthreads()
+    _write_probs(losses, probs, logits, targets, n, buf_m[0], buf_s[0])
+
+
+# Backward, every version: elementwise over the (N*V) flat arrays, a grid-stride loop.
+@cuda.jit
+def crossentropy_backward_kernel(dlogits, dlosses, probs, targets, V):
+    i = cuda.grid(1)
+    while i < dlogits.size:
+        n = i // V
+        onehot = float32(1.0) if i - n * V == targets[n] else float32(0.0)
+        dlogits[i] += (probs[i] - onehot) * dlosses[n]
+        i += cuda.gridsize(1)
+
+
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+_FWD_SIG = "void(float32[::1], float32[:, ::1], float32[:, ::1], int32[::1])"
+CUDA_KERNELS = (
+    (crossentropy_forward_kernel_v1, _FWD_SIG),
+    (crossentropy_forward_kernel_v2, _FWD_SIG),
+    (crossentropy_forward_kernel_v3, _FWD_SIG),
+    (crossentropy_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int32[::1], int64)"),
+)
+VERSIONS = (1, 2, 3)
+
+
+def _launch_forward(version, losses, probs, logits, targets):
+    N = logits.shape[0]
+    if version == 1:
+        crossentropy_forward_kernel_v1[ceil_div(N, 128), 128](losses, probs, logits, targets)
+    elif version == 2:
+        crossentropy_forward_kernel_v2[N, BLOCK](losses, probs, logits, targets)
+    else:
+        crossentropy_forward_kernel_v3[N, BLOCK](losses, probs, logits, targets)
+
+
+# ---------------------------------------------------------------- public entry points
+def _check(fn, logits_name, logits, targets, **others):
+    """Validate logits-like (B, T, V), targets (B, T) int32 in [0, V), and others (B, T). Returns B, T, V."""
+    check_array(fn, logits_name, logits, (None, None, None), dims="B,T,V")
+    B, T, V = logits.shape
+    check_array(fn, "targets", targets, (B, T), dtype=np.int32, dims="B,T")
+    for name, (a, shape, dims) in others.items():
+        check_array(fn, name, a, shape(B, T, V), dims=dims)
+    # Device targets are copied back for the check: B*T ints, cheap next to the (B, T, V) logits.
+    t = targets.copy_to_host() if hasattr(targets, "copy_to_host") else targets
+    if t.size and (t.min() < 0 or t.max() >= V):
+        bad = t[(t < 0) | (t >= V)][0]
+        raise ValueError(f"{fn}: targets must be in [0, V) = [0, {V}), got {bad}")
+    return B, T, V
+
+
+def crossentropy_forward(losses, probs, logits, targets, version=3):
+    """probs (B, T, V) = softmax(logits (B, T, V)); losses (B, T) = -log probs[b, t, targets[b, t]].
+
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU (version 1 thread per row, 2 block per
+    row with shared-memory reductions, 3 the same with the one-pass online max-and-sum).
+    """
+    B, T, V = _check("crossentropy_forward", "logits", logits, targets,
+                     probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"))
+    N = B * T
+    args = (losses.reshape(N), probs.reshape(N, V), logits.reshape(N, V), targets.reshape(N))
+    if check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits, targets=targets):
+        if version not in VERSIONS:
+            raise ValueError(f"crossentropy_forward: version must be one of {VERSIONS}, got {version!r}")
+        _launch_forward(version, *args)
+    else:
+        _crossentropy_forward_cpu(*args)
+
+
+def crossentropy_backward(dlogits, dlosses, probs, targets):
+    """dlogits (B, T, V) += (probs - onehot(targets)) * dlosses[..., None]; dlosses (B, T)."""
+    B, T, V = _check("crossentropy_backward", "probs", probs, targets,
+                     dlogits=(dlogits, lambda B, T, V: (B, T, V), "B,T,V"),
+                     dlosses=(dlosses, lambda B, T, V: (B, T), "B,T"))
+    N = B * T
+    if check_same_device("crossentropy_backward", dlogits=dlogits, dlosses=dlosses, probs=probs, targets=targets):
+        n = N * V
+        crossentropy_backward_kernel[min(ceil_div(n, 256), 65535), 256](
+            dlogits.reshape(n), dlosses.reshape(N), probs.reshape(n), targets.reshape(N), V)
+    else:
+        _crossentropy_backward_cpu(dlogits.reshape(N, V), dlosses.reshape(N), probs.reshape(N, V),
+                                   targets.reshape(N))
+
+
+# ---------------------------------------------------------------- reference and verification
+def reference(logits, targets, dlosses):
+    """PyTorch (float64): F.softmax and F.cross_entropy(reduction="none"), and the autograd dlogits."""
+    import torch.nn.functional as F
+
+    def fn(logits, targets):
+        B, T, V = logits.shape
+        losses = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), reduction="none")
+        return {"losses": losses.reshape(B, T), "probs": F.softmax(logits, dim=-1)}
+    return autograd(fn, {"logits": logits, "targets": targets}, ("logits",), {"losses": dlosses})
+
+
+def _inputs(shape, rng):
+    B, T, V = shape["B"], shape["T"], shape["V"]
+    logits = (rng.standard_normal((B, T, V)) * 3).astype(np.float32)
+    logits[0, 0] += 100  # exp(100) overflows float32: only the max subtraction survives this row
+    return {"logits": logits, "targets": rng.integers(0, V, (B, T)).astype(np.int32),
+            "dlosses": rng.standard_normal((B, T)).astype(np.float32)}
+
+
+def _run(inputs, version=None):
+    """Forward then backward (from our own probs) on fresh buffers; version None: CPU, else the GPU."""
+    logits, targets, dlosses = inputs["logits"], inputs["targets"], inputs["dlosses"]
+    args = {"losses": np.zeros(targets.shape, np.float32), "probs": np.zeros_like(logits), "logits": logits,
+            "targets": targets}
+    if version is not None:
+        out = run_on_device(functools.partial(crossentropy_forward, version=version), args, ["losses", "probs"])
+        bargs = {"dlogits": np.zeros_like(logits), "dlosses": dlosses, "probs": out["probs"], "targets": targets}
+        return {**out, **run_on_device(crossentropy_backward, bargs, ["dlogits"])}
+    crossentropy_forward(**args)
+    dlogits = np.zeros_like(logits)
+    crossentropy_backward(dlogits, dlosses, args["probs"], targets)
+    return {"losses": args["losses"], "probs": args["probs"], "dlogits": dlogits}
+
+
+SPEC = OpSpec(
+    name="crossentropy",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["logits"], i["targets"], i["dlosses"]),
+    versions={"cpu": {"cpu": _run},
+              "cuda": {f"v{k}": functools.partial(_run, version=k) for k in VERSIONS}},
+    shapes={
+        "cpu": [{"B": 4, "T": 64, "V": 50257}, {"B": 3, "T": 1, "V": 50257}, {"B": 2, "T": 7, "V": 37}],
+        "cudasim": [{"B": 2, "T": 2, "V": 37}, {"B": 1, "T": 1, "V": 600}],
+        "cuda": [{"B": 4, "T": 256, "V": 50257}, {"B": 3, "T": 1, "V": 37}],
+    },
+    # probs are ~1/V each: judged relatively (exp and a float32 sum of V terms: ~1e-6 relative).
+    # losses ~ log V ~ 11 and dlogits ~ probs * dlosses: float32 rounding of values of that size.
+    tol={"losses": (1e-5, 1e-5), "probs": (1e-9, 2e-5), "dlogits": (1e-7, 2e-5)},
+    backward=("dlogits",),
+)
