@@ -19,14 +19,19 @@ def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
     shape: a tuple of ints or None (any size). dims: the shape's letters for the message, e.g. "B,T,C".
     Returns `x`, so a caller may write `inp = check_array(...)`.
     """
-    want = f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
+    # The messages are formatted only on failure: this runs on every kernel call, and formatting them
+    # eagerly cost more than a small CPU kernel itself (~15 us per array).
+    def want():
+        return f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
+
+    def got():
+        return f"{np.dtype(x.dtype).name} {tuple(x.shape)}"
     if not (isinstance(x, np.ndarray) or is_device_array(x)):
-        raise TypeError(f"{op}: {name} must be a numpy or CUDA device array {want}, got {type(x).__name__}")
-    got = f"{np.dtype(x.dtype).name} {tuple(x.shape)}"
+        raise TypeError(f"{op}: {name} must be a numpy or CUDA device array {want()}, got {type(x).__name__}")
     if np.dtype(x.dtype) != np.dtype(dtype):
-        raise TypeError(f"{op}: {name} must be {want}, got {got}")
+        raise TypeError(f"{op}: {name} must be {want()}, got {got()}")
     if len(x.shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, x.shape)):
-        raise ValueError(f"{op}: {name} must be {want} = {_fmt_shape(shape)}, got {got}")
+        raise ValueError(f"{op}: {name} must be {want()} = {_fmt_shape(shape)}, got {got()}")
     contiguous = x.flags["C_CONTIGUOUS"] if isinstance(x, np.ndarray) else x.is_c_contiguous()
     if not contiguous:
         raise ValueError(f"{op}: {name} must be C-contiguous (try np.ascontiguousarray), got strides {x.strides}")

@@ -89,6 +89,7 @@ def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, 
     dweight_part = np.zeros((nchunks, C), np.float32)
     dbias_part = np.zeros((nchunks, C), np.float32)
     for k in prange(nchunks):
+        dw, db = dweight_part[k], dbias_part[k]
         for r in range(k * rows_per_chunk, min(N, (k + 1) * rows_per_chunk)):
             x, dy, dx = inp[r], dout[r], dinp[r]
             m, s = mean[r], rstd[r]
@@ -96,20 +97,19 @@ def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, 
             dnorm_mean = np.float32(0.0)
             dnorm_norm_mean = np.float32(0.0)
             for i in range(C):
-                norm = (x[i] - m) * s
                 dnorm = dy[i] * weight[i]
                 dnorm_mean += dnorm
-                dnorm_norm_mean += dnorm * norm
+                dnorm_norm_mean += dnorm * (x[i] - m) * s
             dnorm_mean *= inv_c
             dnorm_norm_mean *= inv_c
             for i in range(C):
                 norm = (x[i] - m) * s
-                dnorm = dy[i] * weight[i]
-                dbias_part[k, i] += dy[i]
-                dweight_part[k, i] += norm * dy[i]
-                dx[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean)
-    for i in prange(C):
-        for k in range(nchunks):
+                db[i] += dy[i]
+                dw[i] += norm * dy[i]
+                dx[i] += s * (dy[i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
+    # nchunks * C additions: too few to be worth another parallel region
+    for k in range(nchunks):
+        for i in range(C):
             dweight[i] += dweight_part[k, i]
             dbias[i] += dbias_part[k, i]
 
