@@ -1,0 +1,149 @@
+"""AdamW: the optimizer step, elementwise over every parameter (Loshchilov & Hutter, decoupled weight decay).
+
+One step t = 1, 2, 3, ... with gradient g, for each element of the parameters p:
+
+    m    = beta1 m + (1 - beta1) g            running mean of the gradient (first moment)
+    v    = beta2 v + (1 - beta2) g^2          running mean of its square (second moment)
+    mhat = m / (1 - beta1^t)                  bias corrections: m and v start at 0, so early on they
+    vhat = v / (1 - beta2^t)                  underestimate; dividing by 1 - beta^t undoes exactly that
+    p    = p - lr (mhat / (sqrt(vhat) + eps) + weight_decay p)
+
+mhat / sqrt(vhat) is a per-element step of size ~1 whatever the gradient's scale; eps keeps it finite where
+v is ~0. The weight decay is *decoupled* (AdamW, not Adam with L2): it shrinks p directly instead of being
+added to g, so it is not rescaled by 1/sqrt(vhat). It uses p from before this step.
+
+torch.optim.AdamW computes the same thing in another order: p *= 1 - lr wd first (the old p, as here),
+m.lerp_(g, 1 - beta1) (= the m above), then p -= (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps),
+which is lr mhat / (sqrt(vhat) + eps) since sqrt(v / c) = sqrt(v) / sqrt(c). The two differ only by float32
+rounding. The bias corrections are computed once per step on the host, in float64.
+
+No backward: this is the step that consumes the gradients. Shapes: params, grads, m, v: (n,) float32,
+C-contiguous (flat views of all the parameters, llm.c style); m and v are updated in place with params.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, njit, prange
+
+from ._cuda import ceil_div, run_on_device
+from ._validate import check_array, check_same_device
+from .check import OpSpec
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
+@njit(parallel=True, fastmath=True, cache=True)
+def _adamw_cpu(params, grads, m, v, lr, beta1, beta2, bias_correction1, bias_correction2, eps, weight_decay):
+    for i in prange(params.size):
+        g = grads[i]
+        m[i] = beta1 * m[i] + (float32(1.0) - beta1) * g
+        v[i] = beta2 * v[i] + (float32(1.0) - beta2) * g * g
+        mhat = m[i] / bias_correction1
+        vhat = v[i] / bias_correction2
+        params[i] -= lr * (mhat / (np.sqrt(vhat) + eps) + weight_decay * params[i])
+
+
+# ---------------------------------------------------------------- CUDA (numba @cuda.jit)
+# Elementwise: a grid-stride loop, so a grid of any size covers 124M parameters. Memory-bound: 4 floats
+# read and 3 written per element, a few flops in between.
+@cuda.jit
+def adamw_kernel(params, grads, m, v, lr, beta1, beta2, bias_correction1, bias_correction2, eps, weight_decay):
+    i = cuda.grid(1)
+    while i < params.size:
+        g = grads[i]
+        m_i = beta1 * m[i] + (float32(1.0) - beta1) * g
+        v_i = beta2 * v[i] + (float32(1.0) - beta2) * g * g
+        m[i] = m_i
+        v[i] = v_i
+        mhat = m_i / bias_correction1
+        vhat = v_i / bias_correction2
+        params[i] -= lr * (mhat / (math.sqrt(vhat) + eps) + weight_decay * params[i])
+        i += cuda.gridsize(1)
+
+
+# Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
+CUDA_KERNELS = (
+    (adamw_kernel, "void(float32[::1], float32[::1], float32[::1], float32[::1], "
+                   "float32, float32, float32, float32, float32, float32, float32)"),
+)
+BLOCK = 256
+
+
+# ---------------------------------------------------------------- public entry point
+def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """One AdamW step, in place: params, m, v (n,) float32 updated from grads (n,); step is 1-based.
+
+    Defaults are torch.optim.AdamW's. Numpy arrays run on the CPU, CUDA device arrays on the GPU.
+    """
+    check_array("adamw_update", "params", params, (None,), dims="n")
+    n = params.shape[0]
+    for name, a in (("grads", grads), ("m", m), ("v", v)):
+        check_array("adamw_update", name, a, (n,), dims="n")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"adamw_update: step must be an int >= 1 (1-based), got {step!r}")
+    # float32 scalars: the kernels then do all their arithmetic in float32, like torch on float32 params
+    scalars = [np.float32(x) for x in (lr, beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps, weight_decay)]
+    if check_same_device("adamw_update", params=params, grads=grads, m=m, v=v):
+        adamw_kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](params, grads, m, v, *scalars)
+    else:
+        _adamw_cpu(params, grads, m, v, *scalars)
+
+
+# ---------------------------------------------------------------- reference and verification
+HYPER = {"lr": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+STEPS = 3  # t = 1, 2, 3: the bias corrections change every step
+
+
+def reference(params, grads):
+    """torch.optim.AdamW (float64) on one tensor, STEPS steps with grads[t - 1]; returns params, m, v."""
+    import torch
+    p = torch.nn.Parameter(torch.tensor(params, dtype=torch.float64))
+    h = HYPER
+    opt = torch.optim.AdamW([p], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
+                            weight_decay=h["weight_decay"], foreach=False)
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    state = opt.state[p]
+    return {"params": p.detach().numpy(), "m": state["exp_avg"].numpy(), "v": state["exp_avg_sq"].numpy()}
+
+
+def _inputs(shape, rng):
+    n = shape["n"]
+    # each element's gradient has its own scale, 1e-4 .. 1, kept across steps (as a parameter's would):
+    # where g is tiny, eps matters; a zero gradient must give a zero step
+    grads = rng.standard_normal((STEPS, n)) * 10.0 ** rng.uniform(-4, 0, n)
+    grads[:, 0] = 0.0
+    return {"params": rng.standard_normal(n).astype(np.float32), "grads": grads.astype(np.float32)}
+
+
+def _run(inputs, device=False):
+    state = {"params": inputs["params"], "m": np.zeros_like(inputs["params"]), "v": np.zeros_like(inputs["params"])}
+    for step, g in enumerate(inputs["grads"], start=1):
+        update = functools.partial(adamw_update, step=step, **HYPER)
+        if device:
+            state = run_on_device(update, {**state, "grads": g}, ["params", "m", "v"])
+        else:
+            update(grads=g, **state)
+    return state
+
+
+SPEC = OpSpec(
+    name="adamw",
+    make_inputs=_inputs,
+    reference=lambda i: reference(i["params"], i["grads"]),
+    versions={"cpu": {"cpu": _run}, "cuda": {"v1": functools.partial(_run, device=True)}},
+    shapes={
+        "cpu": [{"n": 768 * 3072}, {"n": 37}, {"n": 1}],
+        "cudasim": [{"n": 300}],
+        "cuda": [{"n": 124_439_808}, {"n": 37}],
+    },
+    # m: a running mean of gradients of either sign can cancel to ~0, so its error is absolute, ~eps32 times
+    # the gradients' size (|g| up to ~4 here: 2.4e-7). v is a mean of squares (no cancellation): relative.
+    # params ~ N(0, 1) move by ~lr per step; mhat / sqrt(vhat) is accurate to ~1e-6 relative, so the
+    # error is the float32 rounding of p (|p| up to ~5: 3e-7) plus ~lr * 1e-6.
+    tol={"params": (2e-6, 1e-5), "m": (5e-7, 1e-5), "v": (1e-14, 1e-5)},
+    backward=(),
+)
