@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import ceil_div, install_simulator_warp_shuffles, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -119,7 +119,10 @@ def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, 
 # size of its shared scratch); a row of C channels gets the smallest power of two >= C, up to BLOCK.
 BLOCK = 256
 WARP = 32
+WARPS_PER_BLOCK = 4  # v3: rows per block of 128 threads
+FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane takes part in the shuffle
 EPS32 = np.float32(EPS)
+install_simulator_warp_shuffles()  # the simulator has no warp shuffles of its own; no-op on a GPU
 
 
 # v1: one thread per row. Simple, and each thread does the CPU loop. Poor on a GPU: only N threads (256
@@ -195,6 +198,48 @@ def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
         rstd[r] = s
 
 
+@cuda.jit(device=True, inline="always")
+def warp_sum(value):
+    """Sum `value` over the 32 lanes of the warp; every lane gets the total.
+
+    A butterfly of register shuffles (xor 16, 8, 4, 2, 1): no shared memory and no barrier, the warp
+    executes in lockstep. All 32 lanes must take part.
+    """
+    offset = WARP // 2
+    while offset > 0:
+        value += cuda.shfl_xor_sync(FULL_MASK, value, offset)
+        offset //= 2
+    return value
+
+
+# v3: one warp per row, WARPS_PER_BLOCK rows per block. The row's sums are warp shuffles (registers)
+# instead of v2's shared-memory tree with a barrier per step; loads stay coalesced (lane i reads
+# channels i, i + 32, ...). For GPT-2's C = 768 one warp has 24 channels per lane: enough work to hide
+# latency, and N/4 blocks of 128 threads fill the GPU.
+@cuda.jit
+def layernorm_forward_kernel_v3(out, mean, rstd, inp, weight, bias):
+    r = cuda.blockIdx.x * WARPS_PER_BLOCK + cuda.threadIdx.x // WARP
+    lane = cuda.threadIdx.x % WARP
+    N, C = inp.shape
+    if r >= N:
+        return  # the whole warp leaves together: the shuffles below still see all 32 lanes
+    inv_c = float32(1.0) / float32(C)
+    acc = float32(0.0)
+    for i in range(lane, C, WARP):
+        acc += inp[r, i]
+    m = warp_sum(acc) * inv_c
+    acc = float32(0.0)
+    for i in range(lane, C, WARP):
+        d = inp[r, i] - m
+        acc += d * d
+    s = float32(1.0) / math.sqrt(warp_sum(acc) * inv_c + EPS32)
+    for i in range(lane, C, WARP):
+        out[r, i] = (inp[r, i] - m) * s * weight[i] + bias[i]
+    if lane == 0:
+        mean[r] = m
+        rstd[r] = s
+
+
 # Backward v1: one thread per row for dinp (the CPU loop again), and a second kernel with one thread per
 # channel for dweight and dbias: thread i owns column i, sums it over all rows in a fixed order, so
 # there is no race and the result is deterministic; neighbouring threads read neighbouring columns of a
@@ -262,6 +307,32 @@ def layernorm_backward_kernel_v2(dinp, dweight, dbias, dout, inp, weight, mean, 
         cuda.atomic.add(dbias, i, dy)
 
 
+# Backward v3: one warp per row, the two means as warp shuffles, atomics for dweight and dbias as in v2.
+@cuda.jit
+def layernorm_backward_kernel_v3(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
+    r = cuda.blockIdx.x * WARPS_PER_BLOCK + cuda.threadIdx.x // WARP
+    lane = cuda.threadIdx.x % WARP
+    N, C = inp.shape
+    if r >= N:
+        return
+    m, s = mean[r], rstd[r]
+    inv_c = float32(1.0) / float32(C)
+    acc = float32(0.0)
+    acc_norm = float32(0.0)
+    for i in range(lane, C, WARP):
+        dnorm = dout[r, i] * weight[i]
+        acc += dnorm
+        acc_norm += dnorm * (inp[r, i] - m) * s
+    dnorm_mean = warp_sum(acc) * inv_c
+    dnorm_norm_mean = warp_sum(acc_norm) * inv_c
+    for i in range(lane, C, WARP):
+        norm = (inp[r, i] - m) * s
+        dy = dout[r, i]
+        dinp[r, i] += s * (dy * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
+        cuda.atomic.add(dweight, i, norm * dy)
+        cuda.atomic.add(dbias, i, dy)
+
+
 _ROWS = "float32[:, ::1]"
 _VEC = "float32[::1]"
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
@@ -272,8 +343,11 @@ CUDA_KERNELS = (
     (layernorm_backward_params_kernel_v1, f"void({_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC})"),
     (layernorm_backward_kernel_v2,
      f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
+    (layernorm_forward_kernel_v3, f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_VEC}, {_VEC})"),
+    (layernorm_backward_kernel_v3,
+     f"void({_ROWS}, {_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
 )
-CUDA_VERSIONS = ("v1", "v2")
+CUDA_VERSIONS = ("v1", "v2", "v3")
 ROW_THREADS = 128  # threads per block for the thread-per-row/column kernels (v1)
 
 
@@ -289,8 +363,11 @@ def _layernorm_forward_cuda(out, mean, rstd, inp, weight, bias, version):
     N = mean.size
     if version == "v1":
         layernorm_forward_kernel_v1[ceil_div(N, ROW_THREADS), ROW_THREADS](out, mean, rstd, inp, weight, bias)
-    else:
+    elif version == "v2":
         layernorm_forward_kernel_v2[N, block_threads(inp.shape[1])](out, mean, rstd, inp, weight, bias)
+    else:
+        layernorm_forward_kernel_v3[ceil_div(N, WARPS_PER_BLOCK), WARPS_PER_BLOCK * WARP](
+            out, mean, rstd, inp, weight, bias)
 
 
 def _layernorm_backward_cuda(dinp, dweight, dbias, dout, inp, weight, mean, rstd, version):
@@ -300,13 +377,19 @@ def _layernorm_backward_cuda(dinp, dweight, dbias, dout, inp, weight, mean, rstd
             dinp, dout, inp, weight, mean, rstd)
         layernorm_backward_params_kernel_v1[ceil_div(C, ROW_THREADS), ROW_THREADS](
             dweight, dbias, dout, inp, mean, rstd)
-    else:
+    elif version == "v2":
         layernorm_backward_kernel_v2[N, block_threads(C)](dinp, dweight, dbias, dout, inp, weight, mean, rstd)
+    else:
+        layernorm_backward_kernel_v3[ceil_div(N, WARPS_PER_BLOCK), WARPS_PER_BLOCK * WARP](
+            dinp, dweight, dbias, dout, inp, weight, mean, rstd)
 
 
 # ---------------------------------------------------------------- public entry points
+DEFAULT_VERSION = "v2"
+
+
 def _pick_version(op, version):
-    version = version or CUDA_VERSIONS[-1]
+    version = version or DEFAULT_VERSION
     if version not in CUDA_VERSIONS:
         raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
     return version
@@ -316,7 +399,8 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, version=None):
     """out = (inp - mean) * rstd * weight + bias over the last axis; writes the mean and rstd caches.
 
     out, inp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias: (C,) float32.
-    Numpy arrays run on the CPU; CUDA device arrays on the GPU, kernel `version` ("v1", "v2"; default v2).
+    Numpy arrays run on the CPU; CUDA device arrays on the GPU, kernel `version` "v1", "v2" or "v3"
+    (default v2: v3's shuffles are checked in the simulator only through an emulation, see _cuda.py).
     """
     op = "layernorm_forward"
     B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
@@ -337,7 +421,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, vers
     """dinp, dweight, dbias += the gradients of layernorm_forward given dout (see the module docstring).
 
     dinp, dout, inp: (B, T, C) float32; dweight, dbias, weight: (C,) float32; mean, rstd: (B, T) float32
-    (the forward's caches). Numpy runs on the CPU; device arrays on the GPU (`version` "v1", "v2").
+    (the forward's caches). Numpy runs on the CPU; device arrays on the GPU (`version` "v1", "v2", "v3";
+    default v2).
     """
     op = "layernorm_backward"
     B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
@@ -406,7 +491,7 @@ SPEC = OpSpec(
     versions={"cpu": {"cpu": _run}, "cuda": {v: partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
-        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 2, "C": 40}],
+        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 3, "C": 40}],  # v3: 6 rows, 2 blocks of 4 warps
         "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 1601}],
     },
     tol={"out": (1e-5, 1e-4), "mean": (1e-5, 1e-5), "rstd": (1e-6, 1e-5),

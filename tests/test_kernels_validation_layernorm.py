@@ -50,7 +50,8 @@ def test_forward_rejects_non_contiguous_and_2d_input():
         layernorm_forward(**args)
 
 
-@pytest.mark.parametrize("name, bad", [("dweight", np.zeros(C, np.float64)), ("dout", np.zeros((B, T, C - 1), np.float32)),
+@pytest.mark.parametrize("name, bad", [("dweight", np.zeros(C, np.float64)),
+                                       ("dout", np.zeros((B, T, C - 1), np.float32)),
                                        ("mean", np.zeros((B, T), np.float16)), ("dinp", [0.0])])
 def test_backward_rejects_bad_arguments(name, bad):
     args = backward_args()
