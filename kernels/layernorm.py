@@ -491,9 +491,12 @@ SPEC = OpSpec(
     versions={"cpu": {"cpu": _run}, "cuda": {v: partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
-        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 3, "C": 40}],  # v3: 6 rows, 2 blocks of 4 warps
+        "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 3, "C": 40}, {"B": 1, "T": 2, "C": 300}],
         "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 1601}],
     },
+    # float32 kernels vs a float64 reference. Forward: a row's sums over C round at ~1e-7 relative, out is
+    # O(1), so errors are ~1e-6. dweight, dbias sum over all B*T rows: errors grow with N (1.5e-5 seen at
+    # N=256), hence the looser atol; rtol covers the large values at the cuda sizes.
     tol={"out": (1e-5, 1e-4), "mean": (1e-5, 1e-5), "rstd": (1e-6, 1e-5),
          "dinp": (1e-5, 1e-4), "dweight": (1e-4, 1e-4), "dbias": (1e-4, 1e-4)},
     backward=("dinp", "dweight", "dbias"),
