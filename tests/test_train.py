@@ -195,3 +195,33 @@ def test_resume_rejects_a_missing_or_mismatched_checkpoint(data, tmp_path):
     other = GPTConfig(block_size=16, vocab_size=61, n_layer=1, n_head=2, n_embd=32)
     with pytest.raises(ValueError, match="differs"):
         train(TorchBackend(other), data, run_cfg(steps=2), tmp_path, resume=True, progress=False)
+
+
+def test_course_model_trains_once_then_loads(tmp_path, monkeypatch):
+    from gpt2lab.gpt2 import course
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 60)
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(course.COURSE, "data", str(corpus))
+    monkeypatch.setitem(course.COURSE, "steps", 4)
+    monkeypatch.setitem(course.COURSE, "batch", 2)
+    monkeypatch.setitem(course.COURSE, "seq", 8)
+    monkeypatch.setitem(course.COURSE, "keep_every", 2)
+    model, info = course.course_model()
+    assert info["step"] == 4 and info["val_loss"] is not None and len(info["history"]["train_loss"]) == 4
+    assert [s for s, _ in course.course_checkpoints()] == [0, 2, 4]
+    assert course.course_dir() == tmp_path / "cache" / "course-tiny"
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached course model was trained again")
+
+    monkeypatch.setattr(course, "_train_course", no_training)
+    again, info2 = course.course_model()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    first, info0 = course.course_model(step=0)
+    assert info0["train_loss"] is None and not torch.equal(first.transformer.wte.weight, model.transformer.wte.weight)
+    with pytest.raises(ValueError, match=r"no frame at step 3; frames exist at steps \[0, 2, 4\]"):
+        course.course_model(step=3)
+    monkeypatch.setitem(course.COURSE, "steps", 6)  # a changed recipe is never served from a stale cache
+    with pytest.raises(AssertionError, match="trained again"):
+        course.course_model()
