@@ -41,6 +41,8 @@ No full score row is ever stored (one number per key is consumed and dropped), a
 approximated: every term ends up exactly exp(s_j - m_final) as in the two-pass softmax, only rounding
 differs. With lse saved, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]) can be recomputed on demand;
 `attention_forward_online` writes out and lse (B, NH, T) only, never the T x T matrix.
+Because a key is consumed and dropped, keys can also be taken a tile at a time from fast shared memory,
+each tile loaded once for a whole block of queries: that is the other half of flash attention (CUDA v3).
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
@@ -288,6 +290,80 @@ def attention_forward_kernel_v2(out, att, inp, n_head):
             att[b, h, t1, t2] = 0.0
 
 
+# v3, online softmax over shared-memory tiles (flash attention's loop): a block of TILE threads owns TILE
+# consecutive queries of one (b, h); it walks the key tiles 0..its own, loading each tile of k and v rows
+# into shared memory once, cooperatively and coalesced, and every thread runs its online update from
+# there. Better than v2: each k, v row is read from global memory once per TILE queries, not once per
+# query, and key tiles wholly after the block's queries (the masked triangle) are never loaded. The
+# online softmax is what makes the tiling possible: a tile's keys are consumed and dropped, and only
+# m, l and acc carry over. att is written by a second sweep over the tiles with the final m and l.
+TILE = 32
+
+
+@cuda.jit(device=True, inline="always")
+def _load_tile(tile, inp, b, t0, off, hs, T):
+    """tile[j, :hs] = inp[b, t0 + j, off:off + hs]; consecutive threads read consecutive channels."""
+    for e in range(cuda.threadIdx.x, TILE * hs, TILE):
+        j, i = e // hs, e % hs
+        if t0 + j < T:
+            tile[j, i] = inp[b, t0 + j, off + i]
+
+
+@cuda.jit
+def attention_forward_kernel_v3(out, att, inp, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+    t1 = cuda.blockIdx.x * TILE + cuda.threadIdx.x  # may be >= T: such threads still join the barriers
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    k_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    v_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    q = cuda.local.array(HS_MAX, float32)
+    acc = cuda.local.array(HS_MAX, float32)
+    for i in range(hs):
+        q[i] = inp[b, t1, qo + i] * scale if t1 < T else float32(0.0)
+        acc[i] = 0.0
+    m = float32(-math.inf)  # no fastmath in CUDA kernels: exp(-inf) = 0 makes the first rescale a no-op
+    l = float32(0.0)
+    for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+        cuda.syncthreads()  # everyone is done with the previous tile
+        _load_tile(k_tile, inp, b, kt * TILE, ko, hs, T)
+        _load_tile(v_tile, inp, b, kt * TILE, vo, hs, T)
+        cuda.syncthreads()
+        n_keys = min(TILE, t1 - kt * TILE + 1) if t1 < T else 0  # keys t2 = kt*TILE + j <= t1
+        for j in range(n_keys):
+            s = float32(0.0)
+            for i in range(hs):
+                s += q[i] * k_tile[j, i]
+            m_new = max(m, s)
+            c = math.exp(m - m_new)
+            p = math.exp(s - m_new)
+            l = c * l + p
+            for i in range(hs):
+                acc[i] = c * acc[i] + p * v_tile[j, i]
+            m = m_new
+    inv = float32(1.0) / l if t1 < T else float32(0.0)
+    if t1 < T:
+        for i in range(hs):
+            out[b, t1, qo + i] = acc[i] * inv
+    for kt in range(cuda.blockIdx.x + 1):  # second sweep: att = exp(s - m) / l from the final m, l
+        cuda.syncthreads()
+        _load_tile(k_tile, inp, b, kt * TILE, ko, hs, T)
+        cuda.syncthreads()
+        for j in range(TILE):
+            t2 = kt * TILE + j
+            if t1 < T and t2 < T:
+                s = float32(0.0)
+                for i in range(hs):
+                    s += q[i] * k_tile[j, i]
+                att[b, h, t1, t2] = math.exp(s - m) * inv if t2 <= t1 else float32(0.0)
+    if t1 < T:
+        for t2 in range((cuda.blockIdx.x + 1) * TILE, T):  # key tiles past the diagonal: masked
+            att[b, h, t1, t2] = 0.0
+
+
 # The memory-light forward: out and lse (B, NH, T) only. att is never materialised: 4 bytes per query
 # row instead of 4 T (at T=1024, NH=12, B=8: 0.4 MB instead of 400 MB).
 @cuda.jit
@@ -414,13 +490,16 @@ _F3, _F4 = "float32[:,:,::1]", "float32[:,:,:,::1]"
 CUDA_KERNELS = (
     (attention_forward_kernel_v1, f"void({_F3}, {_F4}, {_F3}, int64)"),
     (attention_forward_kernel_v2, f"void({_F3}, {_F4}, {_F3}, int64)"),
+    (attention_forward_kernel_v3, f"void({_F3}, {_F4}, {_F3}, int64)"),
     (attention_forward_online_kernel, f"void({_F3}, {_F3}, {_F3}, int64)"),
     (attention_backward_kernel_v1, f"void({_F3}, {_F3}, {_F3}, {_F4}, int64)"),
     (attention_backward_dq_kernel_v2, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
     (attention_backward_dkv_kernel_v2, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
-FORWARD_VERSIONS = ("v1", "v2")
+FORWARD_VERSIONS = ("v1", "v2", "v3")
+# The default forward stays v2 until v3 has been timed on a real GPU (this was written without one).
+DEFAULT_FORWARD = "v2"
 BACKWARD_VERSIONS = ("v1", "v2")
 
 
@@ -462,20 +541,25 @@ def attention_forward(out, att, inp, n_head, version=None):
     """Causal self-attention forward; writes out (B, T, C) and the softmax cache att (B, NH, T, T).
 
     inp: (B, T, 3C) float32, the qkv activations (q | k | v, head h at channels h*hs:(h+1)*hs).
-    version (CUDA only): "v1" naive three-pass, "v2" online softmax (default).
+    version (CUDA only): "v1" naive three-pass, "v2" online softmax (default), "v3" online softmax
+    over shared-memory key tiles.
     """
     B, T, C = _check_qkv("attention_forward", inp, n_head)
     check_array("attention_forward", "out", out, (B, T, C), dims="B,T,C")
     check_array("attention_forward", "att", att, (B, n_head, T, T), dims="B,NH,T,T")
     on_device = check_same_device("attention_forward", out=out, att=att, inp=inp)
-    version = _pick("attention_forward", version, FORWARD_VERSIONS, on_device)
+    version = _pick("attention_forward", version or (DEFAULT_FORWARD if on_device else None),
+                    FORWARD_VERSIONS, on_device)
     if version == "cpu":
         _attention_forward_cpu(out, att, inp, n_head)
     elif version == "v1":
         _launch_rows(attention_forward_kernel_v1, B * n_head * T, out, att, inp, n_head)
-    else:
+    elif version == "v2":
         _check_hs("attention_forward", C, n_head)
         _launch_rows(attention_forward_kernel_v2, B * n_head * T, out, att, inp, n_head)
+    else:
+        _check_hs("attention_forward", C, n_head)
+        attention_forward_kernel_v3[(ceil_div(T, TILE), B * n_head), TILE](out, att, inp, n_head)
 
 
 def attention_forward_online(out, lse, inp, n_head):
@@ -633,13 +717,15 @@ SPEC = OpSpec(
     versions={
         "cpu": {"cpu": _run, "cpu-online": _run_online},
         "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
+                 "v3": lambda i: _run(i, "v3", "v2"),
                  "online": lambda i: _run_online(i, device=True)},
     },
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "NH": 12}, {"B": 3, "T": 1, "C": 36, "NH": 3},
                 {"B": 2, "T": 7, "C": 50, "NH": 5}, {"B": 2, "T": 37, "C": 48, "NH": 4}],
         "cudasim": [{"B": 1, "T": 5, "C": 24, "NH": 3}, {"B": 1, "T": 1, "C": 12, "NH": 2},
-                    {"B": 1, "T": 4, "C": 15, "NH": 3}],
+                    {"B": 1, "T": 4, "C": 15, "NH": 3},
+                    {"B": 1, "T": 40, "C": 8, "NH": 2}],  # T > TILE: v3's several key tiles and masked tiles
         "cuda": [{"B": 4, "T": 256, "C": 768, "NH": 12}, {"B": 2, "T": 7, "C": 50, "NH": 5}],
     },
     # Measured on the CPU at T=256: out 6e-6 and att 6e-7 absolute (a few float32 roundings per term);
