@@ -495,9 +495,10 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 1601}],
     },
     # float32 kernels vs a float64 reference. Forward: a row's sums over C round at ~1e-7 relative, out is
-    # O(1), so errors are ~1e-6. dweight, dbias sum over all B*T rows: errors grow with N (1.5e-5 seen at
-    # N=256), hence the looser atol; rtol covers the large values at the cuda sizes.
+    # O(1), so errors are ~1e-6. dweight, dbias sum over all B*T rows in float32, in whatever order the
+    # atomics land: errors grow like sqrt(N) (1.5e-5 at N=256; a float32 sum of N=4096 rows in random
+    # order reached 0.9 of a 1e-4 atol in simulation), hence atol 1e-3. A wrong formula errs by O(1).
     tol={"out": (1e-5, 1e-4), "mean": (1e-5, 1e-5), "rstd": (1e-6, 1e-5),
-         "dinp": (1e-5, 1e-4), "dweight": (1e-4, 1e-4), "dbias": (1e-4, 1e-4)},
+         "dinp": (1e-5, 1e-4), "dweight": (1e-3, 1e-4), "dbias": (1e-3, 1e-4)},
     backward=("dinp", "dweight", "dbias"),
 )
