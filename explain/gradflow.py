@@ -38,6 +38,8 @@ class GradFlow:
 
 def _stream_forward(model, idx, targets):
     """GPT2.forward written out so the residual stream between blocks is kept: (loss, [x_0 .. x_L])."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
+    targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
     B, T = idx.shape
     tr = model.transformer
     x = tr.wte(idx) + tr.wpe(torch.arange(T))
@@ -51,15 +53,28 @@ def _stream_forward(model, idx, targets):
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1)), xs
 
 
+def stream_grads(model, x, y) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    """The residual stream of a GPT2 on one batch and the loss's gradient on it.
+
+    x, y: (B, T) ints. Returns (loss, [x_0 .. x_L], [dL/dx_0 .. dL/dx_L]), each (B, T, C) float32 numpy:
+    x_0 = wte[x] + wpe is the embeddings, x_l the output of block l-1. The model's .grad fields are cleared.
+    """
+    model.zero_grad(set_to_none=True)
+    loss, xs = _stream_forward(model, x, y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return (loss.item(), [x_l.detach().numpy().copy() for x_l in xs],
+            [x_l.grad.numpy().copy() for x_l in xs])
+
+
 def grad_norms(model, x, y) -> dict:
     """Norms of every gradient of the loss on one batch. x, y: (B, T) ints (numpy or torch).
 
     Returns {"loss": float, "layers": (L, G), "stream": (L+1,), "wte": float, "wpe": float}. The model's
     .grad fields are cleared afterwards; its weights are untouched.
     """
-    idx, targets = (torch.as_tensor(np.asarray(a), dtype=torch.int64) for a in (x, y))
     model.zero_grad(set_to_none=True)
-    loss, xs = _stream_forward(model, idx, targets)
+    loss, xs = _stream_forward(model, x, y)
     loss.backward()
     L = len(model.transformer.h)
     layers = np.zeros((L, len(GROUPS)))

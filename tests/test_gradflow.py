@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 from gpt2lab.explain import backprop as BP  # noqa: E402
 from gpt2lab.explain.gradflow import (GROUPS, draw_gradflow, grad_norms, gradflow_animation,  # noqa: E402
-                                      gradflow_over_training)
+                                      gradflow_over_training, stream_grads)
 from gpt2lab.gpt2.config import GPTConfig  # noqa: E402
 from gpt2lab.gpt2.model import GPT2  # noqa: E402
 
@@ -111,3 +111,17 @@ def test_layernorm_exercise_check(capsys):
     assert not BP.check_layernorm_backward(no_centring)
     assert not BP.check_layernorm_backward(lambda *a: None)
     assert "expected a tuple" in capsys.readouterr().out
+
+
+def test_stream_grads_close_the_loop_through_a_hand_written_block():
+    """Block 1 by hand on the real residual stream: its input gradient is what autograd of the whole model says."""
+    model = small_model(0)
+    x, y = batch()
+    loss, xs, dxs = stream_grads(model, x, y)
+    assert len(xs) == len(dxs) == CFG.n_layer + 1 and xs[0].shape == (2, 16, CFG.n_embd)
+    params = BP.block_params(model, layer=1)
+    cache = BP.block_forward(xs[1], params, CFG.n_head, NUMPY_OPS)
+    np.testing.assert_allclose(cache["out"], xs[2], atol=1e-5)
+    grads = BP.block_backward(dxs[2], cache, params, CFG.n_head, NUMPY_OPS)
+    np.testing.assert_allclose(grads["dx"], dxs[1], atol=1e-6, rtol=1e-4)
+    assert all(p.grad is None for p in model.parameters())
