@@ -127,3 +127,15 @@ def test_stop_button_stops_with_a_checkpoint(tmp_path):
     result = dash.join(timeout=120)
     assert result is not None and result.interrupted and result.step == 3
     assert (tmp_path / "latest.pt").is_file() and "stopped" in dash.status.value
+
+
+def test_dashboard_shows_live_parity_of_the_numba_backend(tmp_path):
+    from gpt2lab.gpt2.kernel_backend import NumbaBackend
+    dash = TrainingDashboard()
+    run = RunConfig(steps=3, batch=2, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)
+    dash.start(NumbaBackend(TINY, seed=0), token_data(), run, tmp_path, verify_every=2)
+    result = dash.join(timeout=120)
+    assert dash.error is None and result.step == 3
+    assert [("parity" in r) for r in dash.records] == [True, False, True]
+    assert "parity vs PyTorch, step 3" in dash.parity.value and OK_COLOR in dash.parity.value
+    assert FAIL_COLOR not in dash.parity.value and "adamw" in dash.parity.value
