@@ -174,6 +174,20 @@ def model_head_output(model, text_or_ids, layer: int, head: int) -> np.ndarray:
     return y[:, head * hs:(head + 1) * hs]
 
 
+def layer_qkv(model, text_or_ids, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' inputs and expected output at `layer`, from the model's own forward pass.
+
+    Returns qkv (1, T, 3C) float32 = c_attn(ln_1(x)) in llm.c's layout (q | k | v, head j at channels
+    j*hs:(j+1)*hs of each), and y (1, T, C): every head's output side by side, before c_proj.
+    """
+    ids = token_ids(text_or_ids)
+    _check_input(model, ids, layer, 0)
+    h, y = block_inputs(model, ids, layer)
+    c_attn = model.transformer.h[layer].attn.c_attn
+    W, b = c_attn.weight.detach().float().numpy(), c_attn.bias.detach().float().numpy()
+    return np.ascontiguousarray((h @ W.T + b)[None], dtype=np.float32), y[None]
+
+
 def torch_attention(q, k, v):
     """The reference in PyTorch for one head: q, k, v (T, hs) -> (weights (T, T), out (T, hs))."""
     q, k, v = (torch.as_tensor(a) for a in (q, k, v))
@@ -315,9 +329,10 @@ def query_bar(steps: AttentionSteps, query: int, name: str = "weights", ax=None)
 
 
 def head_cmap(head: int):
-    """White to the head's own colour: every head's pattern drawn in its colour."""
+    """White to the head's own colour: every head's pattern drawn in its colour; masked cells grey."""
     from matplotlib.colors import LinearSegmentedColormap
-    return LinearSegmentedColormap.from_list(f"head{head}", ["#ffffff", head_color(head)])
+    cmap = LinearSegmentedColormap.from_list(f"head{head}", ["#ffffff", head_color(head)])
+    return cmap.with_extremes(bad=MASKED_COLOR)
 
 
 def all_heads_figure(model, text=RUNNING_EXAMPLE, layer: int = 0):
@@ -330,6 +345,8 @@ def all_heads_figure(model, text=RUNNING_EXAMPLE, layer: int = 0):
                   vmin=0, vmax=1)
         ax.set_xticks(range(s.T), s.tokens, rotation=90, family="monospace", fontsize=7)
         ax.set_yticks(range(s.T), s.tokens if head == 0 else [""] * s.T, family="monospace", fontsize=7)
+        _colour_ticks(s.tokens, s.ids, ax.xaxis)
+        _colour_ticks(s.tokens, s.ids, ax.yaxis)
         ax.set_title(s.title("weights"), fontsize=9, color=head_color(head))
     fig.tight_layout()
     return fig
@@ -471,6 +488,41 @@ def online_softmax_figure(trace: list[OnlineStep], scores_row):
     return fig
 
 
+def _best_of(fn, repeat: int) -> float:
+    import time
+    fn()                                    # warm up: numba compiles (or loads its cache) on the first call
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def kernel_timings(B: int = 4, T: int = 256, C: int = 768, n_head: int = 12, repeat: int = 3, seed: int = 0):
+    """Time the attention forward on the CPU at one shape: PyTorch, our kernel that stores att (naive), and
+    the online-softmax kernel that stores only lse. Best of `repeat` runs, in seconds, plus the bytes of the
+    softmax cache each keeps for the backward: {"torch": s, "naive": s, "online": s, "att_bytes", "lse_bytes"}.
+    """
+    from gpt2lab.kernels.attention import attention_forward, attention_forward_online
+
+    rng = np.random.default_rng(seed)
+    inp = rng.standard_normal((B, T, 3 * C)).astype(np.float32)
+    out = np.zeros((B, T, C), np.float32)
+    att = np.zeros((B, n_head, T, T), np.float32)
+    lse = np.zeros((B, n_head, T), np.float32)
+    qkv = torch.from_numpy(inp).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)
+
+    def torch_forward():
+        with torch.no_grad():
+            torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+
+    return {"torch": _best_of(torch_forward, repeat),
+            "naive": _best_of(lambda: attention_forward(out, att, inp, n_head), repeat),
+            "online": _best_of(lambda: attention_forward_online(out, lse, inp, n_head), repeat),
+            "att_bytes": att.nbytes, "lse_bytes": lse.nbytes}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the exercise: causal mask + softmax for one head
 # ---------------------------------------------------------------------------------------------------------
@@ -502,7 +554,8 @@ def check_causal_softmax(fn, seed: int = 0) -> bool:
 
 
 __all__ = ["STEP_NAMES", "AttentionSteps", "token_ids", "token_labels", "block_inputs", "causal_mask",
-           "softmax_rows", "head_qkv", "attention_steps", "model_head_output", "torch_attention",
+           "softmax_rows", "head_qkv", "attention_steps", "model_head_output", "layer_qkv", "torch_attention",
            "score_variance", "scale_figure", "heatmap", "steps_figure", "query_bar", "head_cmap",
            "all_heads_figure", "TrainingFrame", "attention_over_training", "draw_frame", "attention_animation",
-           "OnlineStep", "online_softmax_trace", "online_softmax_figure", "check_causal_softmax"]
+           "OnlineStep", "online_softmax_trace", "online_softmax_figure", "kernel_timings",
+           "check_causal_softmax"]

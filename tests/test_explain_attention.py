@@ -244,3 +244,22 @@ def no_max(scaled):
 def test_exercise_check_rejects_wrong_answers(wrong, match):
     with np.errstate(all="ignore"), pytest.raises(AssertionError, match=match):
         A.check_causal_softmax(wrong)
+
+
+def test_layer_qkv_feeds_the_kernels_to_the_models_output():
+    from gpt2lab.kernels.attention import attention_forward, attention_forward_online
+    qkv, y = A.layer_qkv(MODEL, RUNNING_EXAMPLE, 1)
+    assert qkv.shape == (1, T_EXAMPLE, 72) and y.shape == (1, T_EXAMPLE, 24) and qkv.dtype == np.float32
+    out, att = np.zeros_like(y), np.zeros((1, 3, T_EXAMPLE, T_EXAMPLE), np.float32)
+    attention_forward(out, att, qkv, 3)
+    np.testing.assert_allclose(out, y, atol=1e-5)
+    np.testing.assert_allclose(att[0, 1], A.attention_steps(MODEL, RUNNING_EXAMPLE, 1, 1).weights, atol=1e-6)
+    out_online, lse = np.zeros_like(y), np.zeros((1, 3, T_EXAMPLE), np.float32)
+    attention_forward_online(out_online, lse, qkv, 3)
+    np.testing.assert_allclose(out_online, y, atol=1e-5)
+
+
+def test_kernel_timings_reports_every_version_and_the_cache_sizes():
+    t = A.kernel_timings(B=1, T=8, C=24, n_head=3, repeat=1)
+    assert all(t[k] > 0 for k in ("torch", "naive", "online"))
+    assert t["att_bytes"] == 3 * 8 * 8 * 4 and t["lse_bytes"] == 3 * 8 * 4
