@@ -25,8 +25,10 @@ GPT-2 small: C = 768, OC in {3C, C, 4C} inside a block and OC = 50257 for the lm
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 
+import numba._helperlib
 import numpy as np
 from numba import cuda, float32, njit, prange
 
@@ -37,26 +39,57 @@ from .check import OpSpec
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
-# The product itself goes to BLAS: np.dot inside @njit calls sgemm through scipy's BLAS, which is
-# multithreaded and blocked for the cache; no hand-written loop nest gets near it.
-@njit(fastmath=True, cache=True)
-def _matmul_forward_cpu(out, inp, weight):
-    """out (N, OC) = inp (N, C) @ weight (OC, C)^T. weight.T is a free transposed view, not a copy."""
-    np.dot(inp, weight.T, out)
+# The products go to BLAS's sgemm (multithreaded, blocked for the caches: no hand-written loop nest gets
+# near it). sgemm computes c = alpha op(a) op(b) + beta c. np.dot inside @njit calls it with beta = 0 only,
+# so `dweight += np.dot(dout.T, inp)` would build a temporary (154 MB for the lm_head) and add it in a
+# second pass. Calling sgemm with beta = 1 accumulates in place, llm.c's `+=`, and on an `out` pre-filled
+# with the bias it adds the bias for free (torch's addmm does the same). We reach sgemm the way numba's own
+# np.dot does: through numba's helper numba_xxgemm, which calls scipy's BLAS.
+_c = ctypes
+_xxgemm = _c.CFUNCTYPE(_c.c_int, _c.c_byte, _c.c_byte, _c.c_byte,           # kind, transa, transb
+                       _c.c_ssize_t, _c.c_ssize_t, _c.c_ssize_t,            # m, n, k
+                       _c.c_void_p, _c.c_void_p, _c.c_ssize_t,              # alpha, a, lda
+                       _c.c_void_p, _c.c_ssize_t,                           # b, ldb
+                       _c.c_void_p, _c.c_void_p, _c.c_ssize_t)(             # beta, c, ldc
+    numba._helperlib.c_helpers["xxgemm"])
+
+
+@njit(cache=True)
+def _gemm(c, a, b, trans_a, trans_b, beta, xxgemm):
+    """c (M, N) = op(a) @ op(b) + beta * c for C-contiguous float32 arrays; op(x) = x.T if trans_x.
+
+    BLAS is column-major: to it our row-major (M, N) array c is the N x M matrix c^T. So we ask it for
+    c^T = op(b)^T op(a)^T: b first, then a, each with its own transpose flag, and M, N swapped.
+    xxgemm (the ctypes function) comes in as an argument, not a global, so numba can cache this function.
+    """
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    alpha_beta = np.empty(2, dtype=np.float32)
+    alpha_beta[0], alpha_beta[1] = 1.0, beta
+    flag_a = ord("T") if trans_a else ord("N")
+    flag_b = ord("T") if trans_b else ord("N")
+    xxgemm(ord("s"), flag_b, flag_a, N, M, K, alpha_beta.ctypes.data, b.ctypes.data, b.shape[1],
+           a.ctypes.data, a.shape[1], alpha_beta[1:].ctypes.data, c.ctypes.data, N)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _add_bias_cpu(out, bias):
-    """out (N, OC) += bias (OC,) on every row."""
+def _fill_rows_cpu(out, bias):
+    """out (N, OC)[n] = bias (OC,) for every row n."""
     for n in prange(out.shape[0]):
-        out[n] += bias
+        out[n] = bias
 
 
-@njit(fastmath=True, cache=True)
-def _matmul_backward_cpu(dinp, dweight, dout, inp, weight):
+@njit(cache=True)
+def _matmul_forward_cpu(out, inp, weight, beta, xxgemm):
+    """out (N, OC) = inp (N, C) @ weight (OC, C)^T + beta * out: beta 1 on a bias-filled out, else 0."""
+    _gemm(out, inp, weight, False, True, beta, xxgemm)
+
+
+@njit(cache=True)
+def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, xxgemm):
     """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C)."""
-    dinp += np.dot(dout, weight)
-    dweight += np.dot(dout.T, inp)
+    _gemm(dinp, dout, weight, False, False, 1.0, xxgemm)
+    _gemm(dweight, dout, inp, True, False, 1.0, xxgemm)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -286,9 +319,11 @@ def matmul_forward(out, inp, weight, bias, version=2):
         FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
                                               bias if has_bias else _no_bias(), has_bias)
     else:
-        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight)
+        out2 = out.reshape(N, OC)
         if bias is not None:
-            _add_bias_cpu(out.reshape(N, OC), bias)
+            _fill_rows_cpu(out2, bias)
+        # beta = 0: BLAS ignores out's old contents (not even NaN leaks through)
+        _matmul_forward_cpu(out2, inp.reshape(N, C), weight, 0.0 if bias is None else 1.0, _xxgemm)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
@@ -312,7 +347,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
         if dbias is not None:
             matmul_backward_dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
     else:
-        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight)
+        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _xxgemm)
         if dbias is not None:
             _bias_backward_cpu(dbias, dout2)
 

@@ -39,7 +39,7 @@ def test_matmul_backward_rejects_wrong_shapes():
 
 def test_matmul_without_bias_and_accumulating_backward():
     inp, weight, bias = _arrays(B=3, T=1, C=37, OC=65)
-    out = np.zeros((3, 1, 65), np.float32)
+    out = np.full((3, 1, 65), np.nan, np.float32)  # the forward overwrites: old contents never leak in
     matmul_forward(out, inp, weight, None)
     np.testing.assert_allclose(out, inp @ weight.T, rtol=1e-5, atol=1e-5)
     matmul_forward(out, inp, weight, bias)
