@@ -139,8 +139,9 @@ def course_checkpoints() -> list[tuple[int, Path]]:
 def course_model(step: int | None = None):
     """(GPT2 in eval mode, info) of the course model after `step` steps (None: the final model).
 
-    info: step, config (dict), val_loss (the final run's, at the last step), train_loss at that step (None at 0),
-    path of the frame, and the whole run's `history` {"train_loss": [[step, loss]...], "val_loss": [...]}.
+    info: step, config (dict), path of the frame, train_loss at that step (None at step 0), val_loss at that
+    step (None where it was not evaluated: every 50 steps and at the end), course (the recipe), seconds (the
+    training time), and the whole run's history {"train_loss": [[step, loss], ...], "val_loss": [...]}.
     """
     from .checkpoint import load_model
     run_info = ensure_course_model()

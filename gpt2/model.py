@@ -253,7 +253,8 @@ def hf_config(cfg: dict) -> GPTConfig:
         raise ValueError(f"hf_config: layer_norm_epsilon must be {LN_EPS}, got {eps}")
     if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("reorder_and_upcast_attn"):
         raise ValueError("hf_config: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
-    return GPTConfig(block_size=cfg["n_positions"], vocab_size=cfg["vocab_size"], n_layer=cfg["n_layer"],
+    block_size = cfg.get("n_positions", cfg.get("n_ctx"))  # very old configs only have n_ctx
+    return GPTConfig(block_size=block_size, vocab_size=cfg["vocab_size"], n_layer=cfg["n_layer"],
                      n_head=cfg["n_head"], n_embd=cfg["n_embd"])
 
 
