@@ -139,3 +139,16 @@ def test_dashboard_shows_live_parity_of_the_numba_backend(tmp_path):
     assert [("parity" in r) for r in dash.records] == [True, False, True]
     assert "parity vs PyTorch, step 3" in dash.parity.value and OK_COLOR in dash.parity.value
     assert FAIL_COLOR not in dash.parity.value and "adamw" in dash.parity.value
+
+
+def test_dashboard_stops_on_a_parity_mismatch(tmp_path):
+    from gpt2lab.gpt2.faults import inject
+    from gpt2lab.gpt2.kernel_backend import NumbaBackend
+    dash = TrainingDashboard()
+    run = RunConfig(steps=5, batch=2, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)
+    with inject("crossentropy_backward_no_onehot"):
+        dash.start(NumbaBackend(TINY, seed=0), token_data(), run, tmp_path, verify_every=1, on_mismatch="stop")
+        result = dash.join(timeout=120)
+    assert result.interrupted and result.step == 1 and (tmp_path / "latest.pt").is_file()
+    assert "stopped" in dash.status.value and "crossentropy" in dash.status.value and "dlogits" in dash.status.value
+    assert FAIL_COLOR in dash.parity.value

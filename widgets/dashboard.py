@@ -130,7 +130,7 @@ class TrainingDashboard(W.VBox):
                 self.stop_button.disabled = True
                 if self.records:
                     self.draw()
-                self._finish_status()
+                self._finish_status(verified)
 
         self.thread = threading.Thread(target=work, name="gpt2lab-train", daemon=True)
         self.thread.start()
@@ -140,13 +140,17 @@ class TrainingDashboard(W.VBox):
         """Trainer and parity messages: the latest one under the progress bar."""
         self.status.value = html.escape(text).replace("\n", "<br>")
 
-    def _finish_status(self) -> None:
+    def _finish_status(self, verified=None) -> None:
         r = self.result
         if r is None:
             return
         how = "stopped" if r.interrupted else "done"
         val = f", val loss {r.val_loss:.4f}" if r.val_loss is not None else ""
         self.status.value = f"<b>{how}</b> at step {r.step}{val}, {r.tokens_per_s:,.0f} tokens/s"
+        if verified is not None and verified.mismatch is not None:  # say why, in red
+            from gpt2lab.gpt2.parity import format_mismatch
+            self.status.value += (f"<br><span style='color:{FAIL_COLOR}'>"
+                                  f"{html.escape(format_mismatch(verified.mismatch))}</span>")
 
     def stop(self) -> None:
         """Ask the run to stop after the current step (the trainer then writes its checkpoint)."""
