@@ -166,18 +166,23 @@ class TorchBackend:
             self.t = int(o["step"])
 
 
-# name -> "module:Class". Adding a backend is one line here (its class takes (config, optim, seed)).
-BACKENDS = {"torch": "gpt2lab.gpt2.train:TorchBackend"}
+# name -> "module:Class", imported only when chosen. Adding a backend is one line here; its class takes
+# (config, optim, seed, **options), e.g. device="cuda" for the numba one.
+BACKENDS = {
+    "torch": "gpt2lab.gpt2.train:TorchBackend",
+    "numba": "gpt2lab.gpt2.kernel_backend:NumbaBackend",
+}
 BACKEND_CHOICES = ("torch", "numba")
+DEVICES = {"torch": ("cpu",), "numba": ("cpu", "cuda")}
 
 
-def make_backend(name: str, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0):
+def make_backend(name: str, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0, **options):
     """A backend by name; ValueError (one line) for one that does not exist yet."""
     if name not in BACKENDS:
         raise ValueError(f"backend {name!r} is not available yet (available: {', '.join(BACKENDS)}); "
                          f"register it in BACKENDS in gpt2lab/gpt2/train.py")
     module, _, cls = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(config, optim, seed)
+    return getattr(importlib.import_module(module), cls)(config, optim, seed, **options)
 
 
 # ---- the trainer ----
@@ -365,6 +370,7 @@ def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = 
 
 def add_arguments(p) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help="model implementation")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: numba backend on an NVIDIA GPU")
     p.add_argument("--config", default="tiny", help=f"model shape: one of {', '.join(PRESETS)}")
     p.add_argument("--data", default="shakespeare",
                    help='"shakespeare" (9 plays), "shakespeare-full" (all 38) or a UTF-8 text file')
@@ -424,6 +430,9 @@ def run(args) -> int:
         raise CommandError(f"--lr must be > 0, got {args.lr}")
     if args.backend not in BACKENDS:
         raise CommandError(f"--backend {args.backend} is not available yet (available: {', '.join(BACKENDS)})")
+    if args.device not in DEVICES.get(args.backend, ("cpu",)):
+        raise CommandError(f"--device {args.device} is not supported by --backend {args.backend} "
+                           f"(it runs on: {', '.join(DEVICES.get(args.backend, ('cpu',)))})")
     out = Path(args.out or Path("runs") / args.config)
     if args.resume and not (out / "latest.pt").is_file():
         raise CommandError(f"--resume: no checkpoint at {str(out / 'latest.pt')!r}")
@@ -440,7 +449,8 @@ def run(args) -> int:
                         warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
                         eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                         sample_tokens=args.sample_tokens, data=args.data)
-    backend = make_backend(args.backend, config, optim, args.seed)
+    backend = make_backend(args.backend, config, optim, args.seed,
+                           **({"device": args.device} if args.device != "cpu" else {}))
     from gpt2lab.datasets import gpt2_encoding
     print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "
           f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",

@@ -69,13 +69,20 @@ def test_a_missing_command_module_is_one_line(monkeypatch, capsys):
     (["--steps", "0"], "--steps"),
     (["--batch", "-3"], "--batch"),
     (["--steps", "many"], "--steps"),
-    (["--backend", "numba"], "numba is not available yet"),
+    (["--backend", "torch", "--device", "cuda"], "--device cuda is not supported by --backend torch"),
     (["--backend", "jax"], "--backend"),
     (["--resume"], "--resume: no checkpoint"),
 ])
 def test_train_bad_arguments_end_in_one_line(argv, needle, capsys, tmp_path, corpus):
     base = ["train", "--steps", "2", "--out", str(tmp_path / "run"), "--data", str(corpus)]
     one_line_error(capsys, main(base + argv), needle)
+
+
+def test_an_unregistered_backend_is_one_line(monkeypatch, capsys, tmp_path, corpus):
+    from gpt2lab.gpt2 import train
+    monkeypatch.delitem(train.BACKENDS, "numba")
+    argv = ["train", "--backend", "numba", "--out", str(tmp_path / "run"), "--data", str(corpus)]
+    one_line_error(capsys, main(argv), "--backend numba is not available yet (available: torch)")
 
 
 def test_generate_bad_arguments_end_in_one_line(capsys, tmp_path):

@@ -107,8 +107,8 @@ def test_backend_state_dict_round_trip():
     b = make_backend("torch", CFG, seed=4)
     b.load_state_dict(state)
     assert all(np.array_equal(state["params"][n], v) for n, v in b.state_dict()["params"].items())
-    with pytest.raises(ValueError, match="'numba' is not available yet"):
-        make_backend("numba", CFG)
+    with pytest.raises(ValueError, match="'jax' is not available yet"):
+        make_backend("jax", CFG)
 
 
 def test_training_lowers_the_loss_and_logs_evals(data, tmp_path):
