@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 from numba import config as numba_config
-from numba import cuda
+from numba import cuda, njit, prange
 
 from .config import GPTConfig
 
@@ -49,6 +49,10 @@ DECAYED = frozenset({"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"})
 ACT_NAMES = ("encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
              "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
              "lnf", "lnf_mean", "lnf_rstd", "logits", "probs", "losses")
+
+# The activations with a leading layer axis (L, ...): block l's own are acts[name][l].
+LAYER_ACT_NAMES = ("ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
+                   "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3")
 
 # Activation gradients exist for the tensors a gradient flows through. The LayerNorm caches (mean, rstd) and
 # the softmax cache att and probs are only read by the backward kernels, so they get none.
@@ -181,11 +185,20 @@ def scale(a, factor: float) -> None:
         _launch(scale_kernel, a.size, a.reshape(a.size), np.float32(factor))
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def _sum_of_squares_cpu(a):
+    # a float64 accumulator per thread (numba's prange reduction): no float64 copy of a 7M-element buffer
+    total = 0.0
+    for i in prange(a.size):
+        x = np.float64(a[i])
+        total += x * x
+    return total
+
+
 def sum_of_squares(a) -> float:
     """sum(a^2) accumulated in float64, on the host or the device."""
     if isinstance(a, np.ndarray):
-        x = a.reshape(-1).astype(np.float64)
-        return float(np.dot(x, x))
+        return float(_sum_of_squares_cpu(a.reshape(-1)))
     total = cuda.to_device(np.zeros(1, dtype=np.float64))
     _launch(sumsq_kernel, a.size, total, a.reshape(a.size))
     return float(total.copy_to_host()[0])

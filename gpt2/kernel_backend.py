@@ -131,7 +131,9 @@ def compare_step_times(config: GPTConfig, B: int = 8, T: int = 64, steps: int = 
     """Seconds per training step (forward, backward, AdamW) of the numba and torch backends, in one process.
 
     Both flush denormals. The steps alternate (numba, torch, numba, ...) so that anything else the machine is
-    doing slows both alike; the median of each is reported. Returns {"numba": s, "torch": s, "ratio": numba/torch}.
+    doing slows both alike; the median of each is reported, as wall-clock seconds and as this process's CPU
+    seconds (all threads; less sensitive to a busy machine, though a spinning idle thread counts too).
+    Returns {"numba": s, "torch": s, "ratio": numba/torch, "numba_cpu": s, "torch_cpu": s, "ratio_cpu": ...}.
     """
     import torch
 
@@ -140,17 +142,21 @@ def compare_step_times(config: GPTConfig, B: int = 8, T: int = 64, steps: int = 
     backends = {"numba": NumbaBackend(config, OptimConfig(grad_clip=1.0), seed),
                 "torch": TorchBackend(config, OptimConfig(grad_clip=1.0), seed)}
     rng = np.random.default_rng(seed)
-    times = {name: [] for name in backends}
+    wall = {name: [] for name in backends}
+    cpu = {name: [] for name in backends}
     for i in range(warmup + steps):
         x, y = (rng.integers(0, config.vocab_size, size=(B, T)) for _ in range(2))
         for name, backend in backends.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             backend.loss_and_grads(x, y)
             backend.optimizer_step(1e-3)
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    out = {name: float(np.median(t)) for name, t in times.items()}
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    out = {name: float(np.median(t)) for name, t in wall.items()}
+    out.update({f"{name}_cpu": float(np.median(t)) for name, t in cpu.items()})
     out["ratio"] = out["numba"] / out["torch"]
+    out["ratio_cpu"] = out["numba_cpu"] / out["torch_cpu"]
     return out
 
 
@@ -168,7 +174,9 @@ def main(argv=None) -> int:
     r = compare_step_times(config, args.batch, args.seq, args.steps)
     print(f"{args.config} B={args.batch} T={args.seq}, {torch.get_num_threads()} torch threads, "
           f"{numba.get_num_threads()} numba threads: numba {r['numba'] * 1e3:.1f} ms/step, "
-          f"torch {r['torch'] * 1e3:.1f} ms/step, ratio numba/torch {r['ratio']:.2f}")
+          f"torch {r['torch'] * 1e3:.1f} ms/step, ratio numba/torch {r['ratio']:.2f} "
+          f"(CPU time: numba {r['numba_cpu'] * 1e3:.1f} ms, torch {r['torch_cpu'] * 1e3:.1f} ms, "
+          f"ratio {r['ratio_cpu']:.2f})")
     return 0
 
 

@@ -33,8 +33,8 @@ from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, copy_in, fill, is_cuda,
-                      param_shapes, reference_names, scale, sum_of_squares, to_host)
+from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, copy_in,
+                      fill, is_cuda, param_shapes, reference_names, scale, sum_of_squares, to_host)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
@@ -285,8 +285,7 @@ class KernelGPT2:
 
     def layer_activations(self, l: int) -> dict:
         """Block l's activations: ln1, qkv, att (B, NH, T, T), ..., residual3 (its output)."""
-        return {k: v[l] for k, v in self.acts.items() if len(v.shape) >= 3 and v.shape[0] == self.config.n_layer
-                and k not in ("encoded", "lnf", "logits", "probs")}
+        return {name: self.acts[name][l] for name in LAYER_ACT_NAMES}
 
     # ------------------------------------------------------------ conversions
     def _named(self, buffer: FlatBuffer) -> dict[str, np.ndarray]:
