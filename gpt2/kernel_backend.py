@@ -169,7 +169,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="threads for both torch and numba (default: theirs)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     config = GPTConfig.preset(args.config)
     r = compare_step_times(config, args.batch, args.seq, args.steps)
     print(f"{args.config} B={args.batch} T={args.seq}, {torch.get_num_threads()} torch threads, "
