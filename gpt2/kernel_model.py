@@ -112,6 +112,8 @@ class KernelGPT2:
         Fills every activation (self.acts; the logits are self.logits, (B, T, V)). Returns the mean
         cross-entropy loss as a float, or None without targets.
         """
+        if np.ndim(idx) != 2:
+            raise ValueError(f"KernelGPT2.forward: idx must be (B, T) token ids, got shape {tuple(np.shape(idx))}")
         B, T = np.shape(idx)
         if T > self.config.block_size:
             raise ValueError(f"KernelGPT2.forward: T = {T} exceeds block_size {self.config.block_size}")

@@ -151,6 +151,8 @@ def test_bad_inputs_are_refused():
         model.forward(np.zeros((1, ODD.block_size + 1), dtype=np.int64))
     with pytest.raises(ValueError, match="token ids"):
         model.forward(np.full((1, 4), ODD.vocab_size))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model.forward(np.zeros(4, dtype=np.int64))
     with pytest.raises(ValueError, match="targets"):
         model.forward(np.zeros((1, 4)), np.zeros((1, 3)))
     with pytest.raises(RuntimeError, match="forward"):
