@@ -8,7 +8,7 @@ from importlib import import_module
 _EXPORTS = {
     "GPTConfig": "config", "PRESETS": "config",
     "GPT2": "model", "init_params": "model", "hf_config": "model",
-    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train",
+    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train", "Trainer": "train", "TrainResult": "train",
     "lr_at": "train", "decays": "train", "BACKENDS": "train", "make_backend": "train",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "course_model": "course", "course_checkpoints": "course",

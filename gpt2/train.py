@@ -263,6 +263,143 @@ def _rewrite_log_upto(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+class Trainer:
+    """The training loop over any backend: sample a batch, loss_and_grads, optimizer_step, then log, evaluate,
+    checkpoint. Its state between steps is exactly what a full checkpoint holds, so a resumed run continues
+    bit for bit."""
+
+    def __init__(self, backend, data: TokenData, run: RunConfig, out=None, *, json_log=None, encoding=None,
+                 log: Callable[[str], None] | None = None):
+        self.backend, self.data, self.run, self.encoding = backend, data, run, encoding
+        self.out = Path(out) if out is not None else None
+        self.log_path = Path(json_log) if json_log else None
+        self.say = log or _tqdm_write
+        self.sampler = BatchSampler(data, run.batch, run.seq, seed=run.seed)
+        self.sampler_state = self.sampler.state()  # the sampler's state after `step` completed steps
+        self.step, self.last_loss, self.last_val = 0, None, None
+
+    def resume(self) -> None:
+        """Load out/latest.pt: params, AdamW moments, step, batch sampler and torch RNG state."""
+        path = self.out / "latest.pt" if self.out is not None else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"train: --resume needs a checkpoint, none at {str(path)!r}")
+        ckpt = load_checkpoint(path)
+        if ckpt["config"] != self.backend.config:
+            raise ValueError(f"train: the checkpoint's config {ckpt['config']} differs from {self.backend.config}")
+        self.backend.load_state_dict(ckpt)
+        self.sampler.set_state(json.loads(ckpt["sampler_state"]))
+        self.sampler_state = self.sampler.state()
+        torch.set_rng_state(ckpt["torch_rng_state"])
+        self.step, self.last_val, self.last_loss = ckpt["step"], ckpt.get("val_loss"), ckpt.get("train_loss")
+
+    def save(self, kind: str, path: Path) -> None:
+        """kind "full" (everything to resume) or "frame" (weights only); see checkpoint.py for the format."""
+        state = self.backend.state_dict()
+        ckpt = {"kind": kind, "config": self.backend.config.to_dict(), "step": self.step,
+                "backend": self.backend.name, "train_loss": self.last_loss, "val_loss": self.last_val,
+                "params": state["params"]}
+        if kind == "full":
+            ckpt.update(optim=state["optim"], sampler_state=json.dumps(self.sampler_state),
+                        torch_rng_state=torch.get_rng_state(), run=asdict(self.run))
+        save_checkpoint(path, ckpt)
+
+    def save_frame(self) -> None:
+        if self.out is not None and self.run.keep_every:
+            self.save("frame", self.out / f"ckpt_{self.step:06d}.pt")
+
+    def train_step(self) -> dict:
+        """One optimizer step; returns its log record {step, loss, lr, tokens_per_s, grad_norm}."""
+        run, t0 = self.run, time.perf_counter()
+        lr = lr_at(self.step, run.lr, run.steps, run.schedule, run.warmup, run.min_lr_frac)
+        x, y = self.sampler.next("train")
+        loss = self.backend.loss_and_grads(x, y)
+        self.updating = True  # an interrupt now could leave the params half-updated
+        grad_norm = self.backend.optimizer_step(lr)
+        self.step, self.sampler_state, self.last_loss, self.updating = self.step + 1, self.sampler.state(), loss, False
+        record = {"step": self.step, "loss": loss, "lr": lr, "tokens_per_s": x.size / (time.perf_counter() - t0),
+                  "grad_norm": grad_norm}
+        record.update(getattr(self.backend, "step_extras", dict)())  # e.g. parity figures (gpt2/parity.py)
+        return record
+
+    def evaluate(self, record: dict) -> None:
+        """Val loss (and a text sample) into `record`, and a line for the learner."""
+        self.last_val = record["val_loss"] = val_loss(self.backend, self.data, self.run)
+        msg = f"step {self.step}: train loss {record['loss']:.4f}, val loss {self.last_val:.4f}"
+        if self.run.sample_tokens:
+            record["sample"] = sample_text(self.backend, self.run, self.step, self.encoding)
+            msg += f"\n  sample: {record['sample']!r}"
+        self.say(msg)
+
+    def after_step(self, record: dict) -> None:
+        """Evaluate, log and checkpoint as the RunConfig asks, at this step."""
+        run, step, last = self.run, self.step, self.step == self.run.steps
+        if (run.eval_every and step % run.eval_every == 0) or last:
+            self.evaluate(record)
+        if self.log_path:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.out is not None and ((run.ckpt_every and step % run.ckpt_every == 0) or last):
+            self.save("full", self.out / "latest.pt")
+        if run.keep_every and (step % run.keep_every == 0 or last):
+            self.save_frame()
+
+    def fit(self, *, resume: bool = False, progress: bool = True,
+            on_step: Callable[[dict], None] | None = None) -> TrainResult:
+        """Run until run.steps steps are done (or Ctrl-C / KeyboardInterrupt from on_step: save, then return)."""
+        from tqdm.auto import tqdm
+        if resume:
+            self.resume()
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            _rewrite_log_upto(self.log_path, self.step) if resume else self.log_path.write_text("")
+        if not resume:
+            self.save_frame()  # frame 0: the initialisation
+        history, t_start, tokens_done, interrupted, self.updating = [], time.perf_counter(), 0, False, False
+        bar = tqdm(total=self.run.steps, initial=self.step, disable=not progress, desc="train", unit="step",
+                   file=sys.stderr)
+        try:
+            with _StopFlag() as stop:
+                while self.step < self.run.steps:
+                    record = self.train_step()
+                    tokens_done += self.run.batch * self.run.seq
+                    self.after_step(record)
+                    history.append(record)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                    if on_step is not None:
+                        on_step(record)
+                    if stop.requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # params, AdamW state, `step` and `sampler_state` agree everywhere except inside optimizer_step (only
+            # a second Ctrl-C lands there): a half-finished forward/backward is simply dropped
+            interrupted = True
+        finally:
+            bar.close()
+        if interrupted:
+            self._save_on_interrupt()
+        seconds = time.perf_counter() - t_start
+        return TrainResult(step=self.step, interrupted=interrupted, train_loss=self.last_loss,
+                           val_loss=self.last_val, tokens_per_s=tokens_done / seconds if seconds > 0 else 0.0,
+                           seconds=seconds, history=history)
+
+    def _save_on_interrupt(self) -> None:
+        if self.out is None:
+            return
+        if self.updating:
+            self.say(f"interrupted inside the update of step {self.step + 1}: no checkpoint written "
+                     f"(the last one stands)")
+        else:
+            self.save("full", self.out / "latest.pt")
+            self.say(f"interrupted at step {self.step}: checkpoint saved to {self.out / 'latest.pt'}; "
+                     f"continue with --resume")
+
+
+def _tqdm_write(s: str) -> None:
+    from tqdm.auto import tqdm
+    tqdm.write(s, file=sys.stderr)
+
+
 def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = False, json_log=None,
           progress: bool = True, on_step: Callable[[dict], None] | None = None, encoding=None,
           log: Callable[[str], None] | None = None) -> TrainResult:
@@ -273,97 +410,10 @@ def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = 
     json_log: file of JSON lines {step, loss, lr, tokens_per_s, grad_norm[, val_loss, sample]}; appended on resume.
     on_step(record): called after every step (a notebook's live plot); raising KeyboardInterrupt in it stops
     the run like Ctrl-C does: a checkpoint is saved and the result says interrupted=True.
+    log(text): where progress lines go (default: above the tqdm bar on stderr).
     """
-    from tqdm.auto import tqdm
-
-    out = Path(out) if out is not None else None
-    sampler = BatchSampler(data, run.batch, run.seq, seed=run.seed)
-    step, last_val, last_loss = 0, None, None
-    if resume:
-        if out is None or not (out / "latest.pt").is_file():
-            raise FileNotFoundError(f"train: --resume needs a checkpoint, none at {str(out and out / 'latest.pt')!r}")
-        ckpt = load_checkpoint(out / "latest.pt")
-        if ckpt["config"] != backend.config:
-            raise ValueError(f"train: the checkpoint's config {ckpt['config']} differs from {backend.config}")
-        backend.load_state_dict(ckpt)
-        sampler.set_state(json.loads(ckpt["sampler_state"]))
-        torch.set_rng_state(ckpt["torch_rng_state"])
-        step, last_val, last_loss = ckpt["step"], ckpt.get("val_loss"), ckpt.get("train_loss")
-    say = log or (lambda s: tqdm.write(s, file=sys.stderr))
-    log_path = Path(json_log) if json_log else None
-    if log_path:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        _rewrite_log_upto(log_path, step) if resume else log_path.write_text("")
-    sampler_state = sampler.state()  # the sampler's state after `step` completed steps
-
-    def save(kind: str, path: Path):
-        ckpt = {"kind": kind, "config": backend.config.to_dict(), "step": step, "backend": backend.name,
-                "train_loss": last_loss, "val_loss": last_val}
-        state = backend.state_dict()
-        ckpt["params"] = state["params"]
-        if kind == "full":
-            ckpt.update(optim=state["optim"], sampler_state=json.dumps(sampler_state),
-                        torch_rng_state=torch.get_rng_state(), run=asdict(run))
-        save_checkpoint(path, ckpt)
-
-    def save_frame():
-        if out is not None and run.keep_every:
-            save("frame", out / f"ckpt_{step:06d}.pt")
-
-    if not resume:
-        save_frame()  # frame 0: the initialisation
-    history, t_start, tokens_done, interrupted, updating = [], time.perf_counter(), 0, False, False
-    bar = tqdm(total=run.steps, initial=step, disable=not progress, desc="train", unit="step", file=sys.stderr)
-    try:
-        with _StopFlag() as stop:
-            while step < run.steps:
-                t0 = time.perf_counter()
-                lr = lr_at(step, run.lr, run.steps, run.schedule, run.warmup, run.min_lr_frac)
-                x, y = sampler.next("train")
-                loss = backend.loss_and_grads(x, y)
-                updating = True  # an interrupt now could leave the params half-updated
-                grad_norm = backend.optimizer_step(lr)
-                step, sampler_state, last_loss, updating = step + 1, sampler.state(), loss, False
-                dt = time.perf_counter() - t0
-                tokens_done += x.size
-                record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": x.size / dt, "grad_norm": grad_norm}
-                record.update(getattr(backend, "step_extras", dict)())  # e.g. parity figures (gpt2/parity.py)
-                if (run.eval_every and step % run.eval_every == 0) or step == run.steps:
-                    last_val = record["val_loss"] = val_loss(backend, data, run)
-                    msg = f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}"
-                    if run.sample_tokens:
-                        record["sample"] = sample_text(backend, run, step, encoding)
-                        msg += f"\n  sample: {record['sample']!r}"
-                    say(msg)
-                if log_path:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
-                history.append(record)
-                if out is not None and ((run.ckpt_every and step % run.ckpt_every == 0) or step == run.steps):
-                    save("full", out / "latest.pt")
-                if run.keep_every and (step % run.keep_every == 0 or step == run.steps):
-                    save_frame()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if on_step is not None:
-                    on_step(record)
-                if stop.requested:
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        # params, AdamW state, `step` and `sampler_state` agree everywhere except inside optimizer_step (only a
-        # second Ctrl-C lands there): a half-finished forward/backward is simply dropped
-        interrupted = True
-    finally:
-        bar.close()
-    if interrupted and out is not None:
-        if updating:
-            say(f"interrupted inside the update of step {step + 1}: no checkpoint written (the last one stands)")
-        else:
-            save("full", out / "latest.pt")
-            say(f"interrupted at step {step}: checkpoint saved to {out / 'latest.pt'}; continue with --resume")
-    seconds = time.perf_counter() - t_start
-    return TrainResult(step=step, interrupted=interrupted, train_loss=last_loss, val_loss=last_val,
-                       tokens_per_s=tokens_done / seconds if seconds > 0 else 0.0, seconds=seconds, history=history)
+    trainer = Trainer(backend, data, run, out, json_log=json_log, encoding=encoding, log=log)
+    return trainer.fit(resume=resume, progress=progress, on_step=on_step)
 
 
 # ---- gpt2lab train ----
