@@ -473,6 +473,10 @@ def _data_from_args(args) -> TokenData:
     return data
 
 
+def _fmt(loss: float | None) -> str:
+    return f"{loss:.4f}" if loss is not None else "n/a"
+
+
 def run(args) -> int:
     """`gpt2lab train`: exit 0 when done, 130 when stopped by Ctrl-C (after saving), 2 on a bad argument."""
     config = _config_from_args(args)
@@ -511,10 +515,9 @@ def run(args) -> int:
         backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
                    progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)
-    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-    print(f"gpt2lab train: step {result.step}, train loss {result.train_loss}, val loss {val}, "
-          f"{result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; checkpoint {out / 'latest.pt'}",
-          file=sys.stderr)
+    print(f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "
+          f"val loss {_fmt(result.val_loss)}, {result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; "
+          f"checkpoint {out / 'latest.pt'}", file=sys.stderr)
     if verified is not None and verified.stopped:
         print(verified.stop_report(), file=sys.stderr)
         return 3
