@@ -399,14 +399,15 @@ class ParityMonitor:
 
 def torch_adamw(before: dict, step: int, lr, beta1, beta2, eps, weight_decay):
     """torch.optim.AdamW's update of one 1-D tensor (float64) from the kernel's inputs. Returns p, m, v."""
-    p = torch.tensor(before["params"], dtype=torch.float64, requires_grad=True)
-    p.grad = torch.tensor(before["grads"], dtype=torch.float64)
+    def f64(name):
+        return torch.from_numpy(before[name]).to(torch.float64)
+    p = f64("params")                # a leaf; the optimizer reads p.grad and needs no autograd
+    p.grad = f64("grads")
     opt = torch.optim.AdamW([p], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, foreach=False)
     # the state the kernel's moments stand for: `step - 1` updates taken (step is 1-based inside the kernel)
-    opt.state[p] = {"step": torch.tensor(float(step - 1)),
-                    "exp_avg": torch.tensor(before["m"], dtype=torch.float64),
-                    "exp_avg_sq": torch.tensor(before["v"], dtype=torch.float64)}
-    opt.step()
+    opt.state[p] = {"step": torch.tensor(float(step - 1)), "exp_avg": f64("m"), "exp_avg_sq": f64("v")}
+    with torch.no_grad():
+        opt.step()
     state = opt.state[p]
     return _ref(p), _ref(state["exp_avg"]), _ref(state["exp_avg_sq"])
 

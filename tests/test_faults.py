@@ -89,3 +89,29 @@ def test_inject_swaps_and_restores_where_the_model_looks():
     with pytest.raises(ValueError, match="unknown fault 'nope'; choose from layernorm_backward_no_mean"):
         with inject("nope"):
             pass
+
+
+def cli_args(tmp_path, *extra):
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be: that is the question.\n" * 60)
+    return ["train", "--config", "tiny", "--data", str(text), "--steps", "3", "--batch", "2", "--seq", "8",
+            "--eval-every", "0", "--sample-tokens", "0", "--out", str(tmp_path / "run"),
+            "--json-log", str(tmp_path / "log.jsonl"), "--quiet", *extra]
+
+
+def test_cli_stop_on_mismatch_saves_a_checkpoint_and_exits_3(tmp_path, capsys):
+    from gpt2lab.gpt2.cli import main
+    with inject("gelu_backward_off"):
+        code = main(cli_args(tmp_path, "--backend", "numba", "--verify-every", "1", "--on-mismatch", "stop"))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "parity MISMATCH at step 1: gelu (layer 3, bwd) tensor dfch: max abs err" in err
+    assert "training stopped: " in err and (tmp_path / "run" / "latest.pt").is_file()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["parity"]["summary"]["first_failure"]["tensor"] == "dfch"
+
+
+def test_cli_verify_needs_the_numba_backend(tmp_path, capsys):
+    from gpt2lab.gpt2.cli import main
+    assert main(cli_args(tmp_path, "--backend", "torch", "--verify-every", "1")) == 2
+    assert "--verify-every checks the numba kernels against PyTorch: it needs --backend numba" in capsys.readouterr().err
