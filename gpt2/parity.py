@@ -27,7 +27,6 @@ in float64, so the error reported is the kernels' float32 error alone. See TOLER
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -461,6 +460,8 @@ class VerifiedBackend:
         self._rows, self._step, self._extras = None, None, {}
 
     def __getattr__(self, name):  # config, name, eval_loss, generate, state_dict, ... pass straight through
+        if name == "backend":       # not set yet (copy, pickle): no endless recursion
+            raise AttributeError(name)
         return getattr(self.backend, name)
 
     def loss_and_grads(self, x, y) -> float:
@@ -518,14 +519,3 @@ def verified_backend(backend, every: int, on_mismatch: str = "warn", log: Callab
                            f"not {getattr(backend, 'name', type(backend).__name__)!r}")
     return VerifiedBackend(backend, every, on_mismatch, log)
 
-
-def parity_lines(path) -> list:
-    """The parity reports of a JSON training log: [{summary, rows}] of every verified step."""
-    out = []
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                if "parity" in rec:
-                    out.append(rec["parity"])
-    return out
