@@ -224,7 +224,6 @@ def pca_animation(coords: np.ndarray, ids, labels, steps, interval: int = 500):
     ax.set_ylabel("PC 2")
     dots = ax.scatter(coords[0, :, 0], coords[0, :, 1], c=colours, s=18)
     texts = [ax.text(x, y, lab, color=c, fontsize=8) for (x, y), lab, c in zip(coords[0], labels, colours)]
-    fig.tight_layout()
 
     def update(f):
         dots.set_offsets(coords[f])
@@ -234,6 +233,7 @@ def pca_animation(coords: np.ndarray, ids, labels, steps, interval: int = 500):
         return []
 
     update(0)
+    fig.tight_layout()  # after the title exists, so it is not cut off
     anim = FuncAnimation(fig, update, frames=F_, interval=interval, blit=False)
     plt.close(fig)
     return anim
@@ -246,7 +246,7 @@ def position_similarity(wpe: np.ndarray, T: int | None = None) -> np.ndarray:
 
 
 def position_similarity_figure(sim: np.ndarray, step=None, ax=None):
-    """Heatmap of position_similarity. Nearby positions of a trained model look alike (a bright diagonal band)."""
+    """Heatmap of position_similarity (T, T): red where two positions' rows point alike, blue where opposite."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.4))
     im = ax.imshow(sim, cmap=DIVERGING_CMAP, vmin=-1, vmax=1, interpolation="nearest")

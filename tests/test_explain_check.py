@@ -36,3 +36,11 @@ def test_torch_tensor_with_grad_and_python_numbers():
     t = torch.tensor([1.5], requires_grad=True) * 2
     assert cmp("t", t, [3.0], quiet=True)
     assert cmp("scalar", 0.1 + 0.2, 0.3, quiet=True)
+
+
+def test_tolerance_scales_with_the_reference_so_tiny_gradients_are_checked():
+    ref = np.full(5, 3e-4)
+    assert not cmp("tiny", ref * 1.1, ref, quiet=True)   # 10% off: a fixed atol of 1e-5 would pass this
+    assert cmp("tiny", ref * (1 + 1e-6), ref, quiet=True)
+    assert cmp("zeros", np.zeros(3), np.zeros(3), quiet=True)
+    assert not cmp("zeros", np.full(3, 1e-3), np.zeros(3), quiet=True)
