@@ -10,6 +10,16 @@ the FTZ/DAZ bits of the calling thread's MXCSR register. numba's kernels run on 
 so `flush_denormals()` sets the same bits in each of them (and in this thread), from inside a parallel loop.
 
     python -m gpt2lab.gpt2.kernel_backend --config tiny --batch 8 --seq 64   # step time, numba vs torch
+
+Threads: the CPU matmul calls OpenBLAS (through scipy), which starts its own thread pool beside numba's and
+torch's. On a small machine those extra threads spin-wait and the comparison measures that, not the kernels:
+set OPENBLAS_NUM_THREADS=1 (before Python starts) for a fair one. Measured on the 2-core CI machine while it
+was heavily loaded (load average 11-19, so only the ratios mean much), tiny, T=64, median of 8 steps:
+
+    OPENBLAS_NUM_THREADS=1, --threads 1, B=8    numba/torch 0.70 (CPU time 296 ms vs 426 ms per step)
+    OPENBLAS_NUM_THREADS=1, --threads 1, B=4    numba/torch 0.76 (155 ms vs 205 ms)
+    OPENBLAS_NUM_THREADS=1, --threads 2, B=8    numba/torch 0.89 (wall), 0.86 (CPU time)
+    OpenBLAS default,       --threads 1, B=4    numba/torch 2.9  (OpenBLAS's own threads spinning)
 """
 from __future__ import annotations
 
