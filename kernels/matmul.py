@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import glob
+import os
 
+import numba
 import numba._helperlib
 import numpy as np
-from numba import cuda, float32, njit, prange
+from numba import cfunc, cuda, float32, njit, prange
 
 from ._cuda import ceil_div, run_on_device
 from ._torch import autograd
@@ -39,12 +42,12 @@ from .check import OpSpec
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
-# The products go to BLAS's sgemm (multithreaded, blocked for the caches: no hand-written loop nest gets
-# near it). sgemm computes c = alpha op(a) op(b) + beta c. np.dot inside @njit calls it with beta = 0 only,
-# so `dweight += np.dot(dout.T, inp)` would build a temporary (154 MB for the lm_head) and add it in a
-# second pass. Calling sgemm with beta = 1 accumulates in place, llm.c's `+=`, and on an `out` pre-filled
-# with the bias it adds the bias for free (torch's addmm does the same). We reach sgemm the way numba's own
-# np.dot does: through numba's helper numba_xxgemm, which calls scipy's BLAS.
+# The products go to BLAS's sgemm (blocked for the caches: no hand-written loop nest gets near it).
+# sgemm computes c = alpha op(a) op(b) + beta c. np.dot inside @njit calls it with beta = 0 only, so
+# `dweight += np.dot(dout.T, inp)` would build a temporary (154 MB for the lm_head) and add it in a second
+# pass. Calling sgemm with beta = 1 accumulates in place, llm.c's `+=`, and on an `out` pre-filled with the
+# bias it adds the bias for free (torch's addmm does the same). We reach sgemm the way numba's own np.dot
+# does: through numba's helper numba_xxgemm, which calls scipy's BLAS.
 _c = ctypes
 _xxgemm = _c.CFUNCTYPE(_c.c_int, _c.c_byte, _c.c_byte, _c.c_byte,           # kind, transa, transb
                        _c.c_ssize_t, _c.c_ssize_t, _c.c_ssize_t,            # m, n, k
@@ -54,12 +57,41 @@ _xxgemm = _c.CFUNCTYPE(_c.c_int, _c.c_byte, _c.c_byte, _c.c_byte,           # ki
     numba._helperlib.c_helpers["xxgemm"])
 
 
+# Threads. Each product is split into one slice per numba thread (prange), and each thread calls BLAS
+# single-threaded on its slice. Measured here (2 cores shared with other jobs), OpenBLAS's own thread pool
+# ran these shapes 3-4x slower than one BLAS thread per numba thread: its threads spin and wait on each
+# other, while the numba slices are independent. Slices cut the big operand (weight or dweight) so that
+# no two threads stream the same 154 MB of lm_head weights. openblas_set_num_threads_local(1) makes just
+# the calling thread's BLAS calls single-threaded; without it (another BLAS) we make one call and let
+# BLAS thread itself.
+def _blas_threads_local():
+    """scipy's OpenBLAS's per-thread `openblas_set_num_threads_local`, or None where there is none."""
+    import scipy
+    for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "libscipy_openblas*")):
+        fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+        if fn is not None:
+            return _c.CFUNCTYPE(_c.c_int, _c.c_int)(_c.cast(fn, _c.c_void_p).value)
+    return None
+
+
+@cfunc("int32(int32)", cache=True)
+def _keep_blas_threads(n):
+    return n
+
+
+_set_blas_threads = _blas_threads_local()
+_SPLIT = _set_blas_threads is not None
+if not _SPLIT:
+    _set_blas_threads = _keep_blas_threads.ctypes
+
+
 @njit(cache=True)
 def _gemm(c, a, b, trans_a, trans_b, beta, xxgemm):
-    """c (M, N) = op(a) @ op(b) + beta * c for C-contiguous float32 arrays; op(x) = x.T if trans_x.
+    """c (M, N) = op(a) @ op(b) + beta * c, float32 row-major views (unit inner stride); op(x) = x.T if trans_x.
 
     BLAS is column-major: to it our row-major (M, N) array c is the N x M matrix c^T. So we ask it for
-    c^T = op(b)^T op(a)^T: b first, then a, each with its own transpose flag, and M, N swapped.
+    c^T = op(b)^T op(a)^T: b first, then a, each with its own transpose flag, and M, N swapped. The leading
+    dimensions are the row strides, so column slices like weight[:, lo:hi] work without a copy.
     xxgemm (the ctypes function) comes in as an argument, not a global, so numba can cache this function.
     """
     M, N = c.shape
@@ -68,28 +100,38 @@ def _gemm(c, a, b, trans_a, trans_b, beta, xxgemm):
     alpha_beta[0], alpha_beta[1] = 1.0, beta
     flag_a = ord("T") if trans_a else ord("N")
     flag_b = ord("T") if trans_b else ord("N")
-    xxgemm(ord("s"), flag_b, flag_a, N, M, K, alpha_beta.ctypes.data, b.ctypes.data, b.shape[1],
-           a.ctypes.data, a.shape[1], alpha_beta[1:].ctypes.data, c.ctypes.data, N)
+    xxgemm(ord("s"), flag_b, flag_a, N, M, K, alpha_beta.ctypes.data, b.ctypes.data, b.strides[0] // 4,
+           a.ctypes.data, a.strides[0] // 4, alpha_beta[1:].ctypes.data, c.ctypes.data, c.strides[0] // 4)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _fill_rows_cpu(out, bias):
-    """out (N, OC)[n] = bias (OC,) for every row n."""
-    for n in prange(out.shape[0]):
-        out[n] = bias
+@njit(parallel=True, cache=True)
+def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
+    """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)); thread j owns out[:, slice j of OC]."""
+    OC = weight.shape[0]
+    for j in prange(n_slices):
+        set_blas_threads(1)
+        lo, hi = j * OC // n_slices, (j + 1) * OC // n_slices
+        if bias is None:
+            _gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 0.0, xxgemm)  # beta 0: old out ignored
+        else:
+            for n in range(out.shape[0]):
+                out[n, lo:hi] = bias[lo:hi]
+            _gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 1.0, xxgemm)
 
 
-@njit(cache=True)
-def _matmul_forward_cpu(out, inp, weight, beta, xxgemm):
-    """out (N, OC) = inp (N, C) @ weight (OC, C)^T + beta * out: beta 1 on a bias-filled out, else 0."""
-    _gemm(out, inp, weight, False, True, beta, xxgemm)
+@njit(parallel=True, cache=True)
+def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
+    """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C).
 
-
-@njit(cache=True)
-def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, xxgemm):
-    """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C)."""
-    _gemm(dinp, dout, weight, False, False, 1.0, xxgemm)
-    _gemm(dweight, dout, inp, True, False, 1.0, xxgemm)
+    Thread j owns dinp[:, slice j of C] (reading weight[:, slice j]) and dweight[slice j of OC].
+    """
+    C, OC = inp.shape[1], weight.shape[0]
+    for j in prange(n_slices):
+        set_blas_threads(1)
+        lo, hi = j * C // n_slices, (j + 1) * C // n_slices
+        _gemm(dinp[:, lo:hi], dout, weight[:, lo:hi], False, False, 1.0, xxgemm)
+        lo, hi = j * OC // n_slices, (j + 1) * OC // n_slices
+        _gemm(dweight[lo:hi], dout[:, lo:hi], inp, True, False, 1.0, xxgemm)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -289,6 +331,10 @@ def _check_version(fn, version):
 
 
 # ---------------------------------------------------------------- public entry points
+def _n_slices():
+    return numba.get_num_threads() if _SPLIT else 1
+
+
 def _check_shapes(fn, inp, weight, **tensors):
     """Validate inp (B, T, C), weight (OC, C) and each tensor given as name=(array or None, "B,T,OC"-style dims).
 
@@ -319,11 +365,8 @@ def matmul_forward(out, inp, weight, bias, version=2):
         FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
                                               bias if has_bias else _no_bias(), has_bias)
     else:
-        out2 = out.reshape(N, OC)
-        if bias is not None:
-            _fill_rows_cpu(out2, bias)
-        # beta = 0: BLAS ignores out's old contents (not even NaN leaks through)
-        _matmul_forward_cpu(out2, inp.reshape(N, C), weight, 0.0 if bias is None else 1.0, _xxgemm)
+        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), _xxgemm,
+                            _set_blas_threads)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
@@ -347,7 +390,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
         if dbias is not None:
             matmul_backward_dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
     else:
-        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _xxgemm)
+        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), _xxgemm, _set_blas_threads)
         if dbias is not None:
             _bias_backward_cpu(dbias, dout2)
 
