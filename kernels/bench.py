@@ -287,47 +287,40 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print) -> 
 
 
 def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print) -> list[dict]:
-    """One training step (forward, backward, AdamW) of the kernel model vs the PyTorch reference."""
+    """One training step (forward, backward, clip, AdamW) of the numba backend vs the torch backend.
+
+    Both are the trainer's own backends (gpt2lab.gpt2.train.TorchBackend and kernel_backend.NumbaBackend)
+    with the same config, seed, batch and optimizer settings, so this is the step `gpt2lab train` takes.
+    """
     import torch
     try:
         from gpt2lab.gpt2.config import GPTConfig
-        from gpt2lab.gpt2.kernel_model import KernelGPT2
-        from gpt2lab.gpt2.model import GPT2
+        from gpt2lab.gpt2.kernel_backend import NumbaBackend
+        from gpt2lab.gpt2.train import OptimConfig, TorchBackend
     except ImportError as e:
         progress(f"  training step: skipped ({e})")
         return []
+    if device != "cpu":
+        progress("  training step: the torch backend runs on the CPU only; comparing on cpu")
     torch.set_flush_denormal(True)
-    rows, sync = [], _sync_for(device)
+    rows = []
     for name in configs:
         cfg = GPTConfig.preset(name)
-        torch.manual_seed(0)
-        ref = GPT2(cfg).to("cuda" if device == "cuda" else "cpu")
-        ours_model = KernelGPT2(cfg, device=device)
-        ours_model.from_torch(ref)
-        opt = torch.optim.AdamW(ref.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+        ours_b, torch_b = NumbaBackend(cfg, OptimConfig(), seed=0), TorchBackend(cfg, OptimConfig(), seed=0)
         rng = np.random.default_rng(0)
         x = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
         y = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
-        tx, ty = (torch.tensor(a, device=ref.lm_head.weight.device) for a in (x, y))
 
-        def ours():
-            ours_model.forward(x, y)
-            ours_model.zero_grad()
-            ours_model.backward()
-            ours_model.adamw_step(1e-4)
-
-        def theirs():
-            _, loss = ref(tx, ty)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        t_ours, t_torch = side_by_side(ours, theirs, reps, sync)
-        row = {"config": name, "B": B, "T": T, "device": device, "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
+        def step(backend):
+            backend.loss_and_grads(x, y)
+            backend.optimizer_step(1e-4)
+        t_ours, t_torch = side_by_side(lambda: step(ours_b), lambda: step(torch_b), reps)
+        row = {"config": name, "B": B, "T": T, "device": "cpu", "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
                "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch}
         rows.append(row)
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
                  f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
-        del ref, ours_model, opt
+        del ours_b, torch_b
     return rows
 
 
