@@ -1,0 +1,226 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 5: Backpropagation
+#
+# Training needs one number per weight: how much the loss would change if that weight moved a little, the
+# **gradient**. Backpropagation gets all of them in one sweep backwards through the computation: every
+# operation knows its own *local* derivative, and the chain rule multiplies them along each path, adding
+# where paths meet.
+#
+# We build that idea twice: first for single numbers, with a graph you can see; then for one whole
+# transformer block of our Shakespeare model, every gradient by hand with our kernels and checked against
+# PyTorch. Forward is drawn in blue, gradients in orange, as in every lesson.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import numpy as np
+import torch
+from IPython.display import HTML, display
+
+from gpt2lab.datasets import gpt2_encoding
+from gpt2lab.explain import backprop as BP
+from gpt2lab.explain.autograd import Value, neuron
+from gpt2lab.explain.check import cmp
+from gpt2lab.explain.gradflow import gradflow_animation, gradflow_over_training, stream_grads
+from gpt2lab.explain.graph import backward_animation, draw_graph
+from gpt2lab.explain.palette import RUNNING_EXAMPLE
+from gpt2lab.gpt2 import course_checkpoints, course_model
+from gpt2lab.widgets.backprop import BackpropStepper, GradFlowView
+
+model, info = course_model()   # the tiny GPT-2 trained on Shakespeare (trained once, then loaded from the cache)
+enc = gpt2_encoding()
+ids = np.array(enc.encode_ordinary(RUNNING_EXAMPLE))
+print(RUNNING_EXAMPLE, "->", len(ids), "tokens")
+
+# %% [markdown]
+# ## 1. One neuron, one graph
+#
+# `out = tanh(x1*w1 + x2*w2 + b)`. Each box is a `Value`: its number (`data`) and, after `backward()`,
+# d out / d itself (`grad`). Each operation stores a tiny closure, its *local backward*: `+` passes the
+# gradient through unchanged, `*` hands each input the other input's value times the gradient,
+# `tanh` multiplies by `1 - tanh²`. `backward()` visits the nodes in reverse topological order, so a node's
+# gradient is complete before it is passed on.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+x1, x2 = Value(2.0, "x1"), Value(0.0, "x2")
+w1, w2, b = Value(-3.0, "w1"), Value(1.0, "w2"), Value(6.8813735870195432, "b")
+out = neuron([x1, x2], [w1, w2], b)
+out.backward()
+fig = draw_graph(out)
+
+# %% [markdown]
+# Watch the gradient arrive, one local backward at a time (a dot means no gradient has arrived yet):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+HTML(backward_animation(out).to_jshtml())
+
+# %% [markdown]
+# ## 2. Check against PyTorch
+#
+# The same expression with `torch` tensors, and autograd's gradients next to ours. `cmp` prints whether the
+# two are exactly equal, close, and the largest difference: the one-line check every lesson uses.
+
+# %%
+t = {n: torch.tensor(v.data, dtype=torch.float64, requires_grad=True) for n, v in
+     dict(x1=x1, x2=x2, w1=w1, w2=w2, b=b).items()}
+torch.tanh(t["x1"] * t["w1"] + t["x2"] * t["w2"] + t["b"]).backward()
+for v in (x1, x2, w1, w2, b):
+    assert cmp(f"d{v.label}", v.grad, t[v.label].grad)
+
+# %% [markdown]
+# A value used twice gets a gradient from each use, which is why every local backward *adds* (`+=`):
+
+# %%
+a = Value(3.0, "a")
+y = a * a + a          # dy/da = 2a + 1 = 7
+y.backward()
+assert cmp("da", a.grad, 7.0)
+
+# %% [markdown]
+# ### Play
+#
+# Type any expression over `a`, `b`, `c` (with `+ - * / **`, `.tanh() .exp() .relu() .log()`), set the
+# inputs, and step backwards through it. Try `a*a` or `(a + b) * (a - b)`: where two paths leave a node, two
+# gradients come back and add.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+BackpropStepper("(a*b + c).tanh() * a", "a=2, b=-3, c=6.5")
+
+# %% [markdown]
+# ## 3. The same, for a whole transformer block
+#
+# Tensors instead of numbers, but the same story. The forward of one GPT-2 block, and what each backward
+# will need cached (llm.c's list):
+#
+# | forward | shape | cached for backward |
+# |---|---|---|
+# | `ln1 = layernorm(x)` | (B, T, C) | `mean1, rstd1` |
+# | `qkv = ln1 @ Wqkv.T + b` | (B, T, 3C) | `ln1` (the matmul's input) |
+# | `atty = attention(qkv)` | (B, T, C) | `att`, the softmax (B, NH, T, T) |
+# | `res2 = x + atty @ Wproj.T + b` | (B, T, C) | `atty` |
+# | `ln2 = layernorm(res2)` | (B, T, C) | `mean2, rstd2` |
+# | `fchg = gelu(ln2 @ Wfc.T + b)` | (B, T, 4C) | `ln2`, `fch` |
+# | `out = res2 + fchg @ Wfcproj.T + b` | (B, T, C) | `fchg` |
+#
+# Backward runs the list bottom to top. Each op's backward takes d loss / d its output and *adds* d loss /
+# d each input (and weight) into zeroed buffers, so the residual connections need nothing special: x and
+# res2 each receive one gradient through the branch and one straight through, and they add up. These are
+# the ops we run, our numba kernels:
+
+# %%
+print({op: kind for op, (_, _, kind) in BP.block_ops().items()})
+
+# %% [markdown]
+# Let's send the running example through the trained model and take block 0. Its input `x` is the
+# embeddings of the sentence, and the upstream gradient `dout` is the real d loss / d (block 0's output)
+# that the rest of the network sends back when the model predicts each next token.
+
+# %%
+loss, xs, dxs = stream_grads(model, ids[None, :-1], ids[None, 1:])
+x, dout = xs[0], dxs[1]            # block 0: input x_0, upstream gradient dL/dx_1
+params = BP.block_params(model, layer=0)
+n_head = model.config.n_head
+cache = BP.block_forward(x, params, n_head)
+grads = BP.block_backward(dout, cache, params, n_head)
+print(f"loss {loss:.3f}; x {x.shape}, qkv {cache['qkv'].shape}, att {cache['att'].shape}")
+
+# %% [markdown]
+# Now torch autograd of the very same block (in float64), and every gradient side by side, from the output
+# back to the input, in the order backward produces them:
+
+# %%
+ref = BP.block_reference(x, params, n_head, dout)
+assert cmp("out", cache["out"], ref["out"])
+assert all([cmp(name, grads[name], ref[name]) for name in BP.gradient_names()])
+
+# %% [markdown]
+# The gradient we computed for the block's input is exactly the one the *whole* model's autograd put on the
+# embeddings: our block slots into the real backward pass.
+
+# %%
+assert cmp("dx vs model", grads["dx"], dxs[0])
+
+# %% [markdown]
+# A few one-liners worth looking at: the attention's input gradient is three gradients side by side
+# (q, k, v), and the last layernorm's weight gradient sums over every position.
+
+# %%
+C = model.config.n_embd
+assert cmp("dq", grads["dqkv"][..., :C], ref["dqkv"][..., :C])
+assert cmp("dv", grads["dqkv"][..., 2 * C:], ref["dqkv"][..., 2 * C:])
+assert cmp("dln_2.weight", grads["dln_2.weight"], ref["dln_2.weight"])
+
+# %% [markdown]
+# ## 4. Watch: gradient flow during training
+#
+# How big are the gradients, layer by layer? For a fixed batch of Shakespeare, at every saved checkpoint of
+# the course model: on the left, the norm of d loss / d W for each layer's parameter groups (log scale); on
+# the right, the gradient on the residual stream entering each block. Layers run left to right.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from gpt2lab.datasets import load_tokens
+
+xb, yb = load_tokens().batch("val", 8, 64, np.random.default_rng(0))
+flow = gradflow_over_training(course_checkpoints(), xb, yb)
+HTML(gradflow_animation(flow).to_jshtml())
+
+# %% [markdown]
+# Things to notice: at step 0 the embeddings and the first layers get tiny gradients next to the last ones;
+# as the loss falls, the residual stream keeps the gradient reaching `x0` nearly as large as at the output
+# (the `+` in `x + f(x)` passes it through unchanged, the same rule as in the neuron above). The layernorm
+# groups (`ln_1`, `ln_2`) have few parameters, so their norms stay small.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+GradFlowView(flow)
+
+# %% [markdown]
+# ## 5. Exercise: the layernorm backward
+#
+# With `norm = (x - mean) * rstd` and `y = norm * w + b` over the last axis (C), write the backward:
+#
+# - `dbias = sum of dout` and `dweight = sum of dout * norm`, over every position (B and T),
+# - `dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))` with `dnorm = dout * w`, means over C.
+#
+# (The two means are the gradients through `mean` and `rstd`: moving one input moves every output.)
+# Shapes: `dout, x: (B, T, C)`, `w: (C,)`, `mean, rstd: (B, T)`; return `(dx, dweight, dbias)`.
+
+# %% tags=["exercise"]
+def layernorm_backward(dout, x, w, mean, rstd):
+    """Your code: return (dx (B, T, C), dweight (C,), dbias (C,))."""
+    raise NotImplementedError("write me, then run the check below")
+
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+def layernorm_backward(dout, x, w, mean, rstd):
+    """The solution (`make handouts` removes this cell)."""
+    norm = (x - mean[..., None]) * rstd[..., None]
+    dnorm = dout * w
+    dx = rstd[..., None] * (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True))
+    return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
+
+
+# %%
+assert BP.check_layernorm_backward(layernorm_backward)
+
+# %% [markdown]
+# ## What's next
+#
+# We can now get every gradient of the model. Lesson 6 uses them: AdamW turns gradients into updates, and
+# we watch the model that continues *"To be, or not to be"* learn, step by step.
