@@ -1,0 +1,405 @@
+"""Which thread touched which memory: a traced run of the CUDA layernorm kernel (GPU-Puzzles' `show()`).
+
+numba's CUDA simulator runs every CUDA thread as a Python thread with Python semantics, so a kernel's
+arrays can be replaced by recording proxies: each `inp[r, i]` read or `out[r, i] = ...` write logs
+(block, thread, array, index, op, phase, value). `phase` counts the `syncthreads` barriers the thread
+has passed, so events in one phase happened between the same two barriers. Shared memory is recorded
+the same way (the simulator's `cuda.shared.array` is patched to hand out a proxy).
+
+The simulator is switched on by NUMBA_ENABLE_CUDASIM=1, read when numba is first imported, and it must
+never leak into the caller (a notebook has already imported numba for the CPU kernels). So the run
+happens in a subprocess:
+
+    trace = trace_layernorm("v2", inp (N, C) float32)      # runs `python -m gpt2lab.explain.cudatrace`
+
+which passes the trace back as JSON. The pictures (`access_diagram`, `reduction_diagram`) are computed from
+the trace, never drawn by hand.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+KERNELS = ("v1", "v2")
+READ_COLOR = "#9ecae1"     # forward blues: a read is light,
+WRITE_COLOR = "#08519c"    # a write dark
+IDLE_COLOR = "#f0f0f0"
+
+
+class Event(NamedTuple):
+    """One memory access by one CUDA thread. index is the flat (C-order) element index."""
+    seq: int
+    block: int
+    thread: int
+    array: str
+    index: int
+    op: str          # "read" or "write"
+    phase: int       # barriers (syncthreads) this thread had passed
+    value: float
+
+
+@dataclass
+class Trace:
+    """A traced kernel launch. shapes: array name -> shape; outputs: array name -> values after the run."""
+    kernel: str
+    grid: int
+    block: int
+    shapes: dict
+    events: list = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)
+
+    def title(self) -> str:
+        N, C = self.shapes["inp"]
+        return f"layernorm_forward_kernel_{self.kernel}[grid={self.grid}, block={self.block}]  (N={N}, C={C})"
+
+    def select(self, **where) -> list[Event]:
+        """Events whose fields equal `where`, e.g. trace.select(array="scratch", block=0)."""
+        return [e for e in self.events if all(getattr(e, k) == v for k, v in where.items())]
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["events"] = [list(e) for e in self.events]
+        d["outputs"] = {k: np.asarray(v).tolist() for k, v in self.outputs.items()}
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        d = json.loads(text)
+        d["events"] = [Event(*e) for e in d["events"]]
+        d["shapes"] = {k: tuple(v) for k, v in d["shapes"].items()}
+        d["outputs"] = {k: np.asarray(v, dtype=np.float32) for k, v in d["outputs"].items()}
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inside the simulator (the subprocess)
+# ---------------------------------------------------------------------------------------------------------
+
+class Recorder:
+    """Collects events from every simulated thread. list.append is atomic under the GIL."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+        self._seq = itertools.count()
+
+    def log(self, array: str, shape, index, op: str, value) -> None:
+        thread = threading.current_thread()   # a simulator BlockThread: it knows its blockIdx and threadIdx
+        flat = int(np.ravel_multi_index(index if isinstance(index, tuple) else (index,), shape))
+        self.events.append(Event(next(self._seq), int(thread.blockIdx.x), int(thread.threadIdx.x), array,
+                                 flat, op, getattr(thread, "phase", 0), float(value)))
+
+
+class Recording:
+    """A stand-in for a kernel's array: indexing works as on the array, and every access is logged.
+
+    The simulator passes kernel arguments that are not numpy arrays through untouched, so the kernel
+    body indexes this object directly.
+    """
+
+    def __init__(self, name: str, array: np.ndarray, recorder: Recorder):
+        self.name, self.array, self.recorder = name, array, recorder
+        self.shape, self.dtype, self.ndim, self.size = array.shape, array.dtype, array.ndim, array.size
+
+    def __getitem__(self, index):
+        value = self.array[index]
+        self.recorder.log(self.name, self.shape, index, "read", value)
+        return value
+
+    def __setitem__(self, index, value):
+        self.array[index] = value
+        self.recorder.log(self.name, self.shape, index, "write", self.array[index])
+
+    def __len__(self):
+        return len(self.array)
+
+
+def _install_hooks(recorder: Recorder) -> None:
+    """Count barriers per thread, and hand out recording shared arrays (one per source line, as the
+    simulator does: all threads of a block calling cuda.shared.array on one line get the same array)."""
+    from numba.cuda.simulator import kernel, kernelapi
+
+    barrier = kernel.BlockThread.syncthreads
+
+    def syncthreads(self):
+        barrier(self)
+        self.phase = getattr(self, "phase", 0) + 1
+
+    kernel.BlockThread.syncthreads = syncthreads
+
+    def shared_array(self, shape, dtype, alignment=None):
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        if key not in self._allocations:
+            from numba.np import numpy_support
+            dtype = numpy_support.as_dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+            self._allocations[key] = Recording("scratch", np.zeros(shape, dtype), recorder)
+        return self._allocations[key]
+
+    kernelapi.FakeCUDAShared.array = shared_array
+
+
+def _run_traced(kernel: str, inp: np.ndarray, block: int) -> Trace:
+    """Launch layernorm forward `kernel` on inp (N, C) with recording arrays. Simulator only."""
+    from gpt2lab.kernels import layernorm as L
+
+    N, C = inp.shape
+    rng = np.random.default_rng(0)
+    arrays = {"out": np.zeros((N, C), np.float32), "mean": np.zeros(N, np.float32),
+              "rstd": np.zeros(N, np.float32), "inp": inp,
+              "weight": (1 + 0.1 * rng.standard_normal(C)).astype(np.float32),
+              "bias": (0.1 * rng.standard_normal(C)).astype(np.float32)}
+    recorder = Recorder()
+    _install_hooks(recorder)
+    args = [Recording(name, a, recorder) for name, a in arrays.items()]
+    if kernel == "v1":   # one thread per row: blocks of `block` threads, enough of them to cover N rows
+        grid = (N + block - 1) // block
+        L.layernorm_forward_kernel_v1[grid, block](*args)
+    else:                # one block per row; the tree reduction needs a power-of-two block
+        grid = N
+        L.layernorm_forward_kernel_v2[grid, block](*args)
+    events = sorted(recorder.events, key=lambda e: e.seq)
+    return Trace(kernel, grid, block, {k: a.shape for k, a in arrays.items()} | {"scratch": (L.BLOCK,)},
+                 events, {k: arrays[k].tolist() for k in ("out", "mean", "rstd", "weight", "bias")})
+
+
+def main(argv=None) -> int:
+    """`python -m gpt2lab.explain.cudatrace KERNEL BLOCK` with inp as JSON on stdin; the trace on stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        print("cudatrace: run with NUMBA_ENABLE_CUDASIM=1 (use trace_layernorm from Python)", file=sys.stderr)
+        return 2
+    sys.setswitchinterval(1e-4)   # simulated threads are Python threads: cheaper barriers
+    kernel, block = argv[0], int(argv[1])
+    inp = np.asarray(json.loads(sys.stdin.read()), dtype=np.float32)
+    sys.stdout.write(_run_traced(kernel, inp, block).to_json())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the caller's side
+# ---------------------------------------------------------------------------------------------------------
+
+def _check_args(kernel: str, inp: np.ndarray, block: int) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"trace_layernorm: kernel must be one of {KERNELS}, got {kernel!r}")
+    if inp.ndim != 2 or inp.size == 0:
+        raise ValueError(f"trace_layernorm: inp must be a non-empty (N, C) array, got shape {inp.shape}")
+    if inp.size > 4096:
+        raise ValueError(f"trace_layernorm: inp {inp.shape} is too big to trace (at most 4096 elements: "
+                         "every simulated thread is a Python thread)")
+    if not np.all(np.isfinite(inp)):
+        raise ValueError("trace_layernorm: inp has non-finite values")
+    if kernel == "v2" and (block < 1 or block & (block - 1) or block > 256):
+        raise ValueError(f"trace_layernorm: v2's tree reduction needs a power-of-two block <= 256, got {block}")
+    if kernel == "v1" and not 1 <= block <= 256:
+        raise ValueError(f"trace_layernorm: block must be in 1..256, got {block}")
+
+
+def trace_layernorm(kernel: str = "v2", inp=None, block: int = 8, timeout: float = 120) -> Trace:
+    """Run layernorm forward `kernel` ("v1" thread per row, "v2" block per row) in numba's CUDA simulator
+    on inp (N, C) float32 (default: 2 random rows of 16 channels), recording every memory access.
+
+    The simulator runs in a subprocess, so NUMBA_ENABLE_CUDASIM never reaches this process.
+    Raises ValueError for a bad kernel, block or input; RuntimeError when the subprocess fails.
+    """
+    if inp is None:
+        inp = np.random.default_rng(0).normal(1.0, 2.0, (2, 16))
+    inp = np.ascontiguousarray(inp, dtype=np.float32)
+    _check_args(kernel, inp, block)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-m", "gpt2lab.explain.cudatrace", kernel, str(block)],
+                          input=json.dumps(inp.tolist()), capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"trace_layernorm: the simulator run failed:\n{proc.stderr[-2000:]}")
+    return Trace.from_json(proc.stdout)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading a trace
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ReductionStep:
+    """One phase of a shared-memory tree reduction in one block.
+
+    kind: "store" (every thread writes its partial sum), "stride" (thread t < stride adds
+    scratch[t + stride] into scratch[t]) or "broadcast" (every thread reads the total scratch[0]).
+    reads, writes: (thread, index) pairs; scratch: the scratch values after the phase (blockDim,).
+    """
+    phase: int
+    kind: str
+    stride: int
+    reads: list
+    writes: list
+    scratch: np.ndarray
+
+
+def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[ReductionStep]:
+    """The steps of the `reduction`-th block_sum in CUDA block `block` of a v2 trace (0: the sum for the
+    mean, 1: the sum of squares for the variance). Raises ValueError when there is none."""
+    events = trace.select(array="scratch", block=block)
+    phases = sorted({e.phase for e in events})
+    groups, current = [], None
+    for p in phases:
+        ev = [e for e in events if e.phase == p]
+        reads = [(e.thread, e.index) for e in ev if e.op == "read"]
+        writes = [(e.thread, e.index) for e in ev if e.op == "write"]
+        if writes and not reads:       # every thread stores its partial sum: a new reduction starts
+            current = []
+            groups.append(current)
+        if current is not None:
+            current.append((p, reads, writes))
+    if not 0 <= reduction < len(groups):
+        raise ValueError(f"reduction_steps: block {block} of this trace has {len(groups)} reductions, "
+                         f"asked for number {reduction}")
+    scratch = np.zeros(trace.block)
+    steps = []
+    for p, reads, writes in groups[reduction]:
+        for e in events:
+            if e.phase == p and e.op == "write" and e.index < trace.block:
+                scratch[e.index] = e.value
+        if not reads:
+            kind, stride = "store", 0
+        elif not writes:
+            kind, stride = "broadcast", 0
+        else:
+            kind = "stride"
+            stride = max(i for _, i in reads) - max(i for _, i in writes)
+        steps.append(ReductionStep(p, kind, stride, sorted(reads), sorted(writes), scratch.copy()))
+    return steps
+
+
+def step_caption(step: ReductionStep) -> str:
+    if step.kind == "store":
+        return f"phase {step.phase}: each thread t stores its partial sum in scratch[t]"
+    if step.kind == "broadcast":
+        return f"phase {step.phase}: every thread reads the total, scratch[0] = {step.scratch[0]:.4g}"
+    n = len(step.writes)
+    return f"phase {step.phase}: stride {step.stride}: threads 0..{n - 1} add scratch[t + {step.stride}] into scratch[t]"
+
+
+def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> None:
+    """rows = threads, columns = scratch elements; light = read, dark = write, arrows from read to written."""
+    nthreads = n = trace.block
+    grid = np.zeros((nthreads, n))
+    for t, i in step.reads:
+        grid[t, i] = 1
+    for t, i in step.writes:
+        grid[t, i] = 2
+    from matplotlib.colors import ListedColormap
+    ax.imshow(grid, cmap=ListedColormap([IDLE_COLOR, READ_COLOR, WRITE_COLOR]), vmin=0, vmax=2, aspect="equal")
+    for t, i in step.writes:
+        if values:
+            ax.text(i, t, f"{step.scratch[i]:.2g}", ha="center", va="center", color="white", fontsize=6)
+        for rt, ri in step.reads:
+            if rt == t and ri != i:   # the element this thread adds in, arrow into the one it writes
+                ax.annotate("", xy=(i + 0.3, t), xytext=(ri - 0.3, t),
+                            arrowprops=dict(arrowstyle="->", color="#d95f02", lw=1.2))
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(nthreads))
+    ax.set_xticks(np.arange(-0.5, n), minor=True)
+    ax.set_yticks(np.arange(-0.5, nthreads), minor=True)
+    ax.grid(which="minor", color="white", lw=1)
+    ax.tick_params(which="minor", length=0, labelsize=7)
+    ax.set_xlabel("scratch[i]")
+    label = {"store": "store", "broadcast": "read total"}.get(step.kind, f"stride {step.stride}")
+    ax.set_title(f"phase {step.phase}: {label}", fontsize=9)
+
+
+def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: int | None = None, axes=None):
+    """The shared-memory tree reduction of a v2 trace, one panel per phase (or only phase number `step`).
+
+    In each panel rows are the block's threads and columns the scratch elements: light cells are read,
+    dark cells written (with the value written), arrows go from the element a thread adds in to the one
+    it writes. The stride halves from panel to panel until scratch[0] holds the row's sum.
+    """
+    import matplotlib.pyplot as plt
+
+    steps = reduction_steps(trace, block, reduction)
+    shown = steps if step is None else [steps[step]]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown) + 0.6, 2.9), squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    for ax, s in zip(axes, shown):
+        _draw_step(ax, trace, s)
+    axes[0].set_ylabel(f"threadIdx.x  (block {block})")
+    what = ("sum of x (for the mean)", "sum of (x - mean)^2 (for the variance)")[reduction] \
+        if reduction < 2 else f"reduction {reduction}"
+    fig.suptitle(f"{trace.title()}\nblock_sum #{reduction}: {what}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def access_grid(trace: Trace, array: str = "inp", op: str = "read", phase: int | None = None) -> np.ndarray:
+    """(threads, elements) int: how often each (block, thread) touched each element of `array`.
+
+    Rows are global thread numbers block * blockDim + thread; columns flat element indices.
+    """
+    n_threads = trace.grid * trace.block
+    size = int(np.prod(trace.shapes[array]))
+    grid = np.zeros((n_threads, size), dtype=int)
+    for e in trace.events:
+        if e.array == array and e.op == op and (phase is None or e.phase == phase):
+            grid[e.block * trace.block + e.thread, e.index] += 1
+    return grid
+
+
+def first_touch(trace: Trace, array: str = "inp", op: str = "read") -> np.ndarray:
+    """(threads, elements): the order (0, 1, 2, ...) in which each thread first touched each element, -1 if
+    never. Neighbouring threads touching neighbouring elements at the same step is a coalesced load."""
+    n_threads = trace.grid * trace.block
+    size = int(np.prod(trace.shapes[array]))
+    order = -np.ones((n_threads, size), dtype=int)
+    counts = np.zeros(n_threads, dtype=int)
+    for e in trace.events:
+        g = e.block * trace.block + e.thread
+        if e.array == array and e.op == op and order[g, e.index] < 0:
+            order[g, e.index] = counts[g]
+            counts[g] += 1
+    return order
+
+
+def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
+    """Which thread reads which element of `array` (flattened row by row), each cell labelled with the
+    thread's step number: v1's thread walks its own row (steps 0, 1, 2, ... along a row), v2's threads of a
+    block read neighbouring elements at the same step (a coalesced load)."""
+    import matplotlib.pyplot as plt
+
+    order = first_touch(trace, array, op)
+    active = np.flatnonzero((order >= 0).any(axis=1))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(min(0.32 * order.shape[1] + 1.5, 14), 0.3 * max(len(active), 2) + 1.6))
+    shown = np.ma.masked_less(order[active], 0)
+    ax.imshow(shown, cmap="Blues_r", aspect="auto", vmin=0, vmax=max(order.max(), 1) * 1.6)
+    for (r, c), v in np.ndenumerate(order[active]):
+        if v >= 0:
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=6, color="white" if v < order.max() * 0.6 else "black")
+    ax.set_yticks(range(len(active)))
+    ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=7)
+    ax.set_xlabel(f"{array} element (flat: row * C + channel)")
+    N, C = trace.shapes["inp"]
+    for r in range(1, N):
+        ax.axvline(r * C - 0.5, color="k", lw=1)
+    idle = trace.grid * trace.block - len(active)
+    ax.set_title(f"{trace.title()}: {op}s of {array}" + (f"  ({idle} idle threads not shown)" if idle else ""),
+                 fontsize=9)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Event", "Trace", "trace_layernorm", "ReductionStep", "reduction_steps", "step_caption",
+           "reduction_diagram", "access_grid", "first_touch", "access_diagram", "KERNELS"]
