@@ -143,7 +143,8 @@ def block_params(model, layer: int = 0) -> dict[str, np.ndarray]:
 
 
 def random_block_params(C: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """GPT-2-like random parameters for one block of width C (LN weights near 1, matrices std 0.02... scaled)."""
+    """Random parameters for one block of width C: LN weights near 1, small biases, matrices with std 1/sqrt(fan_in)
+    (so activations stay of order 1 and every gradient is of a size float32 can check)."""
     rng = np.random.default_rng(seed)
     shapes = {"ln_1.weight": (C,), "ln_1.bias": (C,), "attn.c_attn.weight": (3 * C, C), "attn.c_attn.bias": (3 * C,),
               "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,), "ln_2.weight": (C,), "ln_2.bias": (C,),
@@ -201,9 +202,8 @@ def block_backward(dout: np.ndarray, cache: dict, params: dict, n_head: int, ops
     ops["attention"][1](g["dqkv"], g["datty"], a["qkv"], a["att"], n_head)
     ops["matmul"][1](g["dln1"], g["dattn.c_attn.weight"], g["dattn.c_attn.bias"], g["dqkv"], a["ln1"],
                      p["attn.c_attn.weight"])
-    ops["layernorm"][1](g["dx"], g["dln_1.weight"], g["dln_1.bias"], g["dln1"], x := a["x"], p["ln_1.weight"],
+    ops["layernorm"][1](g["dx"], g["dln_1.weight"], g["dln_1.bias"], g["dln1"], a["x"], p["ln_1.weight"],
                         a["mean1"], a["rstd1"])
-    del x
     return g
 
 

@@ -176,15 +176,23 @@ assert cmp("dln_2.weight", grads["dln_2.weight"], ref["dln_2.weight"])
 # NBVAL_IGNORE_OUTPUT
 from gpt2lab.datasets import load_tokens
 
-xb, yb = load_tokens().batch("val", 8, 64, np.random.default_rng(0))
+xb, yb = load_tokens().batch("val", 4, 64, np.random.default_rng(0))   # a fixed batch of Shakespeare
 flow = gradflow_over_training(course_checkpoints(), xb, yb)
 HTML(gradflow_animation(flow).to_jshtml())
 
 # %% [markdown]
-# Things to notice: at step 0 the embeddings and the first layers get tiny gradients next to the last ones;
-# as the loss falls, the residual stream keeps the gradient reaching `x0` nearly as large as at the output
-# (the `+` in `x + f(x)` passes it through unchanged, the same rule as in the neuron above). The layernorm
-# groups (`ln_1`, `ln_2`) have few parameters, so their norms stay small.
+# Things to notice:
+#
+# - **Step 0**: the loss is ln(50257) ≈ 10.8 (a uniform guess), and every layer gets gradients of about the
+#   same size; along the residual stream the gradient barely shrinks from `x4` back to `x0`. The `+` in
+#   `x + f(x)` passes the gradient through unchanged, the same rule as in the neuron above.
+# - **Later**: block 0 learns to make the stream large (its spread grows from about 0.08 to about 9), and
+#   every layernorm after it divides by that spread, in the backward too (`dx` is multiplied by `rstd`). So the
+#   gradients on `x1`..`x4` and on layers 1-3 drop about a hundredfold, while `x0`, the small embeddings, still
+#   gets a large one. AdamW divides each update by its gradient's running size, so training carries on.
+# - The layernorm groups (`ln_1`, `ln_2`) have few parameters, so their norms stay small.
+#
+# The slider below shows the same frames, with the embedding tables' gradient norms (watch `wte` at step 25).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
