@@ -111,6 +111,7 @@ def _train_course(folder: Path, progress: bool) -> dict:
                 final_val_loss=result.val_loss, seconds=round(result.seconds, 1),
                 tokens_per_s=round(result.tokens_per_s))
     _write_json_atomic(folder / MARKER, info)  # last: its presence means every frame is on disk
+    (folder / "latest.pt").unlink(missing_ok=True)  # resume state (AdamW moments): 3x a frame, no longer needed
     return info
 
 

@@ -210,6 +210,7 @@ def test_course_model_trains_once_then_loads(tmp_path, monkeypatch):
     model, info = course.course_model()
     assert info["step"] == 4 and info["val_loss"] is not None and len(info["history"]["train_loss"]) == 4
     assert [s for s, _ in course.course_checkpoints()] == [0, 2, 4]
+    assert not (course.course_dir() / "latest.pt").exists()  # the resume state is dropped once done
     assert course.course_dir() == tmp_path / "cache" / "course-tiny"
 
     def no_training(*a, **k):
