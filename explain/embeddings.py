@@ -185,6 +185,22 @@ def neighbours_html(enc, token_id: int, neighbours: list[tuple[int, float]]) -> 
     return "".join(rows)
 
 
+def checkpoint_tables(checkpoints, token_ids) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The embedding tables over training, keeping only what the pictures need (a frame is ~29 MB in full).
+
+    checkpoints: [(step, path)] as course_checkpoints() returns; token_ids: (N,) rows of wte to keep.
+    Returns steps, wte_rows (F, N, C) and wpes (F, maxT, C)."""
+    from gpt2lab.gpt2.checkpoint import load_checkpoint
+
+    steps, rows, wpes = [], [], []
+    for step, path in checkpoints:
+        params = load_checkpoint(path)["params"]
+        steps.append(int(step))
+        rows.append(params["transformer.wte.weight"][np.asarray(token_ids)])
+        wpes.append(params["transformer.wpe.weight"])
+    return steps, np.stack(rows), np.stack(wpes)
+
+
 def pca_2d(X: np.ndarray) -> np.ndarray:
     """The rows of X (N, C) projected on their two main directions of variation: (N, 2)."""
     Xc = X - X.mean(0)

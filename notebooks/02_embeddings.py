@@ -34,7 +34,6 @@ from gpt2lab.explain.check import cmp
 from gpt2lab.explain.gradflow import stream_grads
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.gpt2 import course_checkpoints, course_model
-from gpt2lab.gpt2.checkpoint import load_checkpoint
 from gpt2lab.widgets.embeddings import NeighbourExplorer, PositionSimilarityView
 
 model, info = course_model()        # trained once, then read from the cache
@@ -151,10 +150,9 @@ NeighbourExplorer(wte, enc, candidates=seen, counts=counts, text="the")
 # %%
 # NBVAL_IGNORE_OUTPUT
 words = E.frequent_tokens(counts, enc, n=60)
-frames = course_checkpoints()
-tables = [load_checkpoint(path)["params"] for _, path in frames]
-coords = E.aligned_pca([t["transformer.wte.weight"][words] for t in tables])
-HTML(E.pca_animation(coords, words, E.token_labels(enc, words), [s for s, _ in frames]).to_jshtml())
+steps, wte_rows, wpes = E.checkpoint_tables(course_checkpoints(), words)   # (F, 60, C), (F, maxT, C)
+coords = E.aligned_pca(wte_rows)                                            # (F, 60, 2)
+HTML(E.pca_animation(coords, words, E.token_labels(enc, words), steps).to_jshtml())
 
 # %% [markdown]
 # ## 7. Positions
@@ -172,7 +170,7 @@ fig = E.position_similarity_figure(E.position_similarity(wpe, T), step=info["ste
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-PositionSimilarityView([t["transformer.wpe.weight"] for t in tables], [s for s, _ in frames], T=T)
+PositionSimilarityView(wpes, steps, T=T)
 
 # %% [markdown]
 # ## 8. Exercise: the embedding backward

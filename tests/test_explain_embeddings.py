@@ -97,3 +97,20 @@ def test_frequent_tokens_and_figures():
     assert "(32, 32)" in E.position_similarity_figure(E.position_similarity(wpe)).axes[0].get_title()
     anim = E.pca_animation(E.aligned_pca([wte[ids], wte[ids] * 2]), ids, labels, steps=[0, 10])
     assert "<script" in anim.to_jshtml()
+
+
+def test_checkpoint_tables_keep_only_the_rows_asked_for(tmp_path):
+    from gpt2lab.gpt2.checkpoint import save_checkpoint
+    from gpt2lab.gpt2.config import GPTConfig
+    from gpt2lab.gpt2.model import init_params
+
+    cfg = GPTConfig.preset("tiny", vocab_size=40, block_size=8, n_layer=1)
+    frames = []
+    for step in (0, 5):
+        params = init_params(cfg, seed=step)
+        path = save_checkpoint(tmp_path / f"ckpt_{step:06d}.pt", dict(kind="frame", config=cfg.to_dict(), step=step,
+                                                                      backend="torch", params=params))
+        frames.append((step, path))
+    steps, rows, wpes = E.checkpoint_tables(frames, [3, 7, 3])
+    assert steps == [0, 5] and rows.shape == (2, 3, 128) and wpes.shape == (2, 8, 128)
+    np.testing.assert_array_equal(rows[1], init_params(cfg, seed=5)["transformer.wte.weight"][[3, 7, 3]])
