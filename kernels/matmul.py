@@ -66,7 +66,10 @@ _xxgemm = _c.CFUNCTYPE(_c.c_int, _c.c_byte, _c.c_byte, _c.c_byte,           # ki
 # BLAS thread itself.
 def _blas_threads_local():
     """scipy's OpenBLAS's per-thread `openblas_set_num_threads_local`, or None where there is none."""
-    import scipy
+    try:
+        import scipy  # the CPU path needs it (numba's BLAS); a GPU-only machine may lack it
+    except ImportError:
+        return None
     for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "libscipy_openblas*")):
         fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
         if fn is not None:
