@@ -21,7 +21,9 @@
 #
 # Here is one head of our trained course model reading the running example. Row `t1` is a token asking
 # (the *query*), column `t2` a token answering (the *key*); the darker the cell, the more of `t2` flows
-# into `t1`. The grey triangle is the future, which a token may never see.
+# into `t1`. The grey triangle is the future, which a token may never see. This head has learned something
+# on its own: once a comma or colon has gone by, every token looks at the latest one, as if to ask which
+# clause it is in.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -40,7 +42,7 @@ from gpt2lab.gpt2 import course_model
 from gpt2lab.widgets.attention import AttentionStepper
 
 model, info = course_model()          # trained once on Shakespeare, then read from the cache
-LAYER, HEAD = 1, 2                    # one head we follow through the lesson
+LAYER, HEAD = 3, 0                    # the head we follow through the lesson: "the latest punctuation"
 steps = A.attention_steps(model, RUNNING_EXAMPLE, LAYER, HEAD)
 fig = A.heatmap(steps, "weights")
 
@@ -81,7 +83,7 @@ fig = A.steps_figure(steps, names=("q", "k", "v"))
 
 # %%
 scores = steps.q @ steps.k.T
-cmp("scores", scores, steps.scores)
+assert cmp("scores", scores, steps.scores)
 
 # %% [markdown]
 # ## 3. Why divide by √hs
@@ -111,7 +113,7 @@ fig = A.scale_figure(d=256)
 T = steps.T
 future = np.triu(np.ones((T, T), dtype=bool), k=1)      # True where key t2 > query t1
 masked = np.where(future, -np.inf, steps.scores / math.sqrt(steps.hs))
-cmp("masked", np.where(future, 0, masked), np.where(future, 0, steps.masked))
+assert cmp("masked", np.where(future, 0, masked), np.where(future, 0, steps.masked))
 print("the first query sees", np.isfinite(masked[0]).sum(), "key; the last sees", np.isfinite(masked[-1]).sum())
 
 # %% [markdown]
@@ -123,7 +125,7 @@ print("the first query sees", np.isfinite(masked[0]).sum(), "key; the last sees"
 # %%
 weights = np.exp(masked - masked.max(axis=1, keepdims=True))
 weights /= weights.sum(axis=1, keepdims=True)
-cmp("weights", weights, steps.weights)
+assert cmp("weights", weights, steps.weights)
 print("row sums:", weights.sum(axis=1).round(6))
 
 # %%
@@ -131,7 +133,8 @@ print("row sums:", weights.sum(axis=1).round(6))
 fig = A.steps_figure(steps)
 
 # %% [markdown]
-# Where does the last token, `.`, look? One row of the weights, as bars in the tokens' colours:
+# Where does the last token, `.`, look? One row of the weights, as bars in the tokens' colours: mostly at
+# the colon, the latest punctuation before it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -146,14 +149,15 @@ fig = A.query_bar(steps, query=T - 1)
 
 # %%
 out = weights @ steps.v
-cmp(f"out[layer={LAYER}, head={HEAD}]", out, A.model_head_output(model, RUNNING_EXAMPLE, LAYER, HEAD))
+assert cmp(f"out[layer={LAYER}, head={HEAD}]", out, A.model_head_output(model, RUNNING_EXAMPLE, LAYER, HEAD))
 
 # %% [markdown]
 # ## 7. Many heads
 #
 # A layer runs several heads side by side, each with its own slice of q, k, v, so each can look for
-# something different: the previous token, the start of the line, a matching word. Their outputs are
-# concatenated back to C numbers and mixed by one more matrix, `c_proj`. Every head has its colour:
+# something different. Their outputs are concatenated back to C numbers and mixed by one more matrix,
+# `c_proj`. Every head has its colour; layers run top to bottom. Look for a head that stares at the first
+# token, one that looks mostly at the token itself, and the punctuation heads of the last layer.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -179,7 +183,7 @@ def attention(qkv, n_head):
 
 
 qkv, y = A.layer_qkv(model, RUNNING_EXAMPLE, LAYER)     # the model's own input to attention, and its output
-cmp("reference vs model", attention(torch.from_numpy(qkv), model.config.n_head), y)
+assert cmp("reference vs model", attention(torch.from_numpy(qkv), model.config.n_head), y)
 
 # %% [markdown]
 # **Backward, and what to keep.** With P = weights and dout the gradient of the output: dv = Pᵀ dout, dP =
@@ -229,9 +233,9 @@ out_naive, att = np.zeros((B, T, C), np.float32), np.zeros((B, n_head, T, T), np
 attention_forward(out_naive, att, qkv, n_head)
 out_online, lse = np.zeros((B, T, C), np.float32), np.zeros((B, n_head, T), np.float32)
 attention_forward_online(out_online, lse, qkv, n_head)
-cmp("naive kernel", out_naive, y)
-cmp("online kernel", out_online, y)
-cmp(f"att[head={HEAD}]", att[0, HEAD], steps.weights)
+assert cmp("naive kernel", out_naive, y)
+assert cmp("online kernel", out_online, y)
+assert cmp(f"att[head={HEAD}]", att[0, HEAD], steps.weights)
 
 # %% [markdown]
 # ### How can a softmax be online?
@@ -248,7 +252,7 @@ row = steps.masked[-1]
 trace = A.online_softmax_trace(row, block=4)
 for st in trace:
     print(f"keys {st.start:2d}..{st.stop - 1:2d}:  m = {st.m:7.3f}   l = {st.l:8.4f}")
-cmp("online == softmax", trace[-1].acc / trace[-1].l, A.softmax_rows(row.astype(np.float64)),
+assert cmp("online == softmax", trace[-1].acc / trace[-1].l, A.softmax_rows(row.astype(np.float64)),
     atol=1e-12, rtol=1e-12)
 
 # %%
@@ -260,7 +264,7 @@ fig = A.online_softmax_figure(trace, row)
 
 # %%
 trace_v = A.online_softmax_trace(row, block=4, v=steps.v)
-cmp("online out[-1]", trace_v[-1].acc / trace_v[-1].l, steps.out[-1])
+assert cmp("online out[-1]", trace_v[-1].acc / trace_v[-1].l, steps.out[-1])
 
 # %% [markdown]
 # **Timings** (measured here, best of 3, GPT-2 small's attention shape B=4, T=256, C=768, 12 heads).
@@ -289,8 +293,10 @@ AttentionStepper(model, RUNNING_EXAMPLE, layer=LAYER, head=HEAD)
 # %% [markdown]
 # ## 11. Watch: a head learns where to look
 #
-# The same head at every checkpoint of the course model's training. At step 0 the weights are random and
-# nearly uniform (each query spreads evenly over its past); patterns sharpen as the loss falls.
+# The same head at every checkpoint of the course model's training. At step 0 the weights are nearly
+# uniform (tiny random weights give scores near 0, so each query spreads evenly over its past). Then the
+# head jumps between patterns, finds the punctuation, and in the last checkpoints settles on the *latest*
+# punctuation mark.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
