@@ -313,6 +313,7 @@ def query_bar(steps: AttentionSteps, query: int, name: str = "weights", ax=None)
                color=[token_color(i) for i in steps.ids[seen]], edgecolor="black", linewidth=0.5)
         ax.bar(x[~seen], np.full((~seen).sum(), 0.02 if name == "weights" else 0.0), color="none",
                edgecolor=MASKED_COLOR, hatch="//")
+        ax.plot(x[~seen], np.zeros((~seen).sum()), "x", color="#999999")   # the future: masked out
         ax.set_xticks(x, steps.tokens, rotation=90, family="monospace", fontsize=8)
         _colour_ticks(steps.tokens, steps.ids, ax.xaxis)
     else:
