@@ -284,7 +284,8 @@ def step_caption(step: ReductionStep) -> str:
     if step.kind == "broadcast":
         return f"phase {step.phase}: every thread reads the total, scratch[0] = {step.scratch[0]:.4g}"
     n = len(step.writes)
-    return f"phase {step.phase}: stride {step.stride}: threads 0..{n - 1} add scratch[t + {step.stride}] into scratch[t]"
+    who = "thread 0 adds" if n == 1 else f"threads 0..{n - 1} add"
+    return f"phase {step.phase}: stride {step.stride}: {who} scratch[t + {step.stride}] into scratch[t]"
 
 
 def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> None:

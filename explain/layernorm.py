@@ -213,7 +213,8 @@ def idea_figure(x_rows, gamma, beta, tokens=None):
     s = forward_steps(x_rows, gamma, beta)
     T = s["x"].shape[0]
     labels = tokens or [str(t) for t in range(T)]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
+    # no shared y axis: x is far smaller than norm (std ~0.05 vs 1 at layer 0), and its spread must show
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
     for ax, name in zip(axes, ("x", "norm", "out")):
         v = s[name]
         ax.errorbar(range(T), v.mean(-1), yerr=v.std(-1), fmt="o", color=STAGE_COLORS[name], capsize=3)
