@@ -242,9 +242,19 @@ def scale_figure(d: int = 256, dims=(4, 16, 64, 256, 1024), seed: int = 0):
 # pictures of one head
 # ---------------------------------------------------------------------------------------------------------
 
-def _colour_ticks(labels, ids, axis):
-    for tick, i in zip(axis.get_ticklabels(), ids):
-        tick.set_color(token_color(int(i)))
+MAX_LABELS = 40   # beyond this many tokens, label every k-th one so the labels stay readable
+
+
+def token_ticks(axis, tokens, ids, fontsize: int = 8, show: bool = True):
+    """Label `axis` (ax.xaxis or ax.yaxis) with the tokens, each in its token colour; for long texts only
+    every k-th token is labelled. show=False keeps the ticks without text (panels that share a neighbour's)."""
+    every = max(1, math.ceil(len(tokens) / MAX_LABELS))
+    pos = list(range(0, len(tokens), every))
+    labels = [tokens[t] if show else "" for t in pos]
+    axis.set_ticks(pos, labels, family="monospace", fontsize=fontsize,
+                   rotation=90 if axis.axis_name == "x" else 0)
+    for tick, t in zip(axis.get_ticklabels(), pos):
+        tick.set_color(token_color(int(ids[t])))
         tick.set_fontweight("bold")
 
 
@@ -269,11 +279,9 @@ def heatmap(steps: AttentionSteps, name: str = "weights", ax=None, query: int | 
     cmap = cmap.with_extremes(bad=MASKED_COLOR)
     im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, aspect="auto", **lim)
     ax.figure.colorbar(im, ax=ax, fraction=0.04)
-    ax.set_yticks(range(steps.T), steps.tokens, family="monospace", fontsize=8)
-    _colour_ticks(steps.tokens, steps.ids, ax.yaxis)
+    token_ticks(ax.yaxis, steps.tokens, steps.ids)
     if square:
-        ax.set_xticks(range(steps.T), steps.tokens, rotation=90, family="monospace", fontsize=8)
-        _colour_ticks(steps.tokens, steps.ids, ax.xaxis)
+        token_ticks(ax.xaxis, steps.tokens, steps.ids)
         ax.set_xlabel("key t2")
     else:
         ax.set_xlabel("channel")
@@ -314,8 +322,7 @@ def query_bar(steps: AttentionSteps, query: int, name: str = "weights", ax=None)
         ax.bar(x[~seen], np.full((~seen).sum(), 0.02 if name == "weights" else 0.0), color="none",
                edgecolor=MASKED_COLOR, hatch="//")
         ax.plot(x[~seen], np.zeros((~seen).sum()), "x", color="#999999")   # the future: masked out
-        ax.set_xticks(x, steps.tokens, rotation=90, family="monospace", fontsize=8)
-        _colour_ticks(steps.tokens, steps.ids, ax.xaxis)
+        token_ticks(ax.xaxis, steps.tokens, steps.ids)
     else:
         ax.bar(x, row, color=token_color(int(steps.ids[query])), edgecolor="black", linewidth=0.5)
         ax.set_xlabel("channel")
@@ -344,10 +351,8 @@ def all_heads_figure(model, text=RUNNING_EXAMPLE, layer: int = 0):
         s = attention_steps(model, text, layer, head)
         ax.imshow(np.ma.masked_invalid(np.where(causal_mask(s.T), np.nan, s.weights)), cmap=head_cmap(head),
                   vmin=0, vmax=1)
-        ax.set_xticks(range(s.T), s.tokens, rotation=90, family="monospace", fontsize=7)
-        ax.set_yticks(range(s.T), s.tokens if head == 0 else [""] * s.T, family="monospace", fontsize=7)
-        _colour_ticks(s.tokens, s.ids, ax.xaxis)
-        _colour_ticks(s.tokens, s.ids, ax.yaxis)
+        token_ticks(ax.xaxis, s.tokens, s.ids, fontsize=7)
+        token_ticks(ax.yaxis, s.tokens, s.ids, fontsize=7, show=head == 0)   # rows are shared: label once
         ax.set_title(s.title("weights"), fontsize=9, color=head_color(head))
     fig.tight_layout()
     return fig
@@ -395,10 +400,8 @@ def draw_frame(frame: TrainingFrame, ax):
     T = len(frame.ids)
     ax.imshow(np.ma.masked_invalid(np.where(causal_mask(T), np.nan, frame.weights)), cmap=head_cmap(frame.head),
               vmin=0, vmax=1)
-    ax.set_xticks(range(T), frame.tokens, rotation=90, family="monospace", fontsize=8)
-    ax.set_yticks(range(T), frame.tokens, family="monospace", fontsize=8)
-    _colour_ticks(frame.tokens, frame.ids, ax.xaxis)
-    _colour_ticks(frame.tokens, frame.ids, ax.yaxis)
+    token_ticks(ax.xaxis, frame.tokens, frame.ids)
+    token_ticks(ax.yaxis, frame.tokens, frame.ids)
     ax.set_title(shape_title("weights", (f"T={T}", f"T={T}"), layer=frame.layer, head=frame.head)
                  + f"\ntraining step {frame.step}", fontsize=10, color=head_color(frame.head))
 
@@ -556,7 +559,7 @@ def check_causal_softmax(fn, seed: int = 0) -> bool:
 
 __all__ = ["STEP_NAMES", "AttentionSteps", "token_ids", "token_labels", "block_inputs", "causal_mask",
            "softmax_rows", "head_qkv", "attention_steps", "model_head_output", "layer_qkv", "torch_attention",
-           "score_variance", "scale_figure", "heatmap", "steps_figure", "query_bar", "head_cmap",
+           "score_variance", "scale_figure", "token_ticks", "heatmap", "steps_figure", "query_bar", "head_cmap",
            "all_heads_figure", "TrainingFrame", "attention_over_training", "draw_frame", "attention_animation",
            "OnlineStep", "online_softmax_trace", "online_softmax_figure", "kernel_timings",
            "check_causal_softmax"]

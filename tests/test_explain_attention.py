@@ -263,3 +263,14 @@ def test_kernel_timings_reports_every_version_and_the_cache_sizes():
     t = A.kernel_timings(B=1, T=8, C=24, n_head=3, repeat=1)
     assert all(t[k] > 0 for k in ("torch", "naive", "online"))
     assert t["att_bytes"] == 3 * 8 * 8 * 4 and t["lse_bytes"] == 3 * 8 * 4
+
+
+def test_long_texts_label_every_kth_token():
+    model = small_model(block_size=128)
+    text = "To be, or not to be: that is the question. " * 9      # 117 tokens
+    s = A.attention_steps(model, text, 0, 0)
+    ax = A.heatmap(s).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == math.ceil(s.T / 3) <= A.MAX_LABELS and labels[1] == s.tokens[3]
+    assert ax.get_yticklabels()[1].get_color() == token_color(s.ids[3])
+    matplotlib.pyplot.close("all")
