@@ -240,7 +240,7 @@ def reference_forward(model: GPT2, idx: torch.Tensor, targets: torch.Tensor) -> 
     lnf, mean, rstd = layernorm(x, tr.ln_f.weight, tr.ln_f.bias)
     keep("lnf", lnf), keep("lnf_mean", mean), keep("lnf_rstd", rstd)
     logits = keep("logits", F.linear(lnf, model.lm_head.weight))                  # (B, T, V), tied to wte
-    keep("probs", F.softmax(logits, dim=-1))
+    keep("probs", F.softmax(logits.detach(), dim=-1))                           # a cache: no gradient flows
     logp = F.log_softmax(logits, dim=-1)
     losses = keep("losses", -logp.gather(-1, targets[..., None])[..., 0])         # (B, T)
     return losses.mean(), acts
