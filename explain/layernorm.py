@@ -23,6 +23,8 @@ long way through every intermediate (drstd, dvar, dxc, dmean), so each step can 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -228,6 +230,93 @@ def idea_figure(x_rows, gamma, beta, tokens=None):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# watch: gamma and beta over training
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LayerNormFrame:
+    """One layer norm at one training step: gamma, beta (C,); x_std (T,) the std of each input row;
+    out_row (C,) the output for token t."""
+    step: int
+    gamma: np.ndarray
+    beta: np.ndarray
+    x_std: np.ndarray
+    out_row: np.ndarray
+    name: str
+
+
+def layernorm_over_training(text: str = RUNNING_EXAMPLE, layer: int = 0, which: str = "ln_1", t: int = 3,
+                            checkpoints=None) -> list[LayerNormFrame]:
+    """The layer norm `which` of `layer` at every course checkpoint, oldest first.
+
+    checkpoints: [(step, model or path)], default `gpt2lab.gpt2.course_checkpoints()`.
+    """
+    if checkpoints is None:
+        from gpt2lab.gpt2 import course_checkpoints
+        checkpoints = course_checkpoints()
+    frames = []
+    for step, model in checkpoints:
+        if not isinstance(model, torch.nn.Module):
+            from gpt2lab.gpt2 import load_model
+            model = load_model(model)[0]
+        ln = model_layernorm(model, text, layer, which)
+        frames.append(LayerNormFrame(int(step), ln["gamma"], ln["beta"], ln["x"].std(-1), ln["out"][t],
+                                     f"{which}[layer={layer}]" if which != "ln_f" else "ln_f"))
+    if not frames:
+        raise ValueError("layernorm_over_training: no checkpoints; train the course model first")
+    return frames
+
+
+def draw_layernorm_frame(frame: LayerNormFrame, axes, limits: dict) -> None:
+    """Histograms of gamma, beta and one output row, and the input rows' std, with fixed axes (`limits`)."""
+    panels = (("gamma", frame.gamma, "#3182bd"), ("beta", frame.beta, "#3182bd"),
+              ("out[t]", frame.out_row, STAGE_COLORS["out"]))
+    for ax, (name, v, colour) in zip(axes, panels):
+        ax.clear()
+        ax.hist(v, bins=np.linspace(*limits[name], 41), color=colour)
+        ax.set_xlim(*limits[name])
+        ax.set_title(shape_title(name, (f"C={v.size}",)), fontsize=9)
+    ax = axes[3]
+    ax.clear()
+    ax.bar(range(frame.x_std.size), frame.x_std, color=STAGE_COLORS["x"])
+    ax.set_ylim(0, limits["x_std"][1])
+    ax.set_xlabel("token t")
+    ax.set_title(shape_title("std of each input row", (f"T={frame.x_std.size}",)), fontsize=9)
+    axes[0].figure.suptitle(f"{frame.name} at training step {frame.step}", fontsize=10)
+
+
+def _limits(frames) -> dict:
+    def span(vs, pad=0.05):
+        lo, hi = min(float(v.min()) for v in vs), max(float(v.max()) for v in vs)
+        d = max(hi - lo, 1e-3)
+        return lo - pad * d, hi + pad * d
+    return {"gamma": span([f.gamma for f in frames]), "beta": span([f.beta for f in frames]),
+            "out[t]": span([f.out_row for f in frames]), "x_std": (0, 1.05 * max(f.x_std.max() for f in frames))}
+
+
+def layernorm_animation(frames: list[LayerNormFrame], interval: int = 700):
+    """FuncAnimation over the checkpoints: gamma and beta leave 1 and 0 as the model learns its own scale and
+    shift per channel; show with `anim.to_jshtml()`."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+
+    if not frames:
+        raise ValueError("layernorm_animation: no frames to show")
+    limits = _limits(frames)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 2.9))
+    draw_layernorm_frame(frames[0], axes, limits)
+    fig.tight_layout()
+
+    def frame(j):
+        draw_layernorm_frame(frames[j], axes, limits)
+        return []
+
+    anim = FuncAnimation(fig, frame, frames=len(frames), interval=interval, repeat=True)
+    plt.close(fig)   # shown through anim.to_jshtml(), not as a stray static figure
+    return anim
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the exercise
 # ---------------------------------------------------------------------------------------------------------
 
@@ -267,4 +356,5 @@ def check_layernorm_backward(fn, seed: int = 0) -> bool:
 
 __all__ = ["EPS", "FORWARD_NAMES", "model_layernorm", "forward_steps", "backward_compact", "backward_long",
            "autograd_steps", "torch_layernorm", "row_stages", "row_distribution_figure", "idea_figure",
+           "LayerNormFrame", "layernorm_over_training", "draw_layernorm_frame", "layernorm_animation",
            "check_layernorm_backward"]

@@ -344,7 +344,22 @@ LayerNormExplorer(row, gamma, beta, title=f"ln_1 input x[layer=0, t={t}]")
 ReductionStepper(trace)
 
 # %% [markdown]
-# ## 7. Exercise: the layer norm backward
+# ## 7. Watch: gamma and beta learn
+#
+# The same `ln_1` at every checkpoint of the course model's training. At step 0 gamma is all ones and beta
+# all zeros (layer norm starts as pure normalising); as the loss falls, each channel picks its own scale and
+# shift, and the distribution handed to attention (`out[t]`, token 3) changes with them. The right panel is
+# the size of the rows coming in: the embeddings themselves are being learned too.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import HTML
+
+frames = LN.layernorm_over_training(RUNNING_EXAMPLE, layer=0, which="ln_1", t=t)
+HTML(LN.layernorm_animation(frames).to_jshtml())
+
+# %% [markdown]
+# ## 8. Exercise: the layer norm backward
 #
 # Write the backward from the cache. Inputs: `dout` and `x` (B, T, C) float32, `gamma` (C,), and the forward's
 # cache `mean`, `rstd` (B, T). Return `(dx, dgamma, dbeta)` with the shapes of x, gamma and gamma. The check

@@ -143,3 +143,23 @@ def test_exercise_check_accepts_the_solution_and_rejects_wrong_ones():
         L.check_layernorm_backward(lambda *a: solution(*a)[0])
     with pytest.raises(NotImplementedError):
         L.check_layernorm_backward(lambda *a: (_ for _ in ()).throw(NotImplementedError("write me")))
+
+
+def test_frames_over_training_and_animation():
+    models = [(0, small_model()), (10, MODEL)]
+    with torch.no_grad():
+        models[0][1].transformer.h[0].ln_1.weight.fill_(1.0)
+    frames = L.layernorm_over_training(checkpoints=models, t=2)
+    assert [f.step for f in frames] == [0, 10]
+    np.testing.assert_array_equal(frames[0].gamma, 1.0)
+    np.testing.assert_array_equal(frames[1].gamma, RES["gamma"])
+    np.testing.assert_array_equal(frames[1].out_row, RES["out"][2])
+    assert frames[1].x_std.shape == (12,) and frames[1].name == "ln_1[layer=0]"
+    anim = L.layernorm_animation(frames)
+    anim._init_draw()
+    anim._draw_next_frame(1, blit=False)
+    assert "training step 10" in anim._fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="no checkpoints"):
+        L.layernorm_over_training(checkpoints=[])
+    with pytest.raises(ValueError, match="no frames"):
+        L.layernorm_animation([])
