@@ -61,7 +61,7 @@ class AttentionStepper(W.VBox):
         self.head = W.IntSlider(value=head, min=0, max=cfg.n_head - 1, description="head")
         self.query = W.Dropdown(options=[], description="query")
         self.step = W.ToggleButtons(options=list(STEP_HELP), value=step, description="show",
-                                    style={"button_width": "70px"})
+                                    style={"button_width": "84px"})
         self.message, self.caption = W.HTML(), W.HTML()
         self.image = W.Image(format="png")
         self.steps: AttentionSteps | None = None
