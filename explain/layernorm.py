@@ -230,6 +230,20 @@ def idea_figure(x_rows, gamma, beta, tokens=None):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# timings
+# ---------------------------------------------------------------------------------------------------------
+
+def kernel_timings(B: int = 4, T: int = 64, C: int = 768, reps: int = 5) -> dict:
+    """Median seconds of one forward + backward at (B, T, C) on the CPU: our numba kernels vs PyTorch's
+    F.layer_norm with autograd, measured in alternating rounds so machine load hits both alike.
+    Returns {"numba": s, "torch": s}."""
+    from gpt2lab.kernels.bench import Case, _bench_layernorm, side_by_side
+    ours, theirs = _bench_layernorm(Case("cpu"), {"B": B, "T": T, "C": C})
+    numba_s, torch_s = side_by_side(ours, theirs, reps)
+    return {"numba": numba_s, "torch": torch_s}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # watch: gamma and beta over training
 # ---------------------------------------------------------------------------------------------------------
 
@@ -355,6 +369,6 @@ def check_layernorm_backward(fn, seed: int = 0) -> bool:
 
 
 __all__ = ["EPS", "FORWARD_NAMES", "model_layernorm", "forward_steps", "backward_compact", "backward_long",
-           "autograd_steps", "torch_layernorm", "row_stages", "row_distribution_figure", "idea_figure",
+           "autograd_steps", "torch_layernorm", "kernel_timings", "row_stages", "row_distribution_figure", "idea_figure",
            "LayerNormFrame", "layernorm_over_training", "draw_layernorm_frame", "layernorm_animation",
            "check_layernorm_backward"]

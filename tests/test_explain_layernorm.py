@@ -163,3 +163,8 @@ def test_frames_over_training_and_animation():
         L.layernorm_over_training(checkpoints=[])
     with pytest.raises(ValueError, match="no frames"):
         L.layernorm_animation([])
+
+
+def test_kernel_timings():
+    t = L.kernel_timings(B=1, T=4, C=32, reps=2)
+    assert set(t) == {"numba", "torch"} and all(0 < v < 5 for v in t.values())
