@@ -31,6 +31,8 @@ from .tokenize import token_label
 
 # The intermediates, in the order the forward pass makes them.
 STEP_NAMES = ("q", "k", "v", "scores", "scaled", "masked", "weights", "out")
+# In titles the weights are `att`, their name in the model, the kernels and every lesson's figures.
+TITLE_NAMES = {"weights": "att"}
 MASKED_COLOR = "#d9d9d9"   # the future: cells a query may not see
 
 
@@ -66,10 +68,10 @@ class AttentionSteps:
         return self.q.shape[1]
 
     def title(self, name: str) -> str:
-        """`weights[layer=2, head=1]  (T=11, T=11)` for the intermediate `name`."""
+        """`att[layer=2, head=1]  (T=11, T=11)` for the intermediate `name` (the weights are titled att)."""
         dims = ("T", "T") if getattr(self, name).shape == (self.T, self.T) else ("T", "hs")
         shape = tuple(f"{d}={n}" for d, n in zip(dims, getattr(self, name).shape))
-        return shape_title(name, shape, layer=self.layer, head=self.head)
+        return shape_title(TITLE_NAMES.get(name, name), shape, layer=self.layer, head=self.head)
 
 
 @lru_cache(maxsize=1)
@@ -330,7 +332,7 @@ def query_bar(steps: AttentionSteps, query: int, name: str = "weights", ax=None)
         ax.set_ylim(0, 1)
     ax.set_ylabel(name)
     dims = (f"T={steps.T}",) if square else (f"hs={steps.hs}",)
-    ax.set_title(shape_title(name, dims, layer=steps.layer, head=steps.head, query=query)
+    ax.set_title(shape_title(TITLE_NAMES.get(name, name), dims, layer=steps.layer, head=steps.head, query=query)
                  + f"   query '{steps.tokens[query]}'", fontsize=10)
     ax.figure.tight_layout()
     return ax.figure
@@ -402,7 +404,7 @@ def draw_frame(frame: TrainingFrame, ax):
               vmin=0, vmax=1)
     token_ticks(ax.xaxis, frame.tokens, frame.ids)
     token_ticks(ax.yaxis, frame.tokens, frame.ids)
-    ax.set_title(shape_title("weights", (f"T={T}", f"T={T}"), layer=frame.layer, head=frame.head)
+    ax.set_title(shape_title("att", (f"T={T}", f"T={T}"), layer=frame.layer, head=frame.head)
                  + f"\ntraining step {frame.step}", fontsize=10, color=head_color(frame.head))
 
 
@@ -557,7 +559,7 @@ def check_causal_softmax(fn, seed: int = 0) -> bool:
     return True
 
 
-__all__ = ["STEP_NAMES", "AttentionSteps", "token_ids", "token_labels", "block_inputs", "causal_mask",
+__all__ = ["STEP_NAMES", "TITLE_NAMES", "AttentionSteps", "token_ids", "token_labels", "block_inputs", "causal_mask",
            "softmax_rows", "head_qkv", "attention_steps", "model_head_output", "layer_qkv", "torch_attention",
            "score_variance", "scale_figure", "token_ticks", "heatmap", "steps_figure", "query_bar", "head_cmap",
            "all_heads_figure", "TrainingFrame", "attention_over_training", "draw_frame", "attention_animation",

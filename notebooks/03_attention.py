@@ -120,7 +120,8 @@ print("the first query sees", np.isfinite(masked[0]).sum(), "key; the last sees"
 # ## 5. Softmax: scores become weights
 #
 # Each row goes through a softmax, `exp(s) / Σ exp(s)`: all weights positive, each row summing to 1. We
-# subtract the row's max before `exp` (the same value, and `exp` never overflows).
+# subtract the row's max before `exp` (the same value, and `exp` never overflows). The model and the kernels
+# call these weights `att`, and so do the figures' titles.
 
 # %%
 weights = np.exp(masked - masked.max(axis=1, keepdims=True))

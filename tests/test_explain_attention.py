@@ -77,7 +77,7 @@ def test_text_or_ids_and_labels():
     b = A.attention_steps(MODEL, ids, 0, 1)
     assert a.ids.tolist() == ids and np.array_equal(a.weights, b.weights)
     assert a.tokens[:4] == ["To", "␣be", ",", "␣or"]
-    assert a.title("weights") == f"weights[layer=0, head=1]  (T={T_EXAMPLE}, T={T_EXAMPLE})"
+    assert a.title("weights") == f"att[layer=0, head=1]  (T={T_EXAMPLE}, T={T_EXAMPLE})"
     assert a.title("v") == f"v[layer=0, head=1]  (T={T_EXAMPLE}, hs=8)"
 
 
@@ -140,7 +140,7 @@ def test_all_heads_figure_one_panel_per_head_in_its_colour():
     fig = A.all_heads_figure(MODEL, RUNNING_EXAMPLE, layer=1)
     assert len(fig.axes) == 3
     for head, ax in enumerate(fig.axes):
-        assert ax.get_title() == f"weights[layer=1, head={head}]  (T={T_EXAMPLE}, T={T_EXAMPLE})"
+        assert ax.get_title() == f"att[layer=1, head={head}]  (T={T_EXAMPLE}, T={T_EXAMPLE})"
         assert matplotlib.colors.to_hex(ax.title.get_color()) == head_color(head)
         np.testing.assert_allclose(np.ma.filled(ax.images[0].get_array(), 0.0),
                                    A.attention_steps(MODEL, RUNNING_EXAMPLE, 1, head).weights, atol=1e-7)

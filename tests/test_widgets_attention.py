@@ -5,7 +5,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from gpt2lab.explain.attention import attention_steps  # noqa: E402
+from gpt2lab.explain.attention import TITLE_NAMES, attention_steps  # noqa: E402
 from gpt2lab.explain.palette import RUNNING_EXAMPLE  # noqa: E402
 from gpt2lab.gpt2 import GPT2, GPTConfig  # noqa: E402
 from gpt2lab.widgets.attention import STEP_HELP, AttentionStepper  # noqa: E402
@@ -38,7 +38,7 @@ def test_starts_on_the_weights_of_the_last_token():
     assert bytes(w.image.value).startswith(PNG) and w.message.value == ""
     assert "softmax" in w.caption.value and "sum to 1.000" in w.caption.value
     np.testing.assert_allclose(bars(w), attention_steps(MODEL, RUNNING_EXAMPLE, 0, 0).weights[12], rtol=1e-6)
-    assert "weights[layer=0, head=0]" in w.axes[0].get_title()
+    assert "att[layer=0, head=0]" in w.axes[0].get_title()
 
 
 def test_query_picks_the_row():
@@ -58,7 +58,7 @@ def test_layer_and_head_change_the_pattern():
     assert (w.steps.layer, w.steps.head) == (1, 2)
     np.testing.assert_array_equal(w.steps.weights, attention_steps(MODEL, RUNNING_EXAMPLE, 1, 2).weights)
     assert not np.allclose(before, w.steps.weights)
-    assert "weights[layer=1, head=2]" in w.axes[0].get_title()
+    assert "att[layer=1, head=2]" in w.axes[0].get_title()
 
 
 def test_every_step_can_be_shown():
@@ -67,7 +67,7 @@ def test_every_step_can_be_shown():
     for name in STEP_HELP:
         w.step.value = name
         assert w.message.value == "" and bytes(w.image.value).startswith(PNG)
-        assert w.axes[0].get_title().startswith(f"{name}[layer=0, head=0]")
+        assert w.axes[0].get_title().startswith(f"{TITLE_NAMES.get(name, name)}[layer=0, head=0]")
         row = getattr(w.steps, name)[6]
         assert len(bars(w)) == row.size                     # one bar per key, or per channel
     w.step.value = "out"

@@ -25,7 +25,7 @@ STEP_HELP = {
     "scores": "scores = q k^T: how well each query matches each key",
     "scaled": "scaled = scores / sqrt(hs): variance ~1 whatever the head size",
     "masked": "masked: -inf (grey) where the key is in the future",
-    "weights": "weights = softmax(masked): each row sums to 1, the future gets 0",
+    "weights": "att = softmax(masked), the weights: each row sums to 1, the future gets 0",
     "out": "out = weights v: each token's weighted average of the values",
 }
 
