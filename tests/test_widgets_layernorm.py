@@ -1,6 +1,7 @@
 """gpt2lab.widgets.layernorm: driven by setting control values, read back as state, no browser."""
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg")
 
@@ -12,7 +13,12 @@ ROW = np.random.default_rng(0).normal(2.0, 5.0, 64).astype(np.float32)
 GAMMA = np.linspace(0.5, 1.5, 64).astype(np.float32)
 BETA = np.linspace(-0.2, 0.2, 64).astype(np.float32)
 INP = np.random.default_rng(1).normal(0.0, 1.0, (2, 8)).astype(np.float32)
-TRACE = trace_layernorm("v2", INP, block=4)
+
+
+@pytest.fixture(scope="module")
+def trace():
+    """One traced simulator run (a subprocess), made when first needed, not at collection."""
+    return trace_layernorm("v2", INP, block=4)
 
 
 def test_explorer_starts_normalised_with_the_models_gamma_beta():
@@ -49,8 +55,8 @@ def test_explorer_bad_rows_show_a_message():
     assert "broadcast" in w.message.value
 
 
-def test_stepper_walks_the_tree():
-    w = ReductionStepper(TRACE)
+def test_stepper_walks_the_tree(trace):
+    w = ReductionStepper(trace)
     assert w.step.max == 3 and w.block.max == 1                    # store, stride 2, stride 1, read total
     assert "stores its partial sum" in w.caption.value
     w.step.value = 1
