@@ -28,12 +28,10 @@
 # %%
 # NBVAL_IGNORE_OUTPUT
 import math
-import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import HTML, display
+from IPython.display import HTML
 
 from gpt2lab.explain import attention as A
 from gpt2lab.explain.check import cmp
