@@ -291,3 +291,40 @@ def check_layernorm_backward(fn, B: int = 2, T: int = 5, C: int = 16, seed: int 
         print(f"expected a tuple (dx, dweight, dbias), got {type(got).__name__}")
         return False
     return all([cmp(n, g, r.grad) for n, g, r in zip(("dx", "dweight", "dbias"), got, (xt, wt, bt))])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a picture: where the gradient goes, token by token
+# ---------------------------------------------------------------------------------------------------------
+
+FLOW_NAMES = ("dout", "dfcproj", "dfch", "dln2", "dres2", "datty", "dqkv", "dln1", "dx")
+
+
+def token_grad_norms(grads: dict, names=FLOW_NAMES, b: int = 0) -> np.ndarray:
+    """‖d loss / d activation‖ at every token of batch row b, for each gradient in `names`: (len(names), T)."""
+    return np.stack([np.linalg.norm(grads[n][b], axis=-1) for n in names])
+
+
+def token_grad_figure(grads: dict, ids, labels, names=FLOW_NAMES):
+    """Heatmap of token_grad_norms: rows run backward through the block (dout at the top, dx at the bottom),
+    columns are the tokens in their colours. Gradients in the backward colour map, log scale. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from .palette import BACKWARD_CMAP, shape_title, token_color
+
+    norms = token_grad_norms(grads, names)
+    fig, ax = plt.subplots(figsize=(0.55 * norms.shape[1] + 2.5, 0.32 * len(names) + 1.6))
+    # log colours: the gradient grows ~100x through ln_1 (its backward multiplies by rstd), and a linear scale
+    # would show only that last row
+    im = ax.imshow(norms, cmap=BACKWARD_CMAP, aspect="auto", interpolation="nearest",
+                   norm=LogNorm(vmin=max(norms.min(), norms.max() * 1e-4), vmax=norms.max()))
+    ax.set_yticks(range(len(names)), names, fontfamily="monospace")
+    ax.set_xticks(range(len(ids)), labels, rotation=60, fontfamily="monospace")
+    for tick, i in zip(ax.get_xticklabels(), ids):
+        tick.set_color(token_color(i))
+        tick.set_fontweight("bold")
+    ax.set_title(shape_title("‖grad‖ per token", norms.shape) + "  backward: top to bottom", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig

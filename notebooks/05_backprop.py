@@ -140,6 +140,17 @@ grads = BP.block_backward(dout, cache, params, n_head)
 print(f"loss {loss:.3f}; x {x.shape}, qkv {cache['qkv'].shape}, att {cache['att'].shape}")
 
 # %% [markdown]
+# Where does the gradient go? The size of d loss / d activation at every token of the sentence, from the
+# block's output (top) back to its input (bottom), on a log scale. It grows about a hundredfold at the last
+# step, through `ln_1`: the layernorm's backward multiplies by `rstd`, and the embeddings it normalises are small.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from gpt2lab.explain.embeddings import token_labels
+
+fig = BP.token_grad_figure(grads, ids[:-1], token_labels(enc, ids[:-1]))
+
+# %% [markdown]
 # Now torch autograd of the very same block (in float64), and every gradient side by side, from the output
 # back to the input, in the order backward produces them:
 

@@ -125,3 +125,13 @@ def test_stream_grads_close_the_loop_through_a_hand_written_block():
     grads = BP.block_backward(dxs[2], cache, params, CFG.n_head, NUMPY_OPS)
     np.testing.assert_allclose(grads["dx"], dxs[1], atol=1e-6, rtol=1e-4)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_token_grad_norms_and_figure():
+    x, params, dout = block_case()
+    grads = BP.block_backward(dout, BP.block_forward(x, params, 4, NUMPY_OPS), params, 4, NUMPY_OPS)
+    norms = BP.token_grad_norms(grads)
+    assert norms.shape == (len(BP.FLOW_NAMES), 7)
+    np.testing.assert_allclose(norms[0], np.linalg.norm(dout[0], axis=-1), rtol=1e-6)
+    fig = BP.token_grad_figure(grads, list(range(7)), [f"t{i}" for i in range(7)])
+    assert "(9, 7)" in fig.axes[0].get_title()
