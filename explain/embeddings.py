@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .check import cmp
-from .palette import BACKWARD_CMAP, DIVERGING_CMAP, FORWARD_CMAP, shape_title, token_color
+from .palette import BACKWARD_CMAP, DIVERGING_CMAP, shape_title, token_color
 from .tokenize import token_label
 
 
