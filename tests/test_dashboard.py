@@ -10,7 +10,7 @@ from gpt2lab.explain.training import (latest_parity, loss_curves, max_val_differ
                                       read_log)
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.train import RunConfig, TorchBackend
-from gpt2lab.widgets.dashboard import TrainingDashboard
+from gpt2lab.widgets import TrainingDashboard
 
 TINY = GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
 
