@@ -13,23 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpt2lab.kernels.adamw import reference as adamw_torch  # torch.optim.AdamW, float64, from zero moments
+
 from .check import cmp
 
 HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
-
-
-def adamw_torch(param: np.ndarray, grads: list[np.ndarray], **hyper) -> dict:
-    """torch.optim.AdamW applied for len(grads) steps from zero moments. Returns params, m, v (float64)."""
-    import torch
-    h = {**HYPER, **hyper}
-    p = torch.nn.Parameter(torch.tensor(param, dtype=torch.float64))
-    opt = torch.optim.AdamW([p], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
-                            weight_decay=h["weight_decay"], foreach=False)
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        opt.step()
-    state = opt.state[p]
-    return {"params": p.detach().numpy(), "m": state["exp_avg"].numpy(), "v": state["exp_avg_sq"].numpy()}
 
 
 def check_adamw(fn, n: int = 37, steps: int = 3, seed: int = 0) -> bool:
@@ -41,5 +29,5 @@ def check_adamw(fn, n: int = 37, steps: int = 3, seed: int = 0) -> bool:
     p, m, v = param.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
     for t, g in enumerate(grads, start=1):
         fn(p, g, m, v, t, HYPER["lr"], HYPER["beta1"], HYPER["beta2"], HYPER["eps"], HYPER["weight_decay"])
-    ref = adamw_torch(param, grads)
+    ref = adamw_torch(param, grads, HYPER)
     return all([cmp("params", p, ref["params"]), cmp("m", m, ref["m"]), cmp("v", v, ref["v"])])

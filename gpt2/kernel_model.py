@@ -231,7 +231,8 @@ class KernelGPT2:
         boundary between two tokens' probability intervals).
         """
         import torch
-        import torch.nn.functional as F
+
+        from .model import sample_next
 
         idx = np.array(idx.detach().cpu().numpy() if hasattr(idx, "detach") else idx, dtype=np.int64)
         if idx.ndim != 2:
@@ -247,14 +248,7 @@ class KernelGPT2:
             logits = self.acts["logits"]            # only the last position's (B, V) matter; a device array
             last = logits[:, T - 1, :] if isinstance(logits, np.ndarray) else logits.copy_to_host()[:, T - 1, :]
             logits = torch.from_numpy(np.array(last, dtype=np.float32))           # (B, V), a copy
-            if temperature <= 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+            idx_next = sample_next(logits, temperature, top_k, generator)
             idx = np.concatenate([idx, idx_next.numpy().astype(np.int64)], axis=1)
         return idx
 

@@ -104,6 +104,18 @@ class Block(nn.Module):
         return x
 
 
+def sample_next(logits, temperature: float = 1.0, top_k: int | None = None, generator=None):
+    """The next token (B, 1) int64 from the last position's logits (B, V). Shared by both GPT-2s, so the same
+    weights and seed give the same text. temperature <= 0: greedy; top_k keeps the k most likely tokens."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+
+
 class GPT2(nn.Module):
     """GPT-2 language model. forward(idx (B, T) int64, targets (B, T) int64 | None) -> (logits (B, T, V), loss)."""
 
@@ -169,16 +181,7 @@ class GPT2(nn.Module):
         for _ in range(max_new_tokens):
             idx_cond = idx[:, -self.config.block_size:]
             logits, _ = self(idx_cond)
-            logits = logits[:, -1, :]                                   # (B, V): only the next token matters
-            if temperature <= 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)  # only the next token matters
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
 

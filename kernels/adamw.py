@@ -96,11 +96,14 @@ HYPER = {"lr": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0
 STEPS = 3  # t = 1, 2, 3: the bias corrections change every step
 
 
-def reference(params, grads):
-    """torch.optim.AdamW (float64) on one tensor, STEPS steps with grads[t - 1]; returns params, m, v."""
+def reference(params, grads, hyper: dict = HYPER):
+    """torch.optim.AdamW (float64) on one tensor from zero moments, one step per row of grads (t = 1, 2, ...).
+
+    hyper: lr, beta1, beta2, eps, weight_decay. Returns {"params", "m", "v"} as float64 numpy.
+    """
     import torch
     p = torch.nn.Parameter(torch.tensor(params, dtype=torch.float64))
-    h = HYPER
+    h = hyper
     opt = torch.optim.AdamW([p], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
                             weight_decay=h["weight_decay"], foreach=False)
     for g in grads:
