@@ -41,7 +41,7 @@ class Event(NamedTuple):
     thread: int
     array: str
     index: int
-    op: str          # "read" or "write"
+    op: str          # "read", "write" or "atomic" (an atomic read-add-write)
     phase: int       # barriers (syncthreads) this thread had passed
     value: float
 
@@ -55,10 +55,12 @@ class Trace:
     shapes: dict
     events: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
+    direction: str = "forward"
 
     def title(self) -> str:
         N, C = self.shapes["inp"]
-        return f"layernorm_forward_kernel_{self.kernel}[grid={self.grid}, block={self.block}]  (N={N}, C={C})"
+        return (f"layernorm_{self.direction}_kernel_{self.kernel}[grid={self.grid}, block={self.block}]"
+                f"  (N={N}, C={C})")
 
     def select(self, **where) -> list[Event]:
         """Events whose fields equal `where`, e.g. trace.select(array="scratch", block=0)."""
@@ -145,29 +147,59 @@ def _install_hooks(recorder: Recorder) -> None:
 
     kernelapi.FakeCUDAShared.array = shared_array
 
+    add = kernelapi.FakeCUDAAtomic.add
 
-def _run_traced(kernel: str, inp: np.ndarray, block: int) -> Trace:
-    """Launch layernorm forward `kernel` on inp (N, C) with recording arrays. Simulator only."""
+    def atomic_add(self, array, index, val):
+        if not isinstance(array, Recording):
+            return add(self, array, index, val)
+        with kernelapi.addlock:   # one indivisible read-add-write, logged as one event
+            old = array.array[index]
+            array.array[index] += val
+            recorder.log(array.name, array.shape, index, "atomic", array.array[index])
+        return old
+
+    kernelapi.FakeCUDAAtomic.add = atomic_add
+
+
+def _backward_arrays(inp: np.ndarray, weight: np.ndarray, rng) -> dict:
+    """The backward kernel's arguments (in its order): zeroed gradients, a random dout, the forward's cache."""
+    N, C = inp.shape
+    mean = inp.mean(axis=1, dtype=np.float32)
+    rstd = (1 / np.sqrt(inp.var(axis=1, dtype=np.float32) + np.float32(1e-5))).astype(np.float32)
+    return {"dinp": np.zeros((N, C), np.float32), "dweight": np.zeros(C, np.float32),
+            "dbias": np.zeros(C, np.float32), "dout": rng.standard_normal((N, C)).astype(np.float32),
+            "inp": inp, "weight": weight, "mean": mean, "rstd": rstd}
+
+
+def _run_traced(kernel: str, inp: np.ndarray, block: int, direction: str = "forward") -> Trace:
+    """Launch layernorm `direction` `kernel` on inp (N, C) with recording arrays. Simulator only."""
     from gpt2lab.kernels import layernorm as L
 
     N, C = inp.shape
     rng = np.random.default_rng(0)
-    arrays = {"out": np.zeros((N, C), np.float32), "mean": np.zeros(N, np.float32),
-              "rstd": np.zeros(N, np.float32), "inp": inp,
-              "weight": (1 + 0.1 * rng.standard_normal(C)).astype(np.float32),
-              "bias": (0.1 * rng.standard_normal(C)).astype(np.float32)}
+    weight = (1 + 0.1 * rng.standard_normal(C)).astype(np.float32)
+    if direction == "forward":
+        arrays = {"out": np.zeros((N, C), np.float32), "mean": np.zeros(N, np.float32),
+                  "rstd": np.zeros(N, np.float32), "inp": inp, "weight": weight,
+                  "bias": (0.1 * rng.standard_normal(C)).astype(np.float32)}
+    else:
+        arrays = _backward_arrays(inp, weight, rng)
     recorder = Recorder()
     _install_hooks(recorder)
     args = [Recording(name, a, recorder) for name, a in arrays.items()]
     if kernel == "v1":   # one thread per row: blocks of `block` threads, enough of them to cover N rows
         grid = (N + block - 1) // block
         L.layernorm_forward_kernel_v1[grid, block](*args)
-    else:                # one block per row; the tree reduction needs a power-of-two block
+    elif direction == "forward":   # one block per row; the tree reduction needs a power-of-two block
         grid = N
         L.layernorm_forward_kernel_v2[grid, block](*args)
+    else:
+        grid = N
+        L.layernorm_backward_kernel_v2[grid, block](*args)
     events = sorted(recorder.events, key=lambda e: e.seq)
+    outs = ("out", "mean", "rstd", "weight", "bias") if direction == "forward" else tuple(arrays)
     return Trace(kernel, grid, block, {k: a.shape for k, a in arrays.items()} | {"scratch": (L.BLOCK,)},
-                 events, {k: arrays[k].tolist() for k in ("out", "mean", "rstd", "weight", "bias")})
+                 events, {k: arrays[k].tolist() for k in outs}, direction)
 
 
 def main(argv=None) -> int:
@@ -178,8 +210,9 @@ def main(argv=None) -> int:
         return 2
     sys.setswitchinterval(1e-4)   # simulated threads are Python threads: cheaper barriers
     kernel, block = argv[0], int(argv[1])
+    direction = argv[2] if len(argv) > 2 else "forward"
     inp = np.asarray(json.loads(sys.stdin.read()), dtype=np.float32)
-    sys.stdout.write(_run_traced(kernel, inp, block).to_json())
+    sys.stdout.write(_run_traced(kernel, inp, block, direction).to_json())
     return 0
 
 
@@ -187,9 +220,13 @@ def main(argv=None) -> int:
 # the caller's side
 # ---------------------------------------------------------------------------------------------------------
 
-def _check_args(kernel: str, inp: np.ndarray, block: int) -> None:
+def _check_args(kernel: str, inp: np.ndarray, block: int, direction: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"trace_layernorm: kernel must be one of {KERNELS}, got {kernel!r}")
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"trace_layernorm: direction must be 'forward' or 'backward', got {direction!r}")
+    if direction == "backward" and kernel != "v2":
+        raise ValueError("trace_layernorm: the backward is traced for v2 only (v1's is two kernels)")
     if inp.ndim != 2 or inp.size == 0:
         raise ValueError(f"trace_layernorm: inp must be a non-empty (N, C) array, got shape {inp.shape}")
     if inp.size > 4096:
@@ -203,19 +240,22 @@ def _check_args(kernel: str, inp: np.ndarray, block: int) -> None:
         raise ValueError(f"trace_layernorm: block must be in 1..256, got {block}")
 
 
-def trace_layernorm(kernel: str = "v2", inp=None, block: int = 8, timeout: float = 120) -> Trace:
-    """Run layernorm forward `kernel` ("v1" thread per row, "v2" block per row) in numba's CUDA simulator
-    on inp (N, C) float32 (default: 2 random rows of 16 channels), recording every memory access.
+def trace_layernorm(kernel: str = "v2", inp=None, block: int = 8, direction: str = "forward",
+                    timeout: float = 120) -> Trace:
+    """Run layernorm `kernel` ("v1" thread per row, "v2" block per row) in numba's CUDA simulator on inp
+    (N, C) float32 (default: 2 random rows of 16 channels), recording every memory access.
 
+    direction "backward" runs v2's backward kernel (random dout, the cache from inp): its dweight and dbias
+    are atomic adds from every block, logged as op "atomic".
     The simulator runs in a subprocess, so NUMBA_ENABLE_CUDASIM never reaches this process.
-    Raises ValueError for a bad kernel, block or input; RuntimeError when the subprocess fails.
+    Raises ValueError for a bad kernel, direction, block or input; RuntimeError when the subprocess fails.
     """
     if inp is None:
         inp = np.random.default_rng(0).normal(1.0, 2.0, (2, 16))
     inp = np.ascontiguousarray(inp, dtype=np.float32)
-    _check_args(kernel, inp, block)
+    _check_args(kernel, inp, block, direction)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-m", "gpt2lab.explain.cudatrace", kernel, str(block)],
+    proc = subprocess.run([sys.executable, "-m", "gpt2lab.explain.cudatrace", kernel, str(block), direction],
                           input=json.dumps(inp.tolist()), capture_output=True, text=True, env=env,
                           timeout=timeout)
     if proc.returncode != 0:
@@ -334,8 +374,9 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
     for ax, s in zip(axes, shown):
         _draw_step(ax, trace, s)
     axes[0].set_ylabel(f"threadIdx.x  (block {block})")
-    what = ("sum of x (for the mean)", "sum of (x - mean)^2 (for the variance)")[reduction] \
-        if reduction < 2 else f"reduction {reduction}"
+    names = {"forward": ("sum of x (for the mean)", "sum of (x - mean)^2 (for the variance)"),
+             "backward": ("sum of dnorm", "sum of dnorm * norm")}[trace.direction]
+    what = names[reduction] if reduction < 2 else f"reduction {reduction}"
     fig.suptitle(f"{trace.title()}\nblock_sum #{reduction}: {what}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -389,8 +430,11 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=7)
     ax.set_xlabel(f"{array} element (flat: row * C + channel)")
     N, C = trace.shapes["inp"]
-    for r in range(1, N):
-        ax.axvline(r * C - 0.5, color="k", lw=1)
+    if len(trace.shapes[array]) == 2:   # a (N, C) array: a line between rows
+        for r in range(1, N):
+            ax.axvline(r * C - 0.5, color="k", lw=1)
+    else:
+        ax.set_xlabel(f"{array} element")
     idle = trace.grid * trace.block - len(active)
     ax.set_title(f"{trace.title()}: {op}s of {array}" + (f"  ({idle} idle threads not shown)" if idle else ""),
                  fontsize=9)

@@ -94,7 +94,7 @@ norm = xc * rstd
 out = norm * gamma + beta
 print(f"token {t} '{tokens[t]}': mean = {mean:+.4f}   var = {var:.3e}   rstd = {rstd:.2f}")
 print(f"norm: mean {norm.mean():+.1e}, std {norm.std():.4f}")
-cmp(f"out[t={t}] vs the model", out, ln["out"][t])
+assert cmp(f"out[t={t}] vs the model", out, ln["out"][t])
 
 # %% [markdown]
 # The embeddings are small numbers (std about 0.05), so rstd is large: normalising *magnifies* this row about
@@ -114,7 +114,7 @@ fig = LN.row_distribution_figure(row, gamma, beta, title=f"ln_1 input x[layer=0,
 fwd = LN.forward_steps(x, gamma, beta)
 for name in LN.FORWARD_NAMES:
     print(f"{name:5s} {fwd[name].shape}")
-cmp("out (all rows) vs the model", fwd["out"], ln["out"])
+assert cmp("out (all rows) vs the model", fwd["out"], ln["out"])
 
 # %% [markdown]
 # ## 2. The backward, derived step by step
@@ -147,7 +147,7 @@ dmean = -dxc.sum(-1, keepdims=True)
 dx = dxc + dmean / N
 for name, ours in [("dnorm", dnorm), ("dgamma", dgamma), ("dbeta", dbeta), ("drstd", drstd),
                    ("dvar", dvar), ("dxc", dxc), ("dmean", dmean), ("dx", dx)]:
-    cmp(name, ours, ref[name], atol=1e-5 * np.abs(ref[name]).max())   # scaled: dvar is ~1e4, dx ~1e-1
+    assert cmp(name, ours, ref[name], atol=1e-5 * np.abs(ref[name]).max())   # scaled: dvar is ~1e4, dx ~1e-1
 
 # %% [markdown]
 # The same walk lives in the package as `backward_long`. Now simplify. Substituting `dvar` and `dmean` into
@@ -170,10 +170,10 @@ for name, ours in [("dnorm", dnorm), ("dgamma", dgamma), ("dbeta", dbeta), ("drs
 # %%
 compact = LN.backward_compact(dout, fwd["norm"], fwd["rstd"], gamma)
 scale = np.abs(ref["dx"]).max()
-cmp("dx (one line) vs autograd", compact["dinp"], ref["dx"], atol=1e-5 * scale)
-cmp("dx vs the model's own", compact["dinp"], ln["dinp"], atol=1e-5 * scale)
-cmp("dgamma vs the model's", compact["dgamma"], ln["dgamma"], atol=1e-5 * np.abs(ln["dgamma"]).max())
-cmp("dbeta vs the model's", compact["dbeta"], ln["dbeta"], atol=1e-5 * np.abs(ln["dbeta"]).max())
+assert cmp("dx (one line) vs autograd", compact["dinp"], ref["dx"], atol=1e-5 * scale)
+assert cmp("dx vs the model's own", compact["dinp"], ln["dinp"], atol=1e-5 * scale)
+assert cmp("dgamma vs the model's", compact["dgamma"], ln["dgamma"], atol=1e-5 * np.abs(ln["dgamma"]).max())
+assert cmp("dbeta vs the model's", compact["dbeta"], ln["dbeta"], atol=1e-5 * np.abs(ln["dbeta"]).max())
 # both mean terms are really there: drop one and the gradient is wrong
 dx_no_rstd = fwd["rstd"] * (compact["dnorm"] - compact["dnorm_mean"])
 print("without the rstd term, max error:", f"{np.abs(dx_no_rstd - ref['dx']).max():.2e}")
@@ -202,10 +202,10 @@ gt = torch.tensor(gamma, dtype=torch.float64, requires_grad=True)
 bt = torch.tensor(beta, dtype=torch.float64, requires_grad=True)
 yt = torch.nn.functional.layer_norm(xt, (C,), gt, bt, eps=1e-5)
 yt.backward(torch.tensor(dout, dtype=torch.float64))
-cmp("out", fwd["out"], yt)
-cmp("dx", compact["dinp"], xt.grad, atol=1e-5 * scale)
-cmp("dgamma", compact["dgamma"], gt.grad, atol=1e-7)
-cmp("dbeta", compact["dbeta"], bt.grad, atol=1e-7)
+assert cmp("out", fwd["out"], yt)
+assert cmp("dx", compact["dinp"], xt.grad, atol=1e-5 * scale)
+assert cmp("dgamma", compact["dgamma"], gt.grad, atol=1e-7)
+assert cmp("dbeta", compact["dbeta"], bt.grad, atol=1e-7)
 
 # %% [markdown]
 # ## 4. The kernels
@@ -227,10 +227,10 @@ k_mean, k_rstd = np.zeros((B, T), np.float32), np.zeros((B, T), np.float32)
 layernorm_forward(k_out, k_mean, k_rstd, x[None], gamma, beta)
 k_dx, k_dgamma, k_dbeta = np.zeros((B, T, C), np.float32), np.zeros(C, np.float32), np.zeros(C, np.float32)
 layernorm_backward(k_dx, k_dgamma, k_dbeta, dout[None], x[None], gamma, k_mean, k_rstd)
-cmp("kernel out", k_out[0], ln["out"])
-cmp("kernel rstd", k_rstd[0], fwd["rstd"][:, 0], rtol=1e-5)
-cmp("kernel dx", k_dx[0], ln["dinp"], atol=1e-5 * scale)
-cmp("kernel dgamma", k_dgamma, ln["dgamma"], atol=1e-7)
+assert cmp("kernel out", k_out[0], ln["out"])
+assert cmp("kernel rstd", k_rstd[0], fwd["rstd"][:, 0], rtol=1e-5)
+assert cmp("kernel dx", k_dx[0], ln["dinp"], atol=1e-5 * scale)
+assert cmp("kernel dgamma", k_dgamma, ln["dgamma"], atol=1e-7)
 
 # %% [markdown]
 # Then the harness every kernel shares: random rows with their own offsets and scales (so a wrong mean or a
@@ -319,7 +319,7 @@ fig = CT.access_diagram(trace)
 
 # %%
 print(f"{len(trace.events)} memory accesses recorded in {trace.title()}")
-cmp("traced v2 mean", trace.outputs["mean"], small.mean(-1))
+assert cmp("traced v2 mean", trace.outputs["mean"], small.mean(-1))
 steps = CT.reduction_steps(trace, block=0, reduction=0)
 for s in steps:
     print(CT.step_caption(s))
@@ -333,6 +333,24 @@ for s in steps:
 # %%
 # NBVAL_IGNORE_OUTPUT
 fig = CT.reduction_diagram(trace, block=0, reduction=0)
+
+# %% [markdown]
+# **The backward, v2.** Each block makes its row's `dx` on its own, after two block sums (of `dnorm` and of
+# `dnorm * norm`, the two mean terms). But `dgamma` and `dbias` are sums over *all* rows: every block adds into
+# the same C floats. Below, each cell is an atomic add (`cuda.atomic.add`) into `dweight`: block 0 and block 1
+# hit exactly the same elements. Without atomics, two blocks adding at once would lose one of the additions;
+# with them, the order of the additions (and so the last bits of the float sum) depends on timing.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+trace_bwd = CT.trace_layernorm("v2", small, block=8, direction="backward")
+fig = CT.access_diagram(trace_bwd, "dweight", op="atomic")
+
+# %%
+o = trace_bwd.outputs
+norm_small = (small - small.mean(-1, keepdims=True)) / np.sqrt(small.var(-1, keepdims=True) + 1e-5)
+assert cmp("traced dweight", o["dweight"], (o["dout"] * norm_small).sum(0))
+print("atomic adds per dweight element:", CT.access_grid(trace_bwd, "dweight", op="atomic").sum(0))
 
 # %% [markdown]
 # ## 6. Play

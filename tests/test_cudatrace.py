@@ -111,6 +111,38 @@ def test_diagrams(v1, v2):
     assert "2 idle threads" in fig.axes[0].get_title()
 
 
+@pytest.fixture(scope="module")
+def bwd():
+    return CT.trace_layernorm("v2", INP, block=8, direction="backward")
+
+
+def test_v2_backward_atomics_from_every_block(bwd):
+    o = bwd.outputs
+    norm = layernorm(INP)
+    np.testing.assert_allclose(o["dweight"], (o["dout"] * norm).sum(0), atol=1e-5)
+    np.testing.assert_allclose(o["dbias"], o["dout"].sum(0), atol=1e-5)
+    dnorm = o["dout"] * o["weight"]
+    rstd = 1 / np.sqrt(INP.var(-1, keepdims=True) + 1e-5)
+    dinp = rstd * (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True))
+    np.testing.assert_allclose(o["dinp"], dinp, atol=1e-5)
+    assert "layernorm_backward_kernel_v2[grid=2, block=8]" in bwd.title()
+    # every dweight element gets one atomic add from each block (row): that is why they must be atomic
+    atomics = bwd.select(array="dweight", op="atomic")
+    assert len(atomics) == 32
+    for i in range(16):
+        assert sorted((e.block, e.thread) for e in atomics if e.index == i) == [(0, i % 8), (1, i % 8)]
+    assert not bwd.select(array="dweight", op="write")
+    grid = CT.access_grid(bwd, "dweight", op="atomic")
+    assert grid.shape == (16, 16) and np.all(grid.sum(axis=0) == 2)
+    # its two block sums: of dnorm, then of dnorm * norm
+    steps = CT.reduction_steps(bwd, 1, 1)
+    np.testing.assert_allclose(steps[-1].scratch[0], (dnorm * norm)[1].sum(), rtol=1e-4)
+    fig = CT.reduction_diagram(bwd, 0, 1)
+    assert "sum of dnorm * norm" in fig._suptitle.get_text()
+    fig = CT.access_diagram(bwd, "dweight", op="atomic")
+    assert "atomics of dweight" in fig.axes[0].get_title()
+
+
 def test_json_round_trip(v2):
     back = CT.Trace.from_json(v2.to_json())
     assert back.events == v2.events and back.shapes == v2.shapes
@@ -125,6 +157,10 @@ def test_bad_input_is_refused_before_any_run():
         CT.trace_layernorm("v2", block=6)
     with pytest.raises(ValueError, match="too big"):
         CT.trace_layernorm("v2", np.zeros((64, 128)))
+    with pytest.raises(ValueError, match="direction must be"):
+        CT.trace_layernorm("v2", direction="sideways")
+    with pytest.raises(ValueError, match="v2 only"):
+        CT.trace_layernorm("v1", direction="backward")
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         CT.trace_layernorm("v2", np.zeros(16))
 
