@@ -368,7 +368,8 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
     steps = reduction_steps(trace, block, reduction)
     shown = steps if step is None else [steps[step]]
     if axes is None:
-        fig, axes = plt.subplots(1, len(shown), figsize=(2.3 * len(shown) + 0.6, 2.9), squeeze=False)
+        size = (2.3 * len(shown) + 0.6, 2.9) if len(shown) > 1 else (6.5, 4.6)   # one step: the stepper's view
+        fig, axes = plt.subplots(1, len(shown), figsize=size, squeeze=False)
         axes = axes[0]
     fig = axes[0].figure
     for ax, s in zip(axes, shown):

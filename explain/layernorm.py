@@ -175,10 +175,12 @@ def row_stages(x, gamma, beta) -> dict:
     return {"x": s["x"], "norm": s["norm"], "out": s["out"]}
 
 
-def row_distribution_figure(x, gamma, beta, title: str = "row", axes=None, highlight: int | None = None):
+def row_distribution_figure(x, gamma, beta, title: str = "row", axes=None, highlight: int | None = None,
+                            out_range: tuple | None = None):
     """One row x (C,) as a histogram and a strip of its C values: before normalising (x), after
     (norm: mean 0, std 1) and after the affine map (out = norm * gamma + beta). Each panel prints the
-    row's mean and std. `highlight`: a channel marked with a red line in every panel.
+    row's mean and std. `highlight`: a channel marked with a red line in every panel. `out_range`: fixed
+    x limits for the out panel (so a change of gamma or beta shows as a move, not as new tick labels).
     """
     import matplotlib.pyplot as plt
 
@@ -199,6 +201,8 @@ def row_distribution_figure(x, gamma, beta, title: str = "row", axes=None, highl
         if highlight is not None:
             for ax in (hist, strip):
                 ax.axvline(v[highlight], color="#d62728", lw=1.5)
+        if name == "out" and out_range is not None:
+            hist.set_xlim(*out_range)
     fig.suptitle(shape_title(title, (f"C={x.shape[-1]}",)), fontsize=10)
     fig.tight_layout()
     return fig

@@ -42,6 +42,11 @@ def test_scale_and_shift_move_the_output_only():
     assert f"out = {norm[10]:+.3f} × γ 2.000 + β +1.500" in w.caption.value
     w.scale.value = 0.0                                               # gamma 0: every channel is beta
     np.testing.assert_allclose(w.stages["out"], 1.5)
+    # the out panel keeps its limits whatever the sliders say, and they hold every output
+    limits = w.figure.axes[2].get_xlim()
+    w.scale.value, w.shift.value = 3.0, -3.0
+    assert w.figure.axes[2].get_xlim() == limits
+    assert limits[0] <= w.stages["out"].min() and w.stages["out"].max() <= limits[1]
 
 
 def test_explorer_bad_rows_show_a_message():
@@ -73,3 +78,8 @@ def test_stepper_walks_the_tree(trace):
 def test_stepper_on_a_trace_without_a_reduction_shows_a_message():
     w = ReductionStepper(Trace("v1", 1, 4, {"inp": (2, 16)}, []))
     assert "0 reductions" in w.message.value and w.image.value == b""
+
+
+def test_stepper_on_something_that_is_not_a_trace_shows_a_message():
+    w = ReductionStepper({"events": []})
+    assert "needs a trace from trace_layernorm" in w.message.value and w.image.value == b""

@@ -79,7 +79,8 @@ class LayerNormExplorer(W.VBox):
             beta = self.beta + self.shift.value
             c = self.channel.value
             self.stages = row_stages(self.x, gamma, beta)
-            fig = row_distribution_figure(self.x, gamma, beta, title=self.title, highlight=c)
+            fig = row_distribution_figure(self.x, gamma, beta, title=self.title, highlight=c,
+                                          out_range=self.out_range())
             self.figure = fig
             self.image.value = _png(fig)
             self.message.value = ""
@@ -89,6 +90,16 @@ class LayerNormExplorer(W.VBox):
                                   f"{s['out'][c]:+.3f}")
         except Exception as e:
             self._fail(e)
+
+    def out_range(self) -> tuple:
+        """x limits of the out panel that hold out at every slider setting, so moving a slider moves the
+        histogram instead of relabelling its axis."""
+        norm = row_stages(self.x, 1.0, 0.0)["norm"]
+        reach = self.scale.max * float(np.abs(norm * self.gamma).max())
+        lo = float(self.beta.min()) + self.shift.min - reach
+        hi = float(self.beta.max()) + self.shift.max + reach
+        pad = 0.05 * (hi - lo)   # the extremes are not cut off at the edge
+        return lo - pad, hi + pad
 
     def _fail(self, e: Exception):
         self.stages, self.figure = None, None
@@ -108,7 +119,8 @@ class ReductionStepper(W.VBox):
     def __init__(self, trace: Trace):
         self.trace = trace
         self.step = W.IntSlider(value=0, min=0, max=0, description="phase")
-        self.block = W.IntSlider(value=0, min=0, max=max(trace.grid - 1, 0), description="block (row)")
+        grid = trace.grid if isinstance(trace, Trace) else 1
+        self.block = W.IntSlider(value=0, min=0, max=max(grid - 1, 0), description="block (row)")
         self.reduction = W.ToggleButtons(options=[("sum x", 0), ("sum (x-mean)²", 1)], value=0,
                                          description="block_sum")
         self.message, self.caption = W.HTML(), W.HTML()
@@ -123,6 +135,9 @@ class ReductionStepper(W.VBox):
 
     def _recompute(self, change=None):
         try:
+            if not isinstance(self.trace, Trace):
+                raise ValueError("ReductionStepper needs a trace from trace_layernorm('v2', ...), got "
+                                 f"{type(self.trace).__name__}")
             self.steps = reduction_steps(self.trace, self.block.value, self.reduction.value)
         except Exception as e:
             self.steps = None
