@@ -426,7 +426,8 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     ax.imshow(shown, cmap="Blues_r", aspect="auto", vmin=0, vmax=max(order.max(), 1) * 1.6)
     for (r, c), v in np.ndenumerate(order[active]):
         if v >= 0:
-            ax.text(c, r, str(v), ha="center", va="center", fontsize=6, color="white" if v < order.max() * 0.6 else "black")
+            dark = v < order.max() * 0.6   # early reads are dark cells: white text on them
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=6, color="white" if dark else "black")
     ax.set_yticks(range(len(active)))
     ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=7)
     ax.set_xlabel(f"{array} element (flat: row * C + channel)")
@@ -443,9 +444,9 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     return ax.figure
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 __all__ = ["Event", "Trace", "trace_layernorm", "ReductionStep", "reduction_steps", "step_caption",
            "reduction_diagram", "access_grid", "first_touch", "access_diagram", "KERNELS"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

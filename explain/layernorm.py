@@ -348,7 +348,9 @@ def check_layernorm_backward(fn, seed: int = 0) -> bool:
     rng = np.random.default_rng(seed)
     shapes = [(2, 5, 16), (1, 1, 8), (3, 4, 37), (2, 3, 128)]
     for k, shape in enumerate(shapes):
-        loc, scale = (rng.uniform(-3, 3, shape[:2] + (1,)), rng.uniform(0.5, 4, shape[:2] + (1,))) if k != 1 else (0, 1)
+        # rows with their own offset and scale (a wrong mean term shows); case 1 a plain standard normal row
+        loc = rng.uniform(-3, 3, shape[:2] + (1,)) if k != 1 else 0.0
+        scale = rng.uniform(0.5, 4, shape[:2] + (1,)) if k != 1 else 1.0
         x = (loc + scale * rng.standard_normal(shape)).astype(np.float32)
         gamma = (1 + 0.5 * rng.standard_normal(shape[-1])).astype(np.float32)
         beta = (0.5 * rng.standard_normal(shape[-1])).astype(np.float32)
@@ -373,6 +375,7 @@ def check_layernorm_backward(fn, seed: int = 0) -> bool:
 
 
 __all__ = ["EPS", "FORWARD_NAMES", "model_layernorm", "forward_steps", "backward_compact", "backward_long",
-           "autograd_steps", "torch_layernorm", "kernel_timings", "row_stages", "row_distribution_figure", "idea_figure",
+           "autograd_steps", "torch_layernorm", "kernel_timings", "row_stages", "row_distribution_figure",
+           "idea_figure",
            "LayerNormFrame", "layernorm_over_training", "draw_layernorm_frame", "layernorm_animation",
            "check_layernorm_backward"]
