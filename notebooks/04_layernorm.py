@@ -310,7 +310,8 @@ fig = CT.access_diagram(trace_v1)
 
 # %% [markdown]
 # **v2** (one block of 8 threads per row). At step 0, threads 0..7 of block 0 read elements 0..7: one
-# contiguous piece of memory, a *coalesced* load. Each thread then holds a partial sum of two channels.
+# contiguous piece of memory, a *coalesced* load. Each thread then holds a partial sum of two channels. (Every
+# element is read three times, for the mean, the variance and the output; the numbers show the first time.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
