@@ -5,7 +5,14 @@ Exporting a widget here is one line in _EXPORTS (name -> module).
 """
 from importlib import import_module
 
-_EXPORTS = {"TrainingDashboard": "dashboard"}
+_EXPORTS = {
+    "TokenizerPlayground": "tokenizer", "MergeStepper": "tokenizer",              # lesson 1
+    "NeighbourExplorer": "embeddings", "PositionSimilarityView": "embeddings",    # lesson 2
+    "AttentionStepper": "attention",                                              # lesson 3
+    "LayerNormExplorer": "layernorm", "ReductionStepper": "layernorm",            # lesson 4
+    "BackpropStepper": "backprop", "GradFlowView": "backprop",                    # lesson 5
+    "TrainingDashboard": "dashboard",                                             # lesson 6
+}
 
 __all__ = sorted(_EXPORTS)
 

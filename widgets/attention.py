@@ -8,7 +8,6 @@ so a test sets `.value` on a control and reads the result, with no browser.
 from __future__ import annotations
 
 import html
-import io
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -16,6 +15,8 @@ import numpy as np
 
 from gpt2lab.explain.attention import AttentionSteps, attention_steps, heatmap, query_bar, token_ids
 from gpt2lab.explain.palette import FAIL_COLOR, RUNNING_EXAMPLE
+
+from ._view import figure_png, note
 
 # What each view shows, in the order the forward pass makes them.
 STEP_HELP = {
@@ -34,15 +35,6 @@ class _Hint(ValueError):
     """Not an error: the widget has nothing to show yet (empty text)."""
 
 
-def _note(text: str, colour: str = "#555") -> str:
-    return f'<div style="color:{colour}">{html.escape(text, quote=False)}</div>' if text else ""
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)   # the widget shows the PNG; a live figure would also be drawn below the cell
-    return buf.getvalue()
 
 
 class AttentionStepper(W.VBox):
@@ -126,7 +118,7 @@ class AttentionStepper(W.VBox):
         query_bar(s, t, name, ax=b)
         fig.tight_layout()
         self.figure, self.axes = fig, (a, b)
-        self.image.value = _png(fig)
+        self.image.value = figure_png(fig)
         self.message.value = ""
         self.caption.value = (f"<b>{html.escape(STEP_HELP[name], quote=False)}</b><br>"
                               f"{html.escape(self.describe(), quote=False)}")
@@ -147,11 +139,11 @@ class AttentionStepper(W.VBox):
         self.steps, self.figure = None, None
         self.image.value, self.caption.value = b"", ""
         if isinstance(e, _Hint):
-            self.message.value = _note(str(e))
+            self.message.value = note(str(e))
         elif isinstance(e, ValueError):
-            self.message.value = _note(str(e), FAIL_COLOR)
+            self.message.value = note(str(e), FAIL_COLOR)
         else:
-            self.message.value = _note(f"Could not compute attention: {type(e).__name__}: {e}", FAIL_COLOR)
+            self.message.value = note(f"Could not compute attention: {type(e).__name__}: {e}", FAIL_COLOR)
 
 
 __all__ = ["AttentionStepper", "STEP_HELP"]

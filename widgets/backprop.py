@@ -5,7 +5,6 @@ Thin views over `gpt2lab.explain.autograd`, `.graph` and `.gradflow`. Controls a
 """
 from __future__ import annotations
 
-import html
 
 import ipywidgets as W
 
@@ -14,13 +13,10 @@ from gpt2lab.explain.graph import backward_steps, draw_graph
 from gpt2lab.explain.gradflow import GradFlow, draw_gradflow
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from .embeddings import figure_png
+from ._view import figure_png, note
 
 MAX_NODES = 40  # beyond this a graph no longer fits on a screen
 
-
-def _note(text: str, colour: str = "#555") -> str:
-    return f'<div style="color:{colour}">{html.escape(text)}</div>' if text else ""
 
 
 def parse_values(text: str) -> dict[str, float]:
@@ -69,7 +65,7 @@ class BackpropStepper(W.VBox):
         except Exception as e:  # a typo is a message, not a traceback
             self.root, self.snaps = None, []
             self.image.value = b""
-            self.message.value = _note(f"{e}", FAIL_COLOR)
+            self.message.value = note(f"{e}", FAIL_COLOR)
             return
         last = len(self.snaps) - 1
         self.slider.value = min(self.slider.value, last)
@@ -80,9 +76,9 @@ class BackpropStepper(W.VBox):
         if self.root is None:
             return
         i = self.slider.value
-        self.message.value = _note(f"out = {self.root.data:.4f}.  Step {i} of {len(self.snaps) - 1}"
+        self.message.value = note(f"out = {self.root.data:.4f}.  Step {i} of {len(self.snaps) - 1}"
                                    + ("  (d out / d out = 1)" if i == 0 else ""))
-        self.image.value = figure_png(draw_graph(self.root, self.snaps[i], title=f"backward step {i}"))
+        self.image.value = figure_png(draw_graph(self.root, self.snaps[i], title=f"backward step {i}"), tight=True)
 
 
 class GradFlowView(W.VBox):
@@ -107,7 +103,7 @@ class GradFlowView(W.VBox):
         self.caption.value = (f"<b>step {int(f.steps[i])}</b> &nbsp; loss {f.loss[i]:.3f} &nbsp; "
                               f"‖dL/dwte‖ {f.wte[i]:.3g} &nbsp; ‖dL/dwpe‖ {f.wpe[i]:.3g}")
         fig, _ = draw_gradflow(f, i)
-        self.image.value = figure_png(fig)
+        self.image.value = figure_png(fig, tight=True)
 
 
 __all__ = ["BackpropStepper", "GradFlowView", "parse_values"]

@@ -6,28 +6,17 @@ and reads the result with no browser. Bad input (empty text, a word that is seve
 """
 from __future__ import annotations
 
-import html
-import io
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import numpy as np
 
 from gpt2lab.explain.embeddings import (nearest_neighbours, neighbours_html, position_similarity,
                                         position_similarity_figure, token_labels)
 from gpt2lab.explain.palette import FAIL_COLOR
 
-
-def _note(text: str, colour: str = "#555") -> str:
-    return f'<div style="color:{colour}">{html.escape(text)}</div>' if text else ""
+from ._view import figure_png, note
 
 
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes (for a W.Image); the figure is closed so it is not shown twice."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def resolve_token(enc, text: str) -> tuple[int | None, str]:
@@ -70,17 +59,17 @@ class NeighbourExplorer(W.VBox):
             self._render()
         except Exception as e:  # a widget reports, it never throws into the page
             self.result.value = ""
-            self.message.value = _note(f"Something went wrong: {type(e).__name__}: {e}", FAIL_COLOR)
+            self.message.value = note(f"Something went wrong: {type(e).__name__}: {e}", FAIL_COLOR)
 
     def _render(self):
         token_id, msg = resolve_token(self.enc, self.text.value)
         if token_id is None:
-            self.result.value, self.message.value = "", _note(msg, FAIL_COLOR if self.text.value else "#555")
+            self.result.value, self.message.value = "", note(msg, FAIL_COLOR if self.text.value else "#555")
             return
         warn = ""
         if self.counts is not None and self.counts[token_id] == 0:
             warn = "The model never saw this token in training: its row is still random, so are its neighbours."
-        self.message.value = _note(warn, FAIL_COLOR)
+        self.message.value = note(warn, FAIL_COLOR)
         nbrs = nearest_neighbours(self.wte, token_id, self.k.value, self.candidates)
         self.result.value = neighbours_html(self.enc, token_id, nbrs)
 
@@ -108,7 +97,7 @@ class PositionSimilarityView(W.VBox):
         i = self.slider.value
         self.sim = position_similarity(self.wpes[i], self.T)
         self.caption.value = f"<b>step {self.steps[i]}</b>: bright near the diagonal = nearby positions look alike"
-        self.image.value = figure_png(position_similarity_figure(self.sim, self.steps[i]))
+        self.image.value = figure_png(position_similarity_figure(self.sim, self.steps[i]), tight=True)
 
 
-__all__ = ["NeighbourExplorer", "PositionSimilarityView", "resolve_token", "figure_png"]
+__all__ = ["NeighbourExplorer", "PositionSimilarityView", "resolve_token"]

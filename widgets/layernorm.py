@@ -8,26 +8,17 @@ never a traceback.
 from __future__ import annotations
 
 import html
-import io
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import numpy as np
 
 from gpt2lab.explain.cudatrace import Trace, reduction_diagram, reduction_steps, step_caption
 from gpt2lab.explain.layernorm import row_distribution_figure, row_stages
 from gpt2lab.explain.palette import FAIL_COLOR
 
-
-def _note(text: str, colour: str = "#555") -> str:
-    return f'<div style="color:{colour}">{html.escape(text, quote=False)}</div>' if text else ""
+from ._view import figure_png, note
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)   # the widget shows the PNG; a live figure would also be drawn below the cell
-    return buf.getvalue()
 
 
 class LayerNormExplorer(W.VBox):
@@ -82,7 +73,7 @@ class LayerNormExplorer(W.VBox):
             fig = row_distribution_figure(self.x, gamma, beta, title=self.title, highlight=c,
                                           out_range=self.out_range())
             self.figure = fig
-            self.image.value = _png(fig)
+            self.image.value = figure_png(fig)
             self.message.value = ""
             s = self.stages
             self.caption.value = (f"channel {c}: x = {s['x'][c]:+.3f} → norm = {s['norm'][c]:+.3f} → "
@@ -104,7 +95,7 @@ class LayerNormExplorer(W.VBox):
     def _fail(self, e: Exception):
         self.stages, self.figure = None, None
         self.image.value, self.caption.value = b"", ""
-        self.message.value = _note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
+        self.message.value = note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
                                    FAIL_COLOR)
 
 
@@ -155,7 +146,7 @@ class ReductionStepper(W.VBox):
             i = min(self.step.value, len(self.steps) - 1)
             fig = reduction_diagram(self.trace, self.block.value, self.reduction.value, step=i)
             self.figure = fig
-            self.image.value = _png(fig)
+            self.image.value = figure_png(fig)
             self.message.value = ""
             s = self.steps[i]
             self.caption.value = (f"<b>{html.escape(step_caption(s), quote=False)}</b><br>scratch after this "
@@ -166,7 +157,7 @@ class ReductionStepper(W.VBox):
     def _fail(self, e: Exception):
         self.figure = None
         self.image.value, self.caption.value = b"", ""
-        self.message.value = _note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
+        self.message.value = note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
                                    FAIL_COLOR)
 
 

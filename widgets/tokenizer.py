@@ -14,11 +14,7 @@ from gpt2lab.explain.palette import FAIL_COLOR, RUNNING_EXAMPLE
 from gpt2lab.explain.tokenize import (MergeStep, clean_text, encode_ids, spans_html, token_spans,
                                       token_stats)
 
-
-def _note(text: str, colour: str = "#555") -> str:
-    """A one-line message in HTML, escaped."""
-    return f'<div style="color:{colour}">{html.escape(text)}</div>' if text else ""
-
+from ._view import note
 
 class TokenizerPlayground(W.VBox):
     """Type text, pick a tokenizer, see its tokens as coloured boxes (hover: id and bytes; ids below).
@@ -47,14 +43,14 @@ class TokenizerPlayground(W.VBox):
             self._render()
         except Exception as e:   # a widget shows what went wrong; it never throws into the page
             self.stats.value, self.tokens.value = "", ""
-            self.message.value = _note(f"Could not tokenize this text: {type(e).__name__}: {e}", FAIL_COLOR)
+            self.message.value = note(f"Could not tokenize this text: {type(e).__name__}: {e}", FAIL_COLOR)
 
     def _render(self):
         text, warnings = clean_text(self.text.value)
         tokenizer = self.tokenizers[self.choice.value]
         if not text:
             self.stats.value, self.tokens.value = "", ""
-            self.message.value = _note("Type some text above to see its tokens.")
+            self.message.value = note("Type some text above to see its tokens.")
             return
         stats = token_stats(text, encode_ids(tokenizer, text))
         self.stats.value = (f"<b>{stats['n_tokens']:,}</b> tokens &nbsp; {stats['n_chars']:,} characters &nbsp; "
@@ -63,7 +59,7 @@ class TokenizerPlayground(W.VBox):
             warnings.append(f"Long text ({len(text):,} characters): drawing the first {self.max_chars:,}; "
                             "the counts are for the whole text.")
             text = text[:self.max_chars]
-        self.message.value = "".join(_note(w, FAIL_COLOR) for w in warnings)
+        self.message.value = "".join(note(w, FAIL_COLOR) for w in warnings)
         self.tokens.value = spans_html(token_spans(text, tokenizer))
 
 
