@@ -52,8 +52,10 @@ lab: setup
 test-unit: setup
 	$(PY) -m pytest -n $(JOBS) tests
 
+# The lessons share one trained course model; the tests keep theirs in build/cache (trained on the first
+# run, about two minutes on 2 cores), never in a learner's ~/.cache.
 test-notebooks: notebooks
-	$(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
+	GPT2LAB_CACHE=$(CURDIR)/build/cache $(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
 
 # The browser test drives JupyterLab in Debian's chromium; install it where we can (root with apt).
 browser-deps:
