@@ -518,7 +518,11 @@ def run(args) -> int:
     print(f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "
           f"val loss {_fmt(result.val_loss)}, {result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; "
           f"checkpoint {out / 'latest.pt'}", file=sys.stderr)
-    if verified is not None and verified.stopped:
-        print(verified.stop_report(), file=sys.stderr)
-        return 3
+    if verified is not None:
+        bad = sum(not r.ok for r in verified.reports)
+        print(f"gpt2lab train: parity vs PyTorch on {len(verified.reports)} verified steps: "
+              f"{'all OK' if not bad else f'{bad} with mismatches'}", file=sys.stderr)
+        if verified.stopped:
+            print(verified.stop_report(), file=sys.stderr)
+            return 3
     return 130 if result.interrupted else 0
