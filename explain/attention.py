@@ -381,16 +381,11 @@ def attention_over_training(text=RUNNING_EXAMPLE, layer: int = 0, head: int = 0,
     checkpoints: [(step, model or path)], default `gpt2lab.gpt2.course_checkpoints()` (paths are loaded
     with `gpt2lab.gpt2.load_model`).
     """
-    if checkpoints is None:
-        from gpt2lab.gpt2 import course_checkpoints
-        checkpoints = course_checkpoints()
+    from gpt2lab.gpt2.course import models_over_training
     frames = []
-    for step, model in checkpoints:
-        if not isinstance(model, torch.nn.Module):
-            from gpt2lab.gpt2 import load_model
-            model = load_model(model)[0]
+    for step, model in models_over_training(checkpoints):
         s = attention_steps(model, text, layer, head)
-        frames.append(TrainingFrame(int(step), s.weights, s.tokens, s.ids, layer, head))
+        frames.append(TrainingFrame(step, s.weights, s.tokens, s.ids, layer, head))
     if not frames:
         raise ValueError("attention_over_training: no checkpoints; train the course model first")
     return frames

@@ -269,16 +269,11 @@ def layernorm_over_training(text: str = RUNNING_EXAMPLE, layer: int = 0, which: 
 
     checkpoints: [(step, model or path)], default `gpt2lab.gpt2.course_checkpoints()`.
     """
-    if checkpoints is None:
-        from gpt2lab.gpt2 import course_checkpoints
-        checkpoints = course_checkpoints()
+    from gpt2lab.gpt2.course import models_over_training
     frames = []
-    for step, model in checkpoints:
-        if not isinstance(model, torch.nn.Module):
-            from gpt2lab.gpt2 import load_model
-            model = load_model(model)[0]
+    for step, model in models_over_training(checkpoints):
         ln = model_layernorm(model, text, layer, which)
-        frames.append(LayerNormFrame(int(step), ln["gamma"], ln["beta"], ln["x"].std(-1), ln["out"][t],
+        frames.append(LayerNormFrame(step, ln["gamma"], ln["beta"], ln["x"].std(-1), ln["out"][t],
                                      f"{which}[layer={layer}]" if which != "ln_f" else "ln_f"))
     if not frames:
         raise ValueError("layernorm_over_training: no checkpoints; train the course model first")

@@ -13,12 +13,11 @@ def samples_over_training(checkpoints, prompt: str, max_new_tokens: int = 24, se
                           temperature: float = 0.8, top_k: int | None = 40) -> list[tuple[int, str]]:
     """[(step, continuation)] of `prompt` for each (step, path) in `checkpoints`, same seed for every frame,
     so the differences come from the weights alone."""
-    from gpt2lab.gpt2.checkpoint import load_model
+    from gpt2lab.gpt2.course import models_over_training
     enc = gpt2_encoding()
     ids = torch.tensor([enc.encode(prompt)], dtype=torch.long)
     out = []
-    for step, path in checkpoints:
-        model, _ = load_model(path)
+    for step, model in models_over_training(checkpoints):
         gen = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
                              generator=torch.Generator().manual_seed(seed))
         out.append((step, enc.decode(gen[0, ids.shape[1]:].tolist())))

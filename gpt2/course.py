@@ -158,3 +158,16 @@ def course_model(step: int | None = None):
                 history={"train_loss": run_info["train_loss"], "val_loss": run_info["val_loss"]},
                 course=run_info["course"], seconds=run_info["seconds"])
     return model, info
+
+
+def models_over_training(checkpoints=None):
+    """Yield (step, GPT2 in eval mode) for each frame of a run, oldest first, loading one at a time.
+
+    checkpoints: [(step, model or checkpoint path)]; default: the course model's frames (course_checkpoints()).
+    Every animation over training walks its frames through this.
+    """
+    import torch
+
+    from .checkpoint import load_model
+    for step, frame in (course_checkpoints() if checkpoints is None else checkpoints):
+        yield int(step), frame if isinstance(frame, torch.nn.Module) else load_model(frame)[0]
