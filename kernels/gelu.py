@@ -8,8 +8,9 @@ Backward. dy/dx by the product rule, using d tanh(u)/du = 1 - tanh(u)^2 = sech^2
 
     dy/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) s (1 + 3 * 0.044715 x^2)
 
-On the CPU we use the identity 0.5 (1 + tanh u) = sigmoid(2u) = 1 / (1 + exp(-2u)): an exp vectorises
-where tanh does not (4-5x faster here), and for the backward 0.5 sech^2(u) = 2 sigmoid(2u) (1 - sigmoid(2u)):
+On the CPU we use the identity 0.5 (1 + tanh u) = sigmoid(2u) = 1 / (1 + exp(-2u)), with the
+vectorisable exp of `_vecmath.exp_neg` (libm's tanhf and expf run one element at a time: 12x and 2.5x
+slower here), and for the backward 0.5 sech^2(u) = 2 sigmoid(2u) (1 - sigmoid(2u)):
 
     y = x sig,   dy/dx = sig + x sig (1 - sig) 2s (1 + 3 * 0.044715 x^2),   sig = sigmoid(2u)
 
@@ -32,6 +33,7 @@ from numba import cuda, njit, prange
 from ._cuda import ceil_div, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
+from ._vecmath import exp_neg
 from .check import OpSpec
 
 GELU_SCALE = np.float32(math.sqrt(2.0 / math.pi))
@@ -46,7 +48,7 @@ _ONE = np.float32(1.0)
 def _sigmoid_2u(xi):
     """sigmoid(2u) for u = s (x + 0.044715 x^3), through exp(-|2u|) so it never overflows."""
     t = _TWO_S * (xi + GELU_CUBIC * xi * xi * xi)
-    e = math.exp(-abs(t))
+    e = exp_neg(-abs(t))
     r = _ONE / (_ONE + e)
     return r if t >= 0 else e * r
 
