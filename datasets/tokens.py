@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gpt2lab.atomic import atomic_write
 
 from .shakespeare import shakespeare
 from .text import load_text
@@ -19,18 +20,6 @@ def cache_dir() -> Path:
     d = Path(os.environ.get("GPT2LAB_CACHE", Path.home() / ".cache" / "gpt2lab"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    # write to a temp file in the same folder, then rename: a crash never leaves a half-written cache
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def encode_cached(text: str, encoding=None, cache: Path | None = None) -> np.ndarray:
@@ -47,7 +36,7 @@ def encode_cached(text: str, encoding=None, cache: Path | None = None) -> np.nda
     if path.exists():
         return np.load(path)
     ids = np.asarray(enc.encode_ordinary(text), dtype=np.uint16)
-    _atomic_save_npy(path, ids)
+    atomic_write(path, lambda f: np.save(f, ids))  # a crash never leaves a half-written cache
     return ids
 
 

@@ -20,12 +20,12 @@ Format (FORMAT = "gpt2lab-checkpoint", VERSION = 1):
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from gpt2lab.atomic import atomic_write
 
 from .config import GPTConfig
 
@@ -49,15 +49,7 @@ def save_checkpoint(path, ckpt: dict) -> Path:
     if ckpt.get("optim") is not None:
         o = ckpt["optim"]
         data["optim"] = {"step": int(o["step"]), "m": _to_tensors(o["m"]), "v": _to_tensors(o["v"])}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(data, f))
 
 
 def load_checkpoint(path) -> dict:

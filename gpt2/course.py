@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 COURSE = dict(config="tiny", data="shakespeare", steps=300, batch=8, seq=64, lr=3e-3, warmup=20,
@@ -62,10 +60,8 @@ def _file_lock(path: Path):
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    from gpt2lab.atomic import atomic_write
+    atomic_write(path, lambda f: f.write(json.dumps(obj).encode()))
 
 
 def _can_resume(folder: Path) -> bool:
