@@ -9,6 +9,12 @@ def ceil_div(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+def grid_stride(n: int, block: int = 256) -> tuple[int, int]:
+    """(blocks, threads) to launch a grid-stride kernel over n elements: enough blocks to give every element
+    its own thread, capped at 65535 (the kernel's stride loop covers the rest)."""
+    return min(ceil_div(n, block), 65535), block
+
+
 def run_on_device(launch, args: dict, outs) -> dict:
     """Copy numpy `args` to the GPU, call `launch(**device_args)`, copy the tensors named in `outs` back.
 

@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import grid_stride, run_on_device
 from ._validate import check_array, check_same_device
 from .check import OpSpec
 
@@ -68,7 +68,6 @@ CUDA_KERNELS = (
     (adamw_kernel, "void(float32[::1], float32[::1], float32[::1], float32[::1], "
                    "float32, float32, float32, float32, float32, float32, float32)"),
 )
-BLOCK = 256
 
 
 # ---------------------------------------------------------------- public entry point
@@ -86,7 +85,7 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
     # float32 scalars: the kernels then do all their arithmetic in float32, like torch on float32 params
     scalars = [np.float32(x) for x in (lr, beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps, weight_decay)]
     if check_same_device("adamw_update", params=params, grads=grads, m=m, v=v):
-        adamw_kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](params, grads, m, v, *scalars)
+        adamw_kernel[grid_stride(n)](params, grads, m, v, *scalars)
     else:
         _adamw_cpu(params, grads, m, v, *scalars)
 

@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import ceil_div, grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -273,7 +273,7 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
     N = B * T
     if check_same_device("crossentropy_backward", dlogits=dlogits, dlosses=dlosses, probs=probs, targets=targets):
         n = N * V
-        crossentropy_backward_kernel[min(ceil_div(n, 256), 65535), 256](
+        crossentropy_backward_kernel[grid_stride(n)](
             dlogits.reshape(n), dlosses.reshape(N), probs.reshape(n), targets.reshape(N), V)
     else:
         _crossentropy_backward_cpu(dlogits.reshape(N, V), dlosses.reshape(N), probs.reshape(N, V),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import ceil_div, grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -132,7 +132,7 @@ BLOCK = 256
 
 
 def _launch_elementwise(kernel, n, *args):
-    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args)
+    kernel[grid_stride(n, BLOCK)](*args)
 
 
 # ---------------------------------------------------------------- public entry points

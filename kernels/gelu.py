@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from ._vecmath import exp_neg
@@ -101,12 +101,6 @@ CUDA_KERNELS = (
     (gelu_forward_kernel, "void(float32[::1], float32[::1], int64)"),
     (gelu_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int64)"),
 )
-BLOCK = 256
-
-
-def _launch_1d(kernel, n, *args):
-    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args, n)
-
 
 # ---------------------------------------------------------------- public entry points
 def gelu_forward(out, inp):
@@ -114,7 +108,8 @@ def gelu_forward(out, inp):
     check_array("gelu_forward", "inp", inp, inp.shape)
     check_array("gelu_forward", "out", out, tuple(inp.shape))
     if check_same_device("gelu_forward", out=out, inp=inp):
-        _launch_1d(gelu_forward_kernel, inp.size, out.reshape(inp.size), inp.reshape(inp.size))
+        n = inp.size
+        gelu_forward_kernel[grid_stride(n)](out.reshape(n), inp.reshape(n), n)
     else:
         _gelu_forward_cpu(out, inp)
 
@@ -126,7 +121,7 @@ def gelu_backward(dinp, inp, dout):
         check_array("gelu_backward", name, a, tuple(inp.shape))
     if check_same_device("gelu_backward", dinp=dinp, inp=inp, dout=dout):
         n = inp.size
-        _launch_1d(gelu_backward_kernel, n, dinp.reshape(n), inp.reshape(n), dout.reshape(n))
+        gelu_backward_kernel[grid_stride(n)](dinp.reshape(n), inp.reshape(n), dout.reshape(n), n)
     else:
         _gelu_backward_cpu(dinp, inp, dout)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import ceil_div, run_on_device
+from ._cuda import grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -73,11 +73,6 @@ CUDA_KERNELS = (
     (residual_forward_kernel, f"void({_VEC}, {_VEC}, {_VEC}, int64)"),
     (residual_backward_kernel, f"void({_VEC}, {_VEC}, {_VEC}, int64)"),
 )
-BLOCK = 256
-
-
-def _launch_1d(kernel, n, *args):
-    kernel[min(ceil_div(n, BLOCK), 65535), BLOCK](*args, n)
 
 
 # ---------------------------------------------------------------- public entry points
@@ -95,7 +90,7 @@ def residual_forward(out, inp1, inp2):
     n = inp1.size
     flat = (out.reshape(n), inp1.reshape(n), inp2.reshape(n))
     if on_gpu:
-        _launch_1d(residual_forward_kernel, n, *flat)
+        residual_forward_kernel[grid_stride(n)](*flat, n)
     else:
         residual_forward_cpu(*flat)
 
@@ -106,7 +101,7 @@ def residual_backward(dinp1, dinp2, dout):
     n = dout.size
     flat = (dinp1.reshape(n), dinp2.reshape(n), dout.reshape(n))
     if on_gpu:
-        _launch_1d(residual_backward_kernel, n, *flat)
+        residual_backward_kernel[grid_stride(n)](*flat, n)
     else:
         residual_backward_cpu(*flat)
 
