@@ -9,6 +9,7 @@ ratio are interleaved, repeated, and reduced to medians; never read one number a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -314,13 +315,12 @@ def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps
         def step(backend):
             backend.loss_and_grads(x, y)
             backend.optimizer_step(1e-4)
-        t_ours, t_torch = side_by_side(lambda: step(ours_b), lambda: step(torch_b), reps)
+        t_ours, t_torch = side_by_side(functools.partial(step, ours_b), functools.partial(step, torch_b), reps)
         row = {"config": name, "B": B, "T": T, "device": "cpu", "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
                "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch}
         rows.append(row)
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
                  f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
-        del ours_b, torch_b
     return rows
 
 
