@@ -11,13 +11,7 @@ from gpt2lab.gpt2.model import GPT2, hf_config, init_params
 ODD = dict(n_layer=3, n_head=3, n_embd=48, n_positions=37, vocab_size=101)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second thread only adds OpenMP barrier waits, which are slow on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hf_model(seed=0):

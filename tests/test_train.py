@@ -16,13 +16,7 @@ from gpt2lab.gpt2.train import OptimConfig, RunConfig, TorchBackend, decays, lr_
 CFG = GPTConfig(block_size=16, vocab_size=61, n_layer=2, n_head=2, n_embd=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second thread only adds OpenMP barrier waits, which are slow on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
