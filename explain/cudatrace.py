@@ -137,13 +137,13 @@ def _install_hooks(recorder: Recorder) -> None:
     kernel.BlockThread.syncthreads = syncthreads
 
     def shared_array(self, shape, dtype, alignment=None):
+        from numba.np import numpy_support
+
+        from gpt2lab.kernels._cuda import simulator_shared_array
+        dtype = numpy_support.as_dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
         caller = sys._getframe(1)
-        key = (caller.f_code.co_filename, caller.f_lineno)
-        if key not in self._allocations:
-            from numba.np import numpy_support
-            dtype = numpy_support.as_dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
-            self._allocations[key] = Recording("scratch", np.zeros(shape, dtype), recorder)
-        return self._allocations[key]
+        return simulator_shared_array(self._allocations, (caller.f_code.co_filename, caller.f_lineno),
+                                      lambda: Recording("scratch", np.zeros(shape, dtype), recorder))
 
     kernelapi.FakeCUDAShared.array = shared_array
 

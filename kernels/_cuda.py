@@ -1,8 +1,12 @@
 """Small helpers shared by the CUDA kernels: launch geometry and running a kernel from numpy."""
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
-from numba import cuda
+from numba import cuda, types
+from numba.np import numpy_support
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -34,24 +38,31 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     return ptx
 
 
-def install_simulator_warp_shuffles() -> None:
-    """Teach numba's CUDA simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
+def patch_simulator() -> None:
+    """Make numba's CUDA simulator fit for our kernels: warp shuffles, and shared arrays without a race.
 
-    A no-op on a real GPU. In the simulator each CUDA thread is a Python thread and only syncthreads
-    orders them, so a shuffle is emulated as: every thread posts its value, a block barrier, read the
-    source lane's value, a barrier. That is exact for the way our kernels shuffle (every live thread of
-    the block makes the same shuffle calls: whole-warp reductions), and it is how the warp-level
-    kernels get checked without a GPU. Idempotent.
+    A no-op on a real GPU (or when the simulator is off). Idempotent. Called when this module is imported,
+    so every kernel module gets it before its first launch.
     """
     from numba import config
     if not config.ENABLE_CUDASIM:
         return
-    import threading
-
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule
-    if hasattr(FakeCUDAModule, "shfl_xor_sync"):
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
+    if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
         return
+    _install_warp_shuffles(FakeCUDAModule)
+    _install_locked_shared_arrays(FakeCUDAShared)
+    FakeCUDAModule._gpt2lab_patched = True
 
+
+def _install_warp_shuffles(module_class) -> None:
+    """Teach the simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
+
+    In the simulator each CUDA thread is a Python thread and only syncthreads orders them, so a shuffle is
+    emulated as: every thread posts its value, a block barrier, read the source lane's value, a barrier.
+    That is exact for the way our kernels shuffle (every live thread of the block makes the same shuffle
+    calls: whole-warp reductions), and it is how the warp-level kernels get checked without a GPU.
+    """
     def exchange(src_lane_of):
         def shfl(self, mask, value, arg):
             thread = threading.current_thread()
@@ -65,6 +76,43 @@ def install_simulator_warp_shuffles() -> None:
             return result
         return shfl
 
-    FakeCUDAModule.shfl_sync = exchange(lambda lane, src: src)
-    FakeCUDAModule.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
-    FakeCUDAModule.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
+    module_class.shfl_sync = exchange(lambda lane, src: src)
+    module_class.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
+    module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def simulator_shared_array(allocations: dict, key, make):
+    """The block's shared array for `key` (the calling file and line), made by make() on first use.
+
+    numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
+    each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
+    as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
+    test suite on two busy cores. Here both steps happen under one lock.
+    """
+    with _SHARED_LOCK:
+        res = allocations.get(key)
+        if res is None:
+            res = allocations[key] = make()
+    return res
+
+
+def _install_locked_shared_arrays(shared_class) -> None:
+    """Every thread of a block gets the *same* cuda.shared.array, however the threads are scheduled.
+    Dynamic shared memory (shape 0) keeps the simulator's own path."""
+    original = shared_class.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:
+            return original(self, shape, dtype, alignment)
+        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
+        caller = sys._getframe(1)
+        return simulator_shared_array(self._allocations, (caller.f_code.co_filename, caller.f_lineno),
+                                      lambda: np.empty(shape, dtype))
+
+    shared_class.array = array
+
+
+patch_simulator()

@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, install_simulator_warp_shuffles, run_on_device
+from ._cuda import ceil_div, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -122,7 +122,6 @@ WARP = 32
 WARPS_PER_BLOCK = 4  # v3: rows per block of 128 threads
 FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane takes part in the shuffle
 EPS32 = np.float32(EPS)
-install_simulator_warp_shuffles()  # the simulator has no warp shuffles of its own; no-op on a GPU
 
 
 # v1: one thread per row. Simple, and each thread does the CPU loop. Poor on a GPU: only N threads (256

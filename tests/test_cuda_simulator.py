@@ -1,0 +1,85 @@
+"""gpt2lab.kernels._cuda.patch_simulator: numba's CUDA simulator made fit for our kernels.
+
+Each check runs in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is imported).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Every thread of one block writes its id into a shared array, a barrier, thread 0 sums the array. The
+# allocation is made slow (numpy.empty sleeps and fills with NaN), so that every thread reaches
+# cuda.shared.array before the first allocation is stored: the widest possible race window. Unlocked,
+# threads get private arrays and thread 0 sums its own id and NaNs.
+SHARED_RACE = textwrap.dedent("""
+    import time
+    import numpy as np
+    from numba import config, cuda, float32
+    assert config.ENABLE_CUDASIM
+    import gpt2lab.kernels._cuda  # noqa: F401  (patches the simulator on import)
+
+    real_empty = np.empty
+    def slow_empty(shape, dtype=float, *args, **kwargs):
+        time.sleep(0.02)
+        out = real_empty(shape, dtype, *args, **kwargs)
+        out.fill(np.nan)
+        return out
+    np.empty = slow_empty
+
+    @cuda.jit
+    def block_sum(out):
+        scratch = cuda.shared.array(48, float32)
+        tid = cuda.threadIdx.x
+        scratch[tid] = tid
+        cuda.syncthreads()
+        if tid == 0:
+            total = float32(0.0)
+            for i in range(48):
+                total += scratch[i]
+            out[cuda.blockIdx.x] = total
+
+    out = np.zeros(3, np.float32)
+    block_sum[3, 48](out)
+    print(out.tolist())
+    assert out.tolist() == [sum(range(48))] * 3, out
+""")
+
+SHUFFLES = textwrap.dedent("""
+    import numpy as np
+    from numba import cuda, float32, uint32
+    import gpt2lab.kernels._cuda  # noqa: F401
+
+    @cuda.jit
+    def shuffles(out):
+        lane = cuda.threadIdx.x
+        v = float32(lane)
+        out[0, lane] = cuda.shfl_down_sync(uint32(0xFFFFFFFF), v, 1)
+        out[1, lane] = cuda.shfl_xor_sync(uint32(0xFFFFFFFF), v, 3)
+        out[2, lane] = cuda.shfl_sync(uint32(0xFFFFFFFF), v, 5)
+
+    out = np.zeros((3, 32), np.float32)
+    shuffles[1, 32](out)
+    lanes = np.arange(32)
+    np.testing.assert_array_equal(out[0], np.where(lanes + 1 < 32, lanes + 1, lanes))  # the last lane keeps its own
+    np.testing.assert_array_equal(out[1], lanes ^ 3)
+    np.testing.assert_array_equal(out[2], np.full(32, 5))
+""")
+
+
+def _run_simulated(script: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.cudasim
+def test_every_thread_of_a_block_gets_the_same_shared_array():
+    proc = _run_simulated(SHARED_RACE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.cudasim
+def test_warp_shuffles_read_the_source_lane():
+    proc = _run_simulated(SHUFFLES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
