@@ -501,9 +501,10 @@ def _best_of(fn, repeat: int) -> float:
 
 
 def kernel_timings(B: int = 4, T: int = 256, C: int = 768, n_head: int = 12, repeat: int = 3, seed: int = 0):
-    """Time the attention forward on the CPU at one shape: PyTorch, our kernel that stores att (naive), and
-    the online-softmax kernel that stores only lse. Best of `repeat` runs, in seconds, plus the bytes of the
-    softmax cache each keeps for the backward: {"torch": s, "naive": s, "online": s, "att_bytes", "lse_bytes"}.
+    """Time the attention forward on the CPU at one shape: PyTorch, our per-query loops that store att
+    (naive), the same math as whole-head BLAS products (blas, what the model runs), and the online-softmax
+    loops that store only lse. Best of `repeat` runs, in seconds, plus the bytes of the softmax cache each
+    keeps for the backward: {"torch": s, "naive": s, "blas": s, "online": s, "att_bytes", "lse_bytes"}.
     """
     from gpt2lab.kernels.attention import attention_forward, attention_forward_online
 
@@ -519,7 +520,8 @@ def kernel_timings(B: int = 4, T: int = 256, C: int = 768, n_head: int = 12, rep
             torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
 
     return {"torch": _best_of(torch_forward, repeat),
-            "naive": _best_of(lambda: attention_forward(out, att, inp, n_head), repeat),
+            "naive": _best_of(lambda: attention_forward(out, att, inp, n_head, version="rows"), repeat),
+            "blas": _best_of(lambda: attention_forward(out, att, inp, n_head, version="blas"), repeat),
             "online": _best_of(lambda: attention_forward_online(out, lse, inp, n_head), repeat),
             "att_bytes": att.nbytes, "lse_bytes": lse.nbytes}
 

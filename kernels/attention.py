@@ -55,6 +55,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, run_on_device
+from .matmul import _gemm, _set_blas_threads, _xxgemm
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -84,23 +85,29 @@ def _head_rows(inp, b, t, h, hs, C):
 
 
 @njit(fastmath=True, cache=True)
+def _softmax_prefix(row, n, scale):
+    """row[:n] = softmax(row[:n] * scale) (keys 0..t1 of a query, n = t1 + 1); row[n:] = 0 (masked keys)."""
+    maxval = row[0]
+    for t2 in range(1, n):
+        maxval = max(maxval, row[t2])
+    expsum = np.float32(0.0)
+    for t2 in range(n):  # exp shifted by the max, so it cannot overflow (scale > 0 keeps the max the max)
+        e = math.exp((row[t2] - maxval) * scale)
+        row[t2] = e
+        expsum += e
+    inv = np.float32(1.0) / expsum
+    for t2 in range(n):
+        row[t2] *= inv
+    row[n:] = 0.0  # masked keys: weight exactly 0
+
+
+@njit(fastmath=True, cache=True)
 def _causal_softmax_row(att_row, inp, b, t1, h, hs, C, scale):
     """att_row[:t1+1] = softmax(q[t1] . k[:t1+1] * scale), att_row[t1+1:] = 0."""
     q = _head_rows(inp, b, t1, h, hs, C)[0]
-    maxval = _dot(q, _head_rows(inp, b, 0, h, hs, C)[1]) * scale
-    for t2 in range(t1 + 1):  # pass 1: scores and their max
-        s = _dot(q, _head_rows(inp, b, t2, h, hs, C)[1]) * scale
-        att_row[t2] = s
-        maxval = max(maxval, s)
-    expsum = np.float32(0.0)
-    for t2 in range(t1 + 1):  # pass 2: exp, shifted by the max so it cannot overflow
-        e = math.exp(att_row[t2] - maxval)
-        att_row[t2] = e
-        expsum += e
-    inv = np.float32(1.0) / expsum
     for t2 in range(t1 + 1):
-        att_row[t2] *= inv
-    att_row[t1 + 1:] = 0.0  # masked keys: weight exactly 0
+        att_row[t2] = _dot(q, _head_rows(inp, b, t2, h, hs, C)[1])
+    _softmax_prefix(att_row, t1 + 1, scale)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -151,6 +158,62 @@ def _attention_backward_cpu(dinp, dout, inp, att, n_head):
                 for i in range(hs):
                     dq[i] += dpreatt * k[i]
                     dk[i] += dpreatt * q[i]
+
+
+# "blas": the same math as whole-head matrix products, the way PyTorch does it. Per (b, h) the rows version's
+# loops become three BLAS calls forward (S = Q K^T, then the row softmax, then O = P V) and four backward.
+# The masked upper triangle of S is computed and thrown away, twice the multiply-adds of the loops, but
+# BLAS runs them many times faster than scalar dot products. q, k, v and their gradients are strided views
+# of inp and dinp (row stride 3C): no copies. One single-threaded BLAS call per numba thread, as in matmul.
+@njit(fastmath=True, cache=True)
+def _head_views(x, b, h, hs, C):
+    """q, k, v (or dq, dk, dv) of head h in batch b: three (T, hs) views of x (B, T, 3C)."""
+    o = h * hs
+    return x[b, :, o:o + hs], x[b, :, C + o:C + o + hs], x[b, :, 2 * C + o:2 * C + o + hs]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for bh in prange(B * n_head):
+        set_blas_threads(1)
+        b, h = bh // n_head, bh % n_head
+        q, k, v = _head_views(inp, b, h, hs, C)
+        P = att[b, h]
+        _gemm(P, q, k, False, True, 0.0, xxgemm)                         # S = Q K^T (unscaled)
+        for t1 in range(T):
+            _softmax_prefix(P[t1], t1 + 1, scale)                         # P = softmax(S / sqrt(hs)), masked
+        _gemm(out[b, :, h * hs:(h + 1) * hs], P, v, False, False, 0.0, xxgemm)  # O = P V
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_threads):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for bh in prange(B * n_head):  # (b, h) pairs own disjoint channels of dinp: no races
+        set_blas_threads(1)
+        b, h = bh // n_head, bh % n_head
+        q, k, v = _head_views(inp, b, h, hs, C)
+        dq, dk, dv = _head_views(dinp, b, h, hs, C)
+        do = dout[b, :, h * hs:(h + 1) * hs]
+        P = att[b, h]
+        dS = np.empty((T, T), np.float32)
+        _gemm(dS, do, v, False, True, 0.0, xxgemm)                        # dP = dout V^T
+        _gemm(dv, P, do, True, False, 1.0, xxgemm)                        # dv += P^T dout
+        for t1 in range(T):  # softmax backward, in place: dS = P (dP - rowsum(P dP)) / sqrt(hs)
+            att_datt = np.float32(0.0)
+            for t2 in range(t1 + 1):
+                att_datt += P[t1, t2] * dS[t1, t2]
+            for t2 in range(t1 + 1):
+                dS[t1, t2] = P[t1, t2] * (dS[t1, t2] - att_datt) * scale
+            dS[t1, t1 + 1:] = 0.0  # masked keys pass no gradient
+        _gemm(dq, dS, k, False, False, 1.0, xxgemm)                       # dq += dS K
+        _gemm(dk, dS, q, True, False, 1.0, xxgemm)                        # dk += dS^T Q
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -519,12 +582,18 @@ def _check_qkv(op, inp, n_head):
     return B, T, C3 // 3
 
 
+CPU_VERSIONS = ("rows", "blas")  # the llm.c-style loops a learner reads; the same math as BLAS products
+
+
 def _pick(op, version, versions, on_device):
-    """The CUDA version to run (default: the last, the best); CPU takes version None or "cpu"."""
+    """The version to run. CUDA: default the last (the best) of `versions`; CPU: "blas" by default, or "rows"."""
     if not on_device:
-        if version not in (None, "cpu"):
-            raise ValueError(f"{op}: numpy arrays run on the CPU kernel (version None or 'cpu'), got {version!r}")
-        return "cpu"
+        if version in (None, "cpu"):  # "cpu", as every op calls its CPU kernel, is the default
+            return "blas"
+        if version not in CPU_VERSIONS:
+            raise ValueError(f"{op}: numpy arrays run on the CPU kernel, version None, 'cpu' or one of "
+                             f"{CPU_VERSIONS}; got {version!r}")
+        return version
     if version is None:
         return versions[-1]
     if version not in versions:
@@ -541,8 +610,9 @@ def attention_forward(out, att, inp, n_head, version=None):
     """Causal self-attention forward; writes out (B, T, C) and the softmax cache att (B, NH, T, T).
 
     inp: (B, T, 3C) float32, the qkv activations (q | k | v, head h at channels h*hs:(h+1)*hs).
-    version (CUDA only): "v1" naive three-pass, "v2" online softmax (default), "v3" online softmax
-    over shared-memory key tiles.
+    version, CPU: "blas" (default) whole-head matrix products, "rows" the readable per-query loops.
+    CUDA: "v1" naive three-pass, "v2" online softmax (default), "v3" online softmax over shared-memory
+    key tiles.
     """
     B, T, C = _check_qkv("attention_forward", inp, n_head)
     check_array("attention_forward", "out", out, (B, T, C), dims="B,T,C")
@@ -550,8 +620,10 @@ def attention_forward(out, att, inp, n_head, version=None):
     on_device = check_same_device("attention_forward", out=out, att=att, inp=inp)
     version = _pick("attention_forward", version or (DEFAULT_FORWARD if on_device else None),
                     FORWARD_VERSIONS, on_device)
-    if version == "cpu":
+    if version == "rows":
         _attention_forward_cpu(out, att, inp, n_head)
+    elif version == "blas":
+        _attention_forward_blas(out, att, inp, n_head, _xxgemm, _set_blas_threads)
     elif version == "v1":
         _launch_rows(attention_forward_kernel_v1, B * n_head * T, out, att, inp, n_head)
     elif version == "v2":
@@ -581,7 +653,8 @@ def attention_forward_online(out, lse, inp, n_head):
 def attention_backward(dinp, dout, inp, att, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, given dout (B, T, C) and the forward's att cache.
 
-    version (CUDA only): "v1" one thread per query row with atomics for dk, dv; "v2" (default) no
+    version, CPU: "blas" (default) or "rows", as in the forward. CUDA: "v1" one thread per query row with
+    atomics for dk, dv; "v2" (default) no
     atomics, a query-row kernel for dq then a key-row kernel for dk, dv (their (B, NH, T) scratch is
     allocated here).
     """
@@ -592,8 +665,10 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
     on_device = check_same_device("attention_backward", dinp=dinp, dout=dout, inp=inp, att=att)
     version = _pick("attention_backward", version, BACKWARD_VERSIONS, on_device)
     n_rows = B * n_head * T
-    if version == "cpu":
+    if version == "rows":
         _attention_backward_cpu(dinp, dout, inp, att, n_head)
+    elif version == "blas":
+        _attention_backward_blas(dinp, dout, inp, att, n_head, _xxgemm, _set_blas_threads)
     elif version == "v1":
         _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
     else:
@@ -673,12 +748,12 @@ def _buffers(inputs):
 
 
 def _run(inputs, fwd=None, bwd=None):
-    """Forward then backward; fwd/bwd None: the CPU, else CUDA versions (numpy in, numpy out)."""
+    """Forward then backward; fwd/bwd None or a CPU version run on numpy, else CUDA versions (numpy in and out)."""
     inp, dout, nh, out, att = _buffers(inputs)
     dinp = np.zeros_like(inp)
-    if fwd is None:
-        attention_forward(out, att, inp, nh)
-        attention_backward(dinp, dout, inp, att, nh)
+    if fwd is None or fwd in CPU_VERSIONS:
+        attention_forward(out, att, inp, nh, version=fwd)
+        attention_backward(dinp, dout, inp, att, nh, version=bwd)
         return {"out": out, "att": att, "dinp": dinp}
     res = run_on_device(lambda **a: attention_forward(**a, version=fwd),
                         {"out": out, "att": att, "inp": inp, "n_head": nh}, ["out", "att"])
@@ -715,7 +790,7 @@ SPEC = OpSpec(
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["dout"], int(i["n_head"])),
     versions={
-        "cpu": {"cpu": _run, "cpu-online": _run_online},
+        "cpu": {"blas": _run, "rows": lambda i: _run(i, "rows", "rows"), "online": _run_online},
         "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
                  "v3": lambda i: _run(i, "v3", "v2"),
                  "online": lambda i: _run_online(i, device=True)},

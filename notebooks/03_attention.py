@@ -190,12 +190,16 @@ assert cmp("reference vs model", attention(torch.from_numpy(qkv), model.config.n
 # Every line needs P, the softmax *output*: the forward keeps it, a (B, NH, T, T) tensor. That table grows
 # with T², and is what the online softmax below learns to do without.
 #
-# ## 9. The kernels: naive, then online softmax
+# ## 9. The kernels: naive, blas, then online softmax
 #
 # `gpt2lab.kernels.attention` has numba kernels for the CPU (and CUDA, checked the same way on a GPU):
 #
-# * **naive** (`attention_forward`): for each query, all its scores, the max, the sum of exps, the weights,
-#   then the weighted sum of v. It stores the T × T weights for the backward.
+# * **naive** (`attention_forward(..., version="rows")`): for each query, all its scores, the max, the sum
+#   of exps, the weights, then the weighted sum of v. It stores the T × T weights for the backward.
+# * **blas** (`attention_forward`, the default, what the model runs): the very same math per head as three
+#   matrix products, S = Q Kᵀ, the row softmax, O = P V, each one BLAS call. It computes the masked upper
+#   triangle only to throw it away, and is still several times faster: BLAS is that much better at
+#   multiply-adds than our scalar loops.
 # * **online** (`attention_forward_online`): one pass over the keys, never a full row of scores; it keeps
 #   only one number per query, the log-sum-exp `lse`, from which the backward can rebuild any weight.
 #
@@ -223,16 +227,19 @@ else:
     print("No CUDA GPU here. On a machine with one: gpt2lab verify --device cuda --op attention")
 
 # %% [markdown]
-# And on our real input: the model's qkv at our layer through both kernels, compared with the model's output.
+# And on our real input: the model's qkv at our layer through the three kernels, compared with the model's output.
 
 # %%
 n_head = model.config.n_head
 B, T, C = y.shape
 out_naive, att = np.zeros((B, T, C), np.float32), np.zeros((B, n_head, T, T), np.float32)
-attention_forward(out_naive, att, qkv, n_head)
+attention_forward(out_naive, att, qkv, n_head, version="rows")
+out_blas = np.zeros((B, T, C), np.float32)
+attention_forward(out_blas, np.zeros_like(att), qkv, n_head)
 out_online, lse = np.zeros((B, T, C), np.float32), np.zeros((B, n_head, T), np.float32)
 attention_forward_online(out_online, lse, qkv, n_head)
 assert cmp("naive kernel", out_naive, y)
+assert cmp("blas kernel", out_blas, y)
 assert cmp("online kernel", out_online, y)
 assert cmp(f"att[head={HEAD}]", att[0, HEAD], steps.weights)
 
@@ -267,14 +274,15 @@ assert cmp("online out[-1]", trace_v[-1].acc / trace_v[-1].l, steps.out[-1])
 
 # %% [markdown]
 # **Timings** (measured here, best of 3, GPT-2 small's attention shape B=4, T=256, C=768, 12 heads).
-# PyTorch's fused `scaled_dot_product_attention` is the bar to reach; ours are plain loops compiled by numba.
+# PyTorch's fused `scaled_dot_product_attention` is the bar to reach; naive and online are plain loops
+# compiled by numba, blas hands the same math to the matrix-multiply library.
 # On a CPU the online kernel's gain is mostly memory: its cache for the backward is one number per query
 # instead of T. On a GPU that is the whole game (flash attention): the T × T table never travels to memory.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 t = A.kernel_timings(B=4, T=256, C=768, n_head=12, repeat=3)
-for name in ("torch", "naive", "online"):
+for name in ("torch", "naive", "blas", "online"):
     print(f"{name:7s} {1e3 * t[name]:8.2f} ms   ({t[name] / t['torch']:.1f}x torch)")
 print(f"softmax cache for the backward: att {t['att_bytes'] / 2**20:.1f} MiB (naive) vs lse "
       f"{t['lse_bytes'] / 2**10:.0f} KiB (online)")

@@ -56,6 +56,9 @@ def test_version_names_are_checked():
     with pytest.raises(ValueError, match="numpy arrays run on the CPU kernel"):
         attention_backward(a["dinp"], a["dout"], a["inp"], a["att"], NH, version="v9")
     attention_forward(a["out"], a["att"], a["inp"], NH, version="cpu")  # the CPU's own name is accepted
+    rows = np.zeros_like(a["out"])
+    attention_forward(rows, a["att"], a["inp"], NH, version="rows")  # and both CPU versions by name
+    np.testing.assert_allclose(rows, a["out"], rtol=1e-4, atol=1e-5)
 
 
 def test_backward_accumulates():
