@@ -54,8 +54,8 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
+from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, run_on_device
-from .matmul import _gemm, _set_blas_threads, _xxgemm
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -78,8 +78,19 @@ def _dot(x, y):
 
 
 @njit(fastmath=True, cache=True)
+def _head_views(x, b, h, hs, C):
+    """q, k, v (or dq, dk, dv) of head h in batch b: three (T, hs) views of x (B, T, 3C)."""
+    o = h * hs
+    return x[b, :, o:o + hs], x[b, :, C + o:C + o + hs], x[b, :, 2 * C + o:2 * C + o + hs]
+
+
+@njit(fastmath=True, cache=True)
 def _head_rows(inp, b, t, h, hs, C):
-    """Views of q, k, v of head h at (b, t): three (hs,) rows."""
+    """Views of q, k, v of head h at (b, t): three (hs,) rows.
+
+    Sliced from inp directly, not as _head_views(...)[t]: going through the 2-D view made the loops over
+    these rows 2.5-5x slower (measured: the lesson's naive and online kernels), as LLVM then no longer
+    vectorised them."""
     o = h * hs
     return inp[b, t, o:o + hs], inp[b, t, C + o:C + o + hs], inp[b, t, 2 * C + o:2 * C + o + hs]
 
@@ -161,17 +172,10 @@ def _attention_backward_cpu(dinp, dout, inp, att, n_head):
 
 
 # "blas": the same math as whole-head matrix products, the way PyTorch does it. Per (b, h) the rows version's
-# loops become three BLAS calls forward (S = Q K^T, then the row softmax, then O = P V) and four backward.
+# loops become two BLAS calls forward (S = Q K^T and O = P V, the row softmax between them) and four backward.
 # The masked upper triangle of S is computed and thrown away, twice the multiply-adds of the loops, but
 # BLAS runs them many times faster than scalar dot products. q, k, v and their gradients are strided views
 # of inp and dinp (row stride 3C): no copies. One single-threaded BLAS call per numba thread, as in matmul.
-@njit(fastmath=True, cache=True)
-def _head_views(x, b, h, hs, C):
-    """q, k, v (or dq, dk, dv) of head h in batch b: three (T, hs) views of x (B, T, 3C)."""
-    o = h * hs
-    return x[b, :, o:o + hs], x[b, :, C + o:C + o + hs], x[b, :, 2 * C + o:2 * C + o + hs]
-
-
 @njit(parallel=True, fastmath=True, cache=True)
 def _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads):
     B, T, C3 = inp.shape
@@ -183,10 +187,10 @@ def _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads):
         b, h = bh // n_head, bh % n_head
         q, k, v = _head_views(inp, b, h, hs, C)
         P = att[b, h]
-        _gemm(P, q, k, False, True, 0.0, xxgemm)                         # S = Q K^T (unscaled)
+        gemm(P, q, k, False, True, 0.0, xxgemm)                         # S = Q K^T (unscaled)
         for t1 in range(T):
             _softmax_prefix(P[t1], t1 + 1, scale)                         # P = softmax(S / sqrt(hs)), masked
-        _gemm(out[b, :, h * hs:(h + 1) * hs], P, v, False, False, 0.0, xxgemm)  # O = P V
+        gemm(out[b, :, h * hs:(h + 1) * hs], P, v, False, False, 0.0, xxgemm)  # O = P V
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -203,8 +207,8 @@ def _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_thre
         do = dout[b, :, h * hs:(h + 1) * hs]
         P = att[b, h]
         dS = np.empty((T, T), np.float32)
-        _gemm(dS, do, v, False, True, 0.0, xxgemm)                        # dP = dout V^T
-        _gemm(dv, P, do, True, False, 1.0, xxgemm)                        # dv += P^T dout
+        gemm(dS, do, v, False, True, 0.0, xxgemm)                        # dP = dout V^T
+        gemm(dv, P, do, True, False, 1.0, xxgemm)                        # dv += P^T dout
         for t1 in range(T):  # softmax backward, in place: dS = P (dP - rowsum(P dP)) / sqrt(hs)
             att_datt = np.float32(0.0)
             for t2 in range(t1 + 1):
@@ -212,8 +216,8 @@ def _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_thre
             for t2 in range(t1 + 1):
                 dS[t1, t2] = P[t1, t2] * (dS[t1, t2] - att_datt) * scale
             dS[t1, t1 + 1:] = 0.0  # masked keys pass no gradient
-        _gemm(dq, dS, k, False, False, 1.0, xxgemm)                       # dq += dS K
-        _gemm(dk, dS, q, True, False, 1.0, xxgemm)                        # dk += dS^T Q
+        gemm(dq, dS, k, False, False, 1.0, xxgemm)                       # dq += dS K
+        gemm(dk, dS, q, True, False, 1.0, xxgemm)                        # dk += dS^T Q
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -623,7 +627,7 @@ def attention_forward(out, att, inp, n_head, version=None):
     if version == "rows":
         _attention_forward_cpu(out, att, inp, n_head)
     elif version == "blas":
-        _attention_forward_blas(out, att, inp, n_head, _xxgemm, _set_blas_threads)
+        _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads)
     elif version == "v1":
         _launch_rows(attention_forward_kernel_v1, B * n_head * T, out, att, inp, n_head)
     elif version == "v2":
@@ -668,7 +672,7 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
     if version == "rows":
         _attention_backward_cpu(dinp, dout, inp, att, n_head)
     elif version == "blas":
-        _attention_backward_blas(dinp, dout, inp, att, n_head, _xxgemm, _set_blas_threads)
+        _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_threads)
     elif version == "v1":
         _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
     else:

@@ -25,16 +25,13 @@ GPT-2 small: C = 768, OC in {3C, C, 4C} inside a block and OC = 50257 for the lm
 """
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import os
 
 import numba
-import numba._helperlib
 import numpy as np
-from numba import cfunc, cuda, float32, njit, prange
+from numba import cuda, float32, njit, prange
 
+from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
@@ -42,69 +39,10 @@ from .check import OpSpec
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
-# The products go to BLAS's sgemm (blocked for the caches: no hand-written loop nest gets near it).
-# sgemm computes c = alpha op(a) op(b) + beta c. np.dot inside @njit calls it with beta = 0 only, so
-# `dweight += np.dot(dout.T, inp)` would build a temporary (154 MB for the lm_head) and add it in a second
-# pass. Calling sgemm with beta = 1 accumulates in place, llm.c's `+=`, and on an `out` pre-filled with the
-# bias it adds the bias for free (torch's addmm does the same). We reach sgemm the way numba's own np.dot
-# does: through numba's helper numba_xxgemm, which calls scipy's BLAS.
-_c = ctypes
-_xxgemm = _c.CFUNCTYPE(_c.c_int, _c.c_byte, _c.c_byte, _c.c_byte,           # kind, transa, transb
-                       _c.c_ssize_t, _c.c_ssize_t, _c.c_ssize_t,            # m, n, k
-                       _c.c_void_p, _c.c_void_p, _c.c_ssize_t,              # alpha, a, lda
-                       _c.c_void_p, _c.c_ssize_t,                           # b, ldb
-                       _c.c_void_p, _c.c_void_p, _c.c_ssize_t)(             # beta, c, ldc
-    numba._helperlib.c_helpers["xxgemm"])
-
-
 # Threads. Each product is split into one slice per numba thread (prange), and each thread calls BLAS
-# single-threaded on its slice. Measured here (2 cores shared with other jobs), OpenBLAS's own thread pool
-# ran these shapes 3-4x slower than one BLAS thread per numba thread: its threads spin and wait on each
-# other, while the numba slices are independent. Slices cut the big operand (weight or dweight) so that
-# no two threads stream the same 154 MB of lm_head weights. openblas_set_num_threads_local(1) makes just
-# the calling thread's BLAS calls single-threaded; without it (another BLAS) we make one call and let
-# BLAS thread itself.
-def _blas_threads_local():
-    """scipy's OpenBLAS's per-thread `openblas_set_num_threads_local`, or None where there is none."""
-    try:
-        import scipy  # the CPU path needs it (numba's BLAS); a GPU-only machine may lack it
-    except ImportError:
-        return None
-    for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "libscipy_openblas*")):
-        fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
-        if fn is not None:
-            return _c.CFUNCTYPE(_c.c_int, _c.c_int)(_c.cast(fn, _c.c_void_p).value)
-    return None
-
-
-@cfunc("int32(int32)", cache=True)
-def _keep_blas_threads(n):
-    return n
-
-
-_set_blas_threads = _blas_threads_local()
-_SPLIT = _set_blas_threads is not None
-if not _SPLIT:
-    _set_blas_threads = _keep_blas_threads.ctypes
-
-
-@njit(cache=True)
-def _gemm(c, a, b, trans_a, trans_b, beta, xxgemm):
-    """c (M, N) = op(a) @ op(b) + beta * c, float32 row-major views (unit inner stride); op(x) = x.T if trans_x.
-
-    BLAS is column-major: to it our row-major (M, N) array c is the N x M matrix c^T. So we ask it for
-    c^T = op(b)^T op(a)^T: b first, then a, each with its own transpose flag, and M, N swapped. The leading
-    dimensions are the row strides, so column slices like weight[:, lo:hi] work without a copy.
-    xxgemm (the ctypes function) comes in as an argument, not a global, so numba can cache this function.
-    """
-    M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
-    alpha_beta = np.empty(2, dtype=np.float32)
-    alpha_beta[0], alpha_beta[1] = 1.0, beta
-    flag_a = ord("T") if trans_a else ord("N")
-    flag_b = ord("T") if trans_b else ord("N")
-    xxgemm(ord("s"), flag_b, flag_a, N, M, K, alpha_beta.ctypes.data, b.ctypes.data, b.strides[0] // 4,
-           a.ctypes.data, a.strides[0] // 4, alpha_beta[1:].ctypes.data, c.ctypes.data, c.strides[0] // 4)
+# single-threaded on its slice (see _blas for why). Slices cut the big operand (weight or dweight) so that
+# no two threads stream the same 154 MB of lm_head weights. Where BLAS cannot be held to one thread per
+# caller (_blas.SPLIT is False) there is one slice, and BLAS threads itself.
 
 
 @njit(parallel=True, cache=True)
@@ -115,11 +53,11 @@ def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threa
         set_blas_threads(1)
         lo, hi = j * OC // n_slices, (j + 1) * OC // n_slices
         if bias is None:
-            _gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 0.0, xxgemm)  # beta 0: old out ignored
+            gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 0.0, xxgemm)  # beta 0: old out ignored
         else:
             for n in range(out.shape[0]):
                 out[n, lo:hi] = bias[lo:hi]
-            _gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 1.0, xxgemm)
+            gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 1.0, xxgemm)
 
 
 @njit(parallel=True, cache=True)
@@ -132,9 +70,9 @@ def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set
     for j in prange(n_slices):
         set_blas_threads(1)
         lo, hi = j * C // n_slices, (j + 1) * C // n_slices
-        _gemm(dinp[:, lo:hi], dout, weight[:, lo:hi], False, False, 1.0, xxgemm)
+        gemm(dinp[:, lo:hi], dout, weight[:, lo:hi], False, False, 1.0, xxgemm)
         lo, hi = j * OC // n_slices, (j + 1) * OC // n_slices
-        _gemm(dweight[lo:hi], dout[:, lo:hi], inp, True, False, 1.0, xxgemm)
+        gemm(dweight[lo:hi], dout[:, lo:hi], inp, True, False, 1.0, xxgemm)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -335,7 +273,7 @@ def _check_version(fn, version):
 
 # ---------------------------------------------------------------- public entry points
 def _n_slices():
-    return numba.get_num_threads() if _SPLIT else 1
+    return numba.get_num_threads() if SPLIT else 1
 
 
 def _check_shapes(fn, inp, weight, **tensors):
@@ -368,8 +306,8 @@ def matmul_forward(out, inp, weight, bias, version=2):
         FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
                                               bias if has_bias else _no_bias(), has_bias)
     else:
-        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), _xxgemm,
-                            _set_blas_threads)
+        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
+                            set_blas_threads)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
@@ -393,7 +331,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
         if dbias is not None:
             matmul_backward_dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
     else:
-        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), _xxgemm, _set_blas_threads)
+        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
         if dbias is not None:
             _bias_backward_cpu(dbias, dout2)
 
