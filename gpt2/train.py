@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import signal
 import sys
 import threading
