@@ -13,7 +13,7 @@ from gpt2lab.explain.graph import backward_steps, draw_graph
 from gpt2lab.explain.gradflow import GradFlow, draw_gradflow
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note
+from ._view import figure_png, note, player
 
 MAX_NODES = 40  # beyond this a graph no longer fits on a screen
 
@@ -43,11 +43,9 @@ class BackpropStepper(W.VBox):
     def __init__(self, expression: str = "(a*b + c).tanh()", values: str = "a=2, b=-3, c=6.5"):
         self.expression = W.Text(value=expression, description="out =", layout=W.Layout(width="60%"))
         self.values = W.Text(value=values, description="inputs")
-        self.slider = W.IntSlider(value=0, min=0, max=0, description="step")
-        self.play = W.Play(value=0, min=0, max=0, interval=900)
-        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider, self.play, controls = player("step", 0, interval=900)
         self.message, self.image = W.HTML(), W.Image(format="png")
-        super().__init__([self.expression, self.values, W.HBox([self.play, self.slider]), self.message, self.image])
+        super().__init__([self.expression, self.values, controls, self.message, self.image])
         self.root, self.snaps = None, []
         self.expression.observe(self.rebuild, names="value")
         self.values.observe(self.rebuild, names="value")
@@ -89,11 +87,9 @@ class GradFlowView(W.VBox):
             raise ValueError("GradFlowView: the flow has no frames")
         self.flow = flow
         last = len(flow.steps) - 1
-        self.slider = W.IntSlider(value=0, min=0, max=last, description="checkpoint")
-        self.play = W.Play(value=0, min=0, max=last, interval=700)
-        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider, self.play, controls = player("checkpoint", last)
         self.caption, self.image = W.HTML(), W.Image(format="png")
-        super().__init__([W.HBox([self.play, self.slider]), self.caption, self.image])
+        super().__init__([controls, self.caption, self.image])
         self.slider.observe(self.render, names="value")
         self.render()
 

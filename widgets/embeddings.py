@@ -14,7 +14,7 @@ from gpt2lab.explain.embeddings import (nearest_neighbours, neighbours_html, pos
                                         position_similarity_figure, token_labels)
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note
+from ._view import figure_png, note, player
 
 
 
@@ -85,11 +85,9 @@ class PositionSimilarityView(W.VBox):
             raise ValueError("PositionSimilarityView: no checkpoints given (wpes is empty)")
         self.wpes, self.steps, self.T = [np.asarray(w) for w in wpes], list(steps), T
         last = len(self.wpes) - 1
-        self.slider = W.IntSlider(value=last, min=0, max=last, description="checkpoint")
-        self.play = W.Play(value=last, min=0, max=last, interval=700)
-        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider, self.play, controls = player("checkpoint", last, value=last)
         self.caption, self.image = W.HTML(), W.Image(format="png")
-        super().__init__([W.HBox([self.play, self.slider]), self.caption, self.image])
+        super().__init__([controls, self.caption, self.image])
         self.slider.observe(self.render, names="value")
         self.render()
 

@@ -14,7 +14,7 @@ from gpt2lab.explain.palette import FAIL_COLOR, RUNNING_EXAMPLE
 from gpt2lab.explain.tokenize import (MergeStep, clean_text, encode_ids, spans_html, token_spans,
                                       token_stats)
 
-from ._view import note
+from ._view import note, player
 
 class TokenizerPlayground(W.VBox):
     """Type text, pick a tokenizer, see its tokens as coloured boxes (hover: id and bytes; ids below).
@@ -74,11 +74,9 @@ class MergeStepper(W.VBox):
             raise ValueError("MergeStepper: the trace is empty; build one with bpe_trace(text, n_merges)")
         self.trace = trace
         last = len(trace) - 1
-        self.slider = W.IntSlider(value=0, min=0, max=last, description="merges")
-        self.play = W.Play(value=0, min=0, max=last, interval=900, description="play")
-        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider, self.play, controls = player("merges", last, interval=900)
         self.caption, self.tokens = W.HTML(), W.HTML()
-        super().__init__([W.HBox([self.play, self.slider]), self.caption, self.tokens])
+        super().__init__([controls, self.caption, self.tokens])
         self.slider.observe(self.render, names="value")
         self.render()
 
