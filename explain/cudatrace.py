@@ -136,16 +136,9 @@ def _install_hooks(recorder: Recorder) -> None:
 
     kernel.BlockThread.syncthreads = syncthreads
 
-    def shared_array(self, shape, dtype, alignment=None):
-        from numba.np import numpy_support
-
-        from gpt2lab.kernels._cuda import simulator_shared_array
-        dtype = numpy_support.as_dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
-        caller = sys._getframe(1)
-        return simulator_shared_array(self._allocations, (caller.f_code.co_filename, caller.f_lineno),
-                                      lambda: Recording("scratch", np.zeros(shape, dtype), recorder))
-
-    kernelapi.FakeCUDAShared.array = shared_array
+    from gpt2lab.kernels._cuda import shared_array_method
+    kernelapi.FakeCUDAShared.array = shared_array_method(
+        lambda shape, dtype: Recording("scratch", np.zeros(shape, dtype), recorder))
 
     add = kernelapi.FakeCUDAAtomic.add
 

@@ -84,35 +84,35 @@ def _install_warp_shuffles(module_class) -> None:
 _SHARED_LOCK = threading.Lock()
 
 
-def simulator_shared_array(allocations: dict, key, make):
-    """The block's shared array for `key` (the calling file and line), made by make() on first use.
+def shared_array_method(make, fallback=None):
+    """A replacement for the simulator's FakeCUDAShared.array: every thread of a block that calls
+    cuda.shared.array on one source line gets the same array, make(shape, dtype), made on first use.
 
     numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
     each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
     as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
-    test suite on two busy cores. Here both steps happen under one lock.
+    test suite on two busy cores. Here both steps happen under one lock. Calls this does not handle
+    (dynamic shared memory, shape 0, or an alignment) go to `fallback`.
     """
-    with _SHARED_LOCK:
-        res = allocations.get(key)
-        if res is None:
-            res = allocations[key] = make()
-    return res
+    def array(self, shape, dtype, alignment=None):
+        if fallback is not None and (shape == 0 or alignment is not None):
+            return fallback(self, shape, dtype, alignment)
+        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with _SHARED_LOCK:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = make(shape, dtype)
+        return res
+
+    return array
 
 
 def _install_locked_shared_arrays(shared_class) -> None:
     """Every thread of a block gets the *same* cuda.shared.array, however the threads are scheduled.
-    Dynamic shared memory (shape 0) keeps the simulator's own path."""
-    original = shared_class.array
-
-    def array(self, shape, dtype, alignment=None):
-        if shape == 0 or alignment is not None:
-            return original(self, shape, dtype, alignment)
-        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
-        caller = sys._getframe(1)
-        return simulator_shared_array(self._allocations, (caller.f_code.co_filename, caller.f_lineno),
-                                      lambda: np.empty(shape, dtype))
-
-    shared_class.array = array
+    Dynamic shared memory keeps the simulator's own path."""
+    shared_class.array = shared_array_method(np.empty, fallback=shared_class.array)
 
 
 patch_simulator()
