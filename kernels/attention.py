@@ -658,9 +658,8 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, given dout (B, T, C) and the forward's att cache.
 
     version, CPU: "blas" (default) or "rows", as in the forward. CUDA: "v1" one thread per query row with
-    atomics for dk, dv; "v2" (default) no
-    atomics, a query-row kernel for dq then a key-row kernel for dk, dv (their (B, NH, T) scratch is
-    allocated here).
+    atomics for dk, dv; "v2" (default) no atomics, a query-row kernel for dq then a key-row kernel for
+    dk, dv (their (B, NH, T) scratch is allocated here).
     """
     B, T, C = _check_qkv("attention_backward", inp, n_head)
     check_array("attention_backward", "dinp", dinp, (B, T, 3 * C), dims="B,T,3C")
