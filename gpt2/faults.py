@@ -1,13 +1,13 @@
 """Injected faults: one kernel swapped for a deliberately wrong variant, to show that live parity catches it.
 
-    with inject("gelu_backward_off"):
-        train(...)                    # the monitor flags op "gelu" at the first verified step
+    with inject("gelu_backward_off", model):    # model: a KernelGPT2 (or a backend holding one)
+        train(...)                               # the monitor flags op "gelu" at the first verified step
 
-Each fault is a classic bug from writing these kernels by hand (FAULTS lists them with the op they break).
-`inject` patches the function where the kernel model looks it up: kernel_model.py does
-`from gpt2lab.kernels.gelu import gelu_backward`, so the name lives in the kernel_model module (and in the
-kernel's own module); every gpt2lab module attribute bound to the original function is swapped, and all are
-restored on exit, even on an exception.
+Each fault is a bug from writing these kernels by hand (FAULTS lists them with the op they break): a classic,
+O(1)-wrong one per op, and subtle ones a fixed tolerance let through (0.1% off, a mask one step late, a lost
+atomic add). The model calls its kernels through one swap point, `model.kernels` (gpt2/kernel_model.py
+`Kernels`); `inject` swaps one entry there and restores it on exit, even on an exception. `kernels_with`
+gives a Kernels with the fault built in, for a model made later (the CLI's `--inject-fault`).
 
 Most variants call the correct kernel and then add a wrong correction, so they hold for any kernel version;
 the correction is numpy on the host (device arrays make a round trip), fine for a demonstration.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,8 +35,8 @@ def _on_host(fn):
 
 
 def _kernel(op: str, name: str) -> Callable:
-    """The correct kernel `name` from gpt2lab.kernels.<op> (the original, even while a fault is injected)."""
-    return ORIGINALS.get(name) or getattr(importlib.import_module(f"gpt2lab.kernels.{op}"), name)
+    """The correct kernel `name` from gpt2lab.kernels.<op>."""
+    return getattr(importlib.import_module(f"gpt2lab.kernels.{op}"), name)
 
 
 # ---------------------------------------------------------------- the wrong variants
@@ -284,29 +283,24 @@ def describe_faults() -> str:
     """One line per fault: op, name, what is wrong (the classic one of each op first, marked by op)."""
     return "\n".join(f"{f.op:<13} {f.name:<36} {'subtle: ' if f.subtle else ''}{f.doc}" for f in FAULTS.values())
 
-ORIGINALS: dict[str, Callable] = {}   # function name -> the correct kernel, while its fault is injected
-
-
 @contextlib.contextmanager
-def inject(fault_name: str):
-    """Within the block, the kernel of FAULTS[fault_name] is its wrong variant wherever gpt2lab looks it up.
-
-    Yields the Fault. Raises ValueError (listing the choices) for an unknown name.
-    """
+def inject(fault_name: str, model):
+    """Within the block, `model` (a KernelGPT2, or a backend with a .model) runs the wrong variant of
+    FAULTS[fault_name] in place of its kernel. Yields the Fault. ValueError (listing the choices) for an
+    unknown name."""
     if fault_name not in FAULTS:
         raise ValueError(f"inject: unknown fault {fault_name!r}; choose from {', '.join(FAULTS)}")
     fault = FAULTS[fault_name]
-    kernel_module = importlib.import_module(f"gpt2lab.kernels.{fault.op}")
-    importlib.import_module("gpt2lab.gpt2.kernel_model")  # the model's own binding must exist to be patched
-    original = getattr(kernel_module, fault.function)
-    sites = [mod for name, mod in list(sys.modules.items())
-             if name.startswith("gpt2lab.") and getattr(mod, fault.function, None) is original]
-    ORIGINALS[fault.function] = original
-    for mod in sites:
-        setattr(mod, fault.function, fault.variant)
+    kernels = getattr(model, "model", model).kernels
+    original = getattr(kernels, fault.function)
+    setattr(kernels, fault.function, fault.variant)
     try:
         yield fault
     finally:
-        for mod in sites:
-            setattr(mod, fault.function, original)
-        ORIGINALS.pop(fault.function, None)
+        setattr(kernels, fault.function, original)
+
+
+def kernels_with(fault: Fault):
+    """The default kernels with `fault`'s variant in place of its kernel: KernelGPT2(..., kernels=...)."""
+    from .kernel_model import Kernels
+    return Kernels(**{fault.function: fault.variant})

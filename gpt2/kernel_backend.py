@@ -98,12 +98,12 @@ class NumbaBackend:
     """The trainer's backend protocol over KernelGPT2 (numba kernels on the CPU, or CUDA with device="cuda")."""
     name = "numba"
 
-    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu"):
+    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None):
         from .train import OptimConfig
         if device == "cpu":
             flush_denormals()
         self.config, self.optim = config, optim or OptimConfig()
-        self.model = KernelGPT2(config, device=device, seed=seed)
+        self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels)
 
     def loss_and_grads(self, x, y) -> float:
         """Forward and backward on one batch x, y: (B, T) ints; leaves the gradients in model.grads."""

@@ -20,6 +20,9 @@ encoder's scatter-add on top.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 from numba import config as numba_config
 from numba import cuda
@@ -40,6 +43,30 @@ from .config import GPTConfig
 DEVICES = ("cpu", "cuda", "cudasim")
 
 
+@dataclass
+class Kernels:
+    """Every kernel entry point the model calls, by name: the one place a kernel is swapped -- an injected
+    fault (gpt2/faults.py), or a learner's own kernel plugged into the real model. Defaults: gpt2lab.kernels.
+
+        KernelGPT2(config, kernels=Kernels(gelu_forward=my_gelu))
+    """
+    encoder_forward: Callable = encoder_forward
+    encoder_backward: Callable = encoder_backward
+    layernorm_forward: Callable = layernorm_forward
+    layernorm_backward: Callable = layernorm_backward
+    matmul_forward: Callable = matmul_forward
+    matmul_backward: Callable = matmul_backward
+    attention_forward: Callable = attention_forward
+    attention_backward: Callable = attention_backward
+    gelu_forward: Callable = gelu_forward
+    gelu_backward: Callable = gelu_backward
+    residual_forward: Callable = residual_forward
+    residual_backward: Callable = residual_backward
+    crossentropy_forward: Callable = crossentropy_forward
+    crossentropy_backward: Callable = crossentropy_backward
+    adamw_update: Callable = adamw_update
+
+
 class KernelGPT2:
     """GPT-2 whose forward, backward and AdamW are our numba kernels over flat buffers.
 
@@ -47,9 +74,11 @@ class KernelGPT2:
     CUDA kernels) or "cudasim" (the same on numba's CUDA simulator; NUMBA_ENABLE_CUDASIM=1 must be set before
     numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
     reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
+    kernels: the entry points to call (default: gpt2lab.kernels'); `model.kernels` can be swapped later too.
     """
 
-    def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True):
+    def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True,
+                 kernels: Kernels | None = None):
         if device not in DEVICES:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
@@ -57,6 +86,7 @@ class KernelGPT2:
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
         self.config, self.device = config, device
+        self.kernels = kernels if kernels is not None else Kernels()
         shapes = param_shapes(config)
         self.params_memory = FlatBuffer(shapes, device)
         self.grads_memory = FlatBuffer(shapes, device)
@@ -123,30 +153,31 @@ class KernelGPT2:
         self.inputs = self._batch(idx, "idx")
         self.targets = None if targets is None else self._batch(targets, "targets")
         L, NH = self.config.n_layer, self.config.n_head
-        p, a = self.params, self.acts
+        p, a, k = self.params, self.acts, self.kernels
 
-        encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
+        k.encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
         for l in range(L):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]        # the block's input stream
             # x + attn(ln_1(x))
-            layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual, p["ln1w"][l], p["ln1b"][l])
-            matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
-            attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
-            matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
-            residual_forward(a["residual2"][l], residual, a["attproj"][l])
+            k.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
+                                p["ln1w"][l], p["ln1b"][l])
+            k.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
+            k.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
+            k.matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
+            k.residual_forward(a["residual2"][l], residual, a["attproj"][l])
             # x + mlp(ln_2(x))
-            layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
-                              p["ln2w"][l], p["ln2b"][l])
-            matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
-            gelu_forward(a["fch_gelu"][l], a["fch"][l])
-            matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
-            residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l])
-        layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
-        matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
+            k.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
+                                p["ln2w"][l], p["ln2b"][l])
+            k.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
+            k.gelu_forward(a["fch_gelu"][l], a["fch"][l])
+            k.matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
+            k.residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l])
+        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
+        k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
 
         self.mean_loss = None
         if self.targets is not None:
-            crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
+            k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
             # the mean over B*T tokens; (B, T) numbers, cheap to bring to the host
             self.mean_loss = float(to_host(a["losses"]).astype(np.float64).mean())
         return self.mean_loss
@@ -166,35 +197,35 @@ class KernelGPT2:
         if self.mean_loss is None:
             raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
-        p, g, a, ga = self.params, self.grads, self.acts, self.grads_acts
+        p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
         fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
 
         # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
         fill(ga["losses"], 1.0 / (B * T))
-        crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
-        matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
-        layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
-                           p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
+        k.layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
+                             p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(L)):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
             dresidual = ga["encoded"] if l == 0 else ga["residual3"][l - 1]
             # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
-            residual_backward(ga["residual2"][l], ga["fcproj"][l], ga["residual3"][l])
-            matmul_backward(ga["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], ga["fcproj"][l],
-                            a["fch_gelu"][l], p["fcprojw"][l])
-            gelu_backward(ga["fch"][l], a["fch"][l], ga["fch_gelu"][l])
-            matmul_backward(ga["ln2"][l], g["fcw"][l], g["fcb"][l], ga["fch"][l], a["ln2"][l], p["fcw"][l])
-            layernorm_backward(ga["residual2"][l], g["ln2w"][l], g["ln2b"][l], ga["ln2"][l], a["residual2"][l],
-                               p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l])
+            k.residual_backward(ga["residual2"][l], ga["fcproj"][l], ga["residual3"][l])
+            k.matmul_backward(ga["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], ga["fcproj"][l],
+                              a["fch_gelu"][l], p["fcprojw"][l])
+            k.gelu_backward(ga["fch"][l], a["fch"][l], ga["fch_gelu"][l])
+            k.matmul_backward(ga["ln2"][l], g["fcw"][l], g["fcb"][l], ga["fch"][l], a["ln2"][l], p["fcw"][l])
+            k.layernorm_backward(ga["residual2"][l], g["ln2w"][l], g["ln2b"][l], ga["ln2"][l], a["residual2"][l],
+                                 p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l])
             # back through x + attn(ln_1(x))
-            residual_backward(dresidual, ga["attproj"][l], ga["residual2"][l])
-            matmul_backward(ga["atty"][l], g["attprojw"][l], g["attprojb"][l], ga["attproj"][l],
-                            a["atty"][l], p["attprojw"][l])
-            attention_backward(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["att"][l], NH)
-            matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
-            layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
-                               p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
-        encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)        # scatter-add on top of lm_head's
+            k.residual_backward(dresidual, ga["attproj"][l], ga["residual2"][l])
+            k.matmul_backward(ga["atty"][l], g["attprojw"][l], g["attprojb"][l], ga["attproj"][l],
+                              a["atty"][l], p["attprojw"][l])
+            k.attention_backward(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["att"][l], NH)
+            k.matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
+            k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
+                                 p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
+        k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)        # scatter-add on top of lm_head's
 
     # ------------------------------------------------------------ optimizer
     def grad_norm(self) -> float:
@@ -216,8 +247,9 @@ class KernelGPT2:
         self.step += 1  # 1-based inside the kernel: bias corrections 1 - beta^step
         for name in PARAM_NAMES:
             decay = weight_decay if name in DECAYED else 0.0
-            adamw_update(self.params_memory.flat(name), self.grads_memory.flat(name), self.m_memory.flat(name),
-                         self.v_memory.flat(name), self.step, lr, beta1, beta2, eps, decay)
+            self.kernels.adamw_update(self.params_memory.flat(name), self.grads_memory.flat(name),
+                                      self.m_memory.flat(name), self.v_memory.flat(name), self.step, lr, beta1,
+                                      beta2, eps, decay)
 
     # ------------------------------------------------------------ sampling
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -20,7 +20,6 @@ c_fc, mlp.c_proj) -- and none on the 1-D ones: every bias and every LayerNorm we
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import math
@@ -40,7 +39,7 @@ from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import CommandError, non_negative_int, positive_int
 from .config import PRESETS, GPTConfig
-from .faults import inject
+from .faults import kernels_with
 from .model import GPT2, init_params
 
 
@@ -487,8 +486,7 @@ def run(args) -> int:
     fault = _fault_from_args(args)
     if args.inject_fault == "list":
         return 0
-    with (inject(fault.name) if fault is not None else contextlib.nullcontext()):
-        return _run(args, fault)
+    return _run(args, fault)
 
 
 def _fault_from_args(args):
@@ -539,8 +537,10 @@ def _run(args, fault) -> int:
                         warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
                         eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
                         sample_tokens=args.sample_tokens, data=args.data)
-    backend = make_backend(args.backend, config, optim, args.seed,
-                           **({"device": args.device} if args.device != "cpu" else {}))
+    options = {"device": args.device} if args.device != "cpu" else {}
+    if fault is not None:
+        options["kernels"] = kernels_with(fault)
+    backend = make_backend(args.backend, config, optim, args.seed, **options)
     from gpt2lab.datasets import gpt2_encoding
     print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "
           f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",

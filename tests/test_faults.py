@@ -1,11 +1,12 @@
 """Injected faults: live parity during training flags each one at the first verified step and names its op."""
+import contextlib
 import json
 
 import numpy as np
 import pytest
 
 from gpt2lab.datasets import TokenData
-from gpt2lab.gpt2 import kernel_model
+from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.faults import FAULTS, inject
 from gpt2lab.gpt2.kernel_backend import NumbaBackend
@@ -22,15 +23,17 @@ def token_data(seed=0) -> TokenData:
     return TokenData(train=ids[:2700], val=ids[2700:])
 
 
-def verified_training(tmp_path, on_mismatch="stop", steps=4):
-    """Train TINY with every step verified; returns (VerifiedBackend, TrainResult, log records, messages)."""
+def verified_training(tmp_path, fault=None, on_mismatch="stop", steps=4):
+    """Train TINY with every step verified, with `fault` injected; returns (VerifiedBackend, TrainResult, log
+    records, messages)."""
     messages = []
     backend = VerifiedBackend(NumbaBackend(TINY, OptimConfig(grad_clip=1.0), seed=0), every=1,
                               on_mismatch=on_mismatch, log=messages.append)
     run = RunConfig(steps=steps, batch=2, seq=16, lr=1e-3, eval_every=0, eval_batches=1, ckpt_every=0,
                     sample_tokens=0)
-    result = train(backend, token_data(), run, tmp_path, json_log=tmp_path / "log.jsonl", progress=False,
-                   on_step=backend.on_step, log=messages.append)
+    with (inject(fault, backend) if fault else contextlib.nullcontext()):
+        result = train(backend, token_data(), run, tmp_path, json_log=tmp_path / "log.jsonl", progress=False,
+                       on_step=backend.on_step, log=messages.append)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     return backend, result, records, messages
 
@@ -39,8 +42,7 @@ def test_each_fault_is_caught_at_the_first_verified_step_and_named(tmp_path):
     caught, table = [], []
     for i, (name, fault) in enumerate(FAULTS.items()):
         out = tmp_path / name
-        with inject(name):
-            backend, result, records, messages = verified_training(out)
+        backend, result, records, messages = verified_training(out, name)
         first = backend.mismatch.first_failure if backend.mismatch else None
         ok = (first is not None and backend.mismatch.step == 1 and first.op == fault.op and result.interrupted
               and result.step == 1 and (out / "latest.pt").is_file() and records[0]["parity"]["summary"]["ok"] is False
@@ -55,40 +57,39 @@ def test_each_fault_is_caught_at_the_first_verified_step_and_named(tmp_path):
 
 def test_adamw_fault_shows_only_after_the_step(tmp_path):
     """Forward and backward are fine; only the parameters after the update differ from torch.optim.AdamW."""
-    with inject("adamw_no_bias_correction"):
-        backend, *_ = verified_training(tmp_path)
+    backend, *_ = verified_training(tmp_path, "adamw_no_bias_correction")
     failures = backend.mismatch.failures
     assert failures and {r.direction for r in failures} == {"step"} and {r.op for r in failures} == {"adamw"}
     assert not any(r.tensor.endswith((".m", ".v")) for r in failures)   # the moments themselves are right
 
 
 def test_warn_keeps_training_and_logs_every_mismatch(tmp_path):
-    with inject("gelu_backward_off"):
-        backend, result, records, messages = verified_training(tmp_path, on_mismatch="warn", steps=3)
+    backend, result, records, messages = verified_training(tmp_path, "gelu_backward_off", "warn", steps=3)
     assert not result.interrupted and result.step == 3 and not backend.stopped
     assert [r["parity"]["summary"]["first_failure"]["op"] for r in records] == ["gelu"] * 3
     assert sum("parity MISMATCH" in m for m in messages) == 3
 
 
 def test_stop_report_names_op_layer_tensor_and_error(tmp_path):
-    with inject("residual_backward_one_branch"):
-        backend, *_ = verified_training(tmp_path)
+    backend, *_ = verified_training(tmp_path, "residual_backward_one_branch")
     text = backend.stop_report()
     assert text.startswith("training stopped: parity MISMATCH at step 1: residual (layer 1, bwd) tensor dfcproj")
     assert "max abs err" in text
     assert isinstance(ParityMismatch(backend.mismatch), KeyboardInterrupt)
 
 
-def test_inject_swaps_and_restores_where_the_model_looks():
-    original = kernel_model.gelu_backward
-    assert original is gelu.gelu_backward
+def test_inject_swaps_one_models_kernel_and_restores_it():
+    model, other = KernelGPT2(TINY), KernelGPT2(TINY)
+    assert model.kernels.gelu_backward is gelu.gelu_backward
     with pytest.raises(RuntimeError):
-        with inject("gelu_backward_off") as fault:
-            assert kernel_model.gelu_backward is fault.variant and gelu.gelu_backward is fault.variant
+        with inject("gelu_backward_off", model) as fault:
+            assert model.kernels.gelu_backward is fault.variant
+            assert other.kernels.gelu_backward is gelu.gelu_backward     # only that model: one swap point
+            assert gelu.gelu_backward.__name__ == "gelu_backward"        # the library is never patched
             raise RuntimeError("restored even on an error")
-    assert kernel_model.gelu_backward is original and gelu.gelu_backward is original
+    assert model.kernels.gelu_backward is gelu.gelu_backward
     with pytest.raises(ValueError, match="unknown fault 'nope'; choose from layernorm_backward_no_mean"):
-        with inject("nope"):
+        with inject("nope", model):
             pass
 
 
@@ -102,8 +103,8 @@ def cli_args(tmp_path, *extra):
 
 def test_cli_stop_on_mismatch_saves_a_checkpoint_and_exits_3(tmp_path, capsys):
     from gpt2lab.gpt2.cli import main
-    with inject("gelu_backward_off"):
-        code = main(cli_args(tmp_path, "--backend", "numba", "--verify-every", "1", "--on-mismatch", "stop"))
+    code = main(cli_args(tmp_path, "--backend", "numba", "--inject-fault", "gelu_backward_off", "--verify-every", "1",
+                         "--on-mismatch", "stop"))
     err = capsys.readouterr().err
     assert code == 3, err
     assert "parity MISMATCH at step 1: gelu (layer 3, bwd) tensor dfch: ours/torch32 " in err
