@@ -10,7 +10,8 @@ from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.gpt2.model import GPT2, init_params
 from gpt2lab.gpt2.parity import (BLOCK_BACKWARD, BLOCK_FORWARD, HEAD_BACKWARD, ParityMonitor, ParityReport,
-                                 ParityRow, format_mismatch, reference_forward)
+                                 ParityRow, format_mismatch)
+from gpt2lab.gpt2.reference_ops import reference_forward
 from gpt2lab.kernels.check import FLOOR, K, judge
 
 TINY = GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32)
