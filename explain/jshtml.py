@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 
 # Font Awesome class -> a character every system font has
-ICONS = {"fa-minus": "−", "fa-plus": "+", "fa-fast-backward": "⏮", "fa-step-backward": "◂|",
-         "fa-step-forward": "|▸", "fa-fast-forward": "⏭", "fa-pause": "❚❚", "fa-play": "▶"}
+ICONS = {"fa-minus": "−", "fa-plus": "+", "fa-fast-backward": "⇤", "fa-step-backward": "◂|",
+         "fa-step-forward": "|▸", "fa-fast-forward": "⇥", "fa-pause": "❚❚", "fa-play": "▶"}
 
 _FONT_LINK = re.compile(r'<link[^>]*href="https?://[^"]*font-awesome[^"]*"[^>]*>', re.S)
 _ICON = re.compile(r'<i class="fa ([\w-]+)( fa-flip-horizontal)?"></i>')

@@ -1,5 +1,7 @@
 """tools/handouts.py and tools/build_lab.py: student notebooks, and HTML that works offline."""
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "build" / "artifacts"
 sys.path.insert(0, str(ROOT / "tools"))
 import build_lab  # noqa: E402
 import handouts  # noqa: E402
@@ -43,10 +46,20 @@ plt.close(fig)
 HTML(anim.to_jshtml())
 
 # %%
-fig2, ax2 = plt.subplots(figsize=(2, 1))
-ax2.plot([1, 3, 2])
 slider, play, row = player("step", 4, value=2)
-W.VBox([W.HTML("<b>the caption</b>"), row, W.Image(value=figure_png(fig2), format="png")])
+image, caption = W.Image(format="png"), W.HTML()
+
+def draw(change=None):
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [0, slider.value])
+    image.value, caption.value = figure_png(fig), f"<b>the caption at {slider.value}</b>"
+
+slider.observe(draw, names="value")
+draw()
+W.VBox([caption, row, image])
+
+# %%
+W.VBox([W.HTML("<i>no control here</i>"), W.Text(value="typed", description="text"), image])
 
 # %% tags=["exercise"]
 def double(x):
@@ -87,12 +100,29 @@ def test_the_animation_keeps_its_frames_and_gets_text_buttons(exported):
     assert 'class="fa' not in page and ">▶<" in page.replace("\n", "").replace(" ", "")
 
 
-def test_a_widget_becomes_a_static_picture_with_its_image_caption_and_control(exported):
+def standins(page):
+    return re.findall(r'<div class="gpt2lab-standin">(.*?)A stand-in for an interactive widget', page, re.S)
+
+
+def test_a_widget_with_a_slider_becomes_its_pictures_over_the_sliders_values(exported):
     _, page = exported
-    standin = page[page.index('class="gpt2lab-standin"'):]
-    assert "<b>the caption</b>" in standin and "step <b>2</b>" in standin
-    assert 'src="data:image/png;base64,' in standin
+    player = standins(page)[0]
+    frames = [re.match(r'(\d)" style="display:(\w+)">(.*)', chunk, re.S).groups()
+              for chunk in player.split('data-label="')[1:]]
+    assert [label for label, _, _ in frames] == ["0", "1", "2", "3", "4"]
+    assert all(f"the caption at {label}" in body for label, _, body in frames)
+    pictures = [re.search(r'src="(data:image/png;base64,[^"]+)"', body).group(1) for _, _, body in frames]
+    assert len(set(pictures)) == 5                       # each value drew its own picture
+    assert [shown for _, shown, _ in frames] == ["none", "none", "block", "none", "none"]   # where the lesson left it
+    assert 'type="range" value="2"' in player
     assert "application/vnd.jupyter.widget-view+json" not in page
+
+
+def test_a_widget_without_a_slider_becomes_a_static_picture(exported):
+    _, page = exported
+    picture = standins(page)[1]
+    assert "<i>no control here</i>" in picture and "text <b>typed</b>" in picture
+    assert 'src="data:image/png;base64,' in picture
 
 
 def test_student_notebook_is_the_learners_notebook(exported):
@@ -137,3 +167,42 @@ def test_missing_source_is_a_clear_error(tmp_path, capsys):
     assert "no such notebook source" in capsys.readouterr().err
     assert build_lab.main([str(tmp_path / "nope.py"), "--out", str(tmp_path)]) == 2
     assert "no such notebook source" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not os.environ.get("CI"),
+                    reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_page_works_in_a_browser_from_file_with_the_network_cut(exported):
+    """Opened from file:// with every network request refused: math is laid out, the animation's buttons step
+    its frames, the widget stand-in's slider shows another picture."""
+    from playwright.sync_api import sync_playwright
+
+    from browser import ARGS, CHROMIUM
+    out, _ = exported
+    fetched = []
+
+    def refuse(route):
+        if not route.request.url.startswith(("file:", "data:")):
+            fetched.append(route.request.url)
+            return route.abort()
+        return route.continue_()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.route("**/*", refuse)
+        page.goto((out / "html" / "01_demo.html").as_uri())
+        frac = page.locator("math mfrac").first.bounding_box()
+        assert frac and frac["height"] > frac["width"] / 4      # a fraction drawn as a fraction, not text
+        frame = page.locator("img[id^=_anim_img]").first
+        first = frame.get_attribute("src")
+        page.locator("button[title='Next frame']").first.click()
+        assert frame.get_attribute("src") != first
+        assert page.locator("button[title='Play']").first.inner_text().strip() == "▶"
+        slider = page.locator(".gpt2lab-standin-player input[type=range]").first
+        slider.evaluate("e => { e.value = 4; e.dispatchEvent(new Event('input')); }")
+        shown = page.locator(".gpt2lab-standin-player div[data-label]:visible")
+        assert shown.count() == 1 and shown.first.get_attribute("data-label") == "4"
+        assert "the caption at 4" in shown.first.inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "handout-offline.png"), full_page=True)
+        browser.close()
+    assert fetched == []

@@ -17,15 +17,48 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_lab import learner_notebook  # noqa: E402
-from offline_html import export_html, offline_notebook, remote_refs  # noqa: E402
+from offline_html import STANDIN, WIDGET_VIEW, export_html, offline_notebook, remote_refs  # noqa: E402
+
+
+PROBE = "from gpt2lab.widgets.standin import show_control_animation\nshow_control_animation({model_id!r})"
 
 
 def execute(nb, cwd: Path, timeout: int = 900):
-    """Run every cell in a fresh kernel (in place), keeping the widgets' state for their static pictures."""
+    """Run every cell in a fresh kernel (in place), keeping the widgets' state for their static pictures. After a
+    cell that shows a widget, the same kernel steps the widget's first control through its values and the frames
+    are kept in the output's metadata (offline_html.STANDIN) for the page to play."""
     from nbclient import NotebookClient
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+    from nbclient.util import run_sync
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(cwd)}})
+
+    async def run():
+        async with client.async_setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                for out in cell.get("outputs", []):
+                    view = out.get("data", {}).get(WIDGET_VIEW)
+                    if view is not None:
+                        probe = nbformat.v4.new_code_cell(PROBE.format(model_id=view["model_id"]))
+                        await client.async_execute_cell(probe, index)
+                        nb.cells[index] = cell      # nbclient stores the cell it ran at its index: put ours back
+                        frames = "".join(o.get("data", {}).get("text/html", "") for o in probe.outputs)
+                        if frames:
+                            out.setdefault("metadata", {})[STANDIN] = frames
+            client.set_widgets_metadata()
+    run_sync(run)()
+    number_cells(nb)
     return nb
+
+
+def number_cells(nb) -> None:
+    """Execution counts 1, 2, 3, ... (the stand-in probes ran in between and took numbers of their own)."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for k, cell in enumerate(code, start=1):
+        cell.execution_count = k
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "execute_result":
+                out["execution_count"] = k
 
 
 def write_html(nb, path: Path) -> dict:

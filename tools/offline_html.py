@@ -5,8 +5,9 @@ animations draw their buttons with a web icon font. Offline that means raw LaTeX
 Here instead:
 - the page template drops those scripts (nothing in our lessons needs require.js or mermaid);
 - math in markdown cells is turned into MathML (latex2mathml) that the browser draws itself;
-- every widget is replaced by a static picture of itself, drawn from the widget state the execution saved:
-  its images, captions and HTML, and its controls as plain labels with their values;
+- every widget is replaced by a stand-in: its pictures over the values of its first control, when the execution
+  recorded them (handouts.execute, gpt2lab.widgets.standin), else a static picture of itself drawn from the saved
+  widget state: its images, captions and HTML, and its controls as plain labels with their values;
 - animation buttons become text characters (gpt2lab.explain.jshtml).
 `remote_refs(page)` lists whatever would still be fetched from the network: the tests require it to be empty.
 """
@@ -23,6 +24,7 @@ from gpt2lab.explain.jshtml import offline_jshtml
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+STANDIN = "gpt2lab/standin"   # output metadata: HTML frames of the widget over its control's values
 
 TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -78,7 +80,8 @@ class StaticWidgets:
         if name in ("VBoxModel", "BoxModel", "GridBoxModel", "HBoxModel", "AccordionModel", "TabModel"):
             direction = "row" if name == "HBoxModel" else "column"
             inner = "".join(self.render(c) for c in s.get("children", []))
-            return f'<div style="display:flex;flex-direction:{direction};gap:4px;flex-wrap:wrap">{inner}</div>'
+            return (f'<div style="display:flex;flex-direction:{direction};align-items:flex-start;gap:4px;'
+                    f'flex-wrap:wrap">{inner}</div>')
         if name == "ImageModel":
             data = buffers.get(("value",)) or s.get("value") or ""
             if isinstance(data, bytes):
@@ -128,13 +131,14 @@ class StaticWidgets:
         return ""
 
 
-STANDIN_NOTE = ('<div style="color:#666;font-size:12px;margin-top:2px">A picture of an interactive widget, as the '
-                'lesson left it: run the notebook to move its controls.</div>')
+STANDIN_NOTE = ('<div style="color:#666;font-size:12px;margin-top:2px">A stand-in for an interactive widget '
+                '(no Python behind this page): run the notebook to use all its controls.</div>')
 
 
 def widget_standins(nb) -> int:
-    """Replace every widget output by a static picture of it (in place); drop the saved widget state, which
-    needs the widget manager from the web. Returns how many widgets were replaced."""
+    """Replace every widget output by its stand-in (in place): the recorded frames over its control's values,
+    else a static picture. Drops the saved widget state, which needs the widget manager from the web.
+    Returns how many widgets were replaced."""
     render = StaticWidgets(nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}))
     n = 0
     for cell in nb.cells:
@@ -142,7 +146,8 @@ def widget_standins(nb) -> int:
             view = out.get("data", {}).get(WIDGET_VIEW)
             if view is None:
                 continue
-            picture = render.render(view["model_id"]) or "<pre>(an interactive widget)</pre>"
+            picture = out.get("metadata", {}).pop(STANDIN, None) or render.render(view["model_id"]) or \
+                "<pre>(an interactive widget)</pre>"
             out["data"] = {"text/html": f'<div class="gpt2lab-standin">{picture}{STANDIN_NOTE}</div>'}
             n += 1
     nb.metadata.pop("widgets", None)
@@ -199,5 +204,5 @@ def remote_refs(page: str) -> list[str]:
     return parser.refs + [f"css {u}" for u in css] + loaders
 
 
-__all__ = ["TEMPLATE", "math_to_mathml", "StaticWidgets", "widget_standins", "offline_notebook", "export_html",
+__all__ = ["STANDIN", "TEMPLATE", "math_to_mathml", "StaticWidgets", "widget_standins", "offline_notebook", "export_html",
            "remote_refs"]
