@@ -48,9 +48,11 @@ notebooks: setup
 handouts: setup
 	$(PY) tools/handouts.py --html --out build/handouts notebooks/[0-9]*.py
 
-# JupyterLab rooted at lab/ (its file browser shows the lessons only), opened on the tour.
+# JupyterLab rooted at lab/ (its file browser shows the lessons only), opened on the tour. LAB_ARGS: more
+# options, e.g. LAB_ARGS="--no-browser --port 8899". As root (a container), Jupyter needs --allow-root.
+LAB_ARGS ?=
 lab: notebooks
-	cd $(LAB) && $(abspath $(VENV))/bin/jupyter lab 00_tour.ipynb
+	cd $(LAB) && $(abspath $(VENV))/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) 00_tour.ipynb
 
 # Unit and kernel tests. The CUDA-simulator checks start their own processes (the simulator is switched
 # on by an environment variable read when numba is imported, so it never leaks into the CPU tests).

@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
-    kept = [path.name for path, what in done if what == "kept"]
-    print(f"{args.out}/: {len(done) - len(kept)} notebook(s) built" + (
-        f", {len(kept)} kept as they are ({', '.join(kept)}): `make notebooks FORCE=1` rebuilds them from the "
-        "sources, replacing the work in them" if kept else ""))
+    kept = sum(what == "kept" for _, what in done)
+    print(f"{args.out}/: {len(done) - kept} notebook(s) built" + (
+        f", {kept} kept with your work in them (`make notebooks FORCE=1` rebuilds them from notebooks/*.py, "
+        "replacing that work)" if kept else ""))
     return 0
 
 
