@@ -48,7 +48,7 @@ class CheckResult:
 
     @property
     def verdict(self) -> str:
-        """"OK" or "FAIL": the words the tests and tools look for."""
+        """The word tests and tools look for: "OK" or "FAIL"."""
         return "OK" if self.ok else "FAIL"
 
     def rows(self) -> list[tuple[str, str]]:
@@ -61,12 +61,13 @@ class CheckResult:
         return [(k, v) for k, v in rows if v]
 
     def title(self) -> str:
+        """The panel's first line: the verdict and the exercise."""
         if self.ok:
             return f"OK    {self.exercise}: right on all {len(self.tried)} cases"
         return f"FAIL  {self.exercise}"
 
     def __repr__(self) -> str:
-        width = max(len(k) for k, _ in self.rows())
+        width = max((len(k) for k, _ in self.rows()), default=0)
         return "\n".join([self.title()] + [f"  {k:<{width}}  {v}" for k, v in self.rows()])
 
     def _repr_html_(self) -> str:
