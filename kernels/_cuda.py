@@ -40,6 +40,24 @@ def grid_stride(n: int, block: int = 256) -> tuple[int, int]:
     return min(ceil_div(n, block), 65535), block
 
 
+@cuda.jit(device=True, inline="always")  # inlined at the IR level: compiles to PTX without a GPU
+def compensated_add(total, comp, x):
+    """One step of a compensated (Kahan-Babuska-Neumaier) float32 sum: returns the new (total, comp).
+
+    total + x rounds away the low bits of the smaller of the two; (big - t) + small recovers exactly those
+    bits (exact in float32 when |big| >= |small|), and comp collects them. The sum is total + comp at the
+    end. Its error stays ~1 rounding of the result however many terms are added, where a plain float32
+    running sum of K terms loses up to K roundings (~sqrt(K) for random signs). The kernels compile without
+    fastmath, so the compiler may not "simplify" (big - t) + small to 0.
+    """
+    t = total + x
+    if abs(total) >= abs(x):
+        comp += (total - t) + x
+    else:
+        comp += (x - t) + total
+    return t, comp
+
+
 def run_on_device(launch, args: dict, outs) -> dict:
     """Copy numpy `args` to the GPU, call `launch(**device_args)`, copy the tensors named in `outs` back.
 
