@@ -283,7 +283,7 @@ def _max_err(value, exact) -> float:
 
 
 def measure(name: str, device: str, versions=None, seed: int = 0) -> list[dict]:
-    """Rows {probe, tensor, device, version, ours, torch32, pairwise32, ratio, ok} for one probe.
+    """Rows {probe, tensor, device, version, ours, torch32, pairwise32, ratio, ratio_torch32, ok}, one probe.
 
     The yardstick is PyTorch float32 where it runs: on the CPU for --device cpu; on the GPU for
     --device cuda (TF32 off); for cudasim the better of PyTorch on the CPU and pairwise32, standing in
@@ -314,17 +314,20 @@ def measure(name: str, device: str, versions=None, seed: int = 0) -> list[dict]:
             rows.append({"probe": name, "tensor": tensor, "summed": probe.summed, "device": device,
                          "version": version, "sizes": probe.sizes[device], "ours": e_ours, "torch32": e_torch,
                          "pairwise32": e_pair, "ratio": e_ours / best if best else float("inf"),
+                         "ratio_torch32": e_ours / e_torch if e_torch else float("inf"),
                          "ok": e_ours <= K * best + floor})
     return rows
 
 
 def format_rows(rows) -> str:
-    head = f"{'probe':18} {'tensor':8} {'version':7} {'ours':>9} {'torch32':>9} {'pairwise32':>10} {'ratio':>7}  result"
+    """The rows as a table; ratio = ours / the yardstick, and (simulator) ours / torch32 alone."""
+    head = (f"{'probe':18} {'tensor':8} {'version':7} {'ours':>9} {'torch32':>9} {'pairwise32':>10} "
+            f"{'ratio':>7} {'/torch32':>8}  result")
     lines = [head]
     for r in rows:
         pair = "-" if r["pairwise32"] is None else f"{r['pairwise32']:.2e}"
         lines.append(f"{r['probe']:18} {r['tensor']:8} {r['version']:7} {r['ours']:9.2e} {r['torch32']:9.2e} "
-                     f"{pair:>10} {r['ratio']:7.2f}  {'OK' if r['ok'] else 'WORSE'}")
+                     f"{pair:>10} {r['ratio']:7.2f} {r['ratio_torch32']:8.2f}  {'OK' if r['ok'] else 'WORSE'}")
     return "\n".join(lines)
 
 

@@ -242,7 +242,10 @@ def layernorm_forward_kernel_v3(out, mean, rstd, inp, weight, bias):
 # Backward v1: one thread per row for dinp (the CPU loop again), and a second kernel with one thread per
 # channel for dweight and dbias: thread i owns column i, sums it over all rows in a fixed order, so
 # there is no race and the result is deterministic; neighbouring threads read neighbouring columns of a
-# row, so that kernel's loads are coalesced.
+# row, so that kernel's loads are coalesced. Accuracy: that column sum is one float32 running sum over
+# N = B*T rows; simulator (python -m gpt2lab.kernels.accuracy), N = 16384: 6.2x (dweight) and 43x (dbias)
+# the error of a float32 cascade sum. v2's and v3's atomics are running sums too, in arrival order. v4
+# fixes it.
 @cuda.jit
 def layernorm_backward_dinp_kernel_v1(dinp, dout, inp, weight, mean, rstd):
     r = cuda.grid(1)
