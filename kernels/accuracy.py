@@ -253,6 +253,48 @@ def _enc_pairwise(inputs):
     return {"dwte": dwte, "dwpe": _sum32(np.moveaxis(dout, 0, 2), 2)}
 
 
+# ---------------------------------------------------------------- attention
+def _attn_inputs(s, rng):
+    B, T, NH, hs = s["B"], s["T"], s["NH"], s["hs"]
+    C = NH * hs
+    inp = rng.standard_normal((B, T, 3 * C), dtype=np.float32)
+    q, k = (inp[..., o:o + C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64) for o in (0, C))
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
+    scores[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -np.inf
+    att = np.exp(scores - scores.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    return {"inp": inp, "dout": rng.standard_normal((B, T, C), dtype=np.float32), "n_head": NH,
+            "att": att.astype(np.float32)}  # the forward's cache, exact then rounded to float32
+
+
+def _split_qkv(dinp):
+    C = dinp.shape[-1] // 3
+    return {"dq": dinp[..., :C], "dk": dinp[..., C:2 * C], "dv": dinp[..., 2 * C:]}
+
+
+def _attn_run(inputs, version):
+    from .attention import attention_backward
+    args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
+            "att": inputs["att"], "n_head": inputs["n_head"]}
+    if version in ("blas", "rows"):  # the two CPU versions
+        attention_backward(**args, version=version)
+        return _split_qkv(args["dinp"])
+    return _split_qkv(_on_device(lambda **a: attention_backward(**a, version=version), args, ["dinp"])["dinp"])
+
+
+def _attn_torch(inputs, dtype):
+    import torch
+    inp = _t(inputs["inp"], dtype).requires_grad_(True)
+    B, T, C3 = inp.shape
+    NH, C = inputs["n_head"], C3 // 3
+    q, k, v = (x.reshape(B, T, NH, C // NH).transpose(1, 2) for x in inp.split(C, -1))
+    scores = (q @ k.transpose(-2, -1)) / (C // NH) ** 0.5
+    mask = torch.ones(T, T, dtype=torch.bool, device=inp.device).triu(1)
+    y = (scores.masked_fill(mask, float("-inf")).softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+    y.backward(_t(inputs["dout"], dtype))
+    return {k: _np(v) for k, v in _split_qkv(inp.grad).items()}
+
+
 # ---------------------------------------------------------------- the probes
 _CPU_CUDA = ("cuda", "cpu")
 PROBES = {p.name: p for p in (
@@ -275,6 +317,11 @@ PROBES = {p.name: p for p in (
            **{d: {"B": 8, "T": 1024, "C": 768, "V": 50257, "tokens": 8} for d in _CPU_CUDA}},
           {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
           _enc_inputs, _enc_run, _enc_torch, _enc_pairwise),
+    Probe("attention", "T keys (dq), T queries (dk, dv)",
+          {"cudasim": {"B": 1, "T": 512, "NH": 1, "hs": 2},
+           "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
+          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas", "rows")},
+          _attn_inputs, _attn_run, _attn_torch),
 )}
 
 

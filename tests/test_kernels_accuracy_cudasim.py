@@ -16,9 +16,11 @@ import pytest
 
 from gpt2lab.kernels import accuracy
 
-# probe -> (naive version, accurate version = the model's default)
+# probe -> (naive version, accurate version = the model's default). Attention's v2 errs only ~3x PyTorch's
+# at the T = 512 the simulator can afford (its gap grows with T), so only v3 is run there.
 VERSIONS = {"matmul.dinp": ("v1", "v3"), "matmul.dweight": ("v1", "v3"), "matmul.dbias": ("v1", "v3"),
-            "crossentropy": ("v1", "v3"), "layernorm.params": ("v1", "v4"), "encoder": ("v2", "v3")}
+            "crossentropy": ("v1", "v3"), "layernorm.params": ("v1", "v4"), "encoder": ("v2", "v3"),
+            "attention": (None, "v3")}
 
 
 def measure_in_simulator(probe, versions):
@@ -41,17 +43,20 @@ def test_accurate_versions_are_the_defaults():
     assert layernorm.DEFAULT_VERSION["layernorm_backward"] == "v4"
     assert encoder.DEFAULT_VERSION == "v3"
     assert crossentropy.crossentropy_forward.__defaults__ == (3,)
+    from gpt2lab.kernels import attention
+    assert attention.BACKWARD_VERSIONS[-1] == "v3"  # the CUDA default is the last
 
 
 @pytest.mark.cudasim
 @pytest.mark.parametrize("probe", sorted(VERSIONS))
 def test_long_reduction_as_accurate_as_pytorch(probe):
     naive, accurate = VERSIONS[probe]
-    rows = measure_in_simulator(probe, (naive, accurate))
+    rows = measure_in_simulator(probe, [v for v in (naive, accurate) if v])
     report = json.dumps(rows, indent=1)
     good = [r for r in rows if r["version"] == accurate]
-    bad = [r for r in rows if r["version"] == naive]
-    assert good and bad, report
+    assert good, report
     assert all(r["ok"] for r in good), f"{probe} {accurate} is less accurate than PyTorch float32:\n{report}"
-    # the naive running sum must fail the same rule on some tensor, by a clear margin: the check can fail
-    assert max(r["ratio"] for r in bad) > 1.5 * accuracy.K, f"{probe} {naive} passed:\n{report}"
+    if naive:
+        # the naive running sum must fail the same rule on some tensor, by a clear margin: the check can fail
+        bad = [r for r in rows if r["version"] == naive]
+        assert bad and max(r["ratio"] for r in bad) > 1.5 * accuracy.K, f"{probe} {naive} passed:\n{report}"
