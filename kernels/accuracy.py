@@ -97,13 +97,14 @@ def _matmul_run(tensor):
             return {tensor: out[tensor]}
         dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[int(version[1:])]
         if tensor == "dinp":
-            launch = lambda dinp, dout, weight: dinp_k[mm._grid_2d(N, C)](dinp, dout, weight)  # noqa: E731
-            return _on_device(launch, {"dinp": out["dinp"], "dout": dout, "weight": weight}, ["dinp"])
-        if tensor == "dweight":
-            launch = lambda dweight, dout, inp: dweight_k[mm._grid_2d(OC, C)](dweight, dout, inp)  # noqa: E731
-            return _on_device(launch, {"dweight": out["dweight"], "dout": dout, "inp": inp}, ["dweight"])
-        launch = lambda dbias, dout: dbias_k[(OC + 255) // 256, 256](dbias, dout)  # noqa: E731
-        return _on_device(launch, {"dbias": out["dbias"], "dout": dout}, ["dbias"])
+            kernel, launch, args = dinp_k, mm._grid_2d(N, C), {"dinp": out["dinp"], "dout": dout, "weight": weight}
+        elif tensor == "dweight":
+            kernel, launch, args = dweight_k, mm._grid_2d(OC, C), {"dweight": out["dweight"], "dout": dout,
+                                                                   "inp": inp}
+        else:
+            kernel, launch, args = dbias_k, ((OC + 255) // 256, 256), {"dbias": out["dbias"], "dout": dout}
+        # launch = (grid, block); a kernel takes its arguments by position, in the order of `args`
+        return _on_device(lambda **a: kernel[launch](*a.values()), args, [tensor])
     return run
 
 
