@@ -20,6 +20,7 @@ c_fc, mlp.c_proj) -- and none on the 1-D ones: every bias and every LayerNorm we
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -39,6 +40,7 @@ from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import CommandError, non_negative_int, positive_int
 from .config import PRESETS, GPTConfig
+from .faults import inject
 from .model import GPT2, init_params
 
 
@@ -446,6 +448,10 @@ def add_arguments(p) -> None:
                    help="numba: check every kernel against PyTorch on steps 1, 1+K, ... (0 = never)")
     p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
                    help="a parity mismatch: print it and go on, or stop (checkpoint saved, exit code 3)")
+    p.add_argument("--inject-fault", metavar="OP", default=None,
+                   help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
+                        "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
+                        "'list' prints them")
 
 
 def _config_from_args(args) -> GPTConfig:
@@ -478,6 +484,37 @@ def _fmt(loss: float | None) -> str:
 
 def run(args) -> int:
     """`gpt2lab train`: exit 0 when done, 130 when stopped by Ctrl-C (after saving), 2 on a bad argument."""
+    fault = _fault_from_args(args)
+    if args.inject_fault == "list":
+        return 0
+    with (inject(fault.name) if fault is not None else contextlib.nullcontext()):
+        return _run(args, fault)
+
+
+def _fault_from_args(args):
+    """The Fault of --inject-fault (None without it); prints the list for 'list'. Injecting needs the numba
+    backend, and turns on --verify-every 1 unless a K was given: a fault nobody checks for teaches nothing."""
+    from .faults import describe_faults, fault_for
+    if args.inject_fault is None:
+        return None
+    if args.inject_fault == "list":
+        print(describe_faults())
+        return None
+    try:
+        fault = fault_for(args.inject_fault)
+    except ValueError as e:
+        raise CommandError(f"--inject-fault: {e}") from None
+    if args.backend != "numba":
+        raise CommandError(f"--inject-fault breaks one of the numba kernels: it needs --backend numba, "
+                           f"not {args.backend!r}")
+    if not args.verify_every:
+        args.verify_every = 1
+    print(f"gpt2lab train: injected fault {fault.name} ({fault.op}): {fault.doc}; verifying every "
+          f"{args.verify_every} step(s)", file=sys.stderr)
+    return fault
+
+
+def _run(args, fault) -> int:
     config = _config_from_args(args)
     if not args.lr > 0:
         raise CommandError(f"--lr must be > 0, got {args.lr}")
@@ -511,7 +548,7 @@ def run(args) -> int:
     verified = None
     if args.verify_every:
         from .parity import verified_backend
-        backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch)
+        backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch, fault=fault)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
                    progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)
     print(f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "

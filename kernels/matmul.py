@@ -521,9 +521,5 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 256, "C": 768, "OC": 3072}, {"B": 4, "T": 64, "C": 768, "OC": 50257, "bias": 0},
                  {"B": 3, "T": 1, "C": 37, "OC": 65}],
     },
-    # float32 sums of K terms: rounding error grows like sqrt(K) * eps * (the terms' size) typically and
-    # K * eps at worst, eps = 6e-8. out and dinp sum over C or OC (up to 3072 here) of O(1)-sized terms;
-    # dweight and dbias sum over N = B*T rows of O(1) terms, so they are O(sqrt(N)) and err accordingly.
-    tol={"out": (1e-4, 1e-4), "dinp": (1e-4, 1e-4), "dweight": (5e-4, 1e-4), "dbias": (5e-4, 1e-4)},
     backward=("dinp", "dweight", "dbias"),
 )
