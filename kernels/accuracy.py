@@ -154,9 +154,10 @@ def _ce_run(inputs, version):
 
 
 def _ce_torch(inputs, dtype):
+    import torch
     import torch.nn.functional as F
     logits = _t(inputs["logits"][0], dtype)
-    targets = _t(inputs["targets"][0], dtype).long()
+    targets = _t(inputs["targets"][0], torch.long)
     return {"losses": _np(F.cross_entropy(logits, targets, reduction="none"))[None],
             "probs": _np(F.softmax(logits, -1))[None]}
 
