@@ -39,10 +39,20 @@ def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
 
 
 def check_same_device(op: str, **arrays) -> bool:
-    """All arrays on the host, or all on the GPU; returns True when on the GPU."""
+    """All arrays on the host, or all on the GPU; returns True when on the GPU.
+
+    The GPU path is where a CUDA kernel is about to be compiled: a numpy too new for numba-cuda is
+    reported here in one line (on a real GPU; the simulator compiles nothing).
+    """
     where = {k: is_device_array(v) for k, v in arrays.items() if v is not None}
     if len(set(where.values())) > 1:
         host = [k for k, d in where.items() if not d]
         dev = [k for k, d in where.items() if d]
         raise ValueError(f"{op}: arrays must all be numpy or all CUDA device arrays; host: {host}, device: {dev}")
-    return any(where.values())
+    on_gpu = any(where.values())
+    if on_gpu:
+        from numba import config
+        if not config.ENABLE_CUDASIM:
+            from ._cuda import check_numpy_for_cuda
+            check_numpy_for_cuda()
+    return on_gpu

@@ -74,7 +74,10 @@ def _crossentropy_backward_cpu(dlogits, dlosses, probs, targets):
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # v1: one thread per row, three serial passes over its V logits (max; sum of exp; write probs). Simple,
 # but with B*T = 256 rows only 256 threads run (a GPU wants tens of thousands), each doing 150k
-# loads, and neighbouring threads read addresses V floats apart (no coalescing).
+# loads, and neighbouring threads read addresses V floats apart (no coalescing). Accuracy: the sum of
+# V = 50257 exponentials is one float32 running sum; simulator (python -m gpt2lab.kernels.accuracy), one
+# row: 34x PyTorch float32's error on the loss, 28x on probs. v2 and v3 sum BLOCK strided parts and join
+# them in a tree: v3 measured 0.76x (loss) and 0.05x (probs).
 @cuda.jit
 def crossentropy_forward_kernel_v1(losses, probs, logits, targets):
     N, V = logits.shape

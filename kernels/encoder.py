@@ -20,7 +20,10 @@ On a GPU, threads handling two positions with the same token write the same dwte
 and a plain `+=` loses updates. v1 uses cuda.atomic.add (correct, one thread per element, but the order
 of the float additions, and so the last bits, change from run to run). v2 is deterministic: one thread per
 channel loops over the positions in order, so it owns its column of dwte and dwpe outright; the price is
-parallelism (only C threads, each doing B*T sequential steps).
+parallelism (only C threads, each doing B*T sequential steps). Both add a token's gradients into one
+float32 running sum, whose rounding error grows with the count; v3 (the default) groups the positions by
+token first and gives each (token, channel) one thread with a compensated sum: deterministic, parallel
+over tokens and channels, and accurate to ~1 rounding.
 
 Shapes: inp (B, T) int32; wte, dwte (V, C); wpe, dwpe (maxT, C); out, dout (B, T, C). float32,
 C-contiguous. T <= maxT.
@@ -28,9 +31,9 @@ C-contiguous. T <= maxT.
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, grid_stride, run_on_device
+from ._cuda import ceil_div, compensated_add, grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -87,6 +90,10 @@ def encoder_forward_kernel(out, inp, wte, wpe):
 
 # Backward v1: one thread per element of dout, atomics because repeated tokens (and every b for dwpe)
 # add into the same address. Fully parallel; float atomics make the summation order run-dependent.
+# Accuracy (v1 and v2): each dwte and dwpe element is one float32 running sum over its k terms; simulator
+# (python -m gpt2lab.kernels.accuracy), 2 tokens x 2048 repeats and B = 2048: v2 had 20x (dwte) and 6.3x
+# (dwpe) the error of a float32 cascade sum (PyTorch's CPU embedding backward is a running sum too). v3
+# fixes it.
 @cuda.jit
 def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
     B, T, C = dout.shape
@@ -118,6 +125,52 @@ def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
             dwpe[t, i] += dy
 
 
+# Backward v3: deterministic and accurate. v1 and v2 add a token's k gradients (and dwpe's B) one by one
+# into a float32 running sum, whose error grows with k. v3 first groups the positions by token on the host
+# (a stable argsort of the B*T ids: `order`, and `starts` where each token's run begins), then one thread
+# per (token, channel) walks that token's positions with a compensated sum (_cuda.compensated_add) and
+# adds the total to dwte once: no two threads share an address, so no atomics, and the result is the same
+# every run. dwpe: one thread per (t, channel) sums over the batch, also compensated. The price: the ids
+# are copied to the host each call (B*T ints) for the argsort. Simulator: 0.75x (dwte) and 0.09x (dwpe)
+# the error of a float32 cascade sum (v2: 20x and 6.3x).
+@cuda.jit
+def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
+    B, T, C = dout.shape
+    run = cuda.blockIdx.x  # one token's run of positions
+    i = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= C:
+        return
+    acc, comp = float32(0.0), float32(0.0)
+    for j in range(starts[run], starts[run + 1]):
+        bt = order[j]
+        acc, comp = compensated_add(acc, comp, dout[bt // T, bt % T, i])
+    first = order[starts[run]]
+    dwte[inp[first // T, first % T], i] += acc + comp
+
+
+@cuda.jit
+def encoder_backward_dwpe_kernel_v3(dwpe, dout):
+    B, T, C = dout.shape
+    e = cuda.grid(1)
+    if e >= T * C:
+        return
+    t, i = e // C, e % C
+    acc, comp = float32(0.0), float32(0.0)
+    for b in range(B):
+        acc, comp = compensated_add(acc, comp, dout[b, t, i])
+    dwpe[t, i] += acc + comp
+
+
+def _token_runs(inp):
+    """(order, starts) on the device: positions b*T + t sorted by token id (stable), and the index in
+    `order` where each distinct token's run begins, plus len(order) at the end."""
+    ids = (inp.copy_to_host() if hasattr(inp, "copy_to_host") else inp).reshape(-1)
+    order = np.argsort(ids, kind="stable").astype(np.int32)
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True]).astype(np.int32)
+    return cuda.to_device(order), cuda.to_device(starts)
+
+
 _ACT = "float32[:, :, ::1]"
 _MAT = "float32[:, ::1]"
 _IDS = "int32[:, ::1]"
@@ -126,8 +179,12 @@ CUDA_KERNELS = (
     (encoder_forward_kernel, f"void({_ACT}, {_IDS}, {_MAT}, {_MAT})"),
     (encoder_backward_kernel_v1, f"void({_MAT}, {_MAT}, {_ACT}, {_IDS})"),
     (encoder_backward_kernel_v2, f"void({_MAT}, {_MAT}, {_ACT}, {_IDS})"),
+    (encoder_backward_dwte_kernel_v3, f"void({_MAT}, {_ACT}, {_IDS}, int32[::1], int32[::1])"),
+    (encoder_backward_dwpe_kernel_v3, f"void({_MAT}, {_ACT})"),
 )
-CUDA_VERSIONS = ("v1", "v2")  # of the backward; the forward has one kernel
+CUDA_VERSIONS = ("v1", "v2", "v3")  # of the backward; the forward has one kernel
+DEFAULT_VERSION = "v3"  # deterministic, and as accurate as PyTorch's float32
+RUN_THREADS = 32  # v3: threads per (token run, channel block)
 BLOCK = 256
 
 
@@ -171,8 +228,8 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
     """dwte[inp[b, t]] += dout[b, t]; dwpe[t] += dout[b, t] (scatter-add, accumulates).
 
     dwte (V, C), dwpe (maxT, C), dout (B, T, C) float32; inp (B, T) int32 in [0, V), T <= maxT.
-    Numpy runs on the CPU; device arrays on the GPU, `version` "v1" (atomics, default) or "v2"
-    (deterministic, one thread per channel).
+    Numpy runs on the CPU; device arrays on the GPU, `version` "v1" (atomics), "v2" (deterministic, one
+    thread per channel) or "v3" (default: grouped by token on the host, compensated sums; deterministic).
     """
     op = "encoder_backward"
     V, C = check_array(op, "dwte", dwte, (None, None), dims="V,C").shape
@@ -181,10 +238,17 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
     check_array(op, "dout", dout, (B, T, C), dims="B,T,C")
     if not check_same_device(op, dwte=dwte, dwpe=dwpe, dout=dout, inp=inp):
         encoder_backward_cpu(dwte, dwpe, dout, inp)
-    elif (version or "v1") == "v1":
+    elif (version := version or DEFAULT_VERSION) == "v1":
         _launch_elementwise(encoder_backward_kernel_v1, B * T * C, dwte, dwpe, dout, inp)
     elif version == "v2":
         encoder_backward_kernel_v2[ceil_div(C, BLOCK), BLOCK](dwte, dwpe, dout, inp)
+    elif version == "v3":
+        if B * T == 0:
+            return
+        order, starts = _token_runs(inp)
+        encoder_backward_dwte_kernel_v3[(starts.size - 1, ceil_div(C, RUN_THREADS)), RUN_THREADS](
+            dwte, dout, inp, order, starts)
+        encoder_backward_dwpe_kernel_v3[ceil_div(T * C, BLOCK), BLOCK](dwpe, dout)
     else:
         raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
 

@@ -32,7 +32,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, run_on_device
+from ._cuda import ceil_div, compensated_add, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -75,26 +75,35 @@ def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set
         gemm(dweight[lo:hi], dout[:, lo:hi], inp, True, False, 1.0, xxgemm)
 
 
+ROWS_PER_PART = 32  # dbias: rows per first-level partial sum, and first-level parts per second-level one
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _bias_backward_cpu(dbias, dout):
     """dbias (OC,) += dout (N, OC) summed over its N rows.
 
     Parallel over blocks of columns, rows inside: each thread owns its columns (no races) and walks
-    rows of contiguous memory. The rows are summed in groups of `rows` and the group sums added up: a
-    two-level sum, whose float32 error grows like rows + N / rows roundings instead of N (one running sum
-    over N = 256 rows measured 3.4x PyTorch float32's error).
+    rows of contiguous memory. A three-level cascade: 32 rows into `part`, 32 parts into `mid`, the mids
+    into `acc`. One running sum over all N rows rounds N times into an ever larger total (at N = 8192: 17x
+    PyTorch float32's error, whose sum is a cascade too); the cascade rounds ~32 + 32 + N/1024 times.
+    (Not a compensated sum: fastmath lets the compiler reassociate that away.)
     """
     N, OC = dout.shape
-    block, rows = 1024, 32
+    block = 1024
+    P = ROWS_PER_PART
     for j in prange((OC + block - 1) // block):
         lo, hi = j * block, min(OC, (j + 1) * block)
         acc = np.zeros(hi - lo, dtype=np.float32)
+        mid = np.empty(hi - lo, dtype=np.float32)
         part = np.empty(hi - lo, dtype=np.float32)
-        for n0 in range(0, N, rows):
-            part[:] = 0.0
-            for n in range(n0, min(N, n0 + rows)):
-                part += dout[n, lo:hi]
-            acc += part
+        for m0 in range(0, N, P * P):
+            mid[:] = 0.0
+            for n0 in range(m0, min(N, m0 + P * P), P):
+                part[:] = 0.0
+                for n in range(n0, min(N, n0 + P)):
+                    part += dout[n, lo:hi]
+                mid += part
+            acc += mid
         dbias[lo:hi] += acc
 
 
@@ -107,7 +116,10 @@ TILE_PADDED = TILE + 1  # a module constant: shared-array shapes must be compile
 
 # v1, naive: one thread per output element, each reading a whole row of inp and of weight from global
 # memory. Every element of inp is read OC times and every element of weight N times, and the weight reads
-# are strided by C across a warp: memory-bound and uncoalesced.
+# are strided by C across a warp: memory-bound and uncoalesced. Accuracy (v1 and v2 alike): one float32
+# running sum of K terms. Measured in the simulator (python -m gpt2lab.kernels.accuracy): 8.1x PyTorch
+# float32's error for dinp at OC = 2048, 8.4x for dweight at N = 2048, 16x for dbias at N = 4096, and the
+# gap grows with K (about 100x on an H100 at the lm_head's OC = 50257). v3 fixes that.
 @cuda.jit
 def matmul_forward_kernel_v1(out, inp, weight, bias, has_bias):
     o, n = cuda.grid(2)
@@ -231,8 +243,97 @@ def matmul_backward_dweight_kernel_v2(dweight, dout, inp):
         dweight[o, c] += acc
 
 
-# dbias, both versions: a column sum. One thread per column o walking down the N rows; neighbouring
-# threads read neighbouring columns of a row, so each step of the loop is one coalesced read.
+# v3, v2's tiles with an accurate sum. v1 and v2 add K products one by one into one float32 `acc`:
+# once acc is large, each addition rounds away the low bits of the term, and the K roundings pile up. At
+# the lm_head (dinp sums K = OC = 50257 products) the backward errors were ~100x PyTorch's on an H100. v3
+# sums each tile's TILE products into a fresh float32 `part` (short, so accurate), and adds the parts with
+# a compensated sum (_cuda.compensated_add): the error no longer grows with K. Cost: ~4 flops per TILE
+# multiply-adds. Simulator (python -m gpt2lab.kernels.accuracy): 0.67x PyTorch float32's error for dinp,
+# 0.53x for dweight, 1.3x for dbias (v1: 8.1x, 8.4x, 16x).
+@cuda.jit
+def matmul_forward_kernel_v3(out, inp, weight, bias, has_bias):
+    """v2's forward with the tile parts added by a compensated sum (K = C)."""
+    inp_tile = cuda.shared.array((TILE, TILE), float32)
+    w_tile = cuda.shared.array((TILE, TILE_PADDED), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    N, C = inp.shape
+    OC = weight.shape[0]
+    n = cuda.blockIdx.y * TILE + ty
+    o = cuda.blockIdx.x * TILE + tx
+    w_row = cuda.blockIdx.x * TILE + ty
+    acc, comp = float32(0.0), float32(0.0)
+    for k0 in range(0, C, TILE):
+        c = k0 + tx
+        inp_tile[ty, tx] = inp[n, c] if n < N and c < C else float32(0.0)
+        w_tile[ty, tx] = weight[w_row, c] if w_row < OC and c < C else float32(0.0)
+        cuda.syncthreads()
+        part = float32(0.0)
+        for k in range(TILE):
+            part += inp_tile[ty, k] * w_tile[tx, k]
+        acc, comp = compensated_add(acc, comp, part)
+        cuda.syncthreads()
+    if n < N and o < OC:
+        acc += comp
+        if has_bias:
+            acc += bias[o]
+        out[n, o] = acc
+
+
+@cuda.jit
+def matmul_backward_dinp_kernel_v3(dinp, dout, weight):
+    """dinp[n, c] += sum_o dout[n, o] * weight[o, c]: v2's tiles, parts added by a compensated sum."""
+    dout_tile = cuda.shared.array((TILE, TILE), float32)
+    w_tile = cuda.shared.array((TILE, TILE), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    N, C = dinp.shape
+    OC = weight.shape[0]
+    n = cuda.blockIdx.y * TILE + ty
+    c = cuda.blockIdx.x * TILE + tx
+    acc, comp = float32(0.0), float32(0.0)
+    for k0 in range(0, OC, TILE):
+        o_load = k0 + tx
+        dout_tile[ty, tx] = dout[n, o_load] if n < N and o_load < OC else float32(0.0)
+        w_row = k0 + ty
+        w_tile[ty, tx] = weight[w_row, c] if w_row < OC and c < C else float32(0.0)
+        cuda.syncthreads()
+        part = float32(0.0)
+        for k in range(TILE):
+            part += dout_tile[ty, k] * w_tile[k, tx]
+        acc, comp = compensated_add(acc, comp, part)
+        cuda.syncthreads()
+    if n < N and c < C:
+        dinp[n, c] += acc + comp
+
+
+@cuda.jit
+def matmul_backward_dweight_kernel_v3(dweight, dout, inp):
+    """dweight[o, c] += sum_n dout[n, o] * inp[n, c]: v2's tiles, parts added by a compensated sum."""
+    dout_tile = cuda.shared.array((TILE, TILE), float32)
+    inp_tile = cuda.shared.array((TILE, TILE), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    OC, C = dweight.shape
+    N = inp.shape[0]
+    o = cuda.blockIdx.y * TILE + ty
+    c = cuda.blockIdx.x * TILE + tx
+    o_load = cuda.blockIdx.y * TILE + tx
+    acc, comp = float32(0.0), float32(0.0)
+    for k0 in range(0, N, TILE):
+        n = k0 + ty
+        dout_tile[ty, tx] = dout[n, o_load] if n < N and o_load < OC else float32(0.0)
+        inp_tile[ty, tx] = inp[n, c] if n < N and c < C else float32(0.0)
+        cuda.syncthreads()
+        part = float32(0.0)
+        for k in range(TILE):
+            part += dout_tile[k, ty] * inp_tile[k, tx]
+        acc, comp = compensated_add(acc, comp, part)
+        cuda.syncthreads()
+    if o < OC and c < C:
+        dweight[o, c] += acc + comp
+
+
+# dbias v1 (used by v1 and v2): a column sum. One thread per column o walking down the N rows; neighbouring
+# threads read neighbouring columns of a row, so each step of the loop is one coalesced read. The running
+# float32 sum over N = B*T rows loses accuracy as N grows (simulator, N = 4096: ~5x PyTorch float32's error).
 @cuda.jit
 def matmul_backward_dbias_kernel(dbias, dout):
     o = cuda.grid(1)
@@ -242,6 +343,21 @@ def matmul_backward_dbias_kernel(dbias, dout):
         for n in range(N):
             acc += dout[n, o]
         dbias[o] += acc
+
+
+# dbias v3: the same walk, blocks of TILE rows summed plainly, the block sums added by a compensated sum.
+@cuda.jit
+def matmul_backward_dbias_kernel_v3(dbias, dout):
+    o = cuda.grid(1)
+    N, OC = dout.shape
+    if o < OC:
+        acc, comp = float32(0.0), float32(0.0)
+        for n0 in range(0, N, TILE):
+            part = float32(0.0)
+            for n in range(n0, min(n0 + TILE, N)):
+                part += dout[n, o]
+            acc, comp = compensated_add(acc, comp, part)
+        dbias[o] += acc + comp
 
 
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
@@ -255,10 +371,18 @@ CUDA_KERNELS = (
     (matmul_backward_dinp_kernel_v2, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dweight_kernel_v2, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dbias_kernel, f"void({_V}, {_M})"),
+    (matmul_forward_kernel_v3, f"void({_M}, {_M}, {_M}, {_V}, boolean)"),
+    (matmul_backward_dinp_kernel_v3, f"void({_M}, {_M}, {_M})"),
+    (matmul_backward_dweight_kernel_v3, f"void({_M}, {_M}, {_M})"),
+    (matmul_backward_dbias_kernel_v3, f"void({_V}, {_M})"),
 )
-FORWARD_KERNELS = {1: matmul_forward_kernel_v1, 2: matmul_forward_kernel_v2}
-BACKWARD_KERNELS = {1: (matmul_backward_dinp_kernel_v1, matmul_backward_dweight_kernel_v1),
-                    2: (matmul_backward_dinp_kernel_v2, matmul_backward_dweight_kernel_v2)}
+FORWARD_KERNELS = {1: matmul_forward_kernel_v1, 2: matmul_forward_kernel_v2, 3: matmul_forward_kernel_v3}
+# version -> (dinp kernel, dweight kernel, dbias kernel)
+BACKWARD_KERNELS = {
+    1: (matmul_backward_dinp_kernel_v1, matmul_backward_dweight_kernel_v1, matmul_backward_dbias_kernel),
+    2: (matmul_backward_dinp_kernel_v2, matmul_backward_dweight_kernel_v2, matmul_backward_dbias_kernel),
+    3: (matmul_backward_dinp_kernel_v3, matmul_backward_dweight_kernel_v3, matmul_backward_dbias_kernel_v3)}
+DEFAULT_VERSION = 3  # the accurate one: see v3's comment
 
 
 def _grid_2d(rows, cols):
@@ -297,10 +421,11 @@ def _check_shapes(fn, inp, weight, **tensors):
     return B, T, C, size["OC"]
 
 
-def matmul_forward(out, inp, weight, bias, version=2):
+def matmul_forward(out, inp, weight, bias, version=DEFAULT_VERSION):
     """out (B, T, OC) = inp (B, T, C) @ weight (OC, C)^T + bias (OC,) (bias may be None).
 
-    Numpy arrays run on the CPU (BLAS), CUDA device arrays on the GPU (version 1 naive, 2 tiled).
+    Numpy arrays run on the CPU (BLAS), CUDA device arrays on the GPU (version 1 naive, 2 tiled, 3 tiled
+    with compensated sums: the default, as accurate as PyTorch's float32).
     """
     B, T, C, OC = _check_shapes("matmul_forward", inp, weight, bias=(bias, "OC"),
                                 out=(out, "B,T,OC"))
@@ -316,7 +441,7 @@ def matmul_forward(out, inp, weight, bias, version=2):
                             set_blas_threads)
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=DEFAULT_VERSION):
     """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over B*T (dbias may be None).
 
     dinp (B, T, C), dweight (OC, C), dbias (OC,) or None, dout (B, T, OC), inp (B, T, C), weight (OC, C).
@@ -329,13 +454,13 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=2):
     if check_same_device("matmul_backward", dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
                          weight=weight):
         _check_version("matmul_backward", version)
-        dinp_kernel, dweight_kernel = BACKWARD_KERNELS[version]
+        dinp_kernel, dweight_kernel, dbias_kernel = BACKWARD_KERNELS[version]
         grid, block = _grid_2d(N, C)
         dinp_kernel[grid, block](dinp2, dout2, weight)
         grid, block = _grid_2d(OC, C)
         dweight_kernel[grid, block](dweight, dout2, inp2)
         if dbias is not None:
-            matmul_backward_dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
+            dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
     else:
         _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
         if dbias is not None:
@@ -365,7 +490,7 @@ def _inputs(shape, rng):
 
 
 def _run(inputs, version=None):
-    """Forward then backward on fresh buffers; version None runs the CPU, 1 or 2 the GPU."""
+    """Forward then backward on fresh buffers; version None runs the CPU, 1, 2 or 3 the GPU."""
     inp, weight, bias, dout = inputs["inp"], inputs["weight"], inputs.get("bias"), inputs["dout"]
     B, T, C = inp.shape
     OC = weight.shape[0]
@@ -386,7 +511,7 @@ SPEC = OpSpec(
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["weight"], i.get("bias"), i["dout"]),
     versions={"cpu": {"cpu": _run},
-              "cuda": {"v1": functools.partial(_run, version=1), "v2": functools.partial(_run, version=2)}},
+              "cuda": {f"v{v}": functools.partial(_run, version=v) for v in FORWARD_KERNELS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "OC": 3072},           # GPT-2 MLP up-projection
                 {"B": 4, "T": 64, "C": 3072, "OC": 768},           # MLP down-projection: the longest sum

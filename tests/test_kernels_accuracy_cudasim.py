@@ -1,0 +1,62 @@
+"""The CUDA kernels' long reductions are as accurate as PyTorch float32's, and the naive versions are not.
+
+Each probe (gpt2lab.kernels.accuracy) runs one long sum (dinp over OC, dweight and dbias over B*T rows,
+softmax over V = 50257, layernorm's dweight and dbias over B*T rows, dwte over a token's repeats) with every
+other size tiny, in numba's CUDA simulator, in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is
+imported and must never leak into this one). For each tensor it measures our error against float64 and
+PyTorch float32's. The accurate version (the default the model uses) must stay within K x PyTorch's; the
+naive one must not, which shows the check can fail.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gpt2lab.kernels import accuracy
+
+# probe -> (naive version, accurate version = the model's default). Attention's v2 errs only 1.7-3x
+# PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there.
+VERSIONS = {"matmul.dinp": ("v1", "v3"), "matmul.dweight": ("v1", "v3"), "matmul.dbias": ("v1", "v3"),
+            "crossentropy": ("v1", "v3"), "layernorm.params": ("v1", "v4"), "encoder": ("v2", "v3"),
+            "attention": (None, "v3")}
+
+
+def measure_in_simulator(probe, versions):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    cmd = [sys.executable, "-m", "gpt2lab.kernels.accuracy", "--device", "cudasim", "--probe", probe, "--json"]
+    for v in versions:
+        cmd += ["--version", v]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_every_probe_is_tested():
+    assert set(VERSIONS) == set(accuracy.PROBES)
+
+
+def test_accurate_versions_are_the_defaults():
+    from gpt2lab.kernels import crossentropy, encoder, layernorm, matmul
+    assert matmul.DEFAULT_VERSION == 3
+    assert layernorm.DEFAULT_VERSION["layernorm_backward"] == "v4"
+    assert encoder.DEFAULT_VERSION == "v3"
+    assert crossentropy.crossentropy_forward.__defaults__ == (3,)
+    from gpt2lab.kernels import attention
+    assert attention.BACKWARD_VERSIONS[-1] == "v3"  # the CUDA default is the last
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("probe", sorted(VERSIONS))
+def test_long_reduction_as_accurate_as_pytorch(probe):
+    naive, accurate = VERSIONS[probe]
+    rows = measure_in_simulator(probe, [v for v in (naive, accurate) if v])
+    report = json.dumps(rows, indent=1)
+    good = [r for r in rows if r["version"] == accurate]
+    assert good, report
+    assert all(r["ok"] for r in good), f"{probe} {accurate} is less accurate than PyTorch float32:\n{report}"
+    if naive:
+        # the naive running sum must fail the same rule on some tensor, by a clear margin: the check can fail
+        bad = [r for r in rows if r["version"] == naive]
+        assert bad and max(r["ratio"] for r in bad) > 1.5 * accuracy.K, f"{probe} {naive} passed:\n{report}"
