@@ -14,8 +14,8 @@ from the float64 result of the same float32 inputs:
                sum. Where PyTorch's CPU kernel is itself a running sum (layernorm's dweight, the
                embedding backward), this stands for its GPU kernels, which are not.
 
-A kernel is "as accurate as PyTorch" when ours <= K x PyTorch float32's error + a floor of one float32
-rounding of the largest value; ratio = ours / PyTorch float32's error. PyTorch float32 is measured where
+A kernel is "as accurate as PyTorch" by the verification rule (`check.judge`) with a stricter K: ours <= K x
+max(PyTorch float32's error, one float32 rounding of the largest value); ratio = ours / that. PyTorch float32 is measured where
 the kernel runs: on the CPU for the @njit kernels, on the GPU for a real GPU (TF32 off); in the simulator,
 which has no PyTorch of its own, the yardstick is min(torch32 on the CPU, pairwise32), standing in for
 PyTorch's GPU kernels.
@@ -34,8 +34,9 @@ from typing import Callable
 
 import numpy as np
 
-K = 4.0             # ours may be at most K x PyTorch float32's error (plus the floor)
-FLOOR = 2.0 ** -23  # one float32 rounding, relative to the largest value of the tensor
+from .check import judge
+
+K = 4.0             # judge's k for a probe: a long sum must be this close to PyTorch, 4x stricter than check.K
 DEVICES = ("cudasim", "cuda", "cpu")
 
 
@@ -357,14 +358,12 @@ def measure(name: str, device: str, versions=None, seed: int = 0) -> list[dict]:
         for tensor, ref in exact.items():
             e_torch = _max_err(torch32[tensor], ref)
             e_pair = _max_err(pairwise[tensor], ref) if tensor in pairwise else None
-            best = min(e_torch, e_pair) if e_pair is not None else e_torch
-            e_ours = _max_err(ours[tensor], ref)
-            floor = FLOOR * float(np.max(np.abs(ref))) if ref.size else 0.0
+            yardstick = pairwise[tensor] if e_pair is not None and e_pair < e_torch else torch32[tensor]
+            v = judge(ours[tensor], yardstick, ref, k=K)
             rows.append({"probe": name, "tensor": tensor, "summed": probe.summed, "device": device,
-                         "version": version, "sizes": probe.sizes[device], "ours": e_ours, "torch32": e_torch,
-                         "pairwise32": e_pair, "ratio": e_ours / best if best else float("inf"),
-                         "ratio_torch32": e_ours / e_torch if e_torch else float("inf"),
-                         "ok": e_ours <= K * best + floor})
+                         "version": version, "sizes": probe.sizes[device], "ours": v.max_abs, "torch32": e_torch,
+                         "pairwise32": e_pair, "ratio": v.ratio,
+                         "ratio_torch32": v.max_abs / e_torch if e_torch else float("inf"), "ok": v.ok})
     return rows
 
 
