@@ -900,4 +900,5 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 256, "C": 768, "NH": 12}, {"B": 2, "T": 7, "C": 50, "NH": 5}],
     },
     backward=("dinp",),
+    teaching=("v1", "v2"),  # less accurate than PyTorch on long sums: see kernels/accuracy.py
 )

@@ -45,7 +45,9 @@ class OpSpec:
       A "cuda" runner takes and returns numpy arrays; it moves them to and from the device itself.
     shapes: device ("cpu", "cudasim", "cuda") -> list of shape dicts, e.g. {"B": 3, "T": 1, "C": 37}.
     backward: the tensors that are gradients. The reference is called in float64 and, inside
-    `_torch.precision(torch.float32)`, in float32 (see `judge`).
+    `_torch.precision(torch.float32)`, in float32 (see `judge`). teaching: versions kept to show why the next
+    one exists, less accurate than PyTorch on long sums (their docstrings give the measured error): their
+    rows are judged and shown like any other, but a FAIL of theirs is expected and not the harness's failure.
     """
     name: str
     make_inputs: Callable[[dict, np.random.Generator], dict]
@@ -53,6 +55,7 @@ class OpSpec:
     versions: dict
     shapes: dict
     backward: tuple = ()
+    teaching: tuple = ()
     doc: str = ""
 
 
@@ -112,6 +115,11 @@ class Row:
     ratio: float            # ours/torch32 (see `judge`)
     ok: bool
     seconds: float = field(default=0.0, compare=False)
+    teaching: bool = False  # a teaching version (OpSpec.teaching): a FAIL is expected, shown, not counted
+
+    @property
+    def verdict(self) -> str:
+        return "OK" if self.ok else "FAIL (teaching)" if self.teaching else "FAIL"
 
 
 def get_spec(op: str) -> OpSpec:
@@ -160,7 +168,8 @@ def check_op(spec: OpSpec, device: str, version: str | None = None, shapes=None,
                 got = ours.get(tensor)
                 v = judge(got if got is not None else np.full(np.shape(expected), np.nan), ref32[tensor], expected)
                 rows.append(Row(spec.name, vname, device, "bwd" if tensor in spec.backward else "fwd", tensor,
-                                shape_str(shape), v.max_abs, v.torch32_abs, v.ratio, v.ok, dt))
+                                shape_str(shape), v.max_abs, v.torch32_abs, v.ratio, v.ok, dt,
+                                vname in spec.teaching))
     return rows
 
 
@@ -186,6 +195,11 @@ def verify(device: str = "cpu", ops=None, version: str | None = None, progress=N
     return rows
 
 
+def passed(rows: list[Row]) -> bool:
+    """True when every row is OK, teaching versions' expected failures aside."""
+    return all(r.ok or r.teaching for r in rows)
+
+
 def format_ratio(ratio: float) -> str:
     """ours/torch32 for a table: two significant digits, 'inf' for a NaN or a shape mismatch."""
     return "inf" if not math.isfinite(ratio) else f"{ratio:.2g}" if ratio < 100 else f"{ratio:.3g}"
@@ -196,10 +210,12 @@ def format_table(rows: list[Row]) -> str:
     head = ("op", "version", "device", "dir", "tensor", "shape", "ours err", "torch32 err", "ours/torch32",
             "result")
     body = [(r.op, r.version, r.device, r.direction, r.tensor, r.shape, f"{r.max_abs:.2e}",
-             f"{r.torch32_abs:.2e}", format_ratio(r.ratio), "OK" if r.ok else "FAIL") for r in rows]
+             f"{r.torch32_abs:.2e}", format_ratio(r.ratio), r.verdict) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    n_fail = sum(not r.ok for r in rows)
+    n_fail = sum(not r.ok and not r.teaching for r in rows)
+    n_teaching = sum(not r.ok and r.teaching for r in rows)
     lines = [fmt.format(*head)] + [fmt.format(*b) for b in body]
-    lines.append(f"{len(rows) - n_fail} OK, {n_fail} FAIL (a tensor fails when ours/torch32 > {K:g})")
+    lines.append(f"{sum(r.ok for r in rows)} OK, {n_fail} FAIL (a tensor fails when ours/torch32 > {K:g})"
+                 + (f"; {n_teaching} FAIL of teaching versions, expected (see their docstrings)" if n_teaching else ""))
     return "\n".join(lines)

@@ -330,4 +330,5 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 256, "V": 50257}, {"B": 3, "T": 1, "V": 37}],
     },
     backward=("dlogits",),
+    teaching=("v1",),  # less accurate than PyTorch on long sums: see kernels/accuracy.py
 )

@@ -299,4 +299,5 @@ SPEC = OpSpec(
                  {"B": 3, "T": 1, "C": 37, "V": 11, "maxT": 5}, {"B": 2, "T": 7, "C": 65, "V": 5, "maxT": 9}],
     },
     backward=("dwte", "dwpe"),
+    teaching=("v1", "v2"),  # less accurate than PyTorch on long sums: see kernels/accuracy.py
 )

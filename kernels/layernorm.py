@@ -571,4 +571,5 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 1024, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 1601}],
     },
     backward=("dinp", "dweight", "dbias"),
+    teaching=("v1", "v2", "v3"),  # less accurate than PyTorch on long sums: see kernels/accuracy.py
 )

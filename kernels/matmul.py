@@ -522,4 +522,5 @@ SPEC = OpSpec(
                  {"B": 3, "T": 1, "C": 37, "OC": 65}],
     },
     backward=("dinp", "dweight", "dbias"),
+    teaching=("v1", "v2"),  # less accurate than PyTorch on long sums: see kernels/accuracy.py
 )

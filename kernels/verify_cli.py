@@ -37,7 +37,7 @@ def run(args) -> int:
             print("gpt2lab verify: --device cuda needs an NVIDIA GPU and driver; none found "
                   "(try --device cudasim)", file=sys.stderr)
             return 2
-    from .check import OPS, format_table, verify
+    from .check import OPS, format_table, passed, verify
     ops = args.op or list(OPS)
     bad = [o for o in ops if o not in OPS]
     if bad:
@@ -50,7 +50,7 @@ def run(args) -> int:
         print(f"gpt2lab {e}", file=sys.stderr)
         return 2
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_table(rows))
-    return 0 if all(r.ok for r in rows) else 1
+    return 0 if passed(rows) else 1
 
 
 def main(argv=None) -> int:

@@ -40,3 +40,23 @@ def test_compare_rule():
     assert not compare(ref + 1e-3, ref, 1e-6, 1e-5)[2]
     assert not compare(np.array([np.nan, 0, 0]), ref, 1, 1)[2]
     assert not compare(ref[:2], ref, 1, 1)[2]
+
+
+def test_a_teaching_versions_failure_is_shown_but_expected():
+    """A version listed in OpSpec.teaching is judged and shown like any other; its FAIL is labelled and does
+    not fail the harness, while the same FAIL of any other version does."""
+    from gpt2lab.kernels.check import passed
+    spec = get_spec("gelu")
+    run = spec.versions["cpu"]["cpu"]
+
+    def sloppy(inputs):
+        out = run(inputs)
+        out["out"] = out["out"] * np.float32(1.001)
+        return out
+    shapes = spec.shapes["cpu"][-1:]
+    for teaching in ((), ("sloppy",)):
+        bad = type(spec)(**{**spec.__dict__, "versions": {"cpu": {"sloppy": sloppy}}, "teaching": teaching})
+        rows = check_op(bad, "cpu", shapes=shapes)
+        table = format_table(rows)
+        assert passed(rows) == bool(teaching) and not all(r.ok for r in rows)
+        assert ("FAIL (teaching)" in table) == bool(teaching)
