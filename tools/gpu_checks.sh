@@ -11,6 +11,7 @@
 #   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances, on the GPU
 #   gpt2_1024.jsonl    50 steps of the 124M config at B=4, T=1024, every 10th step verified
+#   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU as yardstick
 #   bench_cuda.json    gpt2lab bench --device cuda (per op and whole steps)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,8 @@ run)
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1
     timeout 120 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
     echo "verify: exit $?" | tee -a "$out/summary.txt"
+    timeout 90 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
+    echo "accuracy: exit $?" | tee -a "$out/summary.txt"
     timeout 150 gpt2lab train --backend numba --device cuda --config small --steps 400 --batch 4 --seq 64 \
         --lr 3e-3 --warmup 20 --verify-every 40 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/small --json-log "$out/small_241.jsonl" > "$out/small_241.log" 2>&1
