@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,6 +52,37 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (not nan, not inf)."""
+    v = _float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def finite_non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0 (0 usually means "off")."""
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return v
 
 
@@ -117,7 +149,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint file (latest.pt or a ckpt_NNNNNN.pt frame)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
     p.add_argument("--tokens", type=positive_int, default=100, help="how many tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
+    p.add_argument("--temperature", type=finite_non_negative_float, default=0.8,
+                   help="softmax temperature; 0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=200, help="sample among the k most likely tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
 
