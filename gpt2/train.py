@@ -532,7 +532,7 @@ class Trainer:
 
     def _non_finite_message(self, e: NonFiniteError) -> str:
         return (f"stopped: {e}, so nothing from it was saved; {self._on_disk()}. A learning rate too high? "
-                f"Try a lower --lr or --grad-clip 1")
+                f"Try a lower --lr (and --grad-clip 1 if clipping is off)")
 
     def _save_mismatch(self) -> str:
         """The post-mismatch state to its own file; latest.pt keeps the last state saved before the mismatch."""

@@ -29,7 +29,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import grid_stride, run_on_device
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_finite_scalars, check_same_device
 from .check import OpSpec
 
 
@@ -82,6 +82,7 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
         check_array("adamw_update", name, a, (n,), dims="n")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"adamw_update: step must be an int >= 1 (1-based), got {step!r}")
+    check_finite_scalars("adamw_update", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
     # float32 scalars: the kernels then do all their arithmetic in float32, like torch on float32 params
     scalars = [np.float32(x) for x in (lr, beta1, beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps, weight_decay)]
     if check_same_device("adamw_update", params=params, grads=grads, m=m, v=v):
