@@ -88,6 +88,8 @@ def _train_course(folder: Path, progress: bool) -> dict:
     if result.interrupted:
         raise KeyboardInterrupt(f"course model: training stopped at step {result.step}; "
                                 f"call course_model() again to continue")
+    if result.stopped:  # a nan/inf loss: the recipe itself is broken, retrying would not help
+        raise RuntimeError(f"course model: {result.message}")
     history = [json.loads(ln) for ln in (folder / "log.jsonl").read_text().splitlines()]
     info = dict(key=_key(), course=COURSE, config=config.to_dict(), steps=result.step,
                 train_loss=[[r["step"], r["loss"]] for r in history],

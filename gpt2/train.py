@@ -220,9 +220,12 @@ class TrainResult:
     tokens_per_s: float
     seconds: float
     history: list = field(default_factory=list)   # the JSON-log records of this call
-    stopped: str | None = None       # why it ended early: "SIGINT", "SIGTERM", "mismatch", "non-finite"; None = done
+    stopped: str | None = None       # why it ended early: one of INTERRUPTS, "mismatch", "non-finite"; None = done
     saved_step: int | None = None    # the step of OUT/latest.pt on disk now (None: there is none)
     message: str | None = None       # for an early stop: one line saying what happened and what was kept
+
+
+INTERRUPTS = ("SIGINT", "SIGTERM", "interrupt")  # Ctrl-C, SIGTERM, KeyboardInterrupt from on_step: all save first
 
 
 class RunError(ValueError):
@@ -504,21 +507,21 @@ class Trainer:
         except KeyboardInterrupt:
             # params, AdamW state, `step` and `sampler_state` agree everywhere except inside optimizer_step (only
             # a second Ctrl-C lands there): a half-finished forward/backward is simply dropped
-            stopped = stop.signal or "SIGINT"
+            stopped = stop.signal or "interrupt"  # no signal: on_step raised it (a notebook's Stop button)
         except ParityMismatch:
             stopped = "mismatch"
         except NonFiniteError as e:
             stopped, message = "non-finite", self._non_finite_message(e)
         finally:
             bar.close()
-        if stopped in ("SIGINT", "SIGTERM"):
+        if stopped in INTERRUPTS:
             message = self._save_on_interrupt(stopped)
         elif stopped == "mismatch":
             message = self._save_mismatch()
         if message:
             self.say(message)
         seconds = time.perf_counter() - t_start
-        return TrainResult(step=self.step, interrupted=stopped in ("SIGINT", "SIGTERM"), train_loss=self.last_loss,
+        return TrainResult(step=self.step, interrupted=stopped in INTERRUPTS, train_loss=self.last_loss,
                            val_loss=self.last_val, tokens_per_s=tokens_done / seconds if seconds > 0 else 0.0,
                            seconds=seconds, history=history, stopped=stopped, saved_step=self.saved_step,
                            message=message)
@@ -547,7 +550,7 @@ class Trainer:
                 f"before the mismatch); the mismatching state is in {path}, for inspection only")
 
     def _save_on_interrupt(self, signame: str) -> str:
-        what = "Ctrl-C" if signame == "SIGINT" else signame
+        what = {"SIGINT": "Ctrl-C", "interrupt": "stopped"}.get(signame, signame)
         if self.out is None:
             return f"interrupted at step {self.step} ({what})"
         if self.updating:
@@ -692,7 +695,7 @@ def _summary(result: TrainResult, out: Path) -> str:
 
 
 # how `gpt2lab train` ends (also in its --help)
-EXIT_CODES = {None: 0, "mismatch": 3, "non-finite": 4, "SIGINT": 130, "SIGTERM": 143}
+EXIT_CODES = {None: 0, "mismatch": 3, "non-finite": 4, "SIGINT": 130, "interrupt": 130, "SIGTERM": 143}
 
 
 def run(args) -> int:
