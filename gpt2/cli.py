@@ -121,7 +121,8 @@ def _first_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `gpt2lab`. Returns the exit code (0 ok, 2 usage error, 130 interrupted)."""
+    """Entry point of `gpt2lab`. Returns the exit code (0 ok, 2 usage error, 130 interrupted; `gpt2lab train`
+    adds 3 parity mismatch, 4 nan/inf loss, 143 SIGTERM: see its --help)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _first_command(argv)
     try:

@@ -195,8 +195,11 @@ class RunConfig:
     sample_tokens: int = 32      # 0 = no text sample at eval time
     data: str = "shakespeare"
 
-    # Fields that, changed on --resume, change which batches are drawn: the run could not continue exactly.
+    # Changed on --resume, these change which batches are drawn: refused, the run could not continue exactly.
     EXACT = ("batch", "seq", "data")
+    # Changed on --resume, these change the learning rate from there on: allowed (extending a run is normal), with
+    # a warning. The rest (eval, checkpoints, samples) do not touch the training itself.
+    SCHEDULE = ("lr", "schedule", "warmup", "min_lr_frac", "steps")
 
     def __post_init__(self):
         """Checked once, here, so the CLI and the Python API both get a one-line ValueError naming the field."""
@@ -367,8 +370,8 @@ class Trainer:
 
     def _check_resumed_settings(self, ckpt: dict) -> None:
         """A resumed run continues the saved one exactly only with the same batches: a changed batch, seq or
-        data is refused (RunError); a changed lr, schedule, steps or optimizer setting is allowed (extending a
-        run is normal) with one line each saying that the run now differs from an uninterrupted one."""
+        data is refused (RunError); a changed lr schedule (RunConfig.SCHEDULE) or optimizer setting is allowed
+        (extending a run is normal) with one line each saying that the run now differs from an uninterrupted one."""
         saved = dict(ckpt.get("run") or {})
         now = asdict(self.run)
         changed = {k: (saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]}
@@ -380,6 +383,8 @@ class Trainer:
         if self.run.schedule == "constant":
             changed.pop("steps", None)  # more steps at a constant lr: exactly the longer run
         for k, (was, new) in changed.items():
+            if k not in RunConfig.SCHEDULE:
+                continue
             self.say(f"resuming with {k} {new} (the saved run had {was}): from step {ckpt['step']} on this is not "
                      f"the run an uninterrupted one would have been")
         optim_now = asdict(self.backend.optim) if hasattr(self.backend, "optim") else None
@@ -557,7 +562,8 @@ class Trainer:
             return (f"interrupted inside the update of step {self.step + 1} ({what}): no checkpoint written; "
                     f"{self._on_disk()}")
         try:
-            self.checkpoint(force=True)
+            if self.saved_step != self.step:  # not saved by this step's own checkpoint already
+                self.checkpoint(force=True)
         except NonFiniteError as e:
             return f"interrupted ({what}); not saved: {e}; {self._on_disk()}"
         return f"interrupted at step {self.step} ({what}): checkpoint saved to {self._latest}; continue with --resume"
@@ -711,8 +717,6 @@ def run(args) -> int:
     if args.device not in DEVICES.get(args.backend, ("cpu",)):
         raise CommandError(f"--device {args.device} is not supported by --backend {args.backend} "
                            f"(it runs on: {', '.join(DEVICES.get(args.backend, ('cpu',)))})")
-    if args.json_log and Path(args.json_log).is_dir():
-        raise CommandError(f"--json-log {args.json_log!r} is a folder; give a file name")
     _check_resources(args, config)
     out = Path(args.out or Path("runs") / args.config)
     if args.resume and not (out / "latest.pt").is_file():
