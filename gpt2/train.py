@@ -727,6 +727,12 @@ def run(args) -> int:
             result, verified = _run_in(args, config, out)
     except (RunError, CheckpointError, LockedError) as e:
         raise CommandError(str(e)) from None
+    except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError "can't allocate memory"
+        if not isinstance(e, MemoryError) and "allocate memory" not in str(e):
+            raise
+        raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
+                           f"{memory_needed(config, args.batch, args.seq) / 2**30:,.1f} GiB for the {args.config} "
+                           f"model; lower --batch or --seq") from None
     print(_summary(result, out), file=sys.stderr)
     if verified is not None:
         bad = sum(not r.ok for r in verified.reports)

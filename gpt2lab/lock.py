@@ -5,7 +5,8 @@
 
 The lock is fcntl.flock on a small file that also holds the holder's process id, so a refusal can name the
 other process. The kernel releases a flock when its holder exits, even by SIGKILL: no stale locks to clean.
-Taking a lock this process already holds is a no-op (the CLI locks a run folder, then the trainer does too).
+Taking a lock this thread already holds is a no-op (the CLI locks a run folder, then the trainer does too);
+another thread of the same process is refused like another process (two notebook dashboards, one folder).
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-_held: dict[str, int] = {}          # resolved path -> depth, the locks this process holds
-_held_guard = threading.Lock()
+_local = threading.local()          # .held: {resolved path: depth}, the locks this thread holds
 
 
 class LockedError(RuntimeError):
@@ -37,18 +37,13 @@ def file_lock(path, wait: bool = True, what: str = "this folder", on_wait=None):
     """
     path = Path(path)
     key = str(path.resolve())
-    with _held_guard:
-        if key in _held:
-            _held[key] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
+    held = _local.__dict__.setdefault("held", {})
+    if key in held:
+        held[key] += 1
         try:
             yield
         finally:
-            with _held_guard:
-                _held[key] -= 1
+            held[key] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
@@ -71,10 +66,8 @@ def file_lock(path, wait: bool = True, what: str = "this folder", on_wait=None):
             f.truncate()
             f.write(str(os.getpid()))
             f.flush()
-            with _held_guard:
-                _held[key] = 1
+            held[key] = 1
             yield
         finally:
-            with _held_guard:
-                _held.pop(key, None)
+            held.pop(key, None)
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -185,13 +185,29 @@ def test_a_run_folder_in_use_names_the_other_process(capsys, tmp_path, corpus):
     assert main(train_argv(tmp_path, corpus)) == 0  # the lock went with its holder
 
 
-def test_the_lock_is_reentrant_in_one_process(tmp_path):
-    from gpt2lab.lock import file_lock
+def test_the_lock_is_reentrant_in_one_thread_but_not_across_threads(tmp_path):
+    import threading
+
+    from gpt2lab.lock import LockedError, file_lock
+    errors = []
+
+    def other_thread():
+        try:
+            with file_lock(tmp_path / ".lock", wait=False):
+                pass
+        except LockedError as e:
+            errors.append(str(e))
     with file_lock(tmp_path / ".lock", wait=False):
         with file_lock(tmp_path / ".lock", wait=False):
             pass
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
         with file_lock(tmp_path / ".lock", wait=False):
             pass
+    assert len(errors) == 1 and f"in use by process {os.getpid()}" in errors[0]
+    other_thread()  # released: now it is free
+    assert len(errors) == 1
 
 
 # ---------------------------------------------------------------- 4: damaged checkpoints
@@ -441,3 +457,11 @@ def test_resume_refuses_another_batch_or_seq_and_warns_for_another_lr(capsys, tm
     err = capsys.readouterr().err
     assert "resuming with lr 0.002 (the saved run had 0.001)" in err
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
+
+
+def test_running_out_of_memory_mid_run_is_one_line(capsys, tmp_path, corpus, monkeypatch):
+    def no_memory(self, x, y):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 123456789 bytes")
+    monkeypatch.setattr(TorchBackend, "loss_and_grads", no_memory)
+    one_line(capsys, main(train_argv(tmp_path, corpus)), "out of memory: --batch 2 --seq 8 needs about", "GiB")
