@@ -694,7 +694,10 @@ def _check_resources(args, config: GPTConfig) -> None:
 
 def _summary(result: TrainResult, out: Path) -> str:
     on_disk = (f"{out / 'latest.pt'} holds step {result.saved_step}" if result.saved_step is not None
-               else f"no checkpoint in {out}")
+               else f"no latest.pt in {out}")
+    mismatch = out / f"mismatch_step{result.step:06d}.pt"
+    if result.stopped == "mismatch" and mismatch.is_file():
+        on_disk += f"; the mismatching state of step {result.step} is in {mismatch}"
     return (f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "
             f"val loss {_fmt(result.val_loss)}, {result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; "
             f"{on_disk}")
@@ -733,13 +736,13 @@ def run(args) -> int:
         raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
                            f"{memory_needed(config, args.batch, args.seq) / 2**30:,.1f} GiB for the {args.config} "
                            f"model; lower --batch or --seq") from None
-    print(_summary(result, out), file=sys.stderr)
     if verified is not None:
+        if verified.stopped:
+            print(verified.stop_report(), file=sys.stderr)
         bad = sum(not r.ok for r in verified.reports)
         print(f"gpt2lab train: parity vs PyTorch on {len(verified.reports)} verified steps: "
               f"{'all OK' if not bad else f'{bad} with mismatches'}", file=sys.stderr)
-        if verified.stopped:
-            print(verified.stop_report(), file=sys.stderr)
+    print(_summary(result, out), file=sys.stderr)  # last: what is on disk now
     return EXIT_CODES[result.stopped]
 
 
