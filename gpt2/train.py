@@ -256,7 +256,8 @@ class _StopFlag:
 
     def __exit__(self, *exc):
         for name, old in self._old.items():
-            signal.signal(getattr(signal, name), old)
+            if old is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(getattr(signal, name), old)
         return False
 
 
