@@ -672,10 +672,14 @@ def memory_needed(config: GPTConfig, B: int, T: int) -> int:
     return 4 * (4 * config.num_params() + 2 * B * T * per_token)
 
 
-def _memory_available() -> int | None:
+def _memory_available(device: str = "cpu") -> int | None:
+    """Bytes of memory the run can have: the GPU's for device "cuda", else the machine's RAM (None: unknown)."""
     try:
+        if device == "cuda":
+            from numba import cuda
+            return int(cuda.current_context().get_memory_info()[1])
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+    except Exception:  # noqa: BLE001 -- no figure: no check, the run will tell
         return None
 
 
@@ -686,10 +690,11 @@ def _check_resources(args, config: GPTConfig) -> None:
         if not cuda.is_available():
             raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
                                "is False); use --device cpu")
-    need, have = memory_needed(config, args.batch, args.seq), _memory_available()
+    need, have = memory_needed(config, args.batch, args.seq), _memory_available(args.device)
     if have is not None and need > have:
+        where = "the GPU" if args.device == "cuda" else "this machine"
         raise CommandError(f"--batch {args.batch} --seq {args.seq} needs about {need / 2**30:,.1f} GiB for the "
-                           f"{args.config} model's activations and parameters; this machine has "
+                           f"{args.config} model's activations and parameters; {where} has "
                            f"{have / 2**30:,.1f} GiB: lower --batch or --seq")
 
 
