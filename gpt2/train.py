@@ -666,10 +666,12 @@ def _fmt(loss: float | None) -> str:
 
 def memory_needed(config: GPTConfig, B: int, T: int) -> int:
     """Bytes a training step needs, roughly: parameters, grads and AdamW's two moments (4 float32 copies),
-    plus every activation and its gradient (the kernel model's buffers; PyTorch keeps about as much)."""
+    plus the activations and their gradients, as the kernel model allocates them (buffers.act_shapes and
+    GRAD_ACT_NAMES); PyTorch eager keeps about as much."""
     C, L, NH, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    per_token = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * T)  # floats per token, as buffers.act_shapes lists
-    return 4 * (4 * config.num_params() + 2 * B * T * per_token)
+    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * T)   # floats per token
+    grad_acts = 2 * C + 1 + V + L * 18 * C                  # no grads of att, probs, mean, rstd
+    return 4 * (4 * config.num_params() + B * T * (acts + grad_acts))
 
 
 def _memory_available(device: str = "cpu") -> int | None:
