@@ -614,9 +614,10 @@ def add_arguments(p) -> None:
     p.add_argument("--weight-decay", type=finite_non_negative_float, default=0.1,
                    help="AdamW decay of the 2-D weights (finite, >= 0)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/<config>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start over in an OUT that holds a run: delete its checkpoints first")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start over in an OUT that holds a run: delete its checkpoints first")
     p.add_argument("--json-log", default=None, help="write one JSON line per step to this file")
     p.add_argument("--seed", type=int, default=1337, help="seed of the init and the batch sampler")
     p.add_argument("--eval-every", type=non_negative_int, default=50, help="val loss + sample every K steps")

@@ -168,6 +168,8 @@ def test_an_existing_run_is_refused_without_resume_or_overwrite(capsys, tmp_path
     assert main(argv[:argv.index("--steps")] + ["--steps", "1", "--overwrite"] + argv[argv.index("--steps") + 2:]) == 0
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 1
     assert sorted(p.name for p in (tmp_path / "run").glob("ckpt_*.pt")) == ["ckpt_000000.pt", "ckpt_000001.pt"]
+    capsys.readouterr()
+    one_line(capsys, main(argv + ["--resume", "--overwrite"]), "not allowed with argument")
 
 
 def test_a_run_folder_in_use_names_the_other_process(capsys, tmp_path, corpus):
