@@ -6,6 +6,7 @@ The backend protocol (any object with these methods; TorchBackend is the referen
     name: str                                            "torch", "numba", ...
     loss_and_grads(x, y) -> float                        x, y: (B, T) int64 numpy; forward + backward, keeps grads
     optimizer_step(lr) -> float                          clip (if OptimConfig.grad_clip) + AdamW; returns the grad norm
+                                                         (guards.NonFiniteError, before any update, if it is nan/inf)
     eval_loss(x, y) -> float                             forward only
     generate(idx, max_new_tokens, temperature=1.0, top_k=None, seed=0) -> (B, T + new) int64 numpy
     state_dict() -> {"params": {name: float32 ndarray}, "optim": {"step": int, "m": {...}, "v": {...}}}
