@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2lab.kernels.check import K, format_ratio
+
 from .palette import FAIL_COLOR, OK_COLOR
 
 DIRECTIONS = ("fwd", "bwd", "step")
@@ -83,12 +85,12 @@ def latest_parity(records: list[dict]) -> dict | None:
 # ---------------------------------------------------------------- the parity table
 @dataclass
 class ParityCell:
-    """One op in one direction: its worst tensor (by error over tolerance) and whether all passed."""
+    """One op in one direction: its worst tensor (largest ours/torch32) and whether all passed."""
     op: str
     direction: str
-    max_abs: float
-    max_rel: float
-    tol: tuple
+    max_abs: float        # our error on the worst tensor
+    torch32_abs: float    # PyTorch float32's error on it
+    ratio: float          # ours/torch32: a tensor fails above gpt2lab.kernels.check.K
     ok: bool
     worst: str            # "tensor (layer l)" of the worst row
     checked: int
@@ -100,9 +102,8 @@ class ParityCell:
 
 
 def _badness(row: dict) -> float:
-    """How close a row came to failing: its error over the atol part of its tolerance (>1 can still pass
-    through rtol; a failed row always sorts first)."""
-    return (1e30 if not row["ok"] else 0.0) + row["max_rel"] / max(row["tol"][0], 1e-30)
+    """How close a row came to failing: ours/torch32 (a failed row always sorts first)."""
+    return (1e30 if not row["ok"] else 0.0) + row["ratio"]
 
 
 def parity_table(parity: dict | None) -> list[ParityCell]:
@@ -117,7 +118,7 @@ def parity_table(parity: dict | None) -> list[ParityCell]:
         w = max(rows, key=_badness)
         where = f" (layer {w['layer']})" if w["layer"] is not None else ""
         failed = sum(not r["ok"] for r in rows)
-        cells.append(ParityCell(op, direction, w["max_abs"], w["max_rel"], tuple(w["tol"]), failed == 0,
+        cells.append(ParityCell(op, direction, w["max_abs"], w["torch32_abs"], w["ratio"], failed == 0,
                                 w["tensor"] + where, len(rows), failed))
     rank = {op: i for i, op in enumerate(OP_ORDER)}
     return sorted(cells, key=lambda c: (rank.get(c.op, len(rank)), DIRECTIONS.index(c.direction)
@@ -125,8 +126,8 @@ def parity_table(parity: dict | None) -> list[ParityCell]:
 
 
 def parity_html(parity: dict | None) -> str:
-    """The parity table as HTML: op, direction, worst tensor, max abs / rel error, tolerance, OK/FAIL in
-    green/red (explain.palette). A line says so when no step has been verified yet."""
+    """The parity table as HTML: op, direction, worst tensor, our error, PyTorch float32's, ours/torch32,
+    OK/FAIL in green/red (explain.palette). A line says so when no step has been verified yet."""
     if not parity:
         return "<p><i>parity: no verified step yet (train with verify_every &gt; 0)</i></p>"
     s = parity["summary"]
@@ -134,14 +135,13 @@ def parity_html(parity: dict | None) -> str:
             f"tensors OK")
     cells = parity_table(parity)
     th = "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in
-                 ("op", "dir", "worst tensor", "max abs", "max rel", "tol (atol x scale, rtol)", ""))
+                 ("op", "dir", "worst tensor", "ours err", "torch32 err", f"ours/torch32 (fails &gt; {K:g})", ""))
     body = []
     for c in cells:
         verdict = "OK" if c.ok else f"FAIL {c.failed}/{c.checked}"
         body.append(
             "<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>" for v in (
-                c.op, c.direction, c.worst, f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
-                f"{c.tol[0]:.0e}, {c.tol[1]:.0e}"))
+                c.op, c.direction, c.worst, f"{c.max_abs:.2e}", f"{c.torch32_abs:.2e}", format_ratio(c.ratio)))
             + f"<td style='padding:2px 8px;color:white;background:{c.color}'>{verdict}</td></tr>")
     return f"<p>{head}</p><table style='border-collapse:collapse;font-family:monospace'><tr>{th}</tr>" \
            + "".join(body) + "</table>"

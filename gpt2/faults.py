@@ -126,14 +126,121 @@ def residual_backward_one_branch(dinp1, dinp2, dout, **kw):
     backward(dinp1, dout)
 
 
+# ---------------------------------------------------------------- subtle ones: what a fixed tolerance misses
+def _scale_contribution(op: str, name: str, out: int, factor: float) -> Callable:
+    """The correct kernel, with its contribution to argument `out` scaled by `factor` (backward kernels add
+    into their outputs: only what this call adds is scaled)."""
+    def variant(*args, **kw):
+        before = np.array(args[out]) if isinstance(args[out], np.ndarray) else args[out].copy_to_host()
+        _kernel(op, name)(*args, **kw)
+
+        @_on_host
+        def scale(target):
+            target[:] = before + np.float32(factor) * (target - before)
+        scale(args[out])
+    return variant
+
+
+def attention_backward_scaled(dinp, dout, inp, att, n_head, **kw):
+    """Attention's dqkv 0.1% too large: a constant folded in twice, say, or a scale applied to one more term."""
+    _scale_contribution("attention", "attention_backward", 0, 1.001)(dinp, dout, inp, att, n_head, **kw)
+
+
+def attention_mask_off_by_one(out, att, inp, n_head, **kw):
+    """The causal mask one step late: position t also reads t + 1, the very token it must predict."""
+    @_on_host
+    def forward(out, att, inp):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        hs = C // n_head
+        q, k, v = (inp[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for i in range(3))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hs))           # (B, NH, T, T)
+        scores[..., np.triu(np.ones((T, T), bool), k=2)] = -np.inf                # k=1 is the right mask
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        att[:] = e / e.sum(-1, keepdims=True)
+        out[:] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    forward(out, att, inp)
+
+
+def gelu_forward_erf(out, inp, **kw):
+    """The exact GELU, x Phi(x) with erf, where GPT-2 uses the tanh approximation: at most ~1e-4 apart."""
+    @_on_host
+    def forward(out, inp):
+        from scipy.special import erf
+        x = inp.astype(np.float64)
+        out[:] = (0.5 * x * (1 + erf(x / np.sqrt(2)))).astype(np.float32)
+    forward(out, inp)
+
+
+def matmul_backward_no_dbias(dinp, dweight, dbias, dout, inp, weight, **kw):
+    """The bias gradient dropped: dbias never accumulated (a forgotten `if bias is not None` branch)."""
+    _kernel("matmul", "matmul_backward")(dinp, dweight, None, dout, inp, weight, **kw)
+
+
+def layernorm_backward_lost_row(dinp, dweight, dbias, dout, inp, weight, mean, rstd, **kw):
+    """A missing atomic: two blocks add into dweight and dbias at once and one add is lost -- here, the last
+    row's share of both."""
+    _kernel("layernorm", "layernorm_backward")(dinp, dweight, dbias, dout, inp, weight, mean, rstd, **kw)
+
+    @_on_host
+    def lose(dweight, dbias, dout, inp, mean, rstd):
+        d, x = dout.reshape(-1, dout.shape[-1])[-1], inp.reshape(-1, inp.shape[-1])[-1]
+        norm = (x - mean.reshape(-1)[-1]) * rstd.reshape(-1)[-1]
+        dweight -= d * norm
+        dbias -= d
+    lose(dweight, dbias, dout, inp, mean, rstd)
+
+
+def encoder_backward_lost_update(dwte, dwpe, dout, inp, **kw):
+    """A missing atomic in the scatter-add: for a token that occurs more than once, one occurrence's add is
+    lost (two threads read dwte[token], both add, one write wins)."""
+    _kernel("encoder", "encoder_backward")(dwte, dwpe, dout, inp, **kw)
+
+    @_on_host
+    def lose(dwte, dout, inp):
+        flat_ids, flat_dout = inp.reshape(-1), dout.reshape(-1, dout.shape[-1])
+        ids, first, counts = np.unique(flat_ids, return_index=True, return_counts=True)
+        for token, i in zip(ids[counts > 1], first[counts > 1]):
+            dwte[token] -= flat_dout[i]
+    lose(dwte, dout, inp)
+
+
+def residual_backward_scaled(dinp1, dinp2, dout, **kw):
+    """The branch's gradient 0.1% too small (a stray scale, e.g. a dropout factor left in at eval)."""
+    _scale_contribution("residual", "residual_backward", 1, 0.999)(dinp1, dinp2, dout, **kw)
+
+
+def crossentropy_backward_scaled(dlogits, dlosses, probs, targets, **kw):
+    """dlogits 0.1% too large (the mean over B*T taken over one position fewer, at B*T = 1000)."""
+    _scale_contribution("crossentropy", "crossentropy_backward", 0, 1.001)(dlogits, dlosses, probs, targets, **kw)
+
+
+def adamw_eps_inside_sqrt(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, **kw):
+    """eps inside the square root, sqrt(vhat + eps), where AdamW adds it outside: sqrt(vhat) + eps. The
+    steps of parameters with small gradients come out smaller."""
+    @_on_host
+    def update(params, grads, m, v):
+        m[:] = beta1 * m + (1 - beta1) * grads
+        v[:] = beta2 * v + (1 - beta2) * grads * grads
+        mhat, vhat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+        params[:] -= lr * (mhat / np.sqrt(vhat + eps) + weight_decay * params)
+    update(params, grads, m, v)
+
+
 @dataclass(frozen=True)
 class Fault:
     op: str              # the op whose kernel is swapped; what the parity monitor must name
     function: str        # the kernel entry point replaced
     variant: Callable
     doc: str
+    subtle: bool = False  # within a fixed tolerance's reach (0.1% off, a few elements wrong), not O(1)
+
+    @property
+    def name(self) -> str:
+        return self.variant.__name__
 
 
+# The first fault of each op is its classic one (`--inject-fault OP` picks it); the subtle ones follow.
 FAULTS: dict[str, Fault] = {f.variant.__name__: f for f in (
     Fault("layernorm", "layernorm_backward", layernorm_backward_no_mean, "LayerNorm backward missing the mean term"),
     Fault("attention", "attention_forward", attention_no_causal_mask, "attention without the causal mask"),
@@ -145,7 +252,37 @@ FAULTS: dict[str, Fault] = {f.variant.__name__: f for f in (
     Fault("crossentropy", "crossentropy_backward", crossentropy_backward_no_onehot,
           "cross-entropy backward forgetting to subtract the one-hot"),
     Fault("residual", "residual_backward", residual_backward_one_branch, "residual backward dropping one branch"),
+    Fault("attention", "attention_backward", attention_backward_scaled, "attention backward 0.1% too large", True),
+    Fault("attention", "attention_forward", attention_mask_off_by_one,
+          "causal mask off by one: t also sees t + 1", True),
+    Fault("gelu", "gelu_forward", gelu_forward_erf, "the erf GELU instead of the tanh approximation", True),
+    Fault("matmul", "matmul_backward", matmul_backward_no_dbias, "matmul backward dropping the bias gradient", True),
+    Fault("layernorm", "layernorm_backward", layernorm_backward_lost_row,
+          "LayerNorm dweight/dbias losing one row's add (a missing atomic)", True),
+    Fault("encoder", "encoder_backward", encoder_backward_lost_update,
+          "encoder backward losing one add of a repeated token (a missing atomic)", True),
+    Fault("residual", "residual_backward", residual_backward_scaled, "residual backward 0.1% too small", True),
+    Fault("crossentropy", "crossentropy_backward", crossentropy_backward_scaled,
+          "cross-entropy backward 0.1% too large", True),
+    Fault("adamw", "adamw_update", adamw_eps_inside_sqrt, "AdamW with eps inside the square root", True),
 )}
+
+
+def fault_for(choice: str) -> Fault:
+    """The fault named `choice`, or an op's classic fault for an op name; ValueError (listing both) else."""
+    if choice in FAULTS:
+        return FAULTS[choice]
+    by_op = next((f for f in FAULTS.values() if f.op == choice), None)
+    if by_op is None:
+        ops = sorted({f.op for f in FAULTS.values()})
+        raise ValueError(f"unknown fault {choice!r}; choose an op ({', '.join(ops)}) or a fault name "
+                         f"(--inject-fault list shows them)")
+    return by_op
+
+
+def describe_faults() -> str:
+    """One line per fault: op, name, what is wrong (the classic one of each op first, marked by op)."""
+    return "\n".join(f"{f.op:<13} {f.name:<36} {'subtle: ' if f.subtle else ''}{f.doc}" for f in FAULTS.values())
 
 ORIGINALS: dict[str, Callable] = {}   # function name -> the correct kernel, while its fault is injected
 

@@ -43,6 +43,7 @@ from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
 from .config import PRESETS, GPTConfig, OptimConfig, check_number, decays  # noqa: F401 (re-exported)
+from .faults import inject
 from .guards import NonFiniteError, check_finite
 from .model import GPT2, init_params
 from .parity import ParityMismatch
@@ -633,6 +634,10 @@ def add_arguments(p) -> None:
     p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
                    help="a parity mismatch: print it and go on, or stop (exit code 3; OUT/latest.pt keeps the last "
                         "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
+    p.add_argument("--inject-fault", metavar="OP", default=None,
+                   help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
+                        "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
+                        "'list' prints them")
     p.epilog = ("exit codes: 0 done; 2 bad argument, unusable checkpoint, or OUT in use / holding another run "
                 "(--resume or --overwrite); 3 parity mismatch with --on-mismatch stop; 4 nan/inf loss or gradient "
                 "norm (nothing saved); 130 Ctrl-C, 143 SIGTERM (latest.pt saved first)")
@@ -721,6 +726,37 @@ def run(args) -> int:
     """`gpt2lab train`. Exit codes: 0 done; 2 a bad argument, an unusable checkpoint, or a run folder that is in
     use or holds another run; 3 stopped at a parity mismatch (--on-mismatch stop); 4 stopped at a nan/inf loss or
     gradient norm (nothing saved); 130 stopped by Ctrl-C, 143 by SIGTERM (both after saving latest.pt)."""
+    fault = _fault_from_args(args)
+    if args.inject_fault == "list":
+        return 0
+    with (inject(fault.name) if fault is not None else contextlib.nullcontext()):
+        return _run(args, fault)
+
+
+def _fault_from_args(args):
+    """The Fault of --inject-fault (None without it); prints the list for 'list'. Injecting needs the numba
+    backend, and turns on --verify-every 1 unless a K was given: a fault nobody checks for teaches nothing."""
+    from .faults import describe_faults, fault_for
+    if args.inject_fault is None:
+        return None
+    if args.inject_fault == "list":
+        print(describe_faults())
+        return None
+    try:
+        fault = fault_for(args.inject_fault)
+    except ValueError as e:
+        raise CommandError(f"--inject-fault: {e}") from None
+    if args.backend != "numba":
+        raise CommandError(f"--inject-fault breaks one of the numba kernels: it needs --backend numba, "
+                           f"not {args.backend!r}")
+    if not args.verify_every:
+        args.verify_every = 1
+    print(f"gpt2lab train: injected fault {fault.name} ({fault.op}): {fault.doc}; verifying every "
+          f"{args.verify_every} step(s)", file=sys.stderr)
+    return fault
+
+
+def _run(args, fault) -> int:
     from gpt2lab.lock import LockedError
 
     from .checkpoint import CheckpointError
@@ -737,7 +773,7 @@ def run(args) -> int:
     say = _tqdm_write
     try:
         with run_folder(out, resume=args.resume, overwrite=args.overwrite, say=say):
-            result, verified = _run_in(args, config, out)
+            result, verified = _run_in(args, config, out, fault)
     except (RunError, CheckpointError, LockedError) as e:
         raise CommandError(str(e)) from None
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError "can't allocate memory"
@@ -756,7 +792,7 @@ def run(args) -> int:
     return EXIT_CODES[result.stopped]
 
 
-def _run_in(args, config: GPTConfig, out: Path):
+def _run_in(args, config: GPTConfig, out: Path, fault=None):
     """The run itself, inside its locked folder: (TrainResult, the VerifiedBackend or None)."""
     if args.resume:
         saved = load_checkpoint(out / "latest.pt", kind="full")["config"]
@@ -783,7 +819,7 @@ def _run_in(args, config: GPTConfig, out: Path):
     verified = None
     if args.verify_every:
         from .parity import verified_backend
-        backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch)
+        backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch, fault=fault)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
                    progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)
     return result, verified

@@ -1,20 +1,29 @@
 """One verification harness for every kernel: ours vs PyTorch, per op, version, device, direction, tensor.
 
 Each op module in this package defines ``SPEC = OpSpec(...)``: how to make random inputs for a shape, the
-PyTorch reference (autograd for the backward), the versions to run on each device, the tolerances per
-tensor, and the shapes to check on each device. `verify()` runs them all and returns rows that
-`format_table()` prints as::
+PyTorch reference (autograd for the backward), the versions to run on each device, and the shapes to check
+on each device. `verify()` runs them all and returns rows that `format_table()` prints as::
 
-    op         version  device  dir  tensor  shape          max_abs   max_rel   atol     rtol     result
-    layernorm  cpu      cpu     fwd  out     B=3,T=1,C=37   2.4e-07   1.1e-06   1e-05    1e-04    OK
+    op         version  device  dir  tensor  shape         ours err  torch32 err  ours/torch32  result
+    layernorm  cpu      cpu     fwd  out     B=3,T=1,C=37  2.4e-07   1.9e-07      1.3           OK
 
-A tensor passes when every element satisfies |ours - ref| <= atol + rtol * |ref| (numpy's allclose rule).
+The rule (`judge`, the same one the live parity check of gpt2/parity.py uses): the reference runs twice, in
+float64 (the truth) and in float32 (what PyTorch itself gets in our precision). Our error is the largest
+|ours - ref64| over the tensor; PyTorch float32's error is the largest |torch32 - ref64|. A tensor passes when
+
+    ours err <= K * max(torch32 err, FLOOR * max|ref64|)
+
+so the check is exactly as strict as float32 allows: never tighter than PyTorch's own float32 (which a fixed
+tolerance was, once training made logits large), never looser (a 0.1% error is ~1000x float32's). FLOOR, one
+float32 ulp of the tensor's scale, stands in where PyTorch is exact (a copy, an add of two numbers) and
+float32 has nothing to measure. K is in docs/kernels.md with the measurements it was chosen from.
 The devices: "cpu" (numba @njit), "cudasim" (numba's CUDA simulator: the CUDA kernels' Python semantics
 on the CPU; NUMBA_ENABLE_CUDASIM=1 must be set before numba is imported) and "cuda" (a real GPU).
 """
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,16 +44,59 @@ class OpSpec:
     versions: device kind ("cpu" or "cuda") -> {version name: run(inputs) -> dict tensor -> np.ndarray}.
       A "cuda" runner takes and returns numpy arrays; it moves them to and from the device itself.
     shapes: device ("cpu", "cudasim", "cuda") -> list of shape dicts, e.g. {"B": 3, "T": 1, "C": 37}.
-    tol: tensor -> (atol, rtol) for float32. backward: the tensors that are gradients.
+    backward: the tensors that are gradients. The reference is called in float64 and, inside
+    `_torch.precision(torch.float32)`, in float32 (see `judge`).
     """
     name: str
     make_inputs: Callable[[dict, np.random.Generator], dict]
     reference: Callable[[dict], dict]
     versions: dict
     shapes: dict
-    tol: dict
     backward: tuple = ()
     doc: str = ""
+
+
+# ---------------------------------------------------------------- the rule
+K = 16.0                                     # see docs/kernels.md: measured ratios of correct kernels, faults
+FLOOR = float(np.finfo(np.float32).eps)      # one float32 ulp, relative to the tensor's scale
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One tensor judged. max_abs: max |ours - ref64|; torch32_abs: max |torch32 - ref64|; scale: max |ref64|;
+    ratio: max_abs / max(torch32_abs, FLOOR * scale), "ours/torch32"; ok: ratio <= K (and all finite)."""
+    max_abs: float
+    torch32_abs: float
+    scale: float
+    ratio: float
+    ok: bool
+
+
+def _max_abs_err(x, ref):
+    """max |x - ref| in float64 (torch: the logits are (B, T, 50257)); inf for a NaN/inf or a shape mismatch."""
+    import torch
+    x, ref = torch.as_tensor(x), torch.as_tensor(ref)
+    if x.shape != ref.shape:
+        return math.inf
+    if x.numel() == 0:
+        return 0.0
+    err = float((x.to(torch.float64) - ref.to(torch.float64)).abs_().max())
+    return err if math.isfinite(err) else math.inf
+
+
+def judge(ours, torch32, ref64, k: float = K) -> Verdict:
+    """Our float32 result against the float64 reference, in units of PyTorch float32's own error.
+
+    ours, torch32, ref64: arrays or tensors of one shape (numpy, torch, or anything np.asarray takes).
+    """
+    import torch
+    ref = torch.as_tensor(np.asarray(ref64) if not torch.is_tensor(ref64) else ref64)
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    max_abs = _max_abs_err(ours if torch.is_tensor(ours) else np.asarray(ours), ref)
+    torch32_abs = _max_abs_err(torch32 if torch.is_tensor(torch32) else np.asarray(torch32), ref)
+    unit = max(torch32_abs, FLOOR * scale, 1e-300)
+    ratio = max_abs / unit
+    return Verdict(max_abs, torch32_abs, scale, ratio, bool(math.isfinite(ratio) and ratio <= k))
 
 
 @dataclass
@@ -55,10 +107,9 @@ class Row:
     direction: str
     tensor: str
     shape: str
-    max_abs: float
-    max_rel: float
-    atol: float
-    rtol: float
+    max_abs: float          # our error: max |ours - ref64|
+    torch32_abs: float      # PyTorch float32's error on the same inputs
+    ratio: float            # ours/torch32 (see `judge`)
     ok: bool
     seconds: float = field(default=0.0, compare=False)
 
@@ -71,7 +122,8 @@ def get_spec(op: str) -> OpSpec:
 
 
 def compare(ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """(max abs error, max rel error, allclose) of `ours` against `ref`."""
+    """(max abs error, max rel error, allclose) of `ours` against `ref`: numpy's rule with fixed tolerances,
+    for tests that state their own (the harness and live parity use `judge`)."""
     ours = np.asarray(ours, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if ours.shape != ref.shape:
@@ -99,19 +151,27 @@ def check_op(spec: OpSpec, device: str, version: str | None = None, shapes=None,
     rows = []
     for shape in (shapes if shapes is not None else spec.shapes[device]):
         inputs = spec.make_inputs(shape, np.random.default_rng(seed))
-        ref = spec.reference(inputs)
+        ref, ref32 = references(spec, inputs)
         for vname, run in versions.items():
             t0 = time.perf_counter()
             ours = run({k: v.copy() for k, v in inputs.items()})  # a kernel must never see mutated inputs
             dt = time.perf_counter() - t0
             for tensor, expected in ref.items():
-                atol, rtol = spec.tol[tensor]
                 got = ours.get(tensor)
-                max_abs, max_rel, ok = (compare(got, expected, atol, rtol) if got is not None
-                                        else (float("inf"), float("inf"), False))
+                v = judge(got if got is not None else np.full(np.shape(expected), np.nan), ref32[tensor], expected)
                 rows.append(Row(spec.name, vname, device, "bwd" if tensor in spec.backward else "fwd", tensor,
-                                shape_str(shape), max_abs, max_rel, atol, rtol, ok, dt))
+                                shape_str(shape), v.max_abs, v.torch32_abs, v.ratio, v.ok, dt))
     return rows
+
+
+def references(spec: OpSpec, inputs: dict) -> tuple[dict, dict]:
+    """(float64 reference, float32 PyTorch) results of spec.reference on the same inputs."""
+    import torch
+
+    from ._torch import precision
+    with precision(torch.float32):
+        ref32 = spec.reference(inputs)
+    return spec.reference(inputs), ref32
 
 
 def verify(device: str = "cpu", ops=None, version: str | None = None, progress=None) -> list[Row]:
@@ -126,14 +186,20 @@ def verify(device: str = "cpu", ops=None, version: str | None = None, progress=N
     return rows
 
 
+def format_ratio(ratio: float) -> str:
+    """ours/torch32 for a table: two significant digits, 'inf' for a NaN or a shape mismatch."""
+    return "inf" if not math.isfinite(ratio) else f"{ratio:.2g}" if ratio < 100 else f"{ratio:.3g}"
+
+
 def format_table(rows: list[Row]) -> str:
     """The verification table, one line per row, OK/FAIL at the end."""
-    head = ("op", "version", "device", "dir", "tensor", "shape", "max_abs", "max_rel", "atol", "rtol", "result")
-    body = [(r.op, r.version, r.device, r.direction, r.tensor, r.shape, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
-             f"{r.atol:.0e}", f"{r.rtol:.0e}", "OK" if r.ok else "FAIL") for r in rows]
+    head = ("op", "version", "device", "dir", "tensor", "shape", "ours err", "torch32 err", "ours/torch32",
+            "result")
+    body = [(r.op, r.version, r.device, r.direction, r.tensor, r.shape, f"{r.max_abs:.2e}",
+             f"{r.torch32_abs:.2e}", format_ratio(r.ratio), "OK" if r.ok else "FAIL") for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     n_fail = sum(not r.ok for r in rows)
     lines = [fmt.format(*head)] + [fmt.format(*b) for b in body]
-    lines.append(f"{len(rows) - n_fail} OK, {n_fail} FAIL")
+    lines.append(f"{len(rows) - n_fail} OK, {n_fail} FAIL (a tensor fails when ours/torch32 > {K:g})")
     return "\n".join(lines)

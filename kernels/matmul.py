@@ -80,15 +80,21 @@ def _bias_backward_cpu(dbias, dout):
     """dbias (OC,) += dout (N, OC) summed over its N rows.
 
     Parallel over blocks of columns, rows inside: each thread owns its columns (no races) and walks
-    rows of contiguous memory.
+    rows of contiguous memory. The rows are summed in groups of `rows` and the group sums added up: a
+    two-level sum, whose float32 error grows like rows + N / rows roundings instead of N (one running sum
+    over N = 256 rows measured 3.4x PyTorch float32's error).
     """
     N, OC = dout.shape
-    block = 1024
+    block, rows = 1024, 32
     for j in prange((OC + block - 1) // block):
         lo, hi = j * block, min(OC, (j + 1) * block)
         acc = np.zeros(hi - lo, dtype=np.float32)
-        for n in range(N):
-            acc += dout[n, lo:hi]
+        part = np.empty(hi - lo, dtype=np.float32)
+        for n0 in range(0, N, rows):
+            part[:] = 0.0
+            for n in range(n0, min(N, n0 + rows)):
+                part += dout[n, lo:hi]
+            acc += part
         dbias[lo:hi] += acc
 
 
@@ -391,9 +397,5 @@ SPEC = OpSpec(
         "cuda": [{"B": 4, "T": 256, "C": 768, "OC": 3072}, {"B": 4, "T": 64, "C": 768, "OC": 50257, "bias": 0},
                  {"B": 3, "T": 1, "C": 37, "OC": 65}],
     },
-    # float32 sums of K terms: rounding error grows like sqrt(K) * eps * (the terms' size) typically and
-    # K * eps at worst, eps = 6e-8. out and dinp sum over C or OC (up to 3072 here) of O(1)-sized terms;
-    # dweight and dbias sum over N = B*T rows of O(1) terms, so they are O(sqrt(N)) and err accordingly.
-    tol={"out": (1e-4, 1e-4), "dinp": (1e-4, 1e-4), "dweight": (5e-4, 1e-4), "dbias": (5e-4, 1e-4)},
     backward=("dinp", "dweight", "dbias"),
 )

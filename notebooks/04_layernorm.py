@@ -234,8 +234,9 @@ assert cmp("kernel dgamma", k_dgamma, ln["dgamma"], atol=1e-7)
 
 # %% [markdown]
 # Then the harness every kernel shares: random rows with their own offsets and scales (so a wrong mean or a
-# one-pass variance shows), GPT-2's shape and awkward ones, against PyTorch in float64, per tensor, with the
-# tolerances stated in the kernel's `SPEC`:
+# one-pass variance shows), GPT-2's shape and awkward ones, per tensor. PyTorch runs twice: in float64 (the
+# answer) and in float32 (what PyTorch itself gets in our precision). `ours/torch32` is our error in units of
+# PyTorch float32's error: about 1 means as accurate as PyTorch; a tensor fails above 16.
 
 # %%
 from gpt2lab.kernels.check import check_op, format_table, get_spec

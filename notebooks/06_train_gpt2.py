@@ -73,19 +73,20 @@ report = monitor.verify_step(x, y, lr=1e-3)
 summary = report.summary()
 print(f"step {summary['step']}: {summary['checked']} tensors checked, {summary['failed']} failed")
 for op, worst in summary["worst"].items():
-    print(f"  {op:13s} " + "  ".join(f"{d}: max rel err {e:.1e}" for d, e in worst.items()))
+    print(f"  {op:13s} " + "  ".join(f"{d}: ours/torch32 {e:.2g}" for d, e in worst.items()))
 assert report.ok, "a kernel disagrees with PyTorch"
 
 # %%
-# The three tensors closest to their tolerance
-for r in sorted(report.rows, key=lambda r: r.max_rel / r.tol[1], reverse=True)[:3]:
+# The three tensors closest to failing: ours/torch32 is our error in units of PyTorch float32's own
+# error on the same step (a tensor fails above K = 16)
+for r in sorted(report.rows, key=lambda r: r.ratio, reverse=True)[:3]:
     print(r.describe())
 
 # %% [markdown]
 # ## 4. Play: train it and watch
 # The dashboard trains the kernel-backed GPT-2 in a background thread (the notebook stays responsive) and
 # checks every 10th step against PyTorch: the loss curves, tokens/s, the parity table (op × forward/backward,
-# green when within tolerance) and a generated sample all update as it goes. **Stop** ends the run after the
+# green when ours/torch32 <= 16) and a generated sample all update as it goes. **Stop** ends the run after the
 # current step and leaves a checkpoint. Raise `steps` to train longer.
 
 # %%
