@@ -6,10 +6,10 @@ Names are imported lazily (PEP 562) so that `gpt2lab --help` does not pay for im
 from importlib import import_module
 
 _EXPORTS = {
-    "GPTConfig": "config", "PRESETS": "config",
+    "GPTConfig": "config", "PRESETS": "config", "OptimConfig": "config", "decays": "config",
     "GPT2": "model", "init_params": "model", "hf_config": "model",
-    "TorchBackend": "train", "OptimConfig": "train", "RunConfig": "train", "Trainer": "train", "TrainResult": "train",
-    "lr_at": "train", "decays": "train", "BACKENDS": "train", "make_backend": "train",
+    "TorchBackend": "train", "RunConfig": "train", "Trainer": "train", "TrainResult": "train",
+    "lr_at": "train", "BACKENDS": "train", "make_backend": "train",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
     "course_model": "course", "course_checkpoints": "course",
 }

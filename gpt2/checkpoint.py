@@ -17,9 +17,12 @@ Format (FORMAT = "gpt2lab-checkpoint", VERSION = 1):
     train_loss, val_loss   the latest values seen (None if not measured yet)
 
 `load_checkpoint` hands params and optimizer moments back as numpy float32, the backends' common currency.
+A file it cannot use (empty, truncated, corrupt, a frame where a full checkpoint is needed) raises
+CheckpointError with one line naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,17 +55,56 @@ def save_checkpoint(path, ckpt: dict) -> Path:
     return atomic_write(path, lambda f: torch.save(data, f))
 
 
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint; params and optim moments come back as numpy float32 and config as a GPTConfig."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, truncated, corrupt, not ours, or the wrong kind. The
+    message is one line naming the file and what is wrong (the CLI prints it and exits with code 2)."""
+
+
+REQUIRED = {"frame": ("config", "step", "params"),
+            "full": ("config", "step", "params", "optim", "sampler_state", "torch_rng_state")}
+
+
+def _read(path: Path):
+    """torch.load with weights_only=True (nothing but tensors and plain data is ever executed), its failures
+    turned into one line. torch's own message is not passed on: it suggests weights_only=False, which would
+    run arbitrary code from a file that is broken or not ours."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): written by a process that was killed?")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: not a complete torch.save archive "
+                              f"({size:,} bytes; truncated or not a checkpoint)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- zip, pickle, storage errors: all mean "damaged" to the user
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: torch.load failed "
+                              f"({type(e).__name__}; {size:,} bytes)") from None
+
+
+def load_checkpoint(path, kind: str | None = None) -> dict:
+    """Read a checkpoint; params and optim moments come back as numpy float32 and config as a GPTConfig.
+
+    kind: "full" to require a resumable checkpoint (latest.pt), "frame" or None to accept either.
+    FileNotFoundError for a missing file; CheckpointError (a ValueError, one line) for anything unusable.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no such checkpoint: {str(path)!r}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = _read(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {str(path)!r} is not a gpt2lab checkpoint")
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a gpt2lab checkpoint")
     if data.get("version") != VERSION:
-        raise ValueError(f"load_checkpoint: {str(path)!r} has version {data.get('version')}, expected {VERSION}")
-    data["config"] = GPTConfig.from_dict(data["config"])
+        raise CheckpointError(f"checkpoint {str(path)!r} has version {data.get('version')}, expected {VERSION}")
+    if kind == "full" and data.get("kind") != "full":
+        raise CheckpointError(f"checkpoint {str(path)!r} is a {data.get('kind')!r} checkpoint (weights only), "
+                              f"not a full one: resuming needs the latest.pt that training writes")
+    missing = [k for k in REQUIRED["full" if data.get("kind") == "full" else "frame"] if k not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: missing {', '.join(missing)}")
+    try:
+        data["config"] = GPTConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid config: {e}") from None
     data["params"] = _to_numpy(data["params"])
     if data.get("optim") is not None:
         o = data["optim"]

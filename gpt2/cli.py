@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,6 +55,37 @@ def non_negative_int(text: str) -> int:
     return v
 
 
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (not nan, not inf)."""
+    v = _float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def finite_non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0 (0 usually means "off")."""
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
 def _resolve(name: str):
     """(add_arguments, run) of a registered command, imported now. Raises CommandError if it is missing."""
     target = COMMANDS[name][0]
@@ -89,7 +121,8 @@ def _first_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `gpt2lab`. Returns the exit code (0 ok, 2 usage error, 130 interrupted)."""
+    """Entry point of `gpt2lab`. Returns the exit code (0 ok, 2 usage error, 130 interrupted; `gpt2lab train`
+    adds 3 parity mismatch, 4 nan/inf loss, 143 SIGTERM: see its --help)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _first_command(argv)
     try:
@@ -117,7 +150,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint file (latest.pt or a ckpt_NNNNNN.pt frame)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <|endoftext|>)")
     p.add_argument("--tokens", type=positive_int, default=100, help="how many tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy")
+    p.add_argument("--temperature", type=finite_non_negative_float, default=0.8,
+                   help="softmax temperature; 0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=200, help="sample among the k most likely tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
 

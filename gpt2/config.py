@@ -11,9 +11,14 @@ with V = vocab_size, T = block_size, C = n_embd, L = n_layer. The presets:
     "gpt2"   L=12 H=12 C=768 T=1024 V=50257  124,439,808 parameters (OpenAI's GPT-2 small, "124M")
     "small"  L=6  H=6  C=384 T=256  V=50257   30,044,544 parameters (19.3M of them in wte)
     "tiny"   L=4  H=4  C=128 T=128  V=50257    7,242,624 parameters (6.4M of them in wte)
+
+OptimConfig (AdamW's hyper-parameters, shared by every backend) lives here too, beside the shape, so that a
+backend needs only this module, not the trainer.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -77,3 +82,41 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
         return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+def check_number(owner: str, name: str, value, *, low: float | None = None, low_open: bool = False,
+                 high: float | None = None, high_open: bool = False) -> None:
+    """ValueError (one line, naming the field) unless `value` is a finite real number within the bounds.
+
+    low/high: bounds (None = unbounded); *_open: the bound itself is excluded. NaN and +-inf always fail:
+    a NaN compares False with everything, so `x > 0`-style checks alone let it through.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{owner}: {name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{owner}: {name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW hyper-parameters shared by every backend; checked when made (ValueError naming the field)."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float | None = None  # clip the global grad norm to this value; None = no clipping
+
+    def __post_init__(self):
+        check_number("OptimConfig", "beta1", self.beta1, low=0.0, high=1.0, high_open=True)
+        check_number("OptimConfig", "beta2", self.beta2, low=0.0, high=1.0, high_open=True)
+        check_number("OptimConfig", "eps", self.eps, low=0.0, low_open=True)
+        check_number("OptimConfig", "weight_decay", self.weight_decay, low=0.0)
+        if self.grad_clip is not None:  # a negative clip would flip the gradient: gradient ascent
+            check_number("OptimConfig", "grad_clip", self.grad_clip, low=0.0, low_open=True)
+
+
+def decays(name: str, shape) -> bool:
+    """True for the parameters AdamW's weight decay applies to: the matrices (ndim >= 2), never biases or LN."""
+    return len(shape) >= 2

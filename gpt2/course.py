@@ -12,7 +12,6 @@ notebook's stop button) keeps its checkpoint, and the next call continues from t
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import sys
@@ -42,36 +41,25 @@ def _read_marker(folder: Path) -> dict | None:
     return info if info.get("key") == _key() else None
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock across processes (fcntl.flock); released when the holder exits, even by a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; two notebooks starting at once would both train
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _write_json_atomic(path: Path, obj) -> None:
     from gpt2lab.atomic import atomic_write
     atomic_write(path, lambda f: f.write(json.dumps(obj).encode()))
 
 
 def _can_resume(folder: Path) -> bool:
-    """True when folder holds an interrupted run of this very recipe (same key, a readable latest.pt)."""
-    from .checkpoint import load_checkpoint
+    """True when folder holds an interrupted run of this very recipe (same key, a readable latest.pt).
+
+    A damaged latest.pt (a crash, a full disk) is not an error here: the course model trains again, and says so.
+    """
+    from .checkpoint import CheckpointError, load_checkpoint
     if not (folder / "key").is_file() or (folder / "key").read_text() != _key():
         return False
     try:
-        load_checkpoint(folder / "latest.pt")
-    except (FileNotFoundError, ValueError):
+        load_checkpoint(folder / "latest.pt", kind="full")
+    except FileNotFoundError:
+        return False
+    except CheckpointError as e:
+        print(f"gpt2lab: course model: {e}; training it again from the start", file=sys.stderr)
         return False
     return True
 
@@ -100,6 +88,8 @@ def _train_course(folder: Path, progress: bool) -> dict:
     if result.interrupted:
         raise KeyboardInterrupt(f"course model: training stopped at step {result.step}; "
                                 f"call course_model() again to continue")
+    if result.stopped:  # a nan/inf loss: the recipe itself is broken, retrying would not help
+        raise RuntimeError(f"course model: {result.message}")
     history = [json.loads(ln) for ln in (folder / "log.jsonl").read_text().splitlines()]
     info = dict(key=_key(), course=COURSE, config=config.to_dict(), steps=result.step,
                 train_loss=[[r["step"], r["loss"]] for r in history],
@@ -117,7 +107,11 @@ def ensure_course_model(progress: bool = True) -> dict:
     info = _read_marker(folder)
     if info is not None:
         return info
-    with _file_lock(folder.parent / "course-tiny.lock"):
+    from gpt2lab.lock import file_lock
+
+    def waiting(holder):
+        print(f"gpt2lab: course model: waiting for {holder}, which is training it", file=sys.stderr)
+    with file_lock(folder.parent / "course-tiny.lock", wait=True, what="the course model", on_wait=waiting):
         info = _read_marker(folder)  # another process may have finished while we waited for the lock
         if info is None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -140,20 +134,37 @@ def course_model(step: int | None = None):
     step (None where it was not evaluated: every 50 steps and at the end), course (the recipe), seconds (the
     training time), and the whole run's history {"train_loss": [[step, loss], ...], "val_loss": [...]}.
     """
-    from .checkpoint import load_model
     run_info = ensure_course_model()
     frames = dict(course_checkpoints())
     if step is None:
         step = max(frames)
     if step not in frames:
         raise ValueError(f"course_model: no frame at step {step}; frames exist at steps {sorted(frames)}")
-    model, ckpt = load_model(frames[step])
+    model = _load_frame(frames[step])
+    if model is None:  # damaged: the cache was rebuilt, read it again
+        return course_model(step)
     train_loss = dict((s, v) for s, v in run_info["train_loss"]).get(step)
     info = dict(step=step, config=run_info["config"], path=str(frames[step]), train_loss=train_loss,
                 val_loss=dict((s, v) for s, v in run_info["val_loss"]).get(step),
                 history={"train_loss": run_info["train_loss"], "val_loss": run_info["val_loss"]},
                 course=run_info["course"], seconds=run_info["seconds"])
     return model, info
+
+
+def _load_frame(path: Path):
+    """The course frame at `path` as a GPT2, or None after finding it damaged and rebuilding the cache.
+
+    A frame damaged on disk cannot be repaired from the others (each is the weights at one step), so the
+    cache is dropped and the course model trained again; the learner is told which file was at fault.
+    """
+    from .checkpoint import CheckpointError, load_model
+    try:
+        return load_model(path)[0]
+    except CheckpointError as e:
+        print(f"gpt2lab: course model: {e}; rebuilding the course cache", file=sys.stderr)
+        (path.parent / MARKER).unlink(missing_ok=True)
+        ensure_course_model()
+        return None
 
 
 def models_over_training(checkpoints=None):
@@ -165,5 +176,10 @@ def models_over_training(checkpoints=None):
     import torch
 
     from .checkpoint import load_model
-    for step, frame in (course_checkpoints() if checkpoints is None else checkpoints):
+    if checkpoints is None:
+        for step, frame in course_checkpoints():
+            model = _load_frame(frame)
+            yield int(step), model if model is not None else _load_frame(frame)
+        return
+    for step, frame in checkpoints:
         yield int(step), frame if isinstance(frame, torch.nn.Module) else load_model(frame)[0]

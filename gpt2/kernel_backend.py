@@ -32,7 +32,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .config import GPTConfig
+from .config import GPTConfig, OptimConfig
+from .guards import check_finite
 from .kernel_model import KernelGPT2
 
 # ---------------------------------------------------------------- flush-to-zero on numba's threads
@@ -99,7 +100,6 @@ class NumbaBackend:
     name = "numba"
 
     def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None):
-        from .train import OptimConfig
         if device == "cpu":
             flush_denormals()
         self.config, self.optim = config, optim or OptimConfig()
@@ -116,6 +116,7 @@ class NumbaBackend:
         """Clip (if OptimConfig.grad_clip) and one AdamW update. Returns the global grad norm before clipping."""
         o = self.optim
         norm = self.model.clip_grad_norm(o.grad_clip) if o.grad_clip is not None else self.model.grad_norm()
+        check_finite("gradient norm", norm, self.model.step + 1)  # before AdamW: the params stay as they were
         self.model.adamw_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay)
         return norm
 
@@ -147,7 +148,7 @@ def compare_step_times(config: GPTConfig, B: int = 8, T: int = 64, steps: int = 
     """
     import torch
 
-    from .train import OptimConfig, TorchBackend
+    from .train import TorchBackend
     torch.set_flush_denormal(True)
     backends = {"numba": NumbaBackend(config, OptimConfig(grad_clip=1.0), seed),
                 "torch": TorchBackend(config, OptimConfig(grad_clip=1.0), seed)}

@@ -127,12 +127,16 @@ class KernelGPT2:
         """(B, T) token ids -> int32 C-contiguous, on the model's device."""
         if hasattr(a, "detach"):  # a torch tensor
             a = a.detach().cpu().numpy()
-        a = np.ascontiguousarray(a, dtype=np.int32)
+        a = np.asarray(a)
+        # checked before the cast to int32: a cast would truncate 3.7 to 3 and wrap 2**32 + 5 to 5
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"KernelGPT2.forward: {name} must be integer token ids, got dtype {a.dtype}")
         if a.ndim != 2:
             raise ValueError(f"KernelGPT2.forward: {name} must be (B, T), got shape {a.shape}")
         if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
             raise ValueError(f"KernelGPT2.forward: {name} must be token ids in [0, {self.config.vocab_size}), "
                              f"got values in [{a.min()}, {a.max()}]")
+        a = np.ascontiguousarray(a, dtype=np.int32)
         return cuda.to_device(a) if is_cuda(self.device) else a
 
     # ------------------------------------------------------------ forward

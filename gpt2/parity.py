@@ -347,9 +347,9 @@ def torch_adamw(before: dict, step: int, lr, beta1, beta2, eps, weight_decay, dt
 
 
 # ---------------------------------------------------------------- training integration
-class ParityMismatch(KeyboardInterrupt):
-    """Raised (from the trainer's step callback) to stop training at a mismatch; the trainer then saves a
-    checkpoint as it does for Ctrl-C. A KeyboardInterrupt, because that is the trainer's stop signal."""
+class ParityMismatch(RuntimeError):
+    """Raised (from the trainer's step callback) to stop training at a mismatch. The trainer catches it by name:
+    latest.pt keeps the last state saved before the mismatch, the mismatching state goes to its own file."""
 
     def __init__(self, report: ParityReport):
         super().__init__(format_mismatch(report))

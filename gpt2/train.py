@@ -6,6 +6,7 @@ The backend protocol (any object with these methods; TorchBackend is the referen
     name: str                                            "torch", "numba", ...
     loss_and_grads(x, y) -> float                        x, y: (B, T) int64 numpy; forward + backward, keeps grads
     optimizer_step(lr) -> float                          clip (if OptimConfig.grad_clip) + AdamW; returns the grad norm
+                                                         (guards.NonFiniteError, before any update, if it is nan/inf)
     eval_loss(x, y) -> float                             forward only
     generate(idx, max_new_tokens, temperature=1.0, top_k=None, seed=0) -> (B, T + new) int64 numpy
     state_dict() -> {"params": {name: float32 ndarray}, "optim": {"step": int, "m": {...}, "v": {...}}}
@@ -20,9 +21,12 @@ c_fc, mlp.c_proj) -- and none on the 1-D ones: every bias and every LayerNorm we
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
+import numbers
+import os
 import signal
 import sys
 import threading
@@ -37,25 +41,12 @@ import torch
 from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cli import CommandError, non_negative_int, positive_int
-from .config import PRESETS, GPTConfig
+from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
+from .config import PRESETS, GPTConfig, OptimConfig, check_number, decays  # noqa: F401 (re-exported)
 from .faults import kernels_with
+from .guards import NonFiniteError, check_finite
 from .model import GPT2, init_params
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW hyper-parameters shared by every backend."""
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float | None = None  # clip the global grad norm to this value; None = no clipping
-
-
-def decays(name: str, shape) -> bool:
-    """True for the parameters AdamW's weight decay applies to: the matrices (ndim >= 2), never biases or LN."""
-    return len(shape) >= 2
+from .parity import ParityMismatch
 
 
 def lr_at(step: int, lr: float, steps: int, schedule: str = "cosine", warmup: int = 0,
@@ -121,6 +112,7 @@ class TorchBackend:
         """Clip (optional) and one AdamW update at learning rate lr. Returns the global grad norm before clipping."""
         o = self.optim
         norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in self.params.values())).item()
+        check_finite("gradient norm", norm, self.t + 1)  # before AdamW: the params stay as they were
         scale = 1.0
         if o.grad_clip is not None and norm > o.grad_clip:
             scale = o.grad_clip / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_'s formula
@@ -205,6 +197,24 @@ class RunConfig:
     sample_tokens: int = 32      # 0 = no text sample at eval time
     data: str = "shakespeare"
 
+    # Changed on --resume, these change which batches are drawn: refused, the run could not continue exactly.
+    EXACT = ("batch", "seq", "data")
+    # Changed on --resume, these change the learning rate from there on: allowed (extending a run is normal), with
+    # a warning. The rest (eval, checkpoints, samples) do not touch the training itself.
+    SCHEDULE = ("lr", "schedule", "warmup", "min_lr_frac", "steps")
+
+    def __post_init__(self):
+        """Checked once, here, so the CLI and the Python API both get a one-line ValueError naming the field."""
+        for name, low in (("steps", 1), ("batch", 1), ("seq", 1), ("eval_batches", 1), ("warmup", 0),
+                          ("eval_every", 0), ("ckpt_every", 0), ("keep_every", 0), ("sample_tokens", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"RunConfig: {name} must be an int >= {low}, got {v!r}")
+        check_number("RunConfig", "lr", self.lr, low=0.0, low_open=True)
+        check_number("RunConfig", "min_lr_frac", self.min_lr_frac, low=0.0, high=1.0)
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"RunConfig: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+
 
 @dataclass
 class TrainResult:
@@ -215,27 +225,41 @@ class TrainResult:
     tokens_per_s: float
     seconds: float
     history: list = field(default_factory=list)   # the JSON-log records of this call
+    stopped: str | None = None       # why it ended early: one of INTERRUPTS, "mismatch", "non-finite"; None = done
+    saved_step: int | None = None    # the step of OUT/latest.pt on disk now (None: there is none)
+    message: str | None = None       # for an early stop: one line saying what happened and what was kept
+
+
+INTERRUPTS = ("SIGINT", "SIGTERM", "interrupt")  # Ctrl-C, SIGTERM, KeyboardInterrupt from on_step: all save first
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked (folder taken, a resume that would not be exact); one line."""
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step (then it saves); a second one interrupts at once."""
+    """First Ctrl-C (or SIGTERM: a timeout, a container stop) asks the loop to stop after the current step, then it
+    saves; a second one interrupts at once."""
+    SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self):
-        self.requested, self._old = False, None
+        self.requested, self.signal, self._old = False, None, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for name in self.SIGNALS:
+                self._old[name] = signal.signal(getattr(signal, name), self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signal.Signals(signum).name
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for name, old in self._old.items():
+            if old is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(getattr(signal, name), old)
         return False
 
 
@@ -255,12 +279,63 @@ def sample_text(backend, run: RunConfig, step: int, encoding=None) -> str:
     return encoding.decode(ids)
 
 
-def _rewrite_log_upto(path: Path, step: int) -> None:
-    """On resume: drop log lines past the checkpoint's step (written after it, then lost in a crash)."""
+def _rewrite_log_upto(path: Path, step: int, say: Callable[[str], None]) -> None:
+    """On resume: drop log lines past the checkpoint's step (written after it, then lost in a crash).
+
+    A crash can also cut the last line in half (a verified step's line is ~55 KB): that line is dropped, and
+    the learner told. A damaged line anywhere else is not a crash's doing: RunError naming the line.
+    """
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    keep = []
+    for i, ln in enumerate(lines):
+        try:
+            record = json.loads(ln)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                say(f"--json-log {path}: dropped its last line, cut short by a crash ({len(ln):,} characters)")
+                break
+            raise RunError(f"--json-log {path}: line {i + 1} is not JSON; fix or remove the file") from None
+        if record.get("step", 0) <= step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _checkpoint_files(out: Path) -> list[Path]:
+    """A run folder's checkpoints: latest.pt, the frames and any mismatch states."""
+    return [p for p in [out / "latest.pt", *out.glob("ckpt_*.pt"), *out.glob("mismatch_step*.pt")] if p.is_file()]
+
+
+@contextlib.contextmanager
+def run_folder(out, *, resume: bool = False, overwrite: bool = False, say: Callable[[str], None] = print):
+    """Hold run folder `out` for one run: its lock, no stale temp files, and no other run's checkpoints.
+
+    LockedError (gpt2lab.lock) names the process already training there. Without resume, a folder that holds
+    checkpoints is refused (RunError), unless overwrite, which deletes them (latest.pt, ckpt_*.pt,
+    mismatch_step*.pt: nothing else). Taking it again inside the same process is free (the CLI holds it, then
+    the trainer).
+    """
+    from gpt2lab.atomic import remove_stale_temps
+    from gpt2lab.lock import file_lock
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {str(out)!r} is a file, not a folder: checkpoints go in a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out / ".lock", wait=False, what=f"run folder {str(out)!r}"):
+        stale = remove_stale_temps(out)  # only a killed writer leaves these; the lock says none is alive
+        if stale:
+            say(f"removed {len(stale)} temp file(s) left in {out} by a killed run "
+                f"({sum(stale.values()) / 1e6:,.1f} MB)")
+        old = [] if resume else _checkpoint_files(out)
+        if old and not overwrite:
+            raise RunError(f"{str(out)!r} already holds a run ({len(old)} checkpoint file(s)): continue it with "
+                           f"--resume, start over with --overwrite, or choose another --out")
+        for p in old:
+            p.unlink()
+        if old:
+            say(f"--overwrite: deleted {len(old)} checkpoint file(s) of the previous run in {out}")
+        yield out
 
 
 class Trainer:
@@ -277,44 +352,91 @@ class Trainer:
         self.sampler = BatchSampler(data, run.batch, run.seq, seed=run.seed)
         self.sampler_state = self.sampler.state()  # the sampler's state after `step` completed steps
         self.step, self.last_loss, self.last_val = 0, None, None
+        self.saved_step = None  # the step of out/latest.pt on disk (None: none written or found)
+        self.updating = False
 
     def resume(self) -> None:
         """Load out/latest.pt: params, AdamW moments, step, batch sampler and torch RNG state."""
         path = self.out / "latest.pt" if self.out is not None else None
         if path is None or not path.is_file():
             raise FileNotFoundError(f"train: --resume needs a checkpoint, none at {str(path)!r}")
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, kind="full")
         if ckpt["config"] != self.backend.config:
-            raise ValueError(f"train: the checkpoint's config {ckpt['config']} differs from {self.backend.config}")
+            raise RunError(f"train: the checkpoint's config {ckpt['config']} differs from {self.backend.config}")
+        self._check_resumed_settings(ckpt)
         self.backend.load_state_dict(ckpt)
         self.sampler.set_state(json.loads(ckpt["sampler_state"]))
         self.sampler_state = self.sampler.state()
         torch.set_rng_state(ckpt["torch_rng_state"])
         self.step, self.last_val, self.last_loss = ckpt["step"], ckpt.get("val_loss"), ckpt.get("train_loss")
+        self.saved_step = self.step
+
+    def _check_resumed_settings(self, ckpt: dict) -> None:
+        """A resumed run continues the saved one exactly only with the same batches: a changed batch, seq or
+        data is refused (RunError); a changed lr schedule (RunConfig.SCHEDULE) or optimizer setting is allowed
+        (extending a run is normal) with one line each saying that the run now differs from an uninterrupted one."""
+        saved = dict(ckpt.get("run") or {})
+        now = asdict(self.run)
+        changed = {k: (saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]}
+        exact = [k for k in RunConfig.EXACT if k in changed]
+        if exact:
+            raise RunError("--resume: " + ", ".join(f"--{k} {changed[k][1]} differs from the checkpoint's "
+                                                    f"{changed[k][0]}" for k in exact)
+                           + ": the batches would change; pass the saved value(s) or start a new --out")
+        if self.run.schedule == "constant":
+            changed.pop("steps", None)  # more steps at a constant lr: exactly the longer run
+        for k, (was, new) in changed.items():
+            if k not in RunConfig.SCHEDULE:
+                continue
+            self.say(f"resuming with {k} {new} (the saved run had {was}): from step {ckpt['step']} on this is not "
+                     f"the run an uninterrupted one would have been")
+        optim_now = asdict(self.backend.optim) if hasattr(self.backend, "optim") else None
+        optim_saved = ckpt.get("optim_config")
+        if optim_now is not None and optim_saved is not None:
+            for k in optim_now:
+                if k in optim_saved and optim_saved[k] != optim_now[k]:
+                    self.say(f"resuming with {k} {optim_now[k]} (the saved run had {optim_saved[k]})")
 
     def save(self, kind: str, path: Path) -> None:
-        """kind "full" (everything to resume) or "frame" (weights only); see checkpoint.py for the format."""
+        """kind "full" (everything to resume) or "frame" (weights only); see checkpoint.py for the format.
+        Parameters that are not finite are never written (NonFiniteError): they would replace good ones."""
         state = self.backend.state_dict()
+        if not all(np.isfinite(p).all() for p in state["params"].values()):
+            raise NonFiniteError(f"the parameters hold nan or inf after step {self.step}")
         ckpt = {"kind": kind, "config": self.backend.config.to_dict(), "step": self.step,
                 "backend": self.backend.name, "train_loss": self.last_loss, "val_loss": self.last_val,
                 "params": state["params"]}
         if kind == "full":
             ckpt.update(optim=state["optim"], sampler_state=json.dumps(self.sampler_state),
                         torch_rng_state=torch.get_rng_state(), run=asdict(self.run))
+            if hasattr(self.backend, "optim"):
+                ckpt["optim_config"] = asdict(self.backend.optim)
         save_checkpoint(path, ckpt)
+        if path == self._latest:
+            self.saved_step = self.step
+
+    @property
+    def _latest(self) -> Path | None:
+        return self.out / "latest.pt" if self.out is not None else None
 
     def save_frame(self) -> None:
         if self.out is not None and self.run.keep_every:
             self.save("frame", self.out / f"ckpt_{self.step:06d}.pt")
 
     def train_step(self) -> dict:
-        """One optimizer step; returns its log record {step, loss, lr, tokens_per_s, grad_norm}."""
+        """One optimizer step; returns its log record {step, loss, lr, tokens_per_s, grad_norm}.
+
+        NonFiniteError (before any parameter changes) for a nan/inf loss or gradient norm."""
         run, t0 = self.run, time.perf_counter()
         lr = lr_at(self.step, run.lr, run.steps, run.schedule, run.warmup, run.min_lr_frac)
         x, y = self.sampler.next("train")
-        loss = self.backend.loss_and_grads(x, y)
+        loss = check_finite("loss", self.backend.loss_and_grads(x, y), self.step + 1)
         self.updating = True  # an interrupt now could leave the params half-updated
-        grad_norm = self.backend.optimizer_step(lr)
+        try:
+            grad_norm = self.backend.optimizer_step(lr)
+        except NonFiniteError:
+            self.updating = False  # raised before the update: nothing was changed
+            raise
         self.step, self.sampler_state, self.last_loss, self.updating = self.step + 1, self.sampler.state(), loss, False
         record = {"step": self.step, "loss": loss, "lr": lr, "tokens_per_s": x.size / (time.perf_counter() - t0),
                   "grad_norm": grad_norm}
@@ -323,7 +445,8 @@ class Trainer:
 
     def evaluate(self, record: dict) -> None:
         """Val loss (and a text sample) into `record`, and a line for the learner."""
-        self.last_val = record["val_loss"] = val_loss(self.backend, self.data, self.run)
+        self.last_val = record["val_loss"] = check_finite("val loss", val_loss(self.backend, self.data, self.run),
+                                                          self.step)
         msg = f"step {self.step}: train loss {record['loss']:.4f}, val loss {self.last_val:.4f}"
         if self.run.sample_tokens:
             record["sample"] = sample_text(self.backend, self.run, self.step, self.encoding)
@@ -331,34 +454,52 @@ class Trainer:
         self.say(msg)
 
     def after_step(self, record: dict) -> None:
-        """Evaluate, log and checkpoint as the RunConfig asks, at this step."""
+        """Evaluate and log as the RunConfig asks, at this step (checkpoints come after on_step: `checkpoint`)."""
         run, step, last = self.run, self.step, self.step == self.run.steps
         if (run.eval_every and step % run.eval_every == 0) or last:
             self.evaluate(record)
         if self.log_path:
             with self.log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        if self.out is not None and ((run.ckpt_every and step % run.ckpt_every == 0) or last):
-            self.save("full", self.out / "latest.pt")
+
+    def checkpoint(self, force: bool = False) -> None:
+        """latest.pt (every run.ckpt_every steps, at the end, or `force`) and a frame when one is due."""
+        run, step, last = self.run, self.step, self.step == self.run.steps
+        if self.out is not None and ((run.ckpt_every and step % run.ckpt_every == 0) or last or force):
+            self.save("full", self._latest)
         if run.keep_every and (step % run.keep_every == 0 or last):
             self.save_frame()
 
-    def fit(self, *, resume: bool = False, progress: bool = True,
+    def fit(self, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
             on_step: Callable[[dict], None] | None = None) -> TrainResult:
-        """Run until run.steps steps are done (or Ctrl-C / KeyboardInterrupt from on_step: save, then return)."""
+        """Run until run.steps steps are done, or stop early (see TrainResult.stopped):
+
+        Ctrl-C or SIGTERM (or KeyboardInterrupt from on_step): save latest.pt, then return.
+        ParityMismatch from on_step: latest.pt stays as it was (the last good one); the mismatching state goes
+        to out/mismatch_stepNNNNNN.pt. A nan/inf loss or gradient norm: nothing is saved.
+        """
+        if self.log_path and self.log_path.is_dir():
+            raise RunError(f"--json-log {str(self.log_path)!r} is a folder; give a file name")
+        if self.out is None:
+            return self._fit(resume, progress, on_step)
+        with run_folder(self.out, resume=resume, overwrite=overwrite, say=self.say):
+            return self._fit(resume, progress, on_step)
+
+    def _fit(self, resume: bool, progress: bool, on_step) -> TrainResult:
         from tqdm.auto import tqdm
         if resume:
             self.resume()
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            _rewrite_log_upto(self.log_path, self.step) if resume else self.log_path.write_text("")
+            _rewrite_log_upto(self.log_path, self.step, self.say) if resume else self.log_path.write_text("")
         if not resume:
             self.save_frame()  # frame 0: the initialisation
-        history, t_start, tokens_done, interrupted, self.updating = [], time.perf_counter(), 0, False, False
+        history, t_start, tokens_done, stopped, message = [], time.perf_counter(), 0, None, None
         bar = tqdm(total=self.run.steps, initial=self.step, disable=not progress, desc="train", unit="step",
                    file=sys.stderr)
+        stop = _StopFlag()
         try:
-            with _StopFlag() as stop:
+            with stop:
                 while self.step < self.run.steps:
                     record = self.train_step()
                     tokens_done += self.run.batch * self.run.seq
@@ -367,32 +508,68 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
                     if on_step is not None:
-                        on_step(record)
+                        on_step(record)  # before the checkpoint: a mismatch it raises must not be saved as latest
+                    self.checkpoint()
                     if stop.requested:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             # params, AdamW state, `step` and `sampler_state` agree everywhere except inside optimizer_step (only
             # a second Ctrl-C lands there): a half-finished forward/backward is simply dropped
-            interrupted = True
+            stopped = stop.signal or "interrupt"  # no signal: on_step raised it (a notebook's Stop button)
+        except ParityMismatch:
+            stopped = "mismatch"
+        except NonFiniteError as e:
+            stopped, message = "non-finite", self._non_finite_message(e)
         finally:
             bar.close()
-        if interrupted:
-            self._save_on_interrupt()
+        if stopped in INTERRUPTS:
+            message = self._save_on_interrupt(stopped)
+        elif stopped == "mismatch":
+            message = self._save_mismatch()
+        if message:
+            self.say(message)
         seconds = time.perf_counter() - t_start
-        return TrainResult(step=self.step, interrupted=interrupted, train_loss=self.last_loss,
+        return TrainResult(step=self.step, interrupted=stopped in INTERRUPTS, train_loss=self.last_loss,
                            val_loss=self.last_val, tokens_per_s=tokens_done / seconds if seconds > 0 else 0.0,
-                           seconds=seconds, history=history)
+                           seconds=seconds, history=history, stopped=stopped, saved_step=self.saved_step,
+                           message=message)
 
-    def _save_on_interrupt(self) -> None:
+    def _on_disk(self) -> str:
         if self.out is None:
-            return
+            return "no checkpoint folder"
+        if self.saved_step is None:
+            return f"no checkpoint in {self.out} (none was written before this)"
+        return f"{self._latest} holds step {self.saved_step}"
+
+    def _non_finite_message(self, e: NonFiniteError) -> str:
+        return (f"stopped: {e}, so nothing from it was saved; {self._on_disk()}. A learning rate too high? "
+                f"Try a lower --lr (and --grad-clip 1 if clipping is off)")
+
+    def _save_mismatch(self) -> str:
+        """The post-mismatch state to its own file; latest.pt keeps the last state saved before the mismatch."""
+        if self.out is None:
+            return "stopped at a parity mismatch (no checkpoint folder: nothing saved)"
+        path = self.out / f"mismatch_step{self.step:06d}.pt"
+        try:
+            self.save("full", path)
+        except NonFiniteError as e:
+            return f"stopped at a parity mismatch; its state was not saved ({e}); kept: {self._on_disk()}"
+        return (f"stopped at a parity mismatch at step {self.step}; kept: {self._on_disk()} (the last checkpoint "
+                f"before the mismatch); the mismatching state is in {path}, for inspection only")
+
+    def _save_on_interrupt(self, signame: str) -> str:
+        what = {"SIGINT": "Ctrl-C", "interrupt": "stopped"}.get(signame, signame)
+        if self.out is None:
+            return f"interrupted at step {self.step} ({what})"
         if self.updating:
-            self.say(f"interrupted inside the update of step {self.step + 1}: no checkpoint written "
-                     f"(the last one stands)")
-        else:
-            self.save("full", self.out / "latest.pt")
-            self.say(f"interrupted at step {self.step}: checkpoint saved to {self.out / 'latest.pt'}; "
-                     f"continue with --resume")
+            return (f"interrupted inside the update of step {self.step + 1} ({what}): no checkpoint written; "
+                    f"{self._on_disk()}")
+        try:
+            if self.saved_step != self.step:  # not saved by this step's own checkpoint already
+                self.checkpoint(force=True)
+        except NonFiniteError as e:
+            return f"interrupted ({what}); not saved: {e}; {self._on_disk()}"
+        return f"interrupted at step {self.step} ({what}): checkpoint saved to {self._latest}; continue with --resume"
 
 
 def _tqdm_write(s: str) -> None:
@@ -400,20 +577,24 @@ def _tqdm_write(s: str) -> None:
     tqdm.write(s, file=sys.stderr)
 
 
-def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = False, json_log=None,
-          progress: bool = True, on_step: Callable[[dict], None] | None = None, encoding=None,
+def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = False, overwrite: bool = False,
+          json_log=None, progress: bool = True, on_step: Callable[[dict], None] | None = None, encoding=None,
           log: Callable[[str], None] | None = None) -> TrainResult:
     """Train `backend` on `data` for run.steps optimizer steps (in total, counting resumed ones).
 
-    out: folder for latest.pt (every run.ckpt_every steps, at the end, on Ctrl-C) and frames ckpt_NNNNNN.pt.
+    out: folder for latest.pt (every run.ckpt_every steps, at the end, on Ctrl-C) and frames ckpt_NNNNNN.pt;
+    locked while training (LockedError names another process using it). A folder that already holds
+    checkpoints is refused (RunError) unless resume or overwrite (which deletes them first).
     resume: continue from out/latest.pt exactly (params, AdamW moments, step, batch sampler and torch RNG).
     json_log: file of JSON lines {step, loss, lr, tokens_per_s, grad_norm[, val_loss, sample]}; appended on resume.
-    on_step(record): called after every step (a notebook's live plot); raising KeyboardInterrupt in it stops
-    the run like Ctrl-C does: a checkpoint is saved and the result says interrupted=True.
+    on_step(record): called after every step, before its checkpoint (a notebook's live plot); raising
+    KeyboardInterrupt in it stops the run like Ctrl-C does: a checkpoint is saved, result.interrupted=True;
+    raising ParityMismatch stops it without touching latest.pt (result.stopped="mismatch").
+    A nan/inf loss or gradient norm stops the run before the update and saves nothing (stopped="non-finite").
     log(text): where progress lines go (default: above the tqdm bar on stderr).
     """
     trainer = Trainer(backend, data, run, out, json_log=json_log, encoding=encoding, log=log)
-    return trainer.fit(resume=resume, progress=progress, on_step=on_step)
+    return trainer.fit(resume=resume, overwrite=overwrite, progress=progress, on_step=on_step)
 
 
 # ---- gpt2lab train ----
@@ -427,13 +608,18 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=200, help="optimizer steps in total")
     p.add_argument("--batch", type=positive_int, default=8, help="sequences per batch B")
     p.add_argument("--seq", type=positive_int, default=64, help="tokens per sequence T (<= the context)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (finite, > 0)")
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule")
     p.add_argument("--warmup", type=non_negative_int, default=0, help="linear warm-up steps (cosine only)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the grad norm to this; 0 = off")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the 2-D weights")
+    p.add_argument("--grad-clip", type=finite_non_negative_float, default=1.0,
+                   help="clip the grad norm to this (finite, >= 0); 0 = off")
+    p.add_argument("--weight-decay", type=finite_non_negative_float, default=0.1,
+                   help="AdamW decay of the 2-D weights (finite, >= 0)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/<config>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start over in an OUT that holds a run: delete its checkpoints first")
     p.add_argument("--json-log", default=None, help="write one JSON line per step to this file")
     p.add_argument("--seed", type=int, default=1337, help="seed of the init and the batch sampler")
     p.add_argument("--eval-every", type=non_negative_int, default=50, help="val loss + sample every K steps")
@@ -446,11 +632,15 @@ def add_arguments(p) -> None:
     p.add_argument("--verify-every", type=non_negative_int, default=0,
                    help="numba: check every kernel against PyTorch on steps 1, 1+K, ... (0 = never)")
     p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
-                   help="a parity mismatch: print it and go on, or stop (checkpoint saved, exit code 3)")
+                   help="a parity mismatch: print it and go on, or stop (exit code 3; OUT/latest.pt keeps the last "
+                        "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
                         "'list' prints them")
+    p.epilog = ("exit codes: 0 done; 2 bad argument, unusable checkpoint, or OUT in use / holding another run "
+                "(--resume or --overwrite); 3 parity mismatch with --on-mismatch stop; 4 nan/inf loss or gradient "
+                "norm (nothing saved); 130 Ctrl-C, 143 SIGTERM (latest.pt saved first)")
 
 
 def _config_from_args(args) -> GPTConfig:
@@ -481,8 +671,61 @@ def _fmt(loss: float | None) -> str:
     return f"{loss:.4f}" if loss is not None else "n/a"
 
 
+def memory_needed(config: GPTConfig, B: int, T: int) -> int:
+    """Bytes a training step needs, roughly: parameters, grads and AdamW's two moments (4 float32 copies),
+    plus the activations and their gradients, as the kernel model allocates them (buffers.act_shapes and
+    GRAD_ACT_NAMES); PyTorch eager keeps about as much."""
+    C, L, NH, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
+    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * T)   # floats per token
+    grad_acts = 2 * C + 1 + V + L * 18 * C                  # no grads of att, probs, mean, rstd
+    return 4 * (4 * config.num_params() + B * T * (acts + grad_acts))
+
+
+def _memory_available(device: str = "cpu") -> int | None:
+    """Bytes of memory the run can have: the GPU's for device "cuda", else the machine's RAM (None: unknown)."""
+    try:
+        if device == "cuda":
+            from numba import cuda
+            return int(cuda.current_context().get_memory_info()[1])
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except Exception:  # noqa: BLE001 -- no figure: no check, the run will tell
+        return None
+
+
+def _check_resources(args, config: GPTConfig) -> None:
+    """One line, before anything is built, for a run this machine cannot do: no GPU, or too little memory."""
+    if args.device == "cuda":
+        from numba import cuda
+        if not cuda.is_available():
+            raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
+                               "is False); use --device cpu")
+    need, have = memory_needed(config, args.batch, args.seq), _memory_available(args.device)
+    if have is not None and need > have:
+        where = "the GPU" if args.device == "cuda" else "this machine"
+        raise CommandError(f"--batch {args.batch} --seq {args.seq} needs about {need / 2**30:,.1f} GiB for the "
+                           f"{args.config} model's activations and parameters; {where} has "
+                           f"{have / 2**30:,.1f} GiB: lower --batch or --seq")
+
+
+def _summary(result: TrainResult, out: Path) -> str:
+    on_disk = (f"{out / 'latest.pt'} holds step {result.saved_step}" if result.saved_step is not None
+               else f"no latest.pt in {out}")
+    mismatch = out / f"mismatch_step{result.step:06d}.pt"
+    if result.stopped == "mismatch" and mismatch.is_file():
+        on_disk += f"; the mismatching state of step {result.step} is in {mismatch}"
+    return (f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "
+            f"val loss {_fmt(result.val_loss)}, {result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; "
+            f"{on_disk}")
+
+
+# how `gpt2lab train` ends (also in its --help)
+EXIT_CODES = {None: 0, "mismatch": 3, "non-finite": 4, "SIGINT": 130, "interrupt": 130, "SIGTERM": 143}
+
+
 def run(args) -> int:
-    """`gpt2lab train`: exit 0 when done, 130 when stopped by Ctrl-C (after saving), 2 on a bad argument."""
+    """`gpt2lab train`. Exit codes: 0 done; 2 a bad argument, an unusable checkpoint, or a run folder that is in
+    use or holds another run; 3 stopped at a parity mismatch (--on-mismatch stop); 4 stopped at a nan/inf loss or
+    gradient norm (nothing saved); 130 stopped by Ctrl-C, 143 by SIGTERM (both after saving latest.pt)."""
     fault = _fault_from_args(args)
     if args.inject_fault == "list":
         return 0
@@ -513,30 +756,59 @@ def _fault_from_args(args):
 
 
 def _run(args, fault) -> int:
+    from gpt2lab.lock import LockedError
+
+    from .checkpoint import CheckpointError
     config = _config_from_args(args)
-    if not args.lr > 0:
-        raise CommandError(f"--lr must be > 0, got {args.lr}")
     if args.backend not in BACKENDS:
         raise CommandError(f"--backend {args.backend} is not available yet (available: {', '.join(BACKENDS)})")
     if args.device not in DEVICES.get(args.backend, ("cpu",)):
         raise CommandError(f"--device {args.device} is not supported by --backend {args.backend} "
                            f"(it runs on: {', '.join(DEVICES.get(args.backend, ('cpu',)))})")
+    _check_resources(args, config)
     out = Path(args.out or Path("runs") / args.config)
     if args.resume and not (out / "latest.pt").is_file():
         raise CommandError(f"--resume: no checkpoint at {str(out / 'latest.pt')!r}")
+    say = _tqdm_write
+    try:
+        with run_folder(out, resume=args.resume, overwrite=args.overwrite, say=say):
+            result, verified = _run_in(args, config, out, fault)
+    except (RunError, CheckpointError, LockedError) as e:
+        raise CommandError(str(e)) from None
+    except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises RuntimeError "can't allocate memory"
+        if not isinstance(e, MemoryError) and "allocate memory" not in str(e):
+            raise
+        raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
+                           f"{memory_needed(config, args.batch, args.seq) / 2**30:,.1f} GiB for the {args.config} "
+                           f"model; lower --batch or --seq") from None
+    if verified is not None:
+        if verified.stopped:
+            print(verified.stop_report(), file=sys.stderr)
+        bad = sum(not r.ok for r in verified.reports)
+        print(f"gpt2lab train: parity vs PyTorch on {len(verified.reports)} verified steps: "
+              f"{'all OK' if not bad else f'{bad} with mismatches'}", file=sys.stderr)
+    print(_summary(result, out), file=sys.stderr)  # last: what is on disk now
+    return EXIT_CODES[result.stopped]
+
+
+def _run_in(args, config: GPTConfig, out: Path, fault=None):
+    """The run itself, inside its locked folder: (TrainResult, the VerifiedBackend or None)."""
     if args.resume:
-        saved = load_checkpoint(out / "latest.pt")["config"]
+        saved = load_checkpoint(out / "latest.pt", kind="full")["config"]
         if saved != config:
             raise CommandError(f"--resume: {out / 'latest.pt'} was trained with a different model shape "
                                f"({saved}); pass the --config it was trained with")
     data = _data_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip or None)
-    run_cfg = RunConfig(steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr, schedule=args.schedule,
-                        warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
-                        eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
-                        sample_tokens=args.sample_tokens, data=args.data)
+    try:
+        optim = OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip or None)
+        run_cfg = RunConfig(steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr, schedule=args.schedule,
+                            warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
+                            eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
+                            sample_tokens=args.sample_tokens, data=args.data)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     options = {"device": args.device} if args.device != "cpu" else {}
     if fault is not None:
         options["kernels"] = kernels_with(fault)
@@ -551,14 +823,4 @@ def _run(args, fault) -> int:
         backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch, fault=fault)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
                    progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)
-    print(f"gpt2lab train: step {result.step}, train loss {_fmt(result.train_loss)}, "
-          f"val loss {_fmt(result.val_loss)}, {result.tokens_per_s:,.0f} tokens/s, {result.seconds:.1f} s; "
-          f"checkpoint {out / 'latest.pt'}", file=sys.stderr)
-    if verified is not None:
-        bad = sum(not r.ok for r in verified.reports)
-        print(f"gpt2lab train: parity vs PyTorch on {len(verified.reports)} verified steps: "
-              f"{'all OK' if not bad else f'{bad} with mismatches'}", file=sys.stderr)
-        if verified.stopped:
-            print(verified.stop_report(), file=sys.stderr)
-            return 3
-    return 130 if result.interrupted else 0
+    return result, verified

@@ -56,3 +56,25 @@ def check_same_device(op: str, **arrays) -> bool:
             from ._cuda import check_numpy_for_cuda
             check_numpy_for_cuda()
     return on_gpu
+
+
+def check_no_overlap(op: str, out_name: str, out, **inputs) -> None:
+    """ValueError if the output `out` shares memory with any of `inputs` (host arrays; None skipped).
+
+    A kernel that reads inp while writing out, with both in one buffer, overwrites values it has yet to read:
+    the result is silently wrong. Device arrays are not checked (numba gives no cheap overlap test for them).
+    """
+    if not isinstance(out, np.ndarray):
+        return
+    for name, x in inputs.items():
+        if isinstance(x, np.ndarray) and np.may_share_memory(out, x) and np.shares_memory(out, x):
+            raise ValueError(f"{op}: {out_name} must not share memory with {name} (the kernel would read values "
+                             f"it has already overwritten); pass a separate output array")
+
+
+def check_finite_scalars(op: str, **scalars) -> None:
+    """ValueError naming the first argument that is not a finite real number (nan and inf included)."""
+    for name, v in scalars.items():
+        ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
+        if not ok or not np.isfinite(v):
+            raise ValueError(f"{op}: {name} must be a finite number, got {v!r}")

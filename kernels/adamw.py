@@ -30,7 +30,7 @@ from numba import cuda, njit, prange
 
 from ._cuda import grid_stride, run_on_device
 from ._torch import reference_dtype
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_finite_scalars, check_same_device
 from .check import OpSpec
 
 
@@ -85,6 +85,7 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
         check_array("adamw_update", name, a, (n,), dims="n")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"adamw_update: step must be an int >= 1 (1-based), got {step!r}")
+    check_finite_scalars("adamw_update", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
     # float32 scalars: the kernels then do all their arithmetic in float32, like torch on float32 params.
     # 1 - beta is rounded once from the exact value (as torch does), not computed in float32 from a rounded
     # beta: float32(1) - float32(0.95) is 2.4e-7 off relative, a bias in every v that live parity measured

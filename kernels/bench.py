@@ -351,6 +351,12 @@ def run(args) -> int:
     if args.reps <= 0:
         print(f"gpt2lab bench: --reps must be positive, got {args.reps}", file=sys.stderr)
         return 2
+    from gpt2lab.gpt2.config import PRESETS  # the whole-step benchmark's model shapes
+    unknown = [c for c in args.steps.split(",") if c and c not in PRESETS]
+    if unknown:
+        print(f"gpt2lab bench: --steps {','.join(unknown)}: unknown config; choose from {', '.join(PRESETS)} "
+              f"(comma-separated, '' to skip)", file=sys.stderr)
+        return 2
     if args.device == "cuda":
         from numba import cuda
         if not cuda.is_available():

@@ -34,7 +34,7 @@ from numba import cuda, float32, njit, prange
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_no_overlap, check_same_device
 from .check import OpSpec
 
 
@@ -429,6 +429,7 @@ def matmul_forward(out, inp, weight, bias, version=DEFAULT_VERSION):
     """
     B, T, C, OC = _check_shapes("matmul_forward", inp, weight, bias=(bias, "OC"),
                                 out=(out, "B,T,OC"))
+    check_no_overlap("matmul_forward", "out", out, inp=inp, weight=weight, bias=bias)
     N = B * T
     if check_same_device("matmul_forward", out=out, inp=inp, weight=weight, bias=bias):
         _check_version("matmul_forward", version)

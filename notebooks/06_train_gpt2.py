@@ -97,8 +97,9 @@ for r in sorted(report.rows, key=lambda r: r.ratio, reverse=True)[:3]:
 dash = TrainingDashboard(title="tiny GPT-2 on the numba kernels")
 display(dash)
 run = RunConfig(steps=30, batch=4, seq=64, lr=3e-3, warmup=5, eval_every=10, eval_batches=2, sample_tokens=16)
+# overwrite=True: running this cell again starts over (without it, a folder holding a run is refused)
 thread = dash.start(NumbaBackend(config, OptimConfig(), seed=1337), data, run, out="runs/lesson06", verify_every=10,
-                    encoding=gpt2_encoding())
+                    encoding=gpt2_encoding(), overwrite=True)
 
 # %%
 # Wait for the run (in your own session you can keep working while it trains)

@@ -150,6 +150,8 @@ def test_dashboard_stops_on_a_parity_mismatch(tmp_path):
     with inject("crossentropy_backward_no_onehot"):
         dash.start(NumbaBackend(TINY, seed=0), token_data(), run, tmp_path, verify_every=1, on_mismatch="stop")
         result = dash.join(timeout=120)
-    assert result.interrupted and result.step == 1 and (tmp_path / "latest.pt").is_file()
+    assert result.stopped == "mismatch" and result.step == 1 and not (tmp_path / "latest.pt").exists()
+    assert (tmp_path / "mismatch_step000001.pt").is_file()  # the mismatching state: its own file, not latest.pt
     assert "stopped" in dash.status.value and "crossentropy" in dash.status.value and "dlogits" in dash.status.value
+    assert "mismatch_step000001.pt" in dash.status.value
     assert FAIL_COLOR in dash.parity.value

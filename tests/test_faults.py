@@ -44,8 +44,10 @@ def test_each_fault_is_caught_at_the_first_verified_step_and_named(tmp_path):
         out = tmp_path / name
         backend, result, records, messages = verified_training(out, name)
         first = backend.mismatch.first_failure if backend.mismatch else None
-        ok = (first is not None and backend.mismatch.step == 1 and first.op == fault.op and result.interrupted
-              and result.step == 1 and (out / "latest.pt").is_file() and records[0]["parity"]["summary"]["ok"] is False
+        ok = (first is not None and backend.mismatch.step == 1 and first.op == fault.op
+              and result.stopped == "mismatch" and not result.interrupted and result.step == 1
+              and not (out / "latest.pt").exists() and (out / "mismatch_step000001.pt").is_file()
+              and records[0]["parity"]["summary"]["ok"] is False
               and any(fault.op in m and first.tensor in m for m in messages))
         caught += [name] if ok else []
         table.append(f"{name:34s} -> {first.op if first else None} {first.tensor if first else ''}")
@@ -75,7 +77,8 @@ def test_stop_report_names_op_layer_tensor_and_error(tmp_path):
     text = backend.stop_report()
     assert text.startswith("training stopped: parity MISMATCH at step 1: residual (layer 1, bwd) tensor dfcproj")
     assert "max abs err" in text
-    assert isinstance(ParityMismatch(backend.mismatch), KeyboardInterrupt)
+    err = ParityMismatch(backend.mismatch)  # a plain error the trainer catches by name, not a Ctrl-C
+    assert isinstance(err, RuntimeError) and not isinstance(err, KeyboardInterrupt)
 
 
 def test_inject_swaps_one_models_kernel_and_restores_it():
@@ -101,16 +104,28 @@ def cli_args(tmp_path, *extra):
             "--json-log", str(tmp_path / "log.jsonl"), "--quiet", *extra]
 
 
-def test_cli_stop_on_mismatch_saves_a_checkpoint_and_exits_3(tmp_path, capsys):
+def test_cli_stop_on_mismatch_keeps_the_last_good_checkpoint_and_exits_3(tmp_path, capsys):
+    from gpt2lab.gpt2.checkpoint import load_checkpoint
     from gpt2lab.gpt2.cli import main
+    run = tmp_path / "run"
+    assert main(cli_args(tmp_path, "--backend", "numba", "--steps", "2", "--ckpt-every", "1")) == 0
+    good = load_checkpoint(run / "latest.pt")
+    capsys.readouterr()
     code = main(cli_args(tmp_path, "--backend", "numba", "--inject-fault", "gelu_backward_off", "--verify-every", "1",
-                         "--on-mismatch", "stop"))
+                         "--on-mismatch", "stop", "--ckpt-every", "1", "--resume"))
     err = capsys.readouterr().err
     assert code == 3, err
-    assert "parity MISMATCH at step 1: gelu (layer 3, bwd) tensor dfch: ours/torch32 " in err
-    assert "training stopped: " in err and (tmp_path / "run" / "latest.pt").is_file()
+    assert "parity MISMATCH at step 3: gelu (layer 3, bwd) tensor dfch: ours/torch32 " in err
+    assert "training stopped: " in err
+    # latest.pt is the step-2 state, untouched; the step-3 state went to its own file
+    kept = load_checkpoint(run / "latest.pt")
+    assert kept["step"] == 2 and all(np.array_equal(kept["params"][n], v) for n, v in good["params"].items())
+    assert load_checkpoint(run / "mismatch_step000003.pt")["step"] == 3
+    assert f"kept: {run / 'latest.pt'} holds step 2" in err and str(run / "mismatch_step000003.pt") in err
+    assert "continue with --resume" not in err   # the mismatching state is not a place to go on from
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert len(records) == 1 and records[0]["parity"]["summary"]["first_failure"]["tensor"] == "dfch"
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[-1]["parity"]["summary"]["first_failure"]["tensor"] == "dfch"
 
 
 def test_cli_verify_needs_the_numba_backend(tmp_path, capsys):

@@ -170,8 +170,8 @@ def test_checkpoints_frames_and_atomic_writes(data, tmp_path):
     backend = TorchBackend(CFG, seed=0)
     train(backend, data, run_cfg(steps=7, ckpt_every=3, keep_every=3), tmp_path, progress=False,
           log=lambda s: None)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["ckpt_000000.pt", "ckpt_000003.pt", "ckpt_000006.pt", "ckpt_000007.pt", "latest.pt"]
+    names = sorted(p.name for p in tmp_path.iterdir())  # no temp files left; .lock is the run folder's lock
+    assert names == [".lock", "ckpt_000000.pt", "ckpt_000003.pt", "ckpt_000006.pt", "ckpt_000007.pt", "latest.pt"]
     full, frame = load_checkpoint(tmp_path / "latest.pt"), load_checkpoint(tmp_path / "ckpt_000003.pt")
     assert full["kind"] == "full" and full["step"] == 7 and full["optim"]["step"] == 7
     assert full["config"] == CFG and full["backend"] == "torch" and full["run"]["keep_every"] == 3

@@ -92,13 +92,13 @@ class TrainingDashboard(W.VBox):
 
     # ---- training in a background thread
     def start(self, backend, data, run, out=None, *, verify_every: int = 0, on_mismatch: str = "warn",
-              json_log=None, encoding=None) -> threading.Thread:
+              json_log=None, encoding=None, resume: bool = False, overwrite: bool = False) -> threading.Thread:
         """Train `backend` on `data` with RunConfig `run` in a background thread; returns the thread at once.
 
         verify_every > 0 wraps a numba backend in parity.VerifiedBackend (steps 1, 1+K, ... checked against
         PyTorch); on_mismatch "stop" halts at the first mismatch. The result lands in `.result` (a
         TrainResult), an exception in `.error`. `stop()` (the Stop button) ends it after the current step and
-        the trainer saves a checkpoint to `out`.
+        the trainer saves a checkpoint to `out`. resume / overwrite: as train()'s, for an `out` that holds a run.
         """
         if self.thread is not None and self.thread.is_alive():
             raise RuntimeError("TrainingDashboard.start: a run is already going; stop() or join() it first")
@@ -122,7 +122,7 @@ class TrainingDashboard(W.VBox):
         def work():
             try:
                 self.result = train(backend, data, run, out, json_log=json_log, progress=False, on_step=on_step,
-                                    encoding=encoding, log=self._say)
+                                    encoding=encoding, log=self._say, resume=resume, overwrite=overwrite)
             except Exception as e:  # shown in the dashboard; never lost in a thread
                 self.error = e
                 self.status.value = f"<span style='color:{FAIL_COLOR}'>error: {html.escape(repr(e))}</span>"
@@ -144,9 +144,11 @@ class TrainingDashboard(W.VBox):
         r = self.result
         if r is None:
             return
-        how = "stopped" if r.interrupted else "done"
+        how = "stopped" if r.stopped else "done"
         val = f", val loss {r.val_loss:.4f}" if r.val_loss is not None else ""
         self.status.value = f"<b>{how}</b> at step {r.step}{val}, {r.tokens_per_s:,.0f} tokens/s"
+        if r.stopped in ("mismatch", "non-finite"):  # what was kept, and where the rest went
+            self.status.value += f"<br>{html.escape(r.message or '')}"
         if verified is not None and verified.mismatch is not None:  # say why, in red
             from gpt2lab.gpt2.parity import format_mismatch
             self.status.value += (f"<br><span style='color:{FAIL_COLOR}'>"
