@@ -23,7 +23,9 @@ was heavily loaded (load average 11-19, so only the ratios mean much), tiny, T=6
 """
 from __future__ import annotations
 
+import sys
 import time
+from typing import Callable
 
 import numba
 import numpy as np
@@ -35,6 +37,7 @@ from numba.extending import intrinsic
 from .config import GPTConfig, OptimConfig
 from .guards import check_finite
 from .kernel_model import KernelGPT2
+from .parity import ParityMismatch, ParityMonitor, ParityReport, format_mismatch
 
 # ---------------------------------------------------------------- flush-to-zero on numba's threads
 MXCSR_FTZ = 1 << 15  # flush-to-zero: a result that would be denormal becomes 0
@@ -134,6 +137,97 @@ class NumbaBackend:
         self.model.load_params(state["params"])
         if state.get("optim") is not None:
             self.model.load_optimizer_state(state["optim"])
+
+
+# ---------------------------------------------------------------- verified training (live parity)
+class VerifiedBackend:
+    """The trainer's backend protocol around a numba backend, with every K-th step checked by a ParityMonitor.
+
+    backend: a backend whose `.model` is a KernelGPT2. every: verify steps 1, 1+K, 1+2K, ... (the first step
+    always, so a broken kernel shows at once). on_mismatch: "warn" prints the failure and goes on; "stop" also
+    makes `on_step` (pass it to train()) raise ParityMismatch: the trainer stops, keeps latest.pt as it was
+    before the mismatch and saves the mismatching state to its own file.
+    log(text): where mismatch lines go (default: stderr). `step_extras()` hands the trainer the parity
+    figures of the step just taken, {"parity": {summary, rows}}, to merge into its JSON log line. fault: the
+    gpt2.faults.Fault injected on purpose, if any (`--inject-fault`): the parity record names it.
+    """
+
+    def __init__(self, backend, every: int = 1, on_mismatch: str = "warn", log: Callable | None = None,
+                 fault=None):
+        if on_mismatch not in ("warn", "stop"):
+            raise ValueError(f"VerifiedBackend: on_mismatch must be 'warn' or 'stop', got {on_mismatch!r}")
+        if every < 1:
+            raise ValueError(f"VerifiedBackend: every must be >= 1, got {every}")
+        self.backend, self.every, self.on_mismatch, self.fault = backend, every, on_mismatch, fault
+        self.monitor = ParityMonitor(backend.model)
+        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.reports, self.mismatch, self.stopped = [], None, False
+        self._rows, self._step, self._extras = None, None, {}
+
+    def __getattr__(self, name):  # config, name, eval_loss, generate, state_dict, ... pass straight through
+        if name == "backend":       # not set yet (copy, pickle): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.backend, name)
+
+    def loss_and_grads(self, x, y) -> float:
+        self._extras = {}
+        step = self.backend.model.step + 1          # the optimizer step this batch is for (1-based)
+        self._step = step if (step - 1) % self.every == 0 else None
+        if self._step is None:
+            return self.backend.loss_and_grads(x, y)
+        self.monitor.reference_step(x, y)
+        loss = self.backend.loss_and_grads(x, y)
+        self._rows = self.monitor.compare(step)
+        return loss
+
+    def optimizer_step(self, lr: float) -> float:
+        if self._step is None:
+            return self.backend.optimizer_step(lr)
+        self.monitor.snapshot_optimizer()
+        norm = self.backend.optimizer_step(lr)
+        o = self.backend.optim
+        adamw_rows = self.monitor.compare_adamw(self._step, lr, o.beta1, o.beta2, o.eps, o.weight_decay)
+        report = ParityReport(self._step, self._rows + adamw_rows)
+        self.reports.append(report)
+        self._extras = {"parity": report.to_dict()}
+        if self.fault is not None:   # the log says which kernel was broken on purpose, for the record
+            self._extras["parity"]["injected_fault"] = {"name": self.fault.name, "op": self.fault.op,
+                                                        "doc": self.fault.doc}
+        if not report.ok:
+            self.log(format_mismatch(report))
+            self.mismatch = self.mismatch or report
+        return norm
+
+    def step_extras(self) -> dict:
+        """Extra fields for the trainer's JSON log line of the step just taken ({} on unverified steps)."""
+        return self._extras
+
+    def on_step(self, record: dict) -> None:
+        """The trainer's step callback: with on_mismatch="stop", raise ParityMismatch after a failed step."""
+        if self.on_mismatch == "stop" and self.mismatch is not None:
+            self.stopped = True
+            raise ParityMismatch(self.mismatch)
+
+    def stop_report(self, max_rows: int = 12) -> str:
+        """What stopped training: the first failing op, layer, tensor and error, then the failing rows."""
+        report = self.mismatch
+        if report is None:
+            return "parity: no mismatch"
+        lines = ["training stopped: " + format_mismatch(report), "failing tensors, in pass order:"]
+        lines += [f"  {r.describe()}" for r in report.failures[:max_rows]]
+        if len(report.failures) > max_rows:
+            lines.append(f"  ... and {len(report.failures) - max_rows} more")
+        return "\n".join(lines)
+
+
+def verified_backend(backend, every: int, on_mismatch: str = "warn", log: Callable | None = None, fault=None):
+    """`gpt2lab train --verify-every K`: the backend wrapped in a VerifiedBackend; CommandError (one line) for
+    a backend that has no kernel model to verify."""
+    if not hasattr(backend, "model") or not hasattr(backend.model, "grads_acts"):
+        from .cli import CommandError
+        raise CommandError(f"--verify-every checks the numba kernels against PyTorch: it needs --backend numba, "
+                           f"not {getattr(backend, 'name', type(backend).__name__)!r}")
+    return VerifiedBackend(backend, every, on_mismatch, log, fault)
 
 
 # ---------------------------------------------------------------- step time, side by side

@@ -28,9 +28,7 @@ float32 failed it on 4-6 of 237 tensors after 240 steps of `small`).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -363,93 +361,3 @@ def format_mismatch(report: ParityReport) -> str:
         return f"parity step {report.step}: all {len(report.rows)} tensors OK"
     return (f"parity MISMATCH at step {report.step}: {first.describe()} "
             f"({len(report.failures)} of {len(report.rows)} tensors with ours/torch32 above {K:g})")
-
-
-class VerifiedBackend:
-    """The trainer's backend protocol around a numba backend, with every K-th step checked by a ParityMonitor.
-
-    backend: a backend whose `.model` is a KernelGPT2. every: verify steps 1, 1+K, 1+2K, ... (the first step
-    always, so a broken kernel shows at once). on_mismatch: "warn" prints the failure and goes on; "stop" also
-    makes `on_step` (pass it to train()) raise ParityMismatch, which stops training with a checkpoint.
-    log(text): where mismatch lines go (default: stderr). `step_extras()` hands the trainer the parity
-    figures of the step just taken, {"parity": {summary, rows}}, to merge into its JSON log line. fault: the
-    gpt2.faults.Fault injected on purpose, if any (`--inject-fault`): the parity record names it.
-    """
-
-    def __init__(self, backend, every: int = 1, on_mismatch: str = "warn", log: Callable | None = None,
-                 fault=None):
-        if on_mismatch not in ("warn", "stop"):
-            raise ValueError(f"VerifiedBackend: on_mismatch must be 'warn' or 'stop', got {on_mismatch!r}")
-        if every < 1:
-            raise ValueError(f"VerifiedBackend: every must be >= 1, got {every}")
-        self.backend, self.every, self.on_mismatch, self.fault = backend, every, on_mismatch, fault
-        self.monitor = ParityMonitor(backend.model)
-        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-        self.reports, self.mismatch, self.stopped = [], None, False
-        self._rows, self._step, self._extras = None, None, {}
-
-    def __getattr__(self, name):  # config, name, eval_loss, generate, state_dict, ... pass straight through
-        if name == "backend":       # not set yet (copy, pickle): no endless recursion
-            raise AttributeError(name)
-        return getattr(self.backend, name)
-
-    def loss_and_grads(self, x, y) -> float:
-        self._extras = {}
-        step = self.backend.model.step + 1          # the optimizer step this batch is for (1-based)
-        self._step = step if (step - 1) % self.every == 0 else None
-        if self._step is None:
-            return self.backend.loss_and_grads(x, y)
-        self.monitor.reference_step(x, y)
-        loss = self.backend.loss_and_grads(x, y)
-        self._rows = self.monitor.compare(step)
-        return loss
-
-    def optimizer_step(self, lr: float) -> float:
-        if self._step is None:
-            return self.backend.optimizer_step(lr)
-        self.monitor.snapshot_optimizer()
-        norm = self.backend.optimizer_step(lr)
-        o = self.backend.optim
-        adamw_rows = self.monitor.compare_adamw(self._step, lr, o.beta1, o.beta2, o.eps, o.weight_decay)
-        report = ParityReport(self._step, self._rows + adamw_rows)
-        self.reports.append(report)
-        self._extras = {"parity": report.to_dict()}
-        if self.fault is not None:   # the log says which kernel was broken on purpose, for the record
-            self._extras["parity"]["injected_fault"] = {"name": self.fault.name, "op": self.fault.op,
-                                                        "doc": self.fault.doc}
-        if not report.ok:
-            self.log(format_mismatch(report))
-            self.mismatch = self.mismatch or report
-        return norm
-
-    def step_extras(self) -> dict:
-        """Extra fields for the trainer's JSON log line of the step just taken ({} on unverified steps)."""
-        return self._extras
-
-    def on_step(self, record: dict) -> None:
-        """The trainer's step callback: with on_mismatch="stop", raise ParityMismatch after a failed step."""
-        if self.on_mismatch == "stop" and self.mismatch is not None:
-            self.stopped = True
-            raise ParityMismatch(self.mismatch)
-
-    def stop_report(self, max_rows: int = 12) -> str:
-        """What stopped training: the first failing op, layer, tensor and error, then the failing rows."""
-        report = self.mismatch
-        if report is None:
-            return "parity: no mismatch"
-        lines = ["training stopped: " + format_mismatch(report), "failing tensors, in pass order:"]
-        lines += [f"  {r.describe()}" for r in report.failures[:max_rows]]
-        if len(report.failures) > max_rows:
-            lines.append(f"  ... and {len(report.failures) - max_rows} more")
-        return "\n".join(lines)
-
-
-def verified_backend(backend, every: int, on_mismatch: str = "warn", log: Callable | None = None, fault=None):
-    """`gpt2lab train --verify-every K`: the backend wrapped in a VerifiedBackend; CommandError (one line) for
-    a backend that has no kernel model to verify."""
-    if not hasattr(backend, "model") or not hasattr(backend.model, "grads_acts"):
-        from .cli import CommandError
-        raise CommandError(f"--verify-every checks the numba kernels against PyTorch: it needs --backend numba, "
-                           f"not {getattr(backend, 'name', type(backend).__name__)!r}")
-    return VerifiedBackend(backend, every, on_mismatch, log, fault)
-

@@ -819,7 +819,7 @@ def _run_in(args, config: GPTConfig, out: Path, fault=None):
           file=sys.stderr)
     verified = None
     if args.verify_every:
-        from .parity import verified_backend
+        from .kernel_backend import verified_backend
         backend = verified = verified_backend(backend, args.verify_every, args.on_mismatch, fault=fault)
     result = train(backend, data, run_cfg, out, resume=args.resume, json_log=args.json_log,
                    progress=not args.quiet, encoding=gpt2_encoding(), on_step=verified and verified.on_step)

@@ -147,8 +147,9 @@ def test_dashboard_stops_on_a_parity_mismatch(tmp_path):
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
     dash = TrainingDashboard()
     run = RunConfig(steps=5, batch=2, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)
-    with inject("crossentropy_backward_no_onehot"):
-        dash.start(NumbaBackend(TINY, seed=0), token_data(), run, tmp_path, verify_every=1, on_mismatch="stop")
+    backend = NumbaBackend(TINY, seed=0)
+    with inject("crossentropy_backward_no_onehot", backend):
+        dash.start(backend, token_data(), run, tmp_path, verify_every=1, on_mismatch="stop")
         result = dash.join(timeout=120)
     assert result.stopped == "mismatch" and result.step == 1 and not (tmp_path / "latest.pt").exists()
     assert (tmp_path / "mismatch_step000001.pt").is_file()  # the mismatching state: its own file, not latest.pt

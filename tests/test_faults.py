@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from gpt2lab.datasets import TokenData
-from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.faults import FAULTS, inject
-from gpt2lab.gpt2.kernel_backend import NumbaBackend
-from gpt2lab.gpt2.parity import ParityMismatch, VerifiedBackend
+from gpt2lab.gpt2.kernel_model import KernelGPT2
+from gpt2lab.gpt2.kernel_backend import NumbaBackend, VerifiedBackend
+from gpt2lab.gpt2.parity import ParityMismatch
 from gpt2lab.gpt2.train import OptimConfig, RunConfig, train
 from gpt2lab.kernels import gelu
 

@@ -120,7 +120,7 @@ def test_row_describe_names_op_layer_tensor():
 
 def test_trainer_json_log_gains_parity_on_verified_steps(tmp_path):
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
-    from gpt2lab.gpt2.parity import VerifiedBackend
+    from gpt2lab.gpt2.kernel_backend import VerifiedBackend
     from gpt2lab.gpt2.train import OptimConfig, RunConfig, train
     backend = VerifiedBackend(NumbaBackend(TINY, OptimConfig(grad_clip=1.0), seed=0), every=2, on_mismatch="stop")
     run = RunConfig(steps=4, batch=2, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)
@@ -137,7 +137,7 @@ def test_a_correct_float32_run_of_1000_steps_reports_no_mismatch():
     """The other direction: correct kernels at a high learning rate (3e-3) for 1000 steps, every 10th step
     verified, never fail -- the rule moves with PyTorch float32's own error as the logits grow."""
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
-    from gpt2lab.gpt2.parity import VerifiedBackend
+    from gpt2lab.gpt2.kernel_backend import VerifiedBackend
     from gpt2lab.gpt2.train import OptimConfig, RunConfig, train
     messages = []
     backend = VerifiedBackend(NumbaBackend(TINY, OptimConfig(grad_clip=1.0), seed=0), every=10, log=messages.append)

@@ -105,7 +105,7 @@ class TrainingDashboard(W.VBox):
         from gpt2lab.gpt2.train import train
         verified = None
         if verify_every:
-            from gpt2lab.gpt2.parity import VerifiedBackend
+            from gpt2lab.gpt2.kernel_backend import VerifiedBackend
             verified = backend = VerifiedBackend(backend, verify_every, on_mismatch, log=self._say)
         self.progress.max = max(run.steps, 1)
         self.records, self.result, self.error = [], None, None
