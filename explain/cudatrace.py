@@ -333,7 +333,7 @@ def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> No
     ax.imshow(grid, cmap=ListedColormap([IDLE_COLOR, READ_COLOR, WRITE_COLOR]), vmin=0, vmax=2, aspect="equal")
     for t, i in step.writes:
         if values:
-            ax.text(i, t, f"{step.scratch[i]:.2g}", ha="center", va="center", color="white", fontsize=6)
+            ax.text(i, t, f"{step.scratch[i]:.2g}", ha="center", va="center", color="white", fontsize=9)
         for rt, ri in step.reads:
             if rt == t and ri != i:   # the element this thread adds in, arrow into the one it writes
                 ax.annotate("", xy=(i + 0.3, t), xytext=(ri - 0.3, t),
@@ -343,7 +343,7 @@ def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> No
     ax.set_xticks(np.arange(-0.5, n), minor=True)
     ax.set_yticks(np.arange(-0.5, nthreads), minor=True)
     ax.grid(which="minor", color="white", lw=1)
-    ax.tick_params(which="minor", length=0, labelsize=7)
+    ax.tick_params(which="minor", length=0, labelsize=9)
     ax.set_xlabel("scratch[i]")
     label = {"store": "store", "broadcast": "read total"}.get(step.kind, f"stride {step.stride}")
     ax.set_title(f"phase {step.phase}: {label}", fontsize=9)
@@ -361,9 +361,14 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
     steps = reduction_steps(trace, block, reduction)
     shown = steps if step is None else [steps[step]]
     if axes is None:
-        size = (2.3 * len(shown) + 0.6, 2.9) if len(shown) > 1 else (6.5, 4.6)   # one step: the stepper's view
-        fig, axes = plt.subplots(1, len(shown), figsize=size, squeeze=False)
-        axes = axes[0]
+        # one step: the stepper's view; several: four panels a row, so the page never shrinks them
+        cols = min(len(shown), 4)
+        rows = -(-len(shown) // cols)
+        size = (2.3 * cols + 0.6, 2.9 * rows + 0.4) if len(shown) > 1 else (6.5, 4.6)
+        fig, grid = plt.subplots(rows, cols, figsize=size, squeeze=False)
+        for ax in grid.flat[len(shown):]:
+            fig.delaxes(ax)
+        axes = grid.flat[:len(shown)]
     fig = axes[0].figure
     for ax, s in zip(axes, shown):
         _draw_step(ax, trace, s)
@@ -414,15 +419,15 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     order = first_touch(trace, array, op)
     active = np.flatnonzero((order >= 0).any(axis=1))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(min(0.32 * order.shape[1] + 1.5, 14), 0.3 * max(len(active), 2) + 1.6))
+        fig, ax = plt.subplots(figsize=(min(0.32 * order.shape[1] + 1.5, 9.6), 0.3 * max(len(active), 2) + 1.6))
     shown = np.ma.masked_less(order[active], 0)
     ax.imshow(shown, cmap="Blues_r", aspect="auto", vmin=0, vmax=max(order.max(), 1) * 1.6)
     for (r, c), v in np.ndenumerate(order[active]):
         if v >= 0:
             dark = v < order.max() * 0.6   # early reads are dark cells: white text on them
-            ax.text(c, r, str(v), ha="center", va="center", fontsize=6, color="white" if dark else "black")
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_yticks(range(len(active)))
-    ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=7)
+    ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=9)
     ax.set_xlabel(f"{array} element (flat: row * C + channel)")
     N, C = trace.shapes["inp"]
     if len(trace.shapes[array]) == 2:   # a (N, C) array: a line between rows

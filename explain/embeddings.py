@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .check import cmp
-from .palette import BACKWARD_CMAP, DIVERGING_CMAP, shape_title, token_color
+from .palette import BACKWARD_CMAP, DIVERGING_CMAP, FIGURE_MAX_WIDTH_IN, shape_title, token_color
 from .tokenize import token_label
 
 
@@ -91,10 +91,10 @@ def embedding_figure(wte: np.ndarray, wpe: np.ndarray, ids, labels, max_channels
     c = min(C, max_channels)
     panels = [("wte[ids]", wte[ids][:, :c]), ("wpe[:T]", wpe[:T, :c]), ("x", embed(wte, wpe, ids)[:, :c])]
     lim = max(float(np.abs(p).max()) for _, p in panels)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.28 * T + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_MAX_WIDTH_IN, 0.28 * T + 1.9), sharey=True)
     for ax, (name, panel) in zip(axes, panels):
         im = ax.imshow(panel, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-        ax.set_title(shape_title(name, (T, C)) + (f", first {c} channels" if c < C else ""), fontsize=9)
+        ax.set_title(shape_title(name, (T, C)) + (f"\nfirst {c} channels" if c < C else ""), fontsize=9)
         ax.set_xlabel("channel")
     _token_yticks(axes[0], ids, labels)
     fig.colorbar(im, ax=axes, shrink=0.8)
@@ -112,7 +112,7 @@ def scatter_add_figure(dx: np.ndarray, ids, labels, max_channels: int = 48):
     uniq = list(dict.fromkeys(ids.tolist()))            # first-occurrence order, like reading the text
     dwte_rows = np.stack([dx[ids == u].sum(0) for u in uniq])
     lim = max(float(np.abs(dx[:, :c]).max()), float(np.abs(dwte_rows[:, :c]).max()))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.28 * T + 1.6))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(FIGURE_MAX_WIDTH_IN, 0.28 * T + 1.9))
     a.imshow(np.abs(dx[:, :c]), cmap=BACKWARD_CMAP, vmin=0, vmax=lim, aspect="auto", interpolation="nearest")
     a.set_title(shape_title("|dx|", (T, C)) + f", first {c} channels", fontsize=9)
     _token_yticks(a, ids, labels)
@@ -239,7 +239,7 @@ def pca_animation(coords: np.ndarray, ids, labels, steps, interval: int = 500):
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     dots = ax.scatter(coords[0, :, 0], coords[0, :, 1], c=colours, s=18)
-    texts = [ax.text(x, y, lab, color=c, fontsize=8) for (x, y), lab, c in zip(coords[0], labels, colours)]
+    texts = [ax.text(x, y, lab, color=c, fontsize=9) for (x, y), lab, c in zip(coords[0], labels, colours)]
 
     def update(f):
         dots.set_offsets(coords[f])

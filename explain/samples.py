@@ -6,7 +6,7 @@ import html
 import torch
 
 from gpt2lab.datasets import gpt2_encoding
-from gpt2lab.explain.palette import token_color
+from gpt2lab.explain.palette import token_color, token_tint
 
 
 def samples_over_training(checkpoints, prompt: str, max_new_tokens: int = 24, seed: int = 0,
@@ -25,13 +25,17 @@ def samples_over_training(checkpoints, prompt: str, max_new_tokens: int = 24, se
 
 
 def samples_html(prompt: str, samples: list[tuple[int, str]]) -> str:
-    """A table: step | prompt (grey) + continuation, each generated token in its course colour."""
+    """A table, left-aligned, one row per frame: step | prompt (grey) + continuation, each generated token in a
+    box of its course colour (the tokenizer playground's boxes). Newlines in a sample show as ↵ so a row stays
+    one block of text instead of breaking into gaps."""
     enc = gpt2_encoding()
+    cell = "text-align:left;vertical-align:top;padding:2px 8px"
     rows = []
     for step, text in samples:
-        spans = "".join(f"<span style='background:{token_color(t)}33'>{html.escape(enc.decode([t]))}</span>"
-                        for t in enc.encode(text))
-        rows.append(f"<tr><td style='text-align:right;padding-right:8px'>{step}</td>"
-                    f"<td style='font-family:monospace;white-space:pre-wrap'><span style='color:#888'>"
-                    f"{html.escape(prompt)}</span>{spans}</td></tr>")
-    return "<table><tr><th>step</th><th>prompt + sample</th></tr>" + "".join(rows) + "</table>"
+        spans = "".join(f"<span style='background:{token_tint(t)};border-bottom:2px solid {token_color(t)}'>"
+                        f"{html.escape(enc.decode([t]).replace(chr(10), '↵'))}</span>" for t in enc.encode(text))
+        rows.append(f"<tr><td style='{cell};font-variant-numeric:tabular-nums'>{step}</td>"
+                    f"<td style='{cell};font-family:monospace'><span style='color:#666'>"
+                    f"{html.escape(prompt.replace(chr(10), '↵'))}</span>{spans}</td></tr>")
+    return (f"<table style='border-collapse:collapse'><tr><th style='{cell}'>step</th>"
+            f"<th style='{cell}'>prompt + sample</th></tr>" + "".join(rows) + "</table>")

@@ -21,8 +21,10 @@ import time
 import ipywidgets as W
 
 from gpt2lab.explain.palette import FAIL_COLOR, OK_COLOR
-from gpt2lab.explain.training import (figure_png, latest, latest_parity, loss_curves, loss_figure,
-                                      parity_html, read_log, speed_figure)
+from gpt2lab.explain.training import (latest, latest_parity, loss_curves, loss_figure, parity_html, read_log,
+                                      speed_figure)
+
+from ._view import show_figure
 
 
 class TrainingDashboard(W.VBox):
@@ -39,8 +41,7 @@ class TrainingDashboard(W.VBox):
         self.status = W.HTML(value="<i>not started</i>")
         self.stop_button = W.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
                                     tooltip="stop after this step and save a checkpoint")
-        self.loss_image = W.Image(format="png", layout=W.Layout(width="420px"))
-        self.speed_image = W.Image(format="png", layout=W.Layout(width="420px"))
+        self.loss_image, self.speed_image = W.Image(format="png"), W.Image(format="png")
         self.parity = W.HTML(value=parity_html(None))
         self.sample = W.HTML(value="")
         self.stop_button.on_click(lambda _: self.stop())
@@ -73,8 +74,8 @@ class TrainingDashboard(W.VBox):
     def draw(self) -> None:
         """Redraw the loss and throughput charts from every record so far."""
         curves = loss_curves(self.records)
-        self.loss_image.value = figure_png(loss_figure(curves, self.title))
-        self.speed_image.value = figure_png(speed_figure(curves))
+        show_figure(self.loss_image, loss_figure(curves, self.title))
+        show_figure(self.speed_image, speed_figure(curves))
 
     def _status_html(self, r: dict) -> str:
         parts = [f"step {r.get('step')}", f"loss {r['loss']:.4f}" if r.get("loss") is not None else ""]

@@ -14,7 +14,7 @@ from gpt2lab.explain.embeddings import (nearest_neighbours, neighbours_html, pos
                                         position_similarity_figure, token_labels)
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note, player
+from ._view import note, player, show_figure
 
 
 
@@ -95,7 +95,7 @@ class PositionSimilarityView(W.VBox):
         i = self.slider.value
         self.sim = position_similarity(self.wpes[i], self.T)
         self.caption.value = f"<b>step {self.steps[i]}</b>: bright near the diagonal = nearby positions look alike"
-        self.image.value = figure_png(position_similarity_figure(self.sim, self.steps[i]), tight=True)
+        show_figure(self.image, position_similarity_figure(self.sim, self.steps[i]), tight=True)
 
 
 __all__ = ["NeighbourExplorer", "PositionSimilarityView", "resolve_token"]
