@@ -267,6 +267,8 @@ class ReductionStep:
     kind: "store" (every thread writes its partial sum), "stride" (thread t < stride adds
     scratch[t + stride] into scratch[t]) or "broadcast" (every thread reads the total scratch[0]).
     reads, writes: (thread, index) pairs; scratch: the scratch values after the phase (blockDim,).
+    phase: 0, 1, 2, ... within this reduction (0 = the store), the number every picture and slider shows;
+    barrier: the kernel's own barrier phase, counted from its start (the second reduction's store is not 0).
     """
     phase: int
     kind: str
@@ -274,6 +276,7 @@ class ReductionStep:
     reads: list
     writes: list
     scratch: np.ndarray
+    barrier: int = 0
 
 
 def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[ReductionStep]:
@@ -296,7 +299,7 @@ def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[Re
                          f"asked for number {reduction}")
     scratch = np.zeros(trace.block)
     steps = []
-    for p, reads, writes in groups[reduction]:
+    for k, (p, reads, writes) in enumerate(groups[reduction]):
         for e in events:
             if e.phase == p and e.op == "write" and e.index < trace.block:
                 scratch[e.index] = e.value
@@ -307,7 +310,7 @@ def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[Re
         else:
             kind = "stride"
             stride = max(i for _, i in reads) - max(i for _, i in writes)
-        steps.append(ReductionStep(p, kind, stride, sorted(reads), sorted(writes), scratch.copy()))
+        steps.append(ReductionStep(k, kind, stride, sorted(reads), sorted(writes), scratch.copy(), barrier=p))
     return steps
 
 

@@ -67,7 +67,9 @@ def test_v2_tree_reduction_steps(v2):
     steps = CT.reduction_steps(v2, block=0, reduction=0)
     assert [s.kind for s in steps] == ["store", "stride", "stride", "stride", "broadcast"]
     assert [s.stride for s in steps] == [0, 4, 2, 1, 0]
-    assert [s.phase for s in steps] == list(range(steps[0].phase, steps[0].phase + 5))
+    assert [s.phase for s in steps] == [0, 1, 2, 3, 4]                # what the slider and the captions show
+    assert [s.barrier for s in steps] == list(range(steps[0].barrier, steps[0].barrier + 5))
+    assert CT.reduction_steps(v2, block=0, reduction=1)[0].phase == 0 < steps[-1].barrier
     assert steps[1].writes == [(t, t) for t in range(4)]
     assert sorted(steps[1].reads) == sorted([(t, t) for t in range(4)] + [(t, t + 4) for t in range(4)])
     assert steps[-1].reads == [(t, 0) for t in range(8)]

@@ -94,7 +94,8 @@ class PositionSimilarityView(W.VBox):
     def render(self, change=None):
         i = self.slider.value
         self.sim = position_similarity(self.wpes[i], self.T)
-        self.caption.value = f"<b>step {self.steps[i]}</b>: bright near the diagonal = nearby positions look alike"
+        self.caption.value = (f"<b>step {self.steps[i]}</b>: red = two positions' rows point alike (cos +1), "
+                              "blue = opposite (cos -1), white = unrelated; the diagonal is each position with itself")
         show_figure(self.image, position_similarity_figure(self.sim, self.steps[i]), tight=True)
 
 
