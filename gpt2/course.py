@@ -20,6 +20,7 @@ from pathlib import Path
 
 COURSE = dict(config="tiny", data="shakespeare", steps=300, batch=8, seq=64, lr=3e-3, warmup=20,
               schedule="cosine", keep_every=25, seed=1337, grad_clip=1.0)
+BUILD_MINUTES = "2-3"   # the first build on a quiet 2-core laptop (docs/figures.md); said while it trains
 MARKER = "done.json"
 
 
@@ -43,8 +44,9 @@ def _read_marker(folder: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock across processes (fcntl.flock); released when the holder exits, even by a crash."""
+def _file_lock(path: Path, waiting: str = ""):
+    """An exclusive lock across processes (fcntl.flock); released when the holder exits, even by a crash.
+    waiting: printed (to stderr) when another process holds the lock, so a waiting notebook says why it waits."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:
@@ -52,7 +54,12 @@ def _file_lock(path: Path):
         except ImportError:  # Windows: no flock; two notebooks starting at once would both train
             yield
             return
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -89,7 +96,7 @@ def _train_course(folder: Path, progress: bool) -> dict:
         (folder / "key").write_text(_key())
     c = COURSE
     print(f"gpt2lab: {'continuing' if resume else 'training'} the course model once ({c['steps']} steps of the "
-          f"{c['config']} GPT-2 on Shakespeare, about 1-2 minutes); cached in {folder}", file=sys.stderr)
+          f"{c['config']} GPT-2 on Shakespeare, about {BUILD_MINUTES} minutes); cached in {folder}", file=sys.stderr)
     config = GPTConfig.preset(c["config"])
     run = RunConfig(steps=c["steps"], batch=c["batch"], seq=c["seq"], lr=c["lr"], warmup=c["warmup"],
                     schedule=c["schedule"], seed=c["seed"], keep_every=c["keep_every"], eval_every=50,
@@ -117,7 +124,10 @@ def ensure_course_model(progress: bool = True) -> dict:
     info = _read_marker(folder)
     if info is not None:
         return info
-    with _file_lock(folder.parent / "course-tiny.lock"):
+    waiting = (f"gpt2lab: waiting for the course model: another notebook is training it now (about "
+               f"{BUILD_MINUTES} minutes on a laptop, {COURSE['steps']} steps; its progress bar is in that "
+               f"notebook). This cell goes on by itself when it is done.")
+    with _file_lock(folder.parent / "course-tiny.lock", waiting):
         info = _read_marker(folder)  # another process may have finished while we waited for the lock
         if info is None:
             folder.mkdir(parents=True, exist_ok=True)
