@@ -4,7 +4,7 @@
     model, info = course_model(step=100)  # the model as it was after 100 steps (a frame)
     for step, path in course_checkpoints(): ...   # every frame, for animations
 
-The first call trains it (COURSE below; about a minute and a half on a 2-core laptop) into
+The first call trains it (COURSE below; BUILD_MINUTES on a 2-core laptop, with a progress bar) into
 cache_dir()/course-tiny/, keeping a frame every COURSE["keep_every"] steps; later calls only load. A file
 lock makes a second notebook wait for the first instead of training alongside it, and a done.json marker
 (written last, atomically) says the folder is complete. Interrupting the first training (Ctrl-C, or the
@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-COURSE = dict(config="tiny", data="shakespeare", steps=300, batch=8, seq=64, lr=3e-3, warmup=20,
-              schedule="cosine", keep_every=25, seed=1337, grad_clip=1.0)
+COURSE = dict(config="tiny", data="shakespeare", steps=600, batch=8, seq=64, lr=2e-3, warmup=60,
+              schedule="cosine", keep_every=50, seed=1337, grad_clip=1.0)
 BUILD_MINUTES = "2-3"   # the first build on a quiet 2-core laptop (docs/figures.md); said while it trains
 MARKER = "done.json"
 
@@ -137,7 +137,7 @@ def ensure_course_model(progress: bool = True) -> dict:
 
 
 def course_checkpoints() -> list[tuple[int, Path]]:
-    """Every saved frame of the course run as (step, path), by step: 0, 25, 50, ... 300 (trains on first use)."""
+    """Every saved frame of the course run as (step, path), by step: 0, 50, 100, ... 600 (trains on first use)."""
     ensure_course_model()
     frames = [(int(p.stem.split("_")[1]), p) for p in course_dir().glob("ckpt_*.pt")]
     return sorted(frames)

@@ -377,8 +377,8 @@ ReductionStepper(trace)
 #
 # The same `ln_1` at every checkpoint of the course model's training. At step 0 gamma is all ones and beta
 # all zeros (layer norm starts as pure normalising); as the loss falls, each channel picks its own scale and
-# shift, and the distribution handed to attention (`out[t]`, token 3) changes with them. The right panel is
-# the size of the rows coming in: the embeddings themselves are being learned too.
+# shift, and the distribution handed to attention (`out[t]`, token 3) changes with them. The bottom-right panel
+# is the size of the rows coming in: the embeddings themselves are being learned too.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

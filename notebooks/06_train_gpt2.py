@@ -112,7 +112,7 @@ assert parity and all(p["ok"] for p in parity)
 
 # %% [markdown]
 # ## 5. Watch: what the model says as it learns
-# The course model (lesson 2 trained it once and cached it) kept a frame every 25 steps. Here is the same
+# The course model (lesson 2 trained it once and cached it) kept a frame every 50 steps. Here is the same
 # prompt continued by each frame, same random seed, so every change comes from the weights.
 
 # %%

@@ -86,6 +86,14 @@ def _move_one_control(page, widget) -> str:
     raise AssertionError(f"a widget with no control a learner can move: {widget.inner_html()[:600]}")
 
 
+def _save_figures(page, stem: str) -> None:
+    """A screenshot of every picture that is not a widget (figures, animations), for a person to review."""
+    figures = page.locator(".jp-OutputArea-output:has(> img), .jp-OutputArea-output:has(.animation)")
+    for k in range(figures.count()):
+        figures.nth(k).scroll_into_view_if_needed()
+        figures.nth(k).screenshot(path=str(ARTIFACTS / f"browser-{stem}-figure{k}.png"))
+
+
 def _check_widgets(page, stem: str) -> list[str]:
     """Every widget: a control moved, the picture changed (or, for a dashboard, its run done and drawn)."""
     done = []
@@ -137,6 +145,7 @@ def test_lesson_runs_in_jupyterlab_and_every_widget_responds(lesson, tmp_path):
             assert errors.count() == 0, f"{lesson.stem}: a cell raised:\n{errors.first.inner_text()[-2000:]}"
             assert page.get_by_text("Error displaying widget").count() == 0, f"{lesson.stem}: a widget did not show"
             page.screenshot(path=str(ARTIFACTS / f"browser-{lesson.stem}.png"))
+            _save_figures(page, lesson.stem)
             done = _check_widgets(page, lesson.stem)
         finally:
             browser.close()

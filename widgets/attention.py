@@ -112,7 +112,7 @@ class AttentionStepper(W.VBox):
 
     def _draw(self):
         s, t, name = self.steps, self.query.value, self.step.value
-        fig, (a, b) = plt.subplots(1, 2, figsize=(FIGURE_MAX_WIDTH_IN, min(0.3 * s.T + 3.2, 8.0)),
+        fig, (a, b) = plt.subplots(1, 2, figsize=(FIGURE_MAX_WIDTH_IN, min(0.25 * s.T + 2.6, 7.0)),
                                    gridspec_kw={"width_ratios": [1.1, 1]})
         heatmap(s, name, ax=a, query=t)
         query_bar(s, t, name, ax=b)
