@@ -356,8 +356,8 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
     """The shared-memory tree reduction of a v2 trace, one panel per phase (or only phase number `step`).
 
     In each panel rows are the block's threads and columns the scratch elements: light cells are read,
-    dark cells written (with the value written), arrows go from the element a thread adds in to the one
-    it writes. The stride halves from panel to panel until scratch[0] holds the row's sum.
+    dark cells written (the one-step view also prints the value), arrows go from the element a thread adds
+    in to the one it writes. The stride halves from panel to panel until scratch[0] holds the row's sum.
     """
     import matplotlib.pyplot as plt
 
@@ -367,14 +367,14 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
         # one step: the stepper's view; several: four panels a row, so the page never shrinks them
         cols = min(len(shown), 4)
         rows = -(-len(shown) // cols)
-        size = (2.3 * cols + 0.6, 2.9 * rows + 0.4) if len(shown) > 1 else (6.5, 4.6)
+        size = (2.3 * cols + 0.6, 2.9 * rows + 0.4) if len(shown) > 1 else (7.6, 5.8)
         fig, grid = plt.subplots(rows, cols, figsize=size, squeeze=False)
         for ax in grid.flat[len(shown):]:
             fig.delaxes(ax)
         axes = grid.flat[:len(shown)]
     fig = axes[0].figure
     for ax, s in zip(axes, shown):
-        _draw_step(ax, trace, s)
+        _draw_step(ax, trace, s, values=len(shown) == 1)   # values fit the one-step view's larger cells
     axes[0].set_ylabel(f"threadIdx.x  (block {block})")
     names = {"forward": ("sum of x (for the mean)", "sum of (x - mean)^2 (for the variance)"),
              "backward": ("sum of dnorm", "sum of dnorm * norm")}[trace.direction]

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-COURSE = dict(config="tiny", data="shakespeare", steps=600, batch=8, seq=64, lr=2e-3, warmup=60,
+COURSE = dict(config="tiny", data="shakespeare", steps=500, batch=8, seq=64, lr=2e-3, warmup=60,
               schedule="cosine", keep_every=50, seed=1337, grad_clip=1.0)
 BUILD_MINUTES = "2-3"   # the first build on a quiet 2-core laptop (docs/figures.md); said while it trains
 MARKER = "done.json"
@@ -137,7 +137,7 @@ def ensure_course_model(progress: bool = True) -> dict:
 
 
 def course_checkpoints() -> list[tuple[int, Path]]:
-    """Every saved frame of the course run as (step, path), by step: 0, 50, 100, ... 600 (trains on first use)."""
+    """Every saved frame of the course run as (step, path), by step: 0, 50, 100, ... 500 (trains on first use)."""
     ensure_course_model()
     frames = [(int(p.stem.split("_")[1]), p) for p in course_dir().glob("ckpt_*.pt")]
     return sorted(frames)

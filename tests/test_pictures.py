@@ -106,6 +106,7 @@ def lesson_figures():
     plt.close("all")
 
 
+@pytest.mark.filterwarnings("ignore:Animation was deleted")   # only their first frame is looked at
 def test_lesson_figures_have_text_of_9pt_and_fit_the_page(lesson_figures):
     small, wide = [], []
     for name, fig in lesson_figures:
