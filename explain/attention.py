@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .palette import DIVERGING_CMAP, FORWARD_CMAP, RUNNING_EXAMPLE, head_color, shape_title, token_color
+from .palette import (DIVERGING_CMAP, FIGURE_MAX_WIDTH_IN, FORWARD_CMAP, RUNNING_EXAMPLE, head_color, shape_title,
+                      token_color)
 from .tokenize import token_label
 
 # The intermediates, in the order the forward pass makes them.
@@ -226,7 +227,7 @@ def scale_figure(d: int = 256, dims=(4, 16, 64, 256, 1024), seed: int = 0):
     rng = np.random.default_rng(seed + 1)
     q, k = rng.standard_normal(d), rng.standard_normal((12, d))
     row = k @ q
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.6, 3.4))
     a.loglog(var["dims"], var["raw"], "o-", label="q·k")
     a.loglog(var["dims"], var["scaled"], "o-", label="q·k / √d")
     a.set(xlabel="d (head size)", ylabel="variance", title="variance of a dot product of length d")
@@ -247,7 +248,7 @@ def scale_figure(d: int = 256, dims=(4, 16, 64, 256, 1024), seed: int = 0):
 MAX_LABELS = 40   # beyond this many tokens, label every k-th one so the labels stay readable
 
 
-def token_ticks(axis, tokens, ids, fontsize: int = 8, show: bool = True):
+def token_ticks(axis, tokens, ids, fontsize: int = 9, show: bool = True):
     """Label `axis` (ax.xaxis or ax.yaxis) with the tokens, each in its token colour; for long texts only
     every k-th token is labelled. show=False keeps the ticks without text (panels that share a neighbour's)."""
     every = max(1, math.ceil(len(tokens) / MAX_LABELS))
@@ -270,8 +271,10 @@ def heatmap(steps: AttentionSteps, name: str = "weights", ax=None, query: int | 
 
     a = getattr(steps, name)
     square = a.shape == (steps.T, steps.T)
+    if square and name == "weights":   # the future got weight 0: drawn grey, as masked, not as a white 0
+        a = np.where(causal_mask(steps.T), np.nan, a)
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.45 * a.shape[1] + 2.5, 0.4 * steps.T + 1.5))
+        _, ax = plt.subplots(figsize=(min(0.45 * a.shape[1] + 2.5, FIGURE_MAX_WIDTH_IN), min(0.4 * steps.T + 1.5, 8)))
     finite = a[np.isfinite(a)]
     if name == "weights":
         cmap, lim = plt.get_cmap(FORWARD_CMAP), dict(vmin=0.0, vmax=1.0)
@@ -295,9 +298,13 @@ def heatmap(steps: AttentionSteps, name: str = "weights", ax=None, query: int | 
 
 
 def steps_figure(steps: AttentionSteps, names=("scores", "scaled", "masked", "weights")):
-    """The intermediates side by side, left to right in the order the forward pass makes them."""
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 0.35 * steps.T + 2.2))
-    for ax, name in zip(np.atleast_1d(axes), names):
+    """The intermediates in the order the forward pass makes them, two per row (left to right, then down)."""
+    rows = math.ceil(len(names) / 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(FIGURE_MAX_WIDTH_IN, rows * min(0.28 * steps.T + 1.8, 4.0)),
+                             squeeze=False)
+    for ax in axes.flat[len(names):]:
+        fig.delaxes(ax)
+    for ax, name in zip(axes.flat, names):
         heatmap(steps, name, ax=ax)
     fig.tight_layout()
     return fig
@@ -315,7 +322,7 @@ def query_bar(steps: AttentionSteps, query: int, name: str = "weights", ax=None)
     row = getattr(steps, name)[query]
     square = row.size == steps.T and getattr(steps, name).shape[1] == steps.T
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.45 * row.size + 2, 3.2))
+        _, ax = plt.subplots(figsize=(min(0.45 * row.size + 2, FIGURE_MAX_WIDTH_IN), 3.2))
     x = np.arange(row.size)
     if square:
         seen = x <= query
@@ -348,14 +355,17 @@ def head_cmap(head: int):
 def all_heads_figure(model, text=RUNNING_EXAMPLE, layer: int = 0):
     """The weights of every head of `layer`, side by side, each in its head colour. Returns the figure."""
     n_head = model.config.n_head
-    fig, axes = plt.subplots(1, n_head, figsize=(3.4 * n_head, 3.8), squeeze=False)
+    # one row, as wide as the page allows: heads side by side compare best
+    fig, axes = plt.subplots(1, n_head, figsize=(min(2.4 * n_head + 1.0, FIGURE_MAX_WIDTH_IN), 3.8), squeeze=False)
     for head, ax in enumerate(axes[0]):
         s = attention_steps(model, text, layer, head)
         ax.imshow(np.ma.masked_invalid(np.where(causal_mask(s.T), np.nan, s.weights)), cmap=head_cmap(head),
                   vmin=0, vmax=1)
-        token_ticks(ax.xaxis, s.tokens, s.ids, fontsize=7)
-        token_ticks(ax.yaxis, s.tokens, s.ids, fontsize=7, show=head == 0)   # rows are shared: label once
-        ax.set_title(s.title("weights"), fontsize=9, color=head_color(head))
+        token_ticks(ax.xaxis, s.tokens, s.ids)
+        token_ticks(ax.yaxis, s.tokens, s.ids, show=head == 0)   # rows are shared: label once
+        ax.set_title(f"head {head}", fontsize=10, color=head_color(head))
+    fig.suptitle(shape_title("att", ("T={}".format(s.T), "T={}".format(s.T)), layer=layer)
+                 + "  every head; grey: the future", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -470,7 +480,8 @@ def online_softmax_figure(trace: list[OnlineStep], scores_row):
     acc / l after each block (lighter: earlier) ending on the two-pass softmax (black dots)."""
     s = np.asarray(scores_row, dtype=np.float64).reshape(-1)
     n, x = s.size, np.arange(s.size)
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.4))
+    fig, axd = plt.subplot_mosaic([["a", "a"], ["b", "c"]], figsize=(FIGURE_MAX_WIDTH_IN, 6.4))
+    a, b, c = axd["a"], axd["b"], axd["c"]
     shade = plt.get_cmap(FORWARD_CMAP)(np.linspace(0.35, 1.0, len(trace)))
     for j, st in enumerate(trace):
         seen = slice(st.start, st.stop)
@@ -484,7 +495,7 @@ def online_softmax_figure(trace: list[OnlineStep], scores_row):
     b.set(xlabel="keys read", ylabel="l = Σ exp(s - m)", title="running sum, rescaled when m grows")
     c.plot(x, softmax_rows(s), "ko", ms=6, mfc="none", label="softmax (two passes)")
     c.set(xlabel="key", ylabel="acc / l", title="weights so far: the last equals softmax")
-    c.legend(fontsize=7)
+    c.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

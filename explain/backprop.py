@@ -286,8 +286,8 @@ def token_grad_figure(grads: dict, ids, labels, names=FLOW_NAMES):
 
     norms = token_grad_norms(grads, names)
     fig, ax = plt.subplots(figsize=(0.55 * norms.shape[1] + 2.5, 0.32 * len(names) + 1.6))
-    # log colours: the gradient grows ~100x through ln_1 (its backward multiplies by rstd), and a linear scale
-    # would show only that last row
+    # log colours: the gradient grows ~15x through each layernorm (its backward multiplies by rstd), and a
+    # linear scale would show only the rows after them
     im = ax.imshow(norms, cmap=BACKWARD_CMAP, aspect="auto", interpolation="nearest",
                    norm=LogNorm(vmin=max(norms.min(), norms.max() * 1e-4), vmax=norms.max()))
     ax.set_yticks(range(len(names)), names, fontfamily="monospace")

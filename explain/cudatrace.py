@@ -267,6 +267,8 @@ class ReductionStep:
     kind: "store" (every thread writes its partial sum), "stride" (thread t < stride adds
     scratch[t + stride] into scratch[t]) or "broadcast" (every thread reads the total scratch[0]).
     reads, writes: (thread, index) pairs; scratch: the scratch values after the phase (blockDim,).
+    phase: 0, 1, 2, ... within this reduction (0 = the store), the number every picture and slider shows;
+    barrier: the kernel's own barrier phase, counted from its start (the second reduction's store is not 0).
     """
     phase: int
     kind: str
@@ -274,6 +276,7 @@ class ReductionStep:
     reads: list
     writes: list
     scratch: np.ndarray
+    barrier: int = 0
 
 
 def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[ReductionStep]:
@@ -296,7 +299,7 @@ def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[Re
                          f"asked for number {reduction}")
     scratch = np.zeros(trace.block)
     steps = []
-    for p, reads, writes in groups[reduction]:
+    for k, (p, reads, writes) in enumerate(groups[reduction]):
         for e in events:
             if e.phase == p and e.op == "write" and e.index < trace.block:
                 scratch[e.index] = e.value
@@ -307,7 +310,7 @@ def reduction_steps(trace: Trace, block: int = 0, reduction: int = 0) -> list[Re
         else:
             kind = "stride"
             stride = max(i for _, i in reads) - max(i for _, i in writes)
-        steps.append(ReductionStep(p, kind, stride, sorted(reads), sorted(writes), scratch.copy()))
+        steps.append(ReductionStep(k, kind, stride, sorted(reads), sorted(writes), scratch.copy(), barrier=p))
     return steps
 
 
@@ -333,7 +336,7 @@ def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> No
     ax.imshow(grid, cmap=ListedColormap([IDLE_COLOR, READ_COLOR, WRITE_COLOR]), vmin=0, vmax=2, aspect="equal")
     for t, i in step.writes:
         if values:
-            ax.text(i, t, f"{step.scratch[i]:.2g}", ha="center", va="center", color="white", fontsize=6)
+            ax.text(i, t, f"{step.scratch[i]:.2g}", ha="center", va="center", color="white", fontsize=9)
         for rt, ri in step.reads:
             if rt == t and ri != i:   # the element this thread adds in, arrow into the one it writes
                 ax.annotate("", xy=(i + 0.3, t), xytext=(ri - 0.3, t),
@@ -343,7 +346,7 @@ def _draw_step(ax, trace: Trace, step: ReductionStep, values: bool = True) -> No
     ax.set_xticks(np.arange(-0.5, n), minor=True)
     ax.set_yticks(np.arange(-0.5, nthreads), minor=True)
     ax.grid(which="minor", color="white", lw=1)
-    ax.tick_params(which="minor", length=0, labelsize=7)
+    ax.tick_params(which="minor", length=0, labelsize=9)
     ax.set_xlabel("scratch[i]")
     label = {"store": "store", "broadcast": "read total"}.get(step.kind, f"stride {step.stride}")
     ax.set_title(f"phase {step.phase}: {label}", fontsize=9)
@@ -353,20 +356,25 @@ def reduction_diagram(trace: Trace, block: int = 0, reduction: int = 0, step: in
     """The shared-memory tree reduction of a v2 trace, one panel per phase (or only phase number `step`).
 
     In each panel rows are the block's threads and columns the scratch elements: light cells are read,
-    dark cells written (with the value written), arrows go from the element a thread adds in to the one
-    it writes. The stride halves from panel to panel until scratch[0] holds the row's sum.
+    dark cells written (the one-step view also prints the value), arrows go from the element a thread adds
+    in to the one it writes. The stride halves from panel to panel until scratch[0] holds the row's sum.
     """
     import matplotlib.pyplot as plt
 
     steps = reduction_steps(trace, block, reduction)
     shown = steps if step is None else [steps[step]]
     if axes is None:
-        size = (2.3 * len(shown) + 0.6, 2.9) if len(shown) > 1 else (6.5, 4.6)   # one step: the stepper's view
-        fig, axes = plt.subplots(1, len(shown), figsize=size, squeeze=False)
-        axes = axes[0]
+        # one step: the stepper's view; several: four panels a row, so the page never shrinks them
+        cols = min(len(shown), 4)
+        rows = -(-len(shown) // cols)
+        size = (2.3 * cols + 0.6, 2.9 * rows + 0.4) if len(shown) > 1 else (7.6, 5.8)
+        fig, grid = plt.subplots(rows, cols, figsize=size, squeeze=False)
+        for ax in grid.flat[len(shown):]:
+            fig.delaxes(ax)
+        axes = grid.flat[:len(shown)]
     fig = axes[0].figure
     for ax, s in zip(axes, shown):
-        _draw_step(ax, trace, s)
+        _draw_step(ax, trace, s, values=len(shown) == 1)   # values fit the one-step view's larger cells
     axes[0].set_ylabel(f"threadIdx.x  (block {block})")
     names = {"forward": ("sum of x (for the mean)", "sum of (x - mean)^2 (for the variance)"),
              "backward": ("sum of dnorm", "sum of dnorm * norm")}[trace.direction]
@@ -414,15 +422,15 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     order = first_touch(trace, array, op)
     active = np.flatnonzero((order >= 0).any(axis=1))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(min(0.32 * order.shape[1] + 1.5, 14), 0.3 * max(len(active), 2) + 1.6))
+        fig, ax = plt.subplots(figsize=(min(0.32 * order.shape[1] + 1.5, 9.6), 0.3 * max(len(active), 2) + 1.6))
     shown = np.ma.masked_less(order[active], 0)
     ax.imshow(shown, cmap="Blues_r", aspect="auto", vmin=0, vmax=max(order.max(), 1) * 1.6)
     for (r, c), v in np.ndenumerate(order[active]):
         if v >= 0:
             dark = v < order.max() * 0.6   # early reads are dark cells: white text on them
-            ax.text(c, r, str(v), ha="center", va="center", fontsize=6, color="white" if dark else "black")
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_yticks(range(len(active)))
-    ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=7)
+    ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=9)
     ax.set_xlabel(f"{array} element (flat: row * C + channel)")
     N, C = trace.shapes["inp"]
     if len(trace.shapes[array]) == 2:   # a (N, C) array: a line between rows

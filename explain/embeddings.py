@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .palette import BACKWARD_CMAP, DIVERGING_CMAP, shape_title, token_color
+from .palette import BACKWARD_CMAP, DIVERGING_CMAP, FIGURE_MAX_WIDTH_IN, shape_title, token_color
 from .tokenize import token_label
 
 
@@ -90,10 +90,10 @@ def embedding_figure(wte: np.ndarray, wpe: np.ndarray, ids, labels, max_channels
     c = min(C, max_channels)
     panels = [("wte[ids]", wte[ids][:, :c]), ("wpe[:T]", wpe[:T, :c]), ("x", embed(wte, wpe, ids)[:, :c])]
     lim = max(float(np.abs(p).max()) for _, p in panels)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.28 * T + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_MAX_WIDTH_IN, 0.28 * T + 1.9), sharey=True)
     for ax, (name, panel) in zip(axes, panels):
         im = ax.imshow(panel, cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-        ax.set_title(shape_title(name, (T, C)) + (f", first {c} channels" if c < C else ""), fontsize=9)
+        ax.set_title(shape_title(name, (T, C)) + (f"\nfirst {c} channels" if c < C else ""), fontsize=9)
         ax.set_xlabel("channel")
     _token_yticks(axes[0], ids, labels)
     fig.colorbar(im, ax=axes, shrink=0.8)
@@ -111,7 +111,7 @@ def scatter_add_figure(dx: np.ndarray, ids, labels, max_channels: int = 48):
     uniq = list(dict.fromkeys(ids.tolist()))            # first-occurrence order, like reading the text
     dwte_rows = np.stack([dx[ids == u].sum(0) for u in uniq])
     lim = max(float(np.abs(dx[:, :c]).max()), float(np.abs(dwte_rows[:, :c]).max()))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.28 * T + 1.6))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(FIGURE_MAX_WIDTH_IN, 0.28 * T + 1.9))
     a.imshow(np.abs(dx[:, :c]), cmap=BACKWARD_CMAP, vmin=0, vmax=lim, aspect="auto", interpolation="nearest")
     a.set_title(shape_title("|dx|", (T, C)) + f", first {c} channels", fontsize=9)
     _token_yticks(a, ids, labels)
@@ -224,9 +224,24 @@ def aligned_pca(tables: list[np.ndarray]) -> np.ndarray:
     return np.stack(coords)
 
 
+def uncluttered(xy: np.ndarray, labels, box) -> np.ndarray:
+    """Which labels to show so that none overlaps another: (N,) bool. Greedy in the given order (put the most
+    frequent token first: it keeps its label); a label's box is box = (width per character, height), in the
+    units of xy, starting at its point and running right and up."""
+    char_w, h = box
+    kept, show = [], np.zeros(len(labels), bool)
+    for i, ((x, y), lab) in enumerate(zip(xy, labels)):
+        w = char_w * max(len(lab), 1)
+        if all(x + w <= kx or kx + kw <= x or y + h <= ky or ky + kh <= y for kx, ky, kw, kh in kept):
+            kept.append((x, y, w, h))
+            show[i] = True
+    return show
+
+
 def pca_animation(coords: np.ndarray, ids, labels, steps, interval: int = 500):
-    """FuncAnimation of aligned_pca coords (F, N, 2): each token a dot and its label in token_color.
-    Show with .to_jshtml()."""
+    """FuncAnimation of aligned_pca coords (F, N, 2): each token a dot and its label in token_color; a label
+    that would overlap one drawn before it (ids in order of importance) is left off in that frame, the dot
+    stays. Show with .to_jshtml()."""
     from matplotlib.animation import FuncAnimation
 
     F_, N, _ = coords.shape
@@ -238,12 +253,17 @@ def pca_animation(coords: np.ndarray, ids, labels, steps, interval: int = 500):
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     dots = ax.scatter(coords[0, :, 0], coords[0, :, 1], c=colours, s=18)
-    texts = [ax.text(x, y, lab, color=c, fontsize=8) for (x, y), lab, c in zip(coords[0], labels, colours)]
+    texts = [ax.text(x, y, lab, color=c, fontsize=9) for (x, y), lab, c in zip(coords[0], labels, colours)]
+    # a 9-pt label in data units: the axes span 2 * lim over its size in points (about 0.6 em a character)
+    width_pt, height_pt = (ax.get_position().size * fig.get_size_inches() * 72)
+    box = (0.6 * 9 * 2 * lim / width_pt, 1.2 * 9 * 2 * lim / height_pt)
 
     def update(f):
         dots.set_offsets(coords[f])
-        for t, (x, y) in zip(texts, coords[f]):
+        show = uncluttered(coords[f], labels, box)
+        for t, (x, y), s in zip(texts, coords[f], show):
             t.set_position((x, y))
+            t.set_visible(bool(s))
         ax.set_title(shape_title("PCA of wte[tokens]", (N, 2), step=int(steps[f])) + "  (unit RMS)", fontsize=9)
         return []
 
@@ -263,7 +283,7 @@ def position_similarity(wpe: np.ndarray, T: int | None = None) -> np.ndarray:
 def position_similarity_figure(sim: np.ndarray, step=None, ax=None):
     """Heatmap of position_similarity (T, T): red where two positions' rows point alike, blue where opposite."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 4.4))
+        _, ax = plt.subplots(figsize=(6.2, 5.2))
     im = ax.imshow(sim, cmap=DIVERGING_CMAP, vmin=-1, vmax=1, interpolation="nearest")
     where = {} if step is None else {"step": int(step)}
     ax.set_title(shape_title("cos(wpe[i], wpe[j])", sim.shape, **where), fontsize=9)

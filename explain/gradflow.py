@@ -123,7 +123,7 @@ def draw_gradflow(flow: GradFlow, frame: int = 0):
 
     Returns (figure, update) where update(frame) redraws the same artists for another frame (cheap: heights,
     line and titles only, which keeps an animation over many checkpoints fast)."""
-    fig, (ax_bar, ax_stream) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw=dict(width_ratios=[2, 1]))
+    fig, (ax_bar, ax_stream) = plt.subplots(1, 2, figsize=(8.8, 3.8), gridspec_kw=dict(width_ratios=[2, 1]))
     _, L, G = flow.layers.shape
     width = 0.8 / G
     bars = [ax_bar.bar(np.arange(L) + (g - (G - 1) / 2) * width, flow.layers[frame, :, g], width, color=colour,
@@ -132,7 +132,7 @@ def draw_gradflow(flow: GradFlow, frame: int = 0):
     ax_bar.set_ylim(*_limits(flow.layers))
     ax_bar.set_xticks(range(L), [f"layer {l}" for l in range(L)])
     ax_bar.set_ylabel("‖dL/dW‖")
-    ax_bar.legend(fontsize=7, ncol=3, loc="upper right")
+    ax_bar.legend(fontsize=9, ncol=3, loc="upper right")
     (line,) = ax_stream.plot(range(L + 1), flow.stream[frame], "o-", color=group_colors()[-1])
     ax_stream.set_yscale("log")
     ax_stream.set_ylim(*_limits(flow.stream))

@@ -13,11 +13,17 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Circle, FancyBboxPatch
 
 from .autograd import Value, topological_order
-from .palette import BACKWARD_CMAP, FORWARD_CMAP
+from .palette import BACKWARD_CMAP, FIGURE_MAX_WIDTH_IN, FORWARD_CMAP
 
 FORWARD_COLOR = plt.get_cmap(FORWARD_CMAP)(0.75)
 BACKWARD_COLOR = plt.get_cmap(BACKWARD_CMAP)(0.7)
 COL = 3.0  # distance between value columns; the op circle sits halfway
+
+
+def _bend(inputs: tuple, k: int) -> float:
+    """Curvature of the edge from inputs[k]: 0 for an input used once; +-0.35 for one used twice (a*a)."""
+    uses = [i for i, p in enumerate(inputs) if p is inputs[k]]
+    return 0.0 if len(uses) == 1 else 0.35 * (1 if uses.index(k) % 2 == 0 else -1)
 
 
 def layout(root: Value) -> dict[int, tuple[float, float]]:
@@ -77,7 +83,9 @@ def draw_graph(root: Value, grads: dict[int, float] | None = None, ax=None, high
     n_cols = max(x for x, _ in pos.values()) + 1
     n_rows = max(sum(1 for p in pos.values() if p[0] == x) for x in {p[0] for p in pos.values()})
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.75 * n_cols + 1.5, 0.75 * n_rows + 1.2))
+        # an inch per column, less for wide graphs so the figure fits the page (COL data units a column)
+        inch = min(1.0, (FIGURE_MAX_WIDTH_IN - 1.5) / n_cols)
+        _, ax = plt.subplots(figsize=(inch * n_cols + 1.5, inch * n_rows + 1.2))
     ax.clear()
     w, h = 1.8, 0.6
     for v in order:
@@ -85,22 +93,26 @@ def draw_graph(root: Value, grads: dict[int, float] | None = None, ax=None, high
         if v._op:  # the op circle, then an edge from each input into it and one out of it
             ox, oy = x - COL / 2, y
             ax.add_patch(Circle((ox, oy), 0.2, color=FORWARD_COLOR, alpha=0.25, zorder=2))
-            ax.text(ox, oy, v._op, ha="center", va="center", fontsize=8, zorder=3)
+            ax.text(ox, oy, v._op, ha="center", va="center", fontsize=9, zorder=3)
             ax.annotate("", (x - w / 2, y), (ox + 0.2, oy), zorder=1,
                         arrowprops=dict(arrowstyle="->", color=FORWARD_COLOR))
-            for p in v._prev:
+            for k, p in enumerate(v._prev):
                 px, py = pos[id(p)]
+                # a*a uses a twice: one edge per use, bent apart, so both gradients that come back are seen
+                bend = _bend(v._prev, k)
                 ax.annotate("", (ox - 0.2, oy), (px + w / 2, py), zorder=1,
-                            arrowprops=dict(arrowstyle="->", color=FORWARD_COLOR, alpha=0.8))
+                            arrowprops=dict(arrowstyle="->", color=FORWARD_COLOR, alpha=0.8,
+                                            connectionstyle=f"arc3,rad={bend}"))
                 if id(p) in grads:  # a gradient has flowed back along this edge
                     ax.annotate("", (px + w / 2, py - 0.18), (ox - 0.2, oy - 0.18), zorder=1,
-                                arrowprops=dict(arrowstyle="->", color=BACKWARD_COLOR, lw=1.2, ls="--"))
+                                arrowprops=dict(arrowstyle="->", color=BACKWARD_COLOR, lw=1.2, ls="--",
+                                                connectionstyle=f"arc3,rad={bend}"))
         head, tail = _box_text(v, grads.get(id(v)))
         edge = "black" if v is highlight else FORWARD_COLOR
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02",
                                     fc="white", ec=edge, lw=2.5 if v is highlight else 1.0, zorder=2))
-        ax.text(x, y + 0.1, head, ha="center", va="center", fontsize=7.5, color="black", zorder=3)
-        ax.text(x, y - 0.13, tail, ha="center", va="center", fontsize=7.5, color=BACKWARD_COLOR,
+        ax.text(x, y + 0.1, head, ha="center", va="center", fontsize=9, color="black", zorder=3)
+        ax.text(x, y - 0.13, tail, ha="center", va="center", fontsize=9, color=BACKWARD_COLOR,
                 fontweight="bold", zorder=3)
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]

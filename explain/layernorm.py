@@ -186,7 +186,7 @@ def row_distribution_figure(x, gamma, beta, title: str = "row", axes=None, highl
 
     stages = row_stages(x, gamma, beta)
     if axes is None:
-        fig, axes = plt.subplots(2, 3, figsize=(11, 4.2), gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
+        fig, axes = plt.subplots(2, 3, figsize=(9.6, 4.2), gridspec_kw={"height_ratios": [3, 1]}, sharex="col")
     fig = axes[0][0].figure
     rng = np.random.default_rng(0)
     jitter = rng.uniform(-0.4, 0.4, x.shape[-1])
@@ -220,13 +220,13 @@ def idea_figure(x_rows, gamma, beta, tokens=None):
     T = s["x"].shape[0]
     labels = tokens or [str(t) for t in range(T)]
     # no shared y axis: x is far smaller than norm (std ~0.05 vs 1 at layer 0), and its spread must show
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.2))
     for ax, name in zip(axes, ("x", "norm", "out")):
         v = s[name]
         ax.errorbar(range(T), v.mean(-1), yerr=v.std(-1), fmt="o", color=STAGE_COLORS[name], capsize=3)
         ax.axhline(0, color="#999", lw=0.8)
         ax.set_xticks(range(T))
-        ax.set_xticklabels(labels, rotation=60, fontsize=8)
+        ax.set_xticklabels(labels, rotation=60, fontsize=9)
         ax.set_title(f"{name}: mean ± std of each row", fontsize=9)
     fig.suptitle(shape_title("ln_1[layer=0]", (f"T={T}", f"C={s['x'].shape[1]}")), fontsize=10)
     fig.tight_layout()
@@ -316,7 +316,8 @@ def layernorm_animation(frames: list[LayerNormFrame], interval: int = 700):
     if not frames:
         raise ValueError("layernorm_animation: no frames to show")
     limits = _limits(frames)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 2.9))
+    fig, axes = plt.subplots(2, 2, figsize=(9.6, 5.2))
+    axes = axes.ravel()
     draw_layernorm_frame(frames[0], axes, limits)
     fig.tight_layout()
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from gpt2lab.datasets.bpe import chunk_counts, learn_merges, merge_pair, presplit, to_utf8
 from gpt2lab.datasets.tokenizer import GPT2_PATTERN
-from gpt2lab.explain.palette import RUNNING_EXAMPLE, shape_title, token_color
+from gpt2lab.explain.palette import FIGURE_MAX_WIDTH_IN, RUNNING_EXAMPLE, shape_title, token_color, token_tint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,8 +116,8 @@ def spans_html(spans: list[TokenSpan], max_tokens: int | None = None, show_ids: 
         tip = html.escape(f"id {s.id}  bytes {s.bytes!r}", quote=True)
         label = html.escape(token_label(s.bytes))
         border = "2px solid black" if s.id in highlight else f"1px solid {s.colour}"
-        # 8-digit hex: the token colour at 40% opacity, so black text stays readable on every colour.
-        boxes.append(f'<span title="{tip}" style="background:{s.colour}66;border:{border};'
+        # the token's tint behind black text, its colour as the frame: the same box as the merge animation's
+        boxes.append(f'<span title="{tip}" style="background:{token_tint(s.id)};border:{border};'
                      f'border-radius:3px;margin:1px;padding:0 2px;font-family:monospace">{label}</span>'
                      + ("<br>" if s.bytes.endswith(b"\n") else ""))
     out = '<div style="line-height:1.9;white-space:pre-wrap">' + "".join(boxes) + "</div>"
@@ -237,11 +237,11 @@ def draw_merge_step(step: MergeStep, ax=None, row_bytes: int = 48, n_rows: int |
     n_rows = n_rows or (1 + max((row for _, row, _ in boxes), default=0))
     n_rows = max(n_rows, 1)
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(14, 0.3 * row_bytes + 1), 0.9 * n_rows + 1.2))
+        _, ax = plt.subplots(figsize=(min(FIGURE_MAX_WIDTH_IN, 0.3 * row_bytes + 1), 0.7 * n_rows + 1.2))
     ax.clear()
     for x, row, token_id in boxes:
         width, colour, new = len(step.vocab[token_id]), token_color(token_id), token_id == step.new_id
-        ax.add_patch(Rectangle((x + 0.05, -row - 0.9), width - 0.1, 0.8, facecolor=colour, alpha=0.55,
+        ax.add_patch(Rectangle((x + 0.05, -row - 0.9), width - 0.1, 0.8, facecolor=token_tint(token_id),
                                edgecolor="black" if new else colour, linewidth=2.5 if new else 1.0))
         ax.text(x + width / 2, -row - 0.5, token_label(step.vocab[token_id]), ha="center", va="center",
                 fontsize=9, family="monospace")

@@ -151,11 +151,11 @@ def parity_html(parity: dict | None) -> str:
 def loss_figure(curves: Curves, title: str = "loss"):
     """Train (every step) and val (evaluation steps) loss against step; a matplotlib Figure."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5, 3), dpi=80)
+    fig = Figure(figsize=(4.8, 3))
     ax = fig.subplots()
     ax.plot(curves.steps, curves.train_loss, color="#1f77b4", lw=1, label="train")
     if curves.val_steps:
-        ax.plot(curves.val_steps, curves.val_loss, "o-", color="#ff7f0e", ms=3, label="val")
+        ax.plot(curves.val_steps, curves.val_loss, "o-", color="#c85a00", ms=3, label="val")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats)")
     ax.set_title(f"{title}  (steps={len(curves.steps)})")
@@ -167,7 +167,7 @@ def loss_figure(curves: Curves, title: str = "loss"):
 def speed_figure(curves: Curves):
     """Tokens per second against step; a matplotlib Figure."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5, 2), dpi=80)
+    fig = Figure(figsize=(4.8, 3))
     ax = fig.subplots()
     ax.plot(curves.steps, curves.tokens_per_s, color="#2ca02c", lw=1)
     ax.set_xlabel("step")
@@ -175,14 +175,3 @@ def speed_figure(curves: Curves):
     ax.set_title("throughput")
     fig.tight_layout()
     return fig
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib Figure as PNG bytes (no pyplot, so it works from any thread)."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()

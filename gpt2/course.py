@@ -4,7 +4,7 @@
     model, info = course_model(step=100)  # the model as it was after 100 steps (a frame)
     for step, path in course_checkpoints(): ...   # every frame, for animations
 
-The first call trains it (COURSE below; about a minute and a half on a 2-core laptop) into
+The first call trains it (COURSE below; BUILD_MINUTES on a 2-core laptop, with a progress bar) into
 cache_dir()/course-tiny/, keeping a frame every COURSE["keep_every"] steps; later calls only load. A file
 lock makes a second notebook wait for the first instead of training alongside it, and a done.json marker
 (written last, atomically) says the folder is complete. Interrupting the first training (Ctrl-C, or the
@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-COURSE = dict(config="tiny", data="shakespeare", steps=300, batch=8, seq=64, lr=3e-3, warmup=20,
-              schedule="cosine", keep_every=25, seed=1337, grad_clip=1.0)
+COURSE = dict(config="tiny", data="shakespeare", steps=500, batch=8, seq=64, lr=2e-3, warmup=60,
+              schedule="cosine", keep_every=50, seed=1337, grad_clip=1.0)
+BUILD_MINUTES = "2-3"   # the first build on a quiet 2-core laptop (docs/figures.md); said while it trains
 MARKER = "done.json"
 
 
@@ -77,7 +78,7 @@ def _train_course(folder: Path, progress: bool) -> dict:
         (folder / "key").write_text(_key())
     c = COURSE
     print(f"gpt2lab: {'continuing' if resume else 'training'} the course model once ({c['steps']} steps of the "
-          f"{c['config']} GPT-2 on Shakespeare, about 1-2 minutes); cached in {folder}", file=sys.stderr)
+          f"{c['config']} GPT-2 on Shakespeare, about {BUILD_MINUTES} minutes); cached in {folder}", file=sys.stderr)
     config = GPTConfig.preset(c["config"])
     run = RunConfig(steps=c["steps"], batch=c["batch"], seq=c["seq"], lr=c["lr"], warmup=c["warmup"],
                     schedule=c["schedule"], seed=c["seed"], keep_every=c["keep_every"], eval_every=50,
@@ -110,7 +111,9 @@ def ensure_course_model(progress: bool = True) -> dict:
     from gpt2lab.lock import file_lock
 
     def waiting(holder):
-        print(f"gpt2lab: course model: waiting for {holder}, which is training it", file=sys.stderr)
+        print(f"gpt2lab: waiting for the course model: {holder} is training it now (about {BUILD_MINUTES} "
+              f"minutes on a laptop, {COURSE['steps']} steps; its progress bar is in that notebook). This cell "
+              f"goes on by itself when it is done.", file=sys.stderr, flush=True)
     with file_lock(folder.parent / "course-tiny.lock", wait=True, what="the course model", on_wait=waiting):
         info = _read_marker(folder)  # another process may have finished while we waited for the lock
         if info is None:
@@ -121,7 +124,7 @@ def ensure_course_model(progress: bool = True) -> dict:
 
 
 def course_checkpoints() -> list[tuple[int, Path]]:
-    """Every saved frame of the course run as (step, path), by step: 0, 25, 50, ... 300 (trains on first use)."""
+    """Every saved frame of the course run as (step, path), by step: 0, 50, 100, ... 500 (trains on first use)."""
     ensure_course_model()
     frames = [(int(p.stem.split("_")[1]), p) for p in course_dir().glob("ckpt_*.pt")]
     return sorted(frames)

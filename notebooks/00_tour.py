@@ -45,7 +45,7 @@ display(HTML(spans_html(token_spans(text, enc))))
 # %% [markdown]
 # ## 2. Through the model (lessons 2–6)
 # The course model is a 4-layer GPT-2 trained for a few minutes on Shakespeare (trained once, then cached).
-# Given the start of our sentence, what does it expect next?
+# Given our sentence up to " question" (its full stop left off), what does it expect next?
 
 # %%
 import torch
@@ -55,7 +55,7 @@ from gpt2lab.gpt2 import course_model
 model, info = course_model()
 with torch.no_grad():
     logits, _ = model(torch.tensor([ids]))
-probs = torch.softmax(logits[0, -2], dim=-1)           # after "... that is the"
+probs = torch.softmax(logits[0, -2], dim=-1)           # position -2 is " question": what comes after it
 top = torch.topk(probs, 5)
 print(f"after {enc.decode(ids[:-1])!r}, the model expects:")
 for p, i in zip(top.values, top.indices):
@@ -63,14 +63,14 @@ for p, i in zip(top.values, top.indices):
 
 # %% [markdown]
 # ## 3. One attention map (lesson 3)
-# Each row is a token looking back at the tokens before it (never ahead: the causal mask); darker means more
-# attention.
+# Each row is a token looking back at the tokens before it (never ahead: the causal mask, the grey triangle);
+# darker blue means more attention.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from gpt2lab.explain.attention import attention_steps, heatmap
 
-heatmap(attention_steps(model, text, layer=1, head=2), "weights")
+fig = heatmap(attention_steps(model, text, layer=1, head=2), "weights")   # fig = ...: drawn once, not twice
 
 # %% [markdown]
 # ## 4. One live parity check (lessons 4–6)

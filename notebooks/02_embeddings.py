@@ -162,9 +162,10 @@ HTML(E.pca_animation(coords, words, E.token_labels(enc, words), steps).to_jshtml
 #
 # The cosine similarity of every pair of position rows. Nothing tells the model that position 5 is next to
 # position 6: `wpe` starts random (step 0: about 0 everywhere but the diagonal) and only learns from use. In
-# GPT-2 small, trained for weeks, nearby positions end up alike, a bright band along the diagonal. Our tiny
-# model, after 300 steps, has only begun: its rows drift towards a shared direction (the whole map warms
-# up), but no band yet. Slide through training to see it happen.
+# GPT-2 small, trained for weeks, nearby positions end up alike: a wide dark-red band along the diagonal. Our
+# tiny model, after 500 steps, has only begun: its rows drift towards a shared direction (the map turns pale
+# red, most among the later positions), but there is no band yet beyond the diagonal itself (each position
+# with itself, always 1). Slide through training to see it happen.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -43,7 +43,7 @@ from gpt2lab.gpt2 import course_model
 from gpt2lab.widgets.attention import AttentionStepper
 
 model, info = course_model()          # trained once on Shakespeare, then read from the cache
-LAYER, HEAD = 3, 0                    # the head we follow through the lesson: "the latest punctuation"
+LAYER, HEAD = 2, 0                    # the head we follow through the lesson: "the latest punctuation"
 steps = A.attention_steps(model, RUNNING_EXAMPLE, LAYER, HEAD)
 fig = A.heatmap(steps, "weights")
 
@@ -135,12 +135,12 @@ print("row sums:", weights.sum(axis=1).round(6))
 fig = A.steps_figure(steps)
 
 # %% [markdown]
-# Where does the last token, `.`, look? One row of the weights, as bars in the tokens' colours: mostly at
-# the colon, the latest punctuation before it.
+# Where does ` question` look? One row of the weights, as bars in the tokens' colours: mostly at the colon,
+# the latest punctuation before it, a little at the comma, hardly anywhere else.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig = A.query_bar(steps, query=T - 1)
+fig = A.query_bar(steps, query=T - 2)
 
 # %% [markdown]
 # ## 6. The weighted sum of values
@@ -158,8 +158,9 @@ assert cmp(f"out[layer={LAYER}, head={HEAD}]", out, A.model_head_output(model, R
 #
 # A layer runs several heads side by side, each with its own slice of q, k, v, so each can look for
 # something different. Their outputs are concatenated back to C numbers and mixed by one more matrix,
-# `c_proj`. Every head has its colour; layers run top to bottom. Look for a head that stares at the first
-# token, one that looks mostly at the token itself, and the punctuation heads of the last layer.
+# `c_proj`. Every head has its colour; layers run top to bottom. Look for the punctuation heads (ours, layer 2
+# head 0, and two of the last layer's), heads that spread their weight evenly over the past, and heads that
+# keep going back to the first tokens.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -304,9 +305,9 @@ AttentionStepper(model, RUNNING_EXAMPLE, layer=LAYER, head=HEAD)
 # ## 11. Watch: a head learns where to look
 #
 # The same head at every checkpoint of the course model's training. At step 0 the weights are nearly
-# uniform (tiny random weights give scores near 0, so each query spreads evenly over its past). Then the
-# head jumps between patterns, finds the punctuation, and in the last checkpoints settles on the *latest*
-# punctuation mark.
+# uniform (tiny random weights give scores near 0, so each query spreads evenly over its past). By step 100
+# the head has found the punctuation: every token after the comma looks at the comma, and after the colon
+# most of each row moves on to the colon, the *latest* punctuation mark, and stays there to the end.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -331,7 +331,7 @@ for s in steps:
 
 # %% [markdown]
 # The partial sums meet in a **tree reduction** in shared memory (`block_sum`). Rows are the block's threads,
-# columns the `scratch` array; light cells are read, dark cells written (with the value), arrows show the
+# columns the `scratch` array; light cells are read, dark cells written, arrows show the
 # element each thread adds in. The stride halves each phase (4, 2, 1), each phase a `syncthreads()` barrier
 # apart, so after log2(8) = 3 steps `scratch[0]` holds the row's sum, and every thread reads it.
 
@@ -369,8 +369,8 @@ print("atomic adds per dweight element:", CT.access_grid(trace_bwd, "dweight", o
 LayerNormExplorer(row, gamma, beta, title=f"ln_1 input x[layer=0, t={t}]")
 
 # %% [markdown]
-# **The reduction, one phase at a time.** Step through the phases; switch the block (row) or the sum (the
-# second `block_sum` adds the squared deviations, for the variance).
+# **The reduction, one phase at a time.** Step through the phases (each dark cell now shows the value written);
+# switch the block (row) or the sum (the second `block_sum` adds the squared deviations, for the variance).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -381,8 +381,8 @@ ReductionStepper(trace)
 #
 # The same `ln_1` at every checkpoint of the course model's training. At step 0 gamma is all ones and beta
 # all zeros (layer norm starts as pure normalising); as the loss falls, each channel picks its own scale and
-# shift, and the distribution handed to attention (`out[t]`, token 3) changes with them. The right panel is
-# the size of the rows coming in: the embeddings themselves are being learned too.
+# shift, and the distribution handed to attention (`out[t]`, token 3) changes with them. The bottom-right panel
+# is the size of the rows coming in: the embeddings themselves are being learned too.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -144,8 +144,10 @@ print(f"loss {loss:.3f}; x {x.shape}, qkv {cache['qkv'].shape}, att {cache['att'
 
 # %% [markdown]
 # Where does the gradient go? The size of d loss / d activation at every token of the sentence, from the
-# block's output (top) back to its input (bottom), on a log scale. It grows about a hundredfold at the last
-# step, through `ln_1`: the layernorm's backward multiplies by `rstd`, and the embeddings it normalises are small.
+# block's output (top) back to its input (bottom), on a log scale. It jumps where it passes a layernorm
+# backwards: from `dln2` to `dres2` about fifteenfold, because a layernorm's backward multiplies by `rstd` and
+# the rows it normalises are small (in block 0 the residual stream is little more than the embeddings); the
+# residual connection then carries that large `dres2` straight on to `dx`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -89,17 +89,20 @@ for r in sorted(report.rows, key=lambda r: r.ratio, reverse=True)[:3]:
 # ## 4. Play: train it and watch
 # The dashboard trains the kernel-backed GPT-2 in a background thread (the notebook stays responsive) and
 # checks every 10th step against PyTorch: the loss curves, tokens/s, the parity table (op × forward/backward,
-# green when ours/torch32 <= 16) and a generated sample all update as it goes. **Stop** ends the run after the
-# current step and leaves a checkpoint. Raise `steps` to train longer.
+# green when ours/torch32 <= 16) and a generated sample all update as it goes. The cell below starts a short
+# run (the same as pressing **Start**); **Stop** ends a run after the current step and leaves a checkpoint.
+# Then it is yours: set `steps`, the learning rate `lr`, the `batch` size and how often to verify, and press
+# Start for a fresh model. The learning rate starts low and warms up over 10 steps: at batch 4 a full 3e-3
+# from the first step overshoots, and the loss jumps back up instead of falling.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-dash = TrainingDashboard(title="tiny GPT-2 on the numba kernels")
+run = RunConfig(steps=30, batch=4, seq=64, lr=1e-3, warmup=10, eval_every=10, eval_batches=2, sample_tokens=16)
+dash = TrainingDashboard(title="tiny GPT-2 on the numba kernels", run=run, verify_every=10, out="runs/lesson06",
+                         make_backend=lambda: NumbaBackend(config, OptimConfig(), seed=1337), data=data,
+                         encoding=gpt2_encoding())
 display(dash)
-run = RunConfig(steps=30, batch=4, seq=64, lr=3e-3, warmup=5, eval_every=10, eval_batches=2, sample_tokens=16)
-# overwrite=True: running this cell again starts over (without it, a folder holding a run is refused)
-thread = dash.start(NumbaBackend(config, OptimConfig(), seed=1337), data, run, out="runs/lesson06", verify_every=10,
-                    encoding=gpt2_encoding(), overwrite=True)
+thread = dash.start_from_controls()
 
 # %%
 # Wait for the run (in your own session you can keep working while it trains)
@@ -113,7 +116,7 @@ assert parity and all(p["ok"] for p in parity)
 
 # %% [markdown]
 # ## 5. Watch: what the model says as it learns
-# The course model (lesson 2 trained it once and cached it) kept a frame every 25 steps. Here is the same
+# The course model (lesson 2 trained it once and cached it) kept a frame every 50 steps. Here is the same
 # prompt continued by each frame, same random seed, so every change comes from the weights.
 
 # %%
@@ -123,7 +126,8 @@ from gpt2lab.gpt2 import course_checkpoints
 from gpt2lab.gpt2.course import course_dir
 
 frames = course_checkpoints()
-samples = samples_over_training(frames[::3] + frames[-1:], "HAMLET:\nTo be, or not to be", max_new_tokens=20)
+shown = [f for k, f in enumerate(frames) if k % 3 == 0 or k == len(frames) - 1]   # every third, and the last once
+samples = samples_over_training(shown, "HAMLET:\nTo be, or not to be", max_new_tokens=20)
 display(HTML(samples_html("HAMLET:\nTo be, or not to be", samples)))
 
 # %%

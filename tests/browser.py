@@ -24,14 +24,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: Path):
-    """A JupyterLab server on 127.0.0.1 serving `root`, with private config dirs; yields its URL."""
+def jupyter_lab(root: Path, **env_extra: str):
+    """A JupyterLab server on 127.0.0.1 serving `root`, with private config dirs; yields its URL.
+    env_extra: more environment for the server and its kernels (e.g. GPT2LAB_CACHE)."""
     port, tmp = free_port(), Path(tempfile.mkdtemp(prefix="gpt2lab-lab-"))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
-               IPYTHONDIR=str(tmp / "ipy"), MPLCONFIGDIR=str(tmp / "mpl"), JUPYTER_DATA_DIR=str(tmp / "data"))
+               IPYTHONDIR=str(tmp / "ipy"), MPLCONFIGDIR=str(tmp / "mpl"), JUPYTER_DATA_DIR=str(tmp / "data"),
+               **env_extra)
     settings = tmp / "cfg" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # every cell stays in the page (no windowing), so a test can read outputs far down a long lesson
+    notebook = tmp / "cfg" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True)
+    (notebook / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     labconfig = tmp / "cfg" / "labconfig"
     labconfig.mkdir(parents=True)
     (labconfig / "page_config.json").write_text(

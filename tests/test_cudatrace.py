@@ -67,7 +67,9 @@ def test_v2_tree_reduction_steps(v2):
     steps = CT.reduction_steps(v2, block=0, reduction=0)
     assert [s.kind for s in steps] == ["store", "stride", "stride", "stride", "broadcast"]
     assert [s.stride for s in steps] == [0, 4, 2, 1, 0]
-    assert [s.phase for s in steps] == list(range(steps[0].phase, steps[0].phase + 5))
+    assert [s.phase for s in steps] == [0, 1, 2, 3, 4]                # what the slider and the captions show
+    assert [s.barrier for s in steps] == list(range(steps[0].barrier, steps[0].barrier + 5))
+    assert CT.reduction_steps(v2, block=0, reduction=1)[0].phase == 0 < steps[-1].barrier
     assert steps[1].writes == [(t, t) for t in range(4)]
     assert sorted(steps[1].reads) == sorted([(t, t) for t in range(4)] + [(t, t + 4) for t in range(4)])
     assert steps[-1].reads == [(t, 0) for t in range(8)]
@@ -103,10 +105,11 @@ def test_diagrams(v1, v2):
     assert "layernorm_forward_kernel_v2[grid=2, block=8]" in fig._suptitle.get_text()
     from matplotlib.text import Annotation
     texts = fig.axes[1].texts
-    assert sum(not isinstance(t, Annotation) for t in texts) == 4     # the four values written at stride 4,
+    assert sum(not isinstance(t, Annotation) for t in texts) == 0     # small panels: no values (they would not fit)
     assert sum(isinstance(t, Annotation) for t in texts) == 4         # an arrow for each element added in
-    one = CT.reduction_diagram(v2, step=2)
-    assert len(one.axes) == 1 and "stride 2" in one.axes[0].get_title()
+    one = CT.reduction_diagram(v2, step=1)
+    assert len(one.axes) == 1 and "stride 4" in one.axes[0].get_title()
+    assert sum(not isinstance(t, Annotation) for t in one.axes[0].texts) == 4   # the four values written
     fig = CT.access_diagram(v1)
     assert "2 idle threads" in fig.axes[0].get_title()
 

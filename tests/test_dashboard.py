@@ -114,6 +114,32 @@ def test_dashboard_trains_in_a_thread(tmp_path):
     assert len(read_log(tmp_path / "log.jsonl")) == 4 and (tmp_path / "latest.pt").is_file()
 
 
+def test_start_button_trains_with_the_settings_of_the_controls(tmp_path):
+    made = []
+
+    def make_backend():
+        made.append(TorchBackend(TINY, seed=0))
+        return made[-1]
+
+    run = RunConfig(steps=50, batch=8, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)
+    dash = TrainingDashboard(make_backend=make_backend, data=token_data(), run=run, out=tmp_path)
+    assert not dash.start_button.disabled and (dash.steps.value, dash.batch.value) == (50, 8)
+    dash.steps.value, dash.lr.value, dash.batch.value = 3, 2e-3, 2
+    dash.start_button.click()
+    assert dash.steps.disabled and dash.start_button.disabled      # locked while it runs
+    result = dash.join(timeout=120)
+    assert dash.error is None and result.step == 3 and len(made) == 1
+    assert [r["lr"] for r in dash.records][-1] <= 2e-3 and not dash.steps.disabled and not dash.start_button.disabled
+    dash.verify_every.value = 0
+    assert dash.run_from_controls().batch == 2 and dash.run.batch == 8       # the recipe given is not changed
+
+
+def test_start_without_a_backend_says_what_it_needs():
+    dash = TrainingDashboard()
+    assert dash.start_button.disabled
+    assert dash.start_from_controls() is None and "make_backend" in dash.status.value
+
+
 def test_stop_button_stops_with_a_checkpoint(tmp_path):
     dash = TrainingDashboard()
     run = RunConfig(steps=10_000, batch=2, seq=8, eval_every=0, eval_batches=1, ckpt_every=0, sample_tokens=0)

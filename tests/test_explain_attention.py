@@ -121,6 +121,16 @@ def test_heatmap_labels_both_axes_with_coloured_tokens():
     matplotlib.pyplot.close("all")
 
 
+def test_the_weights_heatmap_draws_the_future_grey_as_lesson_3_says():
+    s = A.attention_steps(MODEL, RUNNING_EXAMPLE, 0, 0)
+    shown = A.heatmap(s, "weights").axes[0].images[0]
+    future = A.causal_mask(s.T)
+    assert shown.get_array().mask[future].all() and not shown.get_array().mask[~future].any()
+    grey = matplotlib.colors.to_hex(shown.get_cmap().get_bad())
+    assert grey == A.MASKED_COLOR                            # masked cells: grey, not the white of weight 0
+    matplotlib.pyplot.close("all")
+
+
 def test_query_bar_has_one_bar_per_key_in_token_colours():
     s = A.attention_steps(MODEL, RUNNING_EXAMPLE, 0, 0)
     ax = A.query_bar(s, 5).axes[0]
@@ -139,8 +149,9 @@ def test_query_bar_has_one_bar_per_key_in_token_colours():
 def test_all_heads_figure_one_panel_per_head_in_its_colour():
     fig = A.all_heads_figure(MODEL, RUNNING_EXAMPLE, layer=1)
     assert len(fig.axes) == 3
+    assert fig._suptitle.get_text().startswith(f"att[layer=1]  (T={T_EXAMPLE}, T={T_EXAMPLE})")
     for head, ax in enumerate(fig.axes):
-        assert ax.get_title() == f"att[layer=1, head={head}]  (T={T_EXAMPLE}, T={T_EXAMPLE})"
+        assert ax.get_title() == f"head {head}"
         assert matplotlib.colors.to_hex(ax.title.get_color()) == head_color(head)
         np.testing.assert_allclose(np.ma.filled(ax.images[0].get_array(), 0.0),
                                    A.attention_steps(MODEL, RUNNING_EXAMPLE, 1, head).weights, atol=1e-7)

@@ -96,3 +96,10 @@ def test_checkpoint_tables_keep_only_the_rows_asked_for(tmp_path):
     steps, rows, wpes = E.checkpoint_tables(frames, [3, 7, 3])
     assert steps == [0, 5] and rows.shape == (2, 3, 128) and wpes.shape == (2, 8, 128)
     np.testing.assert_array_equal(rows[1], init_params(cfg, seed=5)["transformer.wte.weight"][[3, 7, 3]])
+
+
+def test_uncluttered_drops_labels_that_would_overlap():
+    xy = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.2]])
+    show = E.uncluttered(xy, ["king", "queen", "lord", "duke"], box=(0.2, 0.3))
+    assert show.tolist() == [True, False, True, False]   # queen sits on king; duke's box reaches king's
+    assert E.uncluttered(xy, ["a", "b", "c", "d"], box=(0.05, 0.1)).all()   # small labels: all fit

@@ -72,6 +72,10 @@ def test_stepper_walks_the_tree(trace):
     assert f"scratch[0] = {INP[1].sum():.4g}" in w.caption.value
     w.reduction.value = 1
     assert f"{8 * INP[1].var():.3g}"[:4] in w.caption.value
+    for phase in range(w.step.max + 1):   # the slider, the caption and the picture name the same phase
+        w.step.value = phase
+        assert w.step.description == "phase" and f"phase {phase}:" in w.caption.value
+        assert w.figure.axes[0].get_title().startswith(f"phase {phase}:")
     assert bytes(w.image.value).startswith(PNG) and w.message.value == ""
 
 

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gpt2lab.explain.attention import AttentionSteps, attention_steps, heatmap, query_bar, token_ids
-from gpt2lab.explain.palette import FAIL_COLOR, RUNNING_EXAMPLE
+from gpt2lab.explain.palette import FAIL_COLOR, FIGURE_MAX_WIDTH_IN, RUNNING_EXAMPLE
 
-from ._view import figure_png, note
+from ._view import note, show_figure
 
 # What each view shows, in the order the forward pass makes them.
 STEP_HELP = {
@@ -112,13 +112,13 @@ class AttentionStepper(W.VBox):
 
     def _draw(self):
         s, t, name = self.steps, self.query.value, self.step.value
-        fig, (a, b) = plt.subplots(1, 2, figsize=(13, min(0.3 * s.T + 3.2, 12)),
+        fig, (a, b) = plt.subplots(1, 2, figsize=(FIGURE_MAX_WIDTH_IN, min(0.25 * s.T + 2.6, 7.0)),
                                    gridspec_kw={"width_ratios": [1.1, 1]})
         heatmap(s, name, ax=a, query=t)
         query_bar(s, t, name, ax=b)
         fig.tight_layout()
         self.figure, self.axes = fig, (a, b)
-        self.image.value = figure_png(fig)
+        show_figure(self.image, fig)
         self.message.value = ""
         self.caption.value = (f"<b>{html.escape(STEP_HELP[name], quote=False)}</b><br>"
                               f"{html.escape(self.describe(), quote=False)}")

@@ -13,7 +13,7 @@ from gpt2lab.explain.graph import backward_steps, draw_graph
 from gpt2lab.explain.gradflow import GradFlow, draw_gradflow
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note, player
+from ._view import note, player, show_figure
 
 MAX_NODES = 40  # beyond this a graph no longer fits on a screen
 
@@ -76,7 +76,7 @@ class BackpropStepper(W.VBox):
         i = self.slider.value
         self.message.value = note(f"out = {self.root.data:.4f}.  Step {i} of {len(self.snaps) - 1}"
                                    + ("  (d out / d out = 1)" if i == 0 else ""))
-        self.image.value = figure_png(draw_graph(self.root, self.snaps[i], title=f"backward step {i}"), tight=True)
+        show_figure(self.image, draw_graph(self.root, self.snaps[i], title=f"backward step {i}"), tight=True)
 
 
 class GradFlowView(W.VBox):
@@ -99,7 +99,7 @@ class GradFlowView(W.VBox):
         self.caption.value = (f"<b>step {int(f.steps[i])}</b> &nbsp; loss {f.loss[i]:.3f} &nbsp; "
                               f"‖dL/dwte‖ {f.wte[i]:.3g} &nbsp; ‖dL/dwpe‖ {f.wpe[i]:.3g}")
         fig, _ = draw_gradflow(f, i)
-        self.image.value = figure_png(fig, tight=True)
+        show_figure(self.image, fig, tight=True)
 
 
 __all__ = ["BackpropStepper", "GradFlowView", "parse_values"]

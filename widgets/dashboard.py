@@ -3,17 +3,20 @@
 A thin view over `gpt2lab.explain.training`: loss curves and throughput (matplotlib, rendered to PNG into
 Image widgets, which is safe from the training thread), a progress bar, the parity table (op x direction,
 green/red) and the latest generated sample. Controls and outputs are attributes (`.progress.value`,
-`.status.value`, `.parity.value`, `.sample.value`, `.loss_image.value`, `.stop_button`), so a test builds it,
-feeds it records and reads them back, with no browser.
+`.status.value`, `.parity.value`, `.sample.value`, `.loss_image.value`, `.steps`, `.lr`, `.batch`,
+`.verify_every`, `.start_button`, `.stop_button`), so a test builds it, feeds it records and reads them back,
+with no browser.
 
-    dash = TrainingDashboard()
-    dash                                              # show it in the notebook
-    dash.start(backend, data, RunConfig(steps=300), out="runs/tiny", verify_every=10)   # returns at once
+    dash = TrainingDashboard(make_backend=lambda: NumbaBackend(config, OptimConfig()), data=data,
+                             run=RunConfig(steps=60, lr=1e-3), out="runs/tiny")
+    dash                                              # show it; set steps, lr, batch, verify-every; press Start
+    dash.start(backend, data, RunConfig(steps=300), out="runs/tiny", verify_every=10)   # or start from code
     ...                                               # the notebook stays responsive; Stop saves a checkpoint
     TrainingDashboard.from_log("runs/tiny/log.jsonl") # the same charts after the fact
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 import time
@@ -21,8 +24,10 @@ import time
 import ipywidgets as W
 
 from gpt2lab.explain.palette import FAIL_COLOR, OK_COLOR
-from gpt2lab.explain.training import (figure_png, latest, latest_parity, loss_curves, loss_figure,
-                                      parity_html, read_log, speed_figure)
+from gpt2lab.explain.training import (latest, latest_parity, loss_curves, loss_figure, parity_html, read_log,
+                                      speed_figure)
+
+from ._view import show_figure
 
 
 class TrainingDashboard(W.VBox):
@@ -30,21 +35,41 @@ class TrainingDashboard(W.VBox):
 
     total_steps: the progress bar's length (start() sets it from the run). redraw_every: seconds between chart
     redraws while training (a PNG per step would slow a fast run); the last step is always drawn.
+    make_backend, data, run, out, encoding: what the Start button trains: a fresh `make_backend()` on `data`,
+    with `run` (a RunConfig) as changed by the steps, lr, batch and verify-every controls. Without
+    make_backend and data the controls only show the settings of a run started from code.
     """
 
-    def __init__(self, total_steps: int = 0, title: str = "training", redraw_every: float = 1.0):
+    def __init__(self, total_steps: int = 0, title: str = "training", redraw_every: float = 1.0, *,
+                 make_backend=None, data=None, run=None, out=None, encoding=None, verify_every: int = 0):
+        from gpt2lab.gpt2.train import RunConfig
         self.title, self.redraw_every = title, redraw_every
+        self.make_backend, self.data, self.out, self.encoding = make_backend, data, out, encoding
+        self.run = run if run is not None else RunConfig(steps=max(total_steps, 1))
         self.records: list[dict] = []
         self.progress = W.IntProgress(value=0, min=0, max=max(total_steps, 1), description="step")
         self.status = W.HTML(value="<i>not started</i>")
+        short = dict(layout=W.Layout(width="190px"), style={"description_width": "80px"})
+        self.steps = W.BoundedIntText(value=self.run.steps, min=1, max=100_000, description="steps", **short)
+        self.lr = W.FloatLogSlider(value=self.run.lr, base=10, min=-5, max=-1, step=0.1, readout_format=".1e",
+                                   description="lr", style={"description_width": "30px"})
+        self.batch = W.Dropdown(options=sorted({1, 2, 4, 8, 16, 32, self.run.batch}), value=self.run.batch,
+                                description="batch", **short)
+        self.verify_every = W.BoundedIntText(value=verify_every, min=0, max=100_000, description="verify every",
+                                             tooltip="check every K-th step against PyTorch (0: never)", **short)
+        self.start_button = W.Button(description="Start", icon="play", button_style="success",
+                                     disabled=make_backend is None or data is None,
+                                     tooltip="train a fresh model with these settings")
         self.stop_button = W.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
                                     tooltip="stop after this step and save a checkpoint")
-        self.loss_image = W.Image(format="png", layout=W.Layout(width="420px"))
-        self.speed_image = W.Image(format="png", layout=W.Layout(width="420px"))
+        self.loss_image, self.speed_image = W.Image(format="png"), W.Image(format="png")
         self.parity = W.HTML(value=parity_html(None))
         self.sample = W.HTML(value="")
+        self.start_button.on_click(lambda _: self.start_from_controls())
         self.stop_button.on_click(lambda _: self.stop())
-        super().__init__([W.HBox([self.progress, self.stop_button, self.status]),
+        self._controls = (self.steps, self.lr, self.batch, self.verify_every)
+        super().__init__([W.HBox([self.steps, self.lr, self.batch, self.verify_every]),
+                          W.HBox([self.start_button, self.stop_button, self.progress]), self.status,
                           W.HBox([self.loss_image, self.speed_image]), self.parity, self.sample])
         self.thread: threading.Thread | None = None
         self.result = self.error = None
@@ -73,8 +98,8 @@ class TrainingDashboard(W.VBox):
     def draw(self) -> None:
         """Redraw the loss and throughput charts from every record so far."""
         curves = loss_curves(self.records)
-        self.loss_image.value = figure_png(loss_figure(curves, self.title))
-        self.speed_image.value = figure_png(speed_figure(curves))
+        show_figure(self.loss_image, loss_figure(curves, self.title))
+        show_figure(self.speed_image, speed_figure(curves))
 
     def _status_html(self, r: dict) -> str:
         parts = [f"step {r.get('step')}", f"loss {r['loss']:.4f}" if r.get("loss") is not None else ""]
@@ -91,6 +116,30 @@ class TrainingDashboard(W.VBox):
         return " &nbsp; ".join(p for p in parts if p)
 
     # ---- training in a background thread
+    def run_from_controls(self):
+        """self.run with the steps, lr and batch the controls show (a new RunConfig; self.run is unchanged)."""
+        return dataclasses.replace(self.run, steps=int(self.steps.value), lr=float(self.lr.value),
+                                   batch=int(self.batch.value))
+
+    def start_from_controls(self) -> threading.Thread | None:
+        """What Start does: train a fresh make_backend() on data with the controls' settings. Returns the thread,
+        or None (with a message) when there is nothing to train or a run is going."""
+        if self.make_backend is None or self.data is None:
+            self._say("Start needs a backend and data: TrainingDashboard(make_backend=..., data=...)")
+            return None
+        if self.thread is not None and self.thread.is_alive():
+            self._say("A run is going: Stop it first.")
+            return None
+        try:
+            backend = self.make_backend()
+        except Exception as e:  # shown, never thrown into the page
+            self.status.value = (f"<span style='color:{FAIL_COLOR}'>could not build the model: "
+                                 f"{html.escape(repr(e))}</span>")
+            return None
+        # a fresh model each Start: the run before it in the same folder is replaced, not resumed
+        return self.start(backend, self.data, self.run_from_controls(), self.out,
+                          verify_every=int(self.verify_every.value), encoding=self.encoding, overwrite=True)
+
     def start(self, backend, data, run, out=None, *, verify_every: int = 0, on_mismatch: str = "warn",
               json_log=None, encoding=None, resume: bool = False, overwrite: bool = False) -> threading.Thread:
         """Train `backend` on `data` with RunConfig `run` in a background thread; returns the thread at once.
@@ -110,6 +159,7 @@ class TrainingDashboard(W.VBox):
         self.progress.max = max(run.steps, 1)
         self.records, self.result, self.error = [], None, None
         self._stop.clear()
+        self._show_settings(run, verify_every)
         self.stop_button.disabled = False
 
         def on_step(record):  # the record carries the parity figures of a verified step (step_extras)
@@ -128,6 +178,9 @@ class TrainingDashboard(W.VBox):
                 self.status.value = f"<span style='color:{FAIL_COLOR}'>error: {html.escape(repr(e))}</span>"
             finally:
                 self.stop_button.disabled = True
+                self.start_button.disabled = self.make_backend is None or self.data is None
+                for control in self._controls:
+                    control.disabled = False
                 if self.records:
                     self.draw()
                 self._finish_status(verified)
@@ -135,6 +188,15 @@ class TrainingDashboard(W.VBox):
         self.thread = threading.Thread(target=work, name="gpt2lab-train", daemon=True)
         self.thread.start()
         return self.thread
+
+    def _show_settings(self, run, verify_every: int) -> None:
+        """The controls show the run that is going, and are locked while it goes."""
+        if run.batch not in self.batch.options:
+            self.batch.options = sorted({*self.batch.options, run.batch})
+        self.steps.value, self.lr.value, self.batch.value = run.steps, run.lr, run.batch
+        self.verify_every.value = verify_every
+        for control in (*self._controls, self.start_button):
+            control.disabled = True
 
     def _say(self, text: str) -> None:
         """Trainer and parity messages: the latest one under the progress bar."""

@@ -14,7 +14,7 @@ from gpt2lab.explain.embeddings import (nearest_neighbours, neighbours_html, pos
                                         position_similarity_figure, token_labels)
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note, player
+from ._view import note, player, show_figure
 
 
 
@@ -94,8 +94,9 @@ class PositionSimilarityView(W.VBox):
     def render(self, change=None):
         i = self.slider.value
         self.sim = position_similarity(self.wpes[i], self.T)
-        self.caption.value = f"<b>step {self.steps[i]}</b>: bright near the diagonal = nearby positions look alike"
-        self.image.value = figure_png(position_similarity_figure(self.sim, self.steps[i]), tight=True)
+        self.caption.value = (f"<b>step {self.steps[i]}</b>: red = two positions' rows point alike (cos +1), "
+                              "blue = opposite (cos -1), white = unrelated; the diagonal is each position with itself")
+        show_figure(self.image, position_similarity_figure(self.sim, self.steps[i]), tight=True)
 
 
 __all__ = ["NeighbourExplorer", "PositionSimilarityView", "resolve_token"]

@@ -16,7 +16,7 @@ from gpt2lab.explain.cudatrace import Trace, reduction_diagram, reduction_steps,
 from gpt2lab.explain.layernorm import row_distribution_figure, row_stages
 from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import figure_png, note
+from ._view import note, show_figure
 
 
 
@@ -73,7 +73,7 @@ class LayerNormExplorer(W.VBox):
             fig = row_distribution_figure(self.x, gamma, beta, title=self.title, highlight=c,
                                           out_range=self.out_range())
             self.figure = fig
-            self.image.value = figure_png(fig)
+            show_figure(self.image, fig)
             self.message.value = ""
             s = self.stages
             self.caption.value = (f"channel {c}: x = {s['x'][c]:+.3f} → norm = {s['norm'][c]:+.3f} → "
@@ -146,7 +146,7 @@ class ReductionStepper(W.VBox):
             i = min(self.step.value, len(self.steps) - 1)
             fig = reduction_diagram(self.trace, self.block.value, self.reduction.value, step=i)
             self.figure = fig
-            self.image.value = figure_png(fig)
+            show_figure(self.image, fig)
             self.message.value = ""
             s = self.steps[i]
             self.caption.value = (f"<b>{html.escape(step_caption(s), quote=False)}</b><br>scratch after this "
