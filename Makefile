@@ -1,5 +1,5 @@
 # gpt2lab: two commands for a fresh machine.
-#   make lab    set up .venv (if needed) and open JupyterLab on notebooks/
+#   make lab    set up .venv (if needed), build the learner notebooks into lab/ and open JupyterLab on the tour
 #   make test   set up .venv (if needed) and run every test: unit, kernels (cpu + CUDA simulator), notebooks
 #
 # PyTorch: a CPU build by default. With an NVIDIA GPU, choose a CUDA build, e.g.
@@ -12,6 +12,8 @@ EXTRAS ?= lab,test,cuda
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 NB_BUILD := build/notebooks
+# The learner's notebooks, built from notebooks/*.py (the teacher's sources) and ignored by git.
+LAB := lab
 # pytest workers for the main suite; the CI machine has 2 cores.
 JOBS ?= 2
 
@@ -19,7 +21,8 @@ JOBS ?= 2
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make lab   - set up .venv and open JupyterLab on notebooks/ (the main job)"
+	@echo "make lab   - set up .venv, build lab/ and open JupyterLab on lab/00_tour.ipynb (the main job)"
+	@echo "make notebooks [FORCE=1] - build the learner notebooks into lab/ (FORCE=1 replaces ones you changed)"
 	@echo "make test  - set up .venv and run the whole test suite"
 	@echo "make setup - only create .venv and install gpt2lab with its extras"
 
@@ -35,17 +38,21 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
+# Learner notebooks: lab/NN_name.ipynb from notebooks/NN_name.py. One that exists is kept (it holds the learner's
+# work) unless FORCE=1. Nothing tracked is written, here or while the learner works in lab/.
 notebooks: setup
-	@mkdir -p $(NB_BUILD)
-	for f in notebooks/[0-9]*.py; do $(VENV)/bin/jupytext --quiet --to notebook -o $(NB_BUILD)/$$(basename $${f%.py}).ipynb $$f || exit 1; done
+	$(PY) tools/build_lab.py --out $(LAB) $(if $(FORCE),--force) notebooks/[0-9]*.py
 
-# Teacher build: student copies without solutions, and executed HTML with the animations embedded.
+# Teacher build: student notebooks, and executed HTML that works offline (figures, animations, math, a static
+# picture of every widget).
 handouts: setup
 	$(PY) tools/handouts.py --html --out build/handouts notebooks/[0-9]*.py
 
-lab: setup
-	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py >/dev/null 2>&1 || true
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab rooted at lab/ (its file browser shows the lessons only), opened on the tour. LAB_ARGS: more
+# options, e.g. LAB_ARGS="--no-browser --port 8899". As root (a container), Jupyter needs --allow-root.
+LAB_ARGS ?=
+lab: notebooks
+	cd $(LAB) && $(abspath $(VENV))/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) 00_tour.ipynb
 
 # Unit and kernel tests. The CUDA-simulator checks start their own processes (the simulator is switched
 # on by an environment variable read when numba is imported, so it never leaks into the CPU tests).
@@ -54,7 +61,8 @@ test-unit: setup
 
 # The lessons share one trained course model; the tests keep theirs in build/cache (trained on the first
 # run, about two minutes on 2 cores), never in a learner's ~/.cache.
-test-notebooks: notebooks
+test-notebooks: setup
+	$(PY) tools/build_lab.py --force --out $(NB_BUILD) notebooks/[0-9]*.py
 	GPT2LAB_CACHE=$(CURDIR)/build/cache $(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
 
 # The browser test drives JupyterLab in Debian's chromium; install it where we can (root with apt).

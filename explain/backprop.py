@@ -265,35 +265,6 @@ def check_block(x: np.ndarray, params: dict, n_head: int, dout: np.ndarray, ops:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# exercise: the layernorm backward
-# ---------------------------------------------------------------------------------------------------------
-
-def check_layernorm_backward(fn, B: int = 2, T: int = 5, C: int = 16, seed: int = 0) -> bool:
-    """Exercise check. fn(dout, x, weight, mean, rstd) -> (dx, dweight, dbias), shapes (B, T, C), (C,), (C,).
-
-    Compares with torch autograd of F.layer_norm and prints one cmp line per gradient; True when all close.
-    """
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((B, T, C)).astype(np.float32)
-    w = (1 + 0.3 * rng.standard_normal(C)).astype(np.float32)
-    b = (0.3 * rng.standard_normal(C)).astype(np.float32)
-    dout = rng.standard_normal((B, T, C)).astype(np.float32)
-    mean = x.mean(-1)
-    rstd = 1.0 / np.sqrt(x.var(-1) + EPS)
-    xt, wt, bt = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, w, b))
-    F.layer_norm(xt, (C,), wt, bt, EPS).backward(torch.tensor(dout, dtype=torch.float64))
-    try:
-        got = fn(dout, x, w, mean, rstd)
-    except NotImplementedError as e:
-        print(f"not written yet: {e}")
-        return False
-    if not (isinstance(got, tuple) and len(got) == 3):
-        print(f"expected a tuple (dx, dweight, dbias), got {type(got).__name__}")
-        return False
-    return all([cmp(n, g, r.grad) for n, g, r in zip(("dx", "dweight", "dbias"), got, (xt, wt, bt))])
-
-
-# ---------------------------------------------------------------------------------------------------------
 # a picture: where the gradient goes, token by token
 # ---------------------------------------------------------------------------------------------------------
 

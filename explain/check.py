@@ -14,6 +14,8 @@ error through. An all-zero reference is compared with atol itself.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 ATOL, RTOL = 1e-5, 1e-4  # float32 arithmetic against a float32/float64 reference
@@ -24,6 +26,43 @@ def as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float64)
+
+
+@dataclass
+class Mismatch:
+    """Where ours and the reference part: a one-line `problem`, the `expected` and `got` values as text, and
+    optionally a hint for this kind of difference."""
+    problem: str
+    expected: str
+    got: str
+    hint: str = ""
+
+
+def first_mismatch(name: str, ours, reference, atol: float = ATOL, rtol: float = RTOL) -> Mismatch | None:
+    """None when ours is close to the reference (cmp's rule); else the worst element as a Mismatch.
+
+    The worst element is the one furthest outside its tolerance, so the learner sees the entry to look at.
+    """
+    b = as_numpy(reference)
+    if ours is None:
+        return Mismatch(f"{name} is missing (None: did you forget a return?)", f"shape {b.shape}", "None")
+    try:
+        a = as_numpy(ours)
+    except (TypeError, ValueError) as e:
+        return Mismatch(f"{name} is not an array of numbers ({e})", f"shape {b.shape}", type(ours).__name__)
+    if a.shape != b.shape:
+        return Mismatch(f"{name} has the wrong shape", f"shape {b.shape}", f"shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        i = tuple(int(k) for k in np.argwhere(~np.isfinite(a))[0])
+        return Mismatch(f"{name}{list(i)} is not a finite number", f"{b[i]:.6g}", f"{a[i]}")
+    scale = float(np.abs(b).max(initial=0.0)) or 1.0
+    excess = np.abs(a - b) - (atol * scale + rtol * np.abs(b))
+    if a.size == 0 or excess.max() <= 0:
+        return None
+    i = np.unravel_index(int(excess.argmax()), b.shape)
+    where = f"{list(int(k) for k in i)}" if b.ndim else ""
+    return Mismatch(f"{name}{where} differs by {abs(a[i] - b[i]):.1e} (max |{name}| is {scale:.1e})",
+                    f"{b[i]:.6g}", f"{a[i]:.6g}")
 
 
 def cmp(name: str, ours, reference, atol: float = ATOL, rtol: float = RTOL, quiet: bool = False) -> bool:

@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .check import cmp
 from .palette import BACKWARD_CMAP, DIVERGING_CMAP, shape_title, token_color
 from .tokenize import token_label
 
@@ -272,43 +271,3 @@ def position_similarity_figure(sim: np.ndarray, step=None, ax=None):
     ax.set_ylabel("position i")
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax.figure
-
-
-# ---------------------------------------------------------------------------------------------------------
-# exercises
-# ---------------------------------------------------------------------------------------------------------
-
-def _exercise_inputs(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    V, maxT, C = 50, 16, 8
-    ids = np.array([[3, 7, 3, 3, 9, 0, 7], [1, 1, 2, 49, 3, 5, 5]])  # repeats on purpose
-    wte = rng.standard_normal((V, C)).astype(np.float32)
-    wpe = rng.standard_normal((maxT, C)).astype(np.float32)
-    dx = rng.standard_normal(ids.shape + (C,)).astype(np.float32)
-    return wte, wpe, ids, dx
-
-
-def _call(fn, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError as e:
-        print(f"not written yet: {e}")
-        return None
-
-
-def check_embedding_forward(fn) -> bool:
-    """Exercise check. fn(wte (V, C), wpe (maxT, C), ids (B, T) int) -> x (B, T, C); compared with torch."""
-    wte, wpe, ids, dx = _exercise_inputs()
-    got = _call(fn, wte, wpe, ids)
-    return got is not None and cmp("x", got, torch_encoder(wte, wpe, ids, dx)["x"])
-
-
-def check_embedding_backward(fn) -> bool:
-    """Exercise check. fn(dx (B, T, C), ids (B, T), V, maxT) -> (dwte (V, C), dwpe (maxT, C)); compared with
-    torch autograd. The ids repeat tokens, so `=` instead of `+=` fails here."""
-    wte, wpe, ids, dx = _exercise_inputs()
-    got = _call(fn, dx, ids, wte.shape[0], wpe.shape[0])
-    if got is None:
-        return False
-    ref = torch_encoder(wte, wpe, ids, dx)
-    return all([cmp("dwte", got[0], ref["dwte"]), cmp("dwpe", got[1], ref["dwpe"])])

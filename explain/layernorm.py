@@ -329,48 +329,7 @@ def layernorm_animation(frames: list[LayerNormFrame], interval: int = 700):
     return anim
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the exercise
-# ---------------------------------------------------------------------------------------------------------
-
-def check_layernorm_backward(fn, seed: int = 0) -> bool:
-    """Check a learner's `fn(dout, x, gamma, mean, rstd) -> (dx, dgamma, dbeta)` against PyTorch autograd.
-
-    dout, x: (B, T, C) float32; gamma: (C,); mean, rstd: (B, T) (the forward's cache). Cases: a random
-    batch, one row, rows with a large offset and scale, C not a power of two. Raises AssertionError naming
-    the first wrong gradient; prints OK and returns True.
-    """
-    rng = np.random.default_rng(seed)
-    shapes = [(2, 5, 16), (1, 1, 8), (3, 4, 37), (2, 3, 128)]
-    for k, shape in enumerate(shapes):
-        # rows with their own offset and scale (a wrong mean term shows); case 1 a plain standard normal row
-        loc = rng.uniform(-3, 3, shape[:2] + (1,)) if k != 1 else 0.0
-        scale = rng.uniform(0.5, 4, shape[:2] + (1,)) if k != 1 else 1.0
-        x = (loc + scale * rng.standard_normal(shape)).astype(np.float32)
-        gamma = (1 + 0.5 * rng.standard_normal(shape[-1])).astype(np.float32)
-        beta = (0.5 * rng.standard_normal(shape[-1])).astype(np.float32)
-        dout = rng.standard_normal(shape).astype(np.float32)
-        s = forward_steps(x, gamma, beta)
-        want = torch_layernorm(x, gamma, beta, dout)
-        got = fn(dout.copy(), x.copy(), gamma.copy(), s["mean"][..., 0].copy(), s["rstd"][..., 0].copy())
-        if not isinstance(got, (tuple, list)) or len(got) != 3:
-            raise AssertionError("layernorm backward: return the three gradients (dx, dgamma, dbeta)")
-        for name, g in zip(("dx", "dgamma", "dbeta"), got):
-            g = np.asarray(g, dtype=np.float64)
-            ref = want[name]
-            if g.shape != ref.shape:
-                raise AssertionError(f"layernorm backward: {name} must have shape {ref.shape}, got {g.shape}")
-            if not np.allclose(g, ref, atol=1e-4, rtol=1e-3):
-                i = np.unravel_index(np.abs(g - ref).argmax(), ref.shape)
-                raise AssertionError(f"layernorm backward: at shape {shape}, {name}{list(i)} is {g[i]:.6g}, "
-                                     f"PyTorch autograd says {ref[i]:.6g}")
-    print(f"OK: dx, dgamma, dbeta match PyTorch autograd on {len(shapes)} cases "
-          f"(shapes {', '.join(str(s) for s in shapes)})")
-    return True
-
-
 __all__ = ["EPS", "FORWARD_NAMES", "model_layernorm", "forward_steps", "backward_compact", "backward_long",
            "autograd_steps", "torch_layernorm", "kernel_timings", "row_stages", "row_distribution_figure",
            "idea_figure",
-           "LayerNormFrame", "layernorm_over_training", "draw_layernorm_frame", "layernorm_animation",
-           "check_layernorm_backward"]
+           "LayerNormFrame", "layernorm_over_training", "draw_layernorm_frame", "layernorm_animation"]

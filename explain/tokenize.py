@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from gpt2lab.datasets.bpe import chunk_counts, count_pairs, learn_merges, merge_pair, presplit, to_utf8
+from gpt2lab.datasets.bpe import chunk_counts, learn_merges, merge_pair, presplit, to_utf8
 from gpt2lab.datasets.tokenizer import GPT2_PATTERN
 from gpt2lab.explain.palette import RUNNING_EXAMPLE, shape_title, token_color
 
@@ -290,31 +290,6 @@ def save_animation(anim, path: str | Path, fps: int = 1) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The exercise: count pairs
-# ---------------------------------------------------------------------------------------------------------
-
-def check_pair_counts(fn, text: str | None = None) -> bool:
-    """Check a learner's `fn(chunks) -> {(a, b): count}` against `gpt2lab.datasets.bpe.count_pairs`.
-
-    chunks: {tuple of byte ids: occurrences}. Raises AssertionError naming the first wrong pair.
-    """
-    if text is None:
-        from gpt2lab.datasets import shakespeare
-        text = shakespeare("tiny")[:50_000]
-    chunks = {tuple(c): n for c, n in chunk_counts(text, GPT2_PATTERN).items()}
-    cases = [{(1, 2, 1, 2): 3, (2, 1): 1}, {(5,): 4}, {}, chunks]
-    for case in cases:
-        want, got = count_pairs(case), dict(fn(case))
-        got = {p: n for p, n in got.items() if n}
-        if got != dict(want):
-            wrong = next((p for p in set(want) | set(got) if want.get(p, 0) != got.get(p, 0)))
-            raise AssertionError(f"pair {wrong}: expected count {want.get(wrong, 0)}, got {got.get(wrong, 0)} "
-                                 f"(on {len(case)} chunks)")
-    print(f"OK: pair counts match on {len(cases)} cases, including {len(chunks):,} Shakespeare chunks")
-    return True
-
-
 __all__ = ["TokenSpan", "encode_ids", "token_bytes", "clean_text", "token_spans", "token_stats", "token_label",
            "spans_html", "check_same_ids", "MergeStep", "bpe_trace", "draw_merge_step", "merge_animation",
-           "save_animation", "check_pair_counts"]
+           "save_animation"]

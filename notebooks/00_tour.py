@@ -14,6 +14,9 @@
 # %% [markdown]
 # # A five-minute tour of gpt2lab
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # One sentence, all the way through GPT-2: cut it into tokens, run it through a small GPT-2 trained on
 # Shakespeare, look at what one attention head does, and check our own numba kernels against PyTorch on it.
 # Each step has a lesson of its own (01–06) that builds it from scratch.

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 1: Tokenizing
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # A language model never sees letters. It sees a list of integers, **tokens**, each standing for a short
 # piece of text. GPT-2 cuts text into pieces it learned from data with **byte-pair encoding (BPE)**: start
 # from raw bytes and repeatedly glue together the pair of neighbours seen most often.
@@ -191,18 +194,10 @@ def pair_counts(chunks):
     raise NotImplementedError("write me, then run the check below")
 
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-def pair_counts(chunks):
-    """The solution (`make handouts` removes this cell)."""
-    counts = {}
-    for ids, freq in chunks.items():
-        for pair in zip(ids, ids[1:]):      # neighbours: (ids[0], ids[1]), (ids[1], ids[2]), ...
-            counts[pair] = counts.get(pair, 0) + freq
-    return counts
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("pair_counts")
 
-
-# %%
-assert T.check_pair_counts(pair_counts)
+check("pair_counts", pair_counts)
 
 # %% [markdown]
 # ## What's next

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 2: Embeddings
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # Lesson 1 turned our sentence into token ids. A network needs vectors, so GPT-2 keeps two learned tables:
 # `wte`, one row of C numbers per token in the vocabulary, and `wpe`, one row per position in the context.
 # The vector for token `t` of the input is simply their sum, `x[t] = wte[ids[t]] + wpe[t]`: *what* the token
@@ -184,19 +187,10 @@ def embedding_backward(dx, ids, V, maxT):
     raise NotImplementedError("write me, then run the check below")
 
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-def embedding_backward(dx, ids, V, maxT):
-    """The solution (`make handouts` removes this cell)."""
-    B, T, C = dx.shape
-    dwte = np.zeros((V, C), np.float32)
-    dwpe = np.zeros((maxT, C), np.float32)
-    np.add.at(dwte, ids, dx)          # dwte[ids[b, t]] += dx[b, t], repeats included (dwte[ids] += dx is not!)
-    dwpe[:T] = dx.sum(0)
-    return dwte, dwpe
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("embedding_backward")
 
-
-# %%
-assert E.check_embedding_backward(embedding_backward)
+check("embedding_backward", embedding_backward)
 
 # %% [markdown]
 # ## What's next

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 3: Attention
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # Until now every token has its own vector, blind to its neighbours. **Attention** lets each token look back
 # at the tokens before it and take a weighted average of what they offer, with weights computed from the
 # tokens themselves: the model decides *where to look*, for every token anew. It is the only place in GPT-2
@@ -324,17 +327,10 @@ def causal_softmax(scaled):
     raise NotImplementedError("write me, then run the check below")
 
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-def causal_softmax(scaled):
-    """The solution (`make handouts` removes this cell)."""
-    T = scaled.shape[0]
-    masked = np.where(np.triu(np.ones((T, T), dtype=bool), k=1), -np.inf, scaled)
-    e = np.exp(masked - masked.max(axis=1, keepdims=True))   # the row max is finite: key 0 is always visible
-    return e / e.sum(axis=1, keepdims=True)
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("causal_softmax")
 
-
-# %%
-assert A.check_causal_softmax(causal_softmax)
+check("causal_softmax", causal_softmax)
 
 # %% [markdown]
 # ## What's next

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 4: Layer norm
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # Every token's vector drifts as it flows through the model: some rows end up centred far from zero, some
 # spread wide, some narrow. **Layer norm** takes each token's row of C numbers on its own, shifts it to mean
 # 0 and scales it to standard deviation 1, then lets the model choose, per channel, the scale `gamma` and
@@ -401,18 +404,10 @@ def layernorm_backward_np(dout, x, gamma, mean, rstd):
     raise NotImplementedError("write me, then run the check below")
 
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-def layernorm_backward_np(dout, x, gamma, mean, rstd):
-    """The solution (`make handouts` removes this cell)."""
-    mean, rstd = mean[..., None], rstd[..., None]             # (B, T, 1): broadcast along the row
-    norm = (x - mean) * rstd
-    dnorm = dout * gamma
-    dx = rstd * (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True))
-    return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("layernorm_backward_np")
 
-
-# %%
-assert LN.check_layernorm_backward(layernorm_backward_np)
+check("layernorm_backward_np", layernorm_backward_np)
 
 # %% [markdown]
 # ## What's next

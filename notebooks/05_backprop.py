@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 5: Backpropagation
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # Training needs one number per weight: how much the loss would change if that weight moved a little, the
 # **gradient**. Backpropagation gets all of them in one sweep backwards through the computation: every
 # operation knows its own *local* derivative, and the chain rule multiplies them along each path, adding
@@ -226,17 +229,10 @@ def layernorm_backward(dout, x, w, mean, rstd):
     raise NotImplementedError("write me, then run the check below")
 
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
-def layernorm_backward(dout, x, w, mean, rstd):
-    """The solution (`make handouts` removes this cell)."""
-    norm = (x - mean[..., None]) * rstd[..., None]
-    dnorm = dout * w
-    dx = rstd[..., None] * (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True))
-    return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("layernorm_backward")
 
-
-# %%
-assert BP.check_layernorm_backward(layernorm_backward)
+check("layernorm_backward", layernorm_backward)
 
 # %% [markdown]
 # ## What's next

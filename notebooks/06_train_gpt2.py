@@ -14,6 +14,9 @@
 # %% [markdown]
 # # Lesson 6: Training GPT-2 on our own kernels, checked live against PyTorch
 #
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
 # Lessons 1–5 built every piece: tokens, embeddings, attention, layernorm, backprop. Now they run together.
 # A training step is **forward** (the loss), **backward** (every gradient) and an **AdamW update**, all on
 # our numba kernels, while a PyTorch GPT-2 holding the very same parameters takes the same batch, and every
@@ -138,20 +141,10 @@ def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)
     raise NotImplementedError("write the update, then run the check below")
 
 
-# %% tags=["solution"]
-def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    params -= lr * weight_decay * params          # decoupled decay: on the weights, not the gradient
-    m[:] = beta1 * m + (1 - beta1) * grads
-    v[:] = beta2 * v + (1 - beta2) * grads * grads
-    m_hat = m / (1 - beta1 ** step)               # bias correction: m and v started at zero
-    v_hat = v / (1 - beta2 ** step)
-    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("adamw_update")
 
-
-# %%
-from gpt2lab.explain.optim import check_adamw
-
-assert check_adamw(adamw_update)
+check("adamw_update", adamw_update)
 
 # %% [markdown]
 # ## 7. GPT-2 124M on a GPU

@@ -216,36 +216,6 @@ def test_scale_figure_draws():
     matplotlib.pyplot.close("all")
 
 
-def causal_softmax_solution(scaled):
-    T = scaled.shape[0]
-    masked = np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, scaled)
-    e = np.exp(masked - masked.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def test_exercise_check_accepts_a_solution(capsys):
-    assert A.check_causal_softmax(causal_softmax_solution)
-    assert "OK" in capsys.readouterr().out
-
-
-def no_mask(scaled):
-    e = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def no_max(scaled):
-    T = scaled.shape[0]
-    e = np.exp(np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, scaled))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-@pytest.mark.parametrize("wrong,match", [(no_mask, r"weights\[\d+, \d+\] is"), (no_max, "subtract the row max"),
-                                         (lambda a: a[:-1], "expected shape")])
-def test_exercise_check_rejects_wrong_answers(wrong, match):
-    with np.errstate(all="ignore"), pytest.raises(AssertionError, match=match):
-        A.check_causal_softmax(wrong)
-
-
 def test_layer_qkv_feeds_the_kernels_to_the_models_output():
     from gpt2lab.kernels.attention import attention_forward, attention_forward_online
     qkv, y = A.layer_qkv(MODEL, RUNNING_EXAMPLE, 1)

@@ -11,7 +11,7 @@ from matplotlib.animation import FuncAnimation  # noqa: E402
 from gpt2lab.datasets import gpt2_encoding  # noqa: E402
 from gpt2lab.datasets.bpe import BPETokenizer, count_pairs  # noqa: E402
 from gpt2lab.explain.palette import RUNNING_EXAMPLE, token_color  # noqa: E402
-from gpt2lab.explain.tokenize import (bpe_trace, check_pair_counts, check_same_ids, clean_text,  # noqa: E402
+from gpt2lab.explain.tokenize import (bpe_trace, check_same_ids, clean_text,  # noqa: E402
                                       draw_merge_step, layout_step, merge_animation, save_animation,
                                       spans_html, token_label, token_spans, token_stats)
 
@@ -131,12 +131,3 @@ def test_animation_and_gif(tmp_path):
         assert gif.n_frames == len(trace)
     with pytest.raises(ValueError, match=".gif or .mp4"):
         save_animation(anim, tmp_path / "merges.avi")
-
-
-def test_pair_count_check_accepts_the_reference_and_rejects_a_bug():
-    assert check_pair_counts(count_pairs, text="to be or not to be")
-
-    def unweighted(chunks):                       # a classic mistake: forgetting chunk frequencies
-        return count_pairs({ids: 1 for ids in chunks})
-    with pytest.raises(AssertionError, match="expected count"):
-        check_pair_counts(unweighted, text="to be or not to be")
