@@ -70,9 +70,14 @@ SOLUTIONS = {f.__name__: f for f in (pair_counts, embedding_backward, causal_sof
 
 
 def solution_source(exercise: str) -> str:
-    """The source of the solution to `exercise` (its function's name in the lesson)."""
+    """The source of the solution to `exercise` (its function's name in the lesson), or to a kernel puzzle
+    (explain/puzzle_solutions.py, the kernel's name)."""
+    from .puzzle_solutions import PUZZLE_SOLUTIONS
+    if exercise in PUZZLE_SOLUTIONS:
+        return inspect.getsource(getattr(PUZZLE_SOLUTIONS[exercise], "py_func", PUZZLE_SOLUTIONS[exercise]))
     if exercise not in SOLUTIONS:
-        raise ValueError(f"show_solution: no exercise named {exercise!r}; expected one of {sorted(SOLUTIONS)}")
+        known = sorted(SOLUTIONS) + sorted(PUZZLE_SOLUTIONS)
+        raise ValueError(f"show_solution: no exercise named {exercise!r}; expected one of {known}")
     return inspect.getsource(SOLUTIONS[exercise])
 
 
