@@ -626,11 +626,14 @@ def load_kernel(name: str, source: str):
 
 
 def draw_puzzle(name: str, kernel):
-    """The learner's own kernel drawn from its traced launch (the first case of the check)."""
+    """The learner's own kernel drawn from its traced launch (the first case of the check); the check's panel
+    instead when the kernel could not finish that launch (not written yet, out of bounds, ...)."""
     from .puzzle_draw import draw
-    result = check_puzzle(name, kernel)
-    if result.trace is None:
+    if puzzle(name).device == "cpu":
         raise ValueError(f"draw_puzzle: {name} runs on the CPU, there are no CUDA threads to draw")
+    result = check_puzzle(name, kernel)
+    if result.trace is None:     # the kernel stopped before its first launch finished: its panel says why
+        return result
     return draw(puzzle(name), result.trace)
 
 
@@ -720,10 +723,16 @@ class PlugRun:
                 f'background:#fafafa">{body}</pre>')
 
 
-def train_with(name: str, kernel, steps: int = 4) -> PlugRun:
+def train_with(name: str, kernel, steps: int = 4, check_first: bool = True):
     """Train the micro GPT-2 with the learner's kernel plugged in, parity-checked every step (a PlugRun table).
-    A CUDA kernel runs in the simulator, in a subprocess; the CPU one here."""
+    A CUDA kernel runs in the simulator, in a subprocess; the CPU one here. A kernel that fails its check is
+    not plugged in: its CheckResult panel comes back instead (check_first=False plugs it in anyway, to watch
+    parity catch it)."""
     p = puzzle(name)
+    checked = check_puzzle(name, kernel) if check_first else None
+    if checked is not None and not checked.ok:           # a kernel that fails its check would only crash or derail the model
+        checked.problem = "fix the check first -- " + checked.problem
+        return checked
     if p.device == "cpu":
         fn = load_kernel(name, kernel) if isinstance(kernel, str) else kernel
         answer = train_plugged(name, fn, steps)

@@ -101,7 +101,8 @@ def test_residual_plugged_in_trains_with_parity_ok_and_a_wrong_one_is_named(one_
     assert run.ok and len(run.losses) == 3 and run.losses[-1] < run.losses[0], repr(run)
     assert run.op_rows() and all(r["ok"] for r in run.op_rows())
     # (WRONG's kernel writes into inp1, the stream itself: parity then names the op that made it, the encoder)
-    bad = P.train_with("residual_forward", broken("residual_forward", "inp1[i] + inp2[i]", "inp1[i]"), steps=1)
+    bad = P.train_with("residual_forward", broken("residual_forward", "inp1[i] + inp2[i]", "inp1[i]"), steps=1,
+                      check_first=False)
     assert not bad.ok and bad.first_failure()["op"] == "residual", repr(bad)
 
 
@@ -128,6 +129,9 @@ def test_cuda_wrong_kernel_fails_with_a_useful_panel(name):
 def test_cuda_skeleton_and_a_cell_that_does_not_load_fail_gently():
     skeleton = P.check_puzzle("gelu_forward_kernel", P.GELU.skeleton)
     assert not skeleton.ok and "not written yet" in skeleton.problem
+    # drawing and training a kernel that fails its check give the panel back, not a traceback
+    assert not P.draw_puzzle("gelu_forward_kernel", P.GELU.skeleton).ok
+    assert "fix the check first" in P.train_with("gelu_forward_kernel", P.GELU.skeleton).problem
     broken_cell = P.check_puzzle("gelu_forward_kernel", "@cuda.jit\ndef gelu_forward_kernel(out, inp, n)\n    pass\n")
     assert not broken_cell.ok and "does not load" in broken_cell.problem
 
@@ -146,7 +150,7 @@ def test_cuda_solution_plugged_in_trains_with_parity_ok(name):
     ("encoder_backward_kernel", "cuda.atomic.add(dwte, (inp[b, t], c), d)", "dwte[inp[b, t], c] = d"),
 ])
 def test_cuda_wrong_kernel_plugged_in_is_caught_by_parity_naming_its_op(name, old, new):
-    run = P.train_with(name, broken(name, old, new), steps=1)
+    run = P.train_with(name, broken(name, old, new), steps=1, check_first=False)
     assert not run.ok and run.first_failure()["op"] == P.PUZZLES[name].op, repr(run)
 
 
