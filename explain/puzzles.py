@@ -483,7 +483,12 @@ def _run_case(p: Puzzle, kernel, case: PCase):
     """Launch the kernel on copies of the case's arrays: ({output: array}, Trace or None)."""
     arrays = {k: np.array(v, copy=True) for k, v in case.arrays.items()}
     if p.device == "cpu":
-        p.launch(kernel, arrays, p.block)
+        import warnings
+
+        from numba.core.errors import NumbaPerformanceWarning
+        with warnings.catch_warnings():     # "parallel=True but nothing to parallelise": the check says it better
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            p.launch(kernel, arrays, p.block)
         return {k: arrays[k] for k in case.outputs}, None
     from . import cudatrace as CT
     recorder = CT.Recorder()

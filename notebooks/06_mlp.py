@@ -39,7 +39,6 @@ from gpt2lab.datasets import gpt2_encoding
 from gpt2lab.explain import mlp as M
 from gpt2lab.explain import puzzles as P
 from gpt2lab.explain.check import cmp
-from gpt2lab.explain.exercises import check, show_solution
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.explain.puzzles import draw_puzzle, train_with
 from gpt2lab.gpt2 import course_model
@@ -117,7 +116,9 @@ def gelu_forward_kernel(out, inp, n):
 
 
 # %% tags=["check", "puzzle"]
-check("gelu_forward_kernel", gelu_forward_kernel)     # stuck? show_solution("gelu_forward_kernel")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("gelu_forward_kernel")
+
+check("gelu_forward_kernel", gelu_forward_kernel)
 
 # %% [markdown]
 # Your threads: which one read which element (colour: its block), and the idle ones past the end.
@@ -172,7 +173,9 @@ def matmul_tiled_kernel(out, inp, weight, bias):
 
 
 # %% tags=["check", "puzzle"]
-check("matmul_tiled_kernel", matmul_tiled_kernel)     # stuck? show_solution("matmul_tiled_kernel")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("matmul_tiled_kernel")
+
+check("matmul_tiled_kernel", matmul_tiled_kernel)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -215,7 +218,9 @@ def residual_forward(out, inp1, inp2):
 
 
 # %% tags=["check", "puzzle"]
-check("residual_forward", residual_forward)     # stuck? show_solution("residual_forward")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("residual_forward")
+
+check("residual_forward", residual_forward)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -237,4 +242,6 @@ def mlp_backward(dout, x, w_fc, b_fc, w_proj):
 
 
 # %% tags=["check"]
-check("mlp_backward", mlp_backward)     # stuck? show_solution("mlp_backward")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("mlp_backward")
+
+check("mlp_backward", mlp_backward)

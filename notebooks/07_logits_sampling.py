@@ -37,7 +37,6 @@ from gpt2lab.datasets import gpt2_encoding
 from gpt2lab.explain import sampling as S
 from gpt2lab.explain.brokenkernel import broken_run
 from gpt2lab.explain.check import cmp
-from gpt2lab.explain.exercises import check, show_solution
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.explain.puzzles import draw_puzzle, train_with
 from gpt2lab.gpt2 import course_model
@@ -108,7 +107,9 @@ def softmax_kernel(out, inp):
 
 
 # %% tags=["check", "puzzle"]
-check("softmax_kernel", softmax_kernel)     # stuck? show_solution("softmax_kernel")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("softmax_kernel")
+
+check("softmax_kernel", softmax_kernel)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -154,7 +155,9 @@ def encoder_backward_kernel(dwte, dwpe, dout, inp):
 
 
 # %% tags=["check", "puzzle"]
-check("encoder_backward_kernel", encoder_backward_kernel)     # stuck? show_solution("encoder_backward_kernel")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("encoder_backward_kernel")
+
+check("encoder_backward_kernel", encoder_backward_kernel)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -191,7 +194,9 @@ def broken_op(rows):
 
 
 # %% tags=["check"]
-check("broken_op", broken_op)     # stuck? show_solution("broken_op")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("broken_op")
+
+check("broken_op", broken_op)
 
 # %% [markdown]
 # The answer for the run above (for the teacher — look after you have named it):

@@ -167,3 +167,20 @@ def test_cuda_solutions_compile_to_float32_ptx(name, signature):
     from gpt2lab.kernels._cuda import compile_ptx
     ptx = compile_ptx(PUZZLE_SOLUTIONS[name], signature)
     assert ".entry" in ptx and ".f64" not in ptx
+
+
+def test_the_lessons_puzzle_cells_are_the_puzzles_skeletons_and_their_checks():
+    import jupytext
+    from pathlib import Path
+    placed = {}
+    for src in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.py")):
+        cells = jupytext.read(src).cells
+        for i, cell in enumerate(cells):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "puzzle" in tags and "exercise" in tags:
+                name = cell.source.split("def ", 1)[1].split("(", 1)[0]
+                assert cell.source.strip() == P.PUZZLES[name].skeleton.strip(), f"{src.name}: {name}'s skeleton"
+                check_cell = cells[i + 1]
+                assert "check" in check_cell.metadata.get("tags", []) and f'check("{name}", {name})' in check_cell.source
+                placed[name] = src.stem
+    assert set(placed) >= set(P.PUZZLES) - {"layernorm_forward_kernel"}, placed
