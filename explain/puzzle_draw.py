@@ -159,4 +159,5 @@ def draw(puzzle, trace):
     return elementwise_diagram(trace)
 
 
-__all__ = ["draw", "elementwise_diagram", "atomics_diagram", "shared_phases", "shared_diagram", "tile_loads", "tiles_diagram"]
+__all__ = ["draw", "elementwise_diagram", "atomics_diagram", "shared_phases", "shared_diagram", "tile_loads",
+           "tiles_diagram"]

@@ -735,7 +735,7 @@ def train_with(name: str, kernel, steps: int = 4, check_first: bool = True):
     parity catch it)."""
     p = puzzle(name)
     checked = check_puzzle(name, kernel) if check_first else None
-    if checked is not None and not checked.ok:           # a kernel that fails its check would only crash or derail the model
+    if checked is not None and not checked.ok:   # a kernel failing its check would only crash or derail the model
         checked.problem = "fix the check first -- " + checked.problem
         return checked
     if p.device == "cpu":
