@@ -78,7 +78,8 @@ def tiles_diagram(trace, block: int = 0):
         ax.imshow(shown, cmap="viridis", vmin=0, vmax=max(steps.max(), 1), aspect="equal")
         for (r, c), v in np.ndenumerate(steps):
             if v >= 0:
-                ax.text(c, r, str(v), ha="center", va="center", fontsize=8, color="white")
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=9,
+                        color="black" if v > 0.6 * max(steps.max(), 1) else "white")
         ax.set_title(f"{array} {steps.shape}: k-step of each load", fontsize=9)
         ax.set_xlabel("c (the summed axis)")
         ax.set_ylabel("n (row)" if array == "inp" else "o (output column)")
@@ -108,8 +109,8 @@ def elementwise_diagram(trace, array: str = "inp"):
         colour = colours((g // trace.block) % 10) if inside and owner[g] >= 0 else "white"
         ax.add_patch(plt.Rectangle((c, r), 0.95, 0.9, facecolor=colour, alpha=0.75 if inside else 1,
                                    hatch=None if inside else "///", edgecolor="#888"))
-        label = f"{g}" if inside else f"b{g // trace.block}t{g % trace.block}"
-        ax.text(c + 0.47, r + 0.45, label, ha="center", va="center", fontsize=9 if inside else 7)
+        label = f"{g}" if inside else f"t{g % trace.block}"     # an idle thread: its threadIdx in the last block
+        ax.text(c + 0.47, r + 0.45, label, ha="center", va="center", fontsize=9)
     ax.set_xlim(0, per_row)
     ax.set_ylim(rows, 0)
     ax.axis("off")
@@ -120,8 +121,10 @@ def elementwise_diagram(trace, array: str = "inp"):
     return fig
 
 
-def atomics_diagram(trace, array: str = "dwte"):
-    """(rows, channels) of the scatter-add's output: how many threads atomically added into each element."""
+def atomics_diagram(trace, array: str = "dwte", row_ids=None):
+    """(rows, channels) of the scatter-add's output: how many threads added into each element ("plain" marks
+    non-atomic writes). row_ids: the GPT-2 token id of each row, to label the rows with the token's text in
+    its colour."""
     import matplotlib.pyplot as plt
     shape = trace.shapes[array]
     counts = np.zeros(int(np.prod(shape)), dtype=int)
@@ -134,14 +137,23 @@ def atomics_diagram(trace, array: str = "dwte"):
                 plain[e.index] += 1
     counts, plain = counts.reshape(shape), plain.reshape(shape)
     adds = counts + plain
-    fig, ax = plt.subplots(figsize=(max(3.5, 0.8 * shape[1] + 2.5), min(MAX_HEIGHT_IN, 0.34 * shape[0] + 1.6)))
-    ax.imshow(adds, cmap="Oranges", vmin=0, vmax=max(adds.max(), 2), aspect="auto")
+    fig, ax = plt.subplots(figsize=(7.5, min(MAX_HEIGHT_IN, 0.34 * shape[0] + 1.8)))
+    ax.imshow(adds, cmap="Oranges", vmin=0, vmax=max(adds.max(), 2) * 1.3, aspect="auto")
     for (r, c), v in np.ndenumerate(adds):
         ax.text(c, r, f"{v}" + (" plain" if plain[r, c] else ""), ha="center", va="center", fontsize=9,
-                color=FAIL_COLOR if plain[r, c] > 1 else "black")
+                color=FAIL_COLOR if plain[r, c] > 1 else ("white" if v > 1 else "black"))
     ax.set_xlabel("channel c")
-    ax.set_ylabel(f"{array} row (token)")
+    ax.set_xticks(range(shape[1]))
     ax.set_yticks(range(shape[0]))
+    if row_ids is not None:
+        from gpt2lab.datasets import gpt2_encoding
+
+        from .palette import token_color
+        enc = gpt2_encoding()
+        ax.set_yticklabels([repr(enc.decode([int(t)])) for t in row_ids], fontsize=10)
+        for label, t in zip(ax.get_yticklabels(), row_ids):
+            label.set_color(token_color(int(t)))
+    ax.set_ylabel(f"{array} row (token)")
     ax.set_title(f"{trace.title()}\nadds into each {array} element: 2 = a token that occurs twice", fontsize=9)
     _race_note(fig, trace)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -154,8 +166,9 @@ def draw(puzzle, trace):
         return shared_diagram(trace)
     if puzzle.draw == "tiles":
         return tiles_diagram(trace, block=trace.grid - 1)   # the last block: the one at the edges
-    if puzzle.draw == "atomics":
-        return atomics_diagram(trace)
+    if puzzle.draw == "atomics":     # the encoder puzzle's first case: the sentence's tokens, renumbered
+        from .puzzles import sentence_ids
+        return atomics_diagram(trace, row_ids=np.unique(sentence_ids()))
     return elementwise_diagram(trace)
 
 

@@ -413,7 +413,7 @@ def _encoder_cases() -> list:
                                     "dout": _f32(rng.standard_normal((B, T, C))),
                                     "inp": np.ascontiguousarray(inp, np.int32)}, ("dwte", "dwpe"))
     V = int(small.max()) + 1
-    return [case("the running sentence, its tokens numbered 0..V-1", f"inp (1, {ids.size}): {SENTENCE!r}, "
+    return [case("the running sentence, tokens renumbered", f"inp (1, {ids.size}): {SENTENCE!r}, "
                  f"V = {V}, C = 2, dwte and dwpe start non-zero", small.reshape(1, -1), V, 2, ids.size),
             case("the sentence twice, GPT-2's ids", f"inp (2, {ids.size}), V = 50257, C = 3",
                  np.stack([ids, ids]), 50257, 3, 16)]

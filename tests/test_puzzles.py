@@ -114,6 +114,10 @@ def test_cuda_solution_passes_with_its_trace(name):
     result = P.check_puzzle(name, solution(name))
     assert result.ok, repr(result)
     assert result.trace is not None and result.trace.events and CT.hazards(result.trace) == []
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = P.draw_puzzle(name, solution(name))          # the same run, from memory: the learner's picture
+    assert fig.get_size_inches()[1] * fig.dpi <= 800
 
 
 @pytest.mark.cudasim
