@@ -90,3 +90,12 @@ def test_broken_run_draws_a_classic_fault_with_its_seed_and_a_teacher_can_pick()
     assert pick_fault("gelu_backward_off", 0) == "gelu_backward_off"
     with pytest.raises(ValueError, match="unknown fault"):
         pick_fault("nope", 0)
+
+
+def test_sampling_lab_handout_stand_in_steps_top_k(small_model):
+    from gpt2lab.widgets import SamplingLab
+    from gpt2lab.widgets.standin import control_animation, first_control
+    lab = SamplingLab(small_model, n_new=2)
+    assert first_control(lab) is lab.top_k
+    page = control_animation(lab, max_frames=3)
+    assert page and page.count("data:image/png;base64") >= 3 and lab.top_k.value == 0   # put back
