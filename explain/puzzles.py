@@ -8,7 +8,7 @@ checked against PyTorch, and trains the model with it while the live parity chec
 
 One Puzzle per kernel (PUZZLES): the math, a skeleton, the launch, the cases and the PyTorch reference of the
 check, and `plug_in`: a gpt2.kernel_model.Kernels with the learner's kernel in place of ours (the model's one swap
-point), so gpt2.parity's VerifiedBackend judges it inside the real model -- the parity rows of its op are the
+point), so gpt2's VerifiedBackend judges it inside the real model -- the parity rows of its op are the
 learner's kernel.
 
 Where it runs. A CUDA puzzle runs in numba's CUDA simulator, which is switched on by NUMBA_ENABLE_CUDASIM=1 before
@@ -665,13 +665,12 @@ def plug_batch() -> tuple[np.ndarray, np.ndarray]:
 
 def train_plugged(name: str, kernel, steps: int = 4, seed: int = 0) -> dict:
     """Train the micro GPT-2 (PLUG_MODEL) `steps` steps on one batch with the learner's kernel plugged in, every
-    step verified by gpt2.parity's VerifiedBackend. {"losses": [...], "reports": [ParityReport.to_dict()]}.
+    step verified by gpt2's VerifiedBackend. {"losses": [...], "reports": [ParityReport.to_dict()]}.
     Runs in this process: the simulator must be on for a CUDA puzzle (train_with arranges that)."""
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
-    from gpt2lab.gpt2.parity import VerifiedBackend
     from gpt2lab.gpt2.train import OptimConfig
-    backend = VerifiedBackend(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
+    backend = verified_backend_class()(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
                                            kernels=plug_in(name, kernel)), every=1, log=lambda line: None)
     x, y = plug_batch()
     losses = []
@@ -679,6 +678,15 @@ def train_plugged(name: str, kernel, steps: int = 4, seed: int = 0) -> dict:
         losses.append(float(backend.loss_and_grads(x, y)))
         backend.optimizer_step(PLUG_LR)
     return {"losses": losses, "reports": [r.to_dict() for r in backend.reports]}
+
+
+def verified_backend_class():
+    """gpt2's VerifiedBackend: in kernel_backend.py beside the backend it wraps, or in parity.py where it was."""
+    try:
+        from gpt2lab.gpt2.kernel_backend import VerifiedBackend
+    except ImportError:
+        from gpt2lab.gpt2.parity import VerifiedBackend
+    return VerifiedBackend
 
 
 @dataclass
