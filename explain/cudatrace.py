@@ -56,8 +56,12 @@ class Trace:
     events: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
     direction: str = "forward"
+    label: str = ""            # the title of any other kernel's trace (a puzzle's); layernorm's is built
+    shared: list = field(default_factory=list)   # names of the shared-memory arrays (one copy per block)
 
     def title(self) -> str:
+        if self.label:
+            return self.label
         N, C = self.shapes["inp"]
         return (f"layernorm_{self.direction}_kernel_{self.kernel}[grid={self.grid}, block={self.block}]"
                 f"  (N={N}, C={C})")
@@ -93,10 +97,30 @@ class Recorder:
         self._seq = itertools.count()
 
     def log(self, array: str, shape, index, op: str, value) -> None:
-        thread = threading.current_thread()   # a simulator BlockThread: it knows its blockIdx and threadIdx
+        block, thread_id, phase = where()
         flat = int(np.ravel_multi_index(index if isinstance(index, tuple) else (index,), shape))
-        self.events.append(Event(next(self._seq), int(thread.blockIdx.x), int(thread.threadIdx.x), array,
-                                 flat, op, getattr(thread, "phase", 0), float(value)))
+        self.events.append(Event(next(self._seq), block, thread_id, array, flat, op, phase, float(value)))
+
+
+def where() -> tuple[int, int, int]:
+    """(block, thread, phase) of the calling simulated CUDA thread; 2-D and 3-D ids flattened x-fastest."""
+    thread = threading.current_thread()   # a simulator BlockThread: it knows its blockIdx and threadIdx
+    gx, gy, _ = (tuple(thread._manager._grid_dim) + (1, 1))[:3]
+    b = thread.blockIdx
+    return int(b.x + gx * (b.y + gy * b.z)), int(thread.thread_id), getattr(thread, "phase", 0)
+
+
+def _out_of_bounds(index, shape) -> bool:
+    """True when an integer index is outside shape. Negative indices count as outside: on a GPU there is no
+    wrap-around, a[-1] reads whatever lies before the array."""
+    idx = index if isinstance(index, tuple) else (index,)
+    if len(idx) != len(shape) or not all(isinstance(i, (int, np.integer)) for i in idx):
+        return False          # slices and the like: let numpy decide
+    return any(not 0 <= int(i) < n for i, n in zip(idx, shape))
+
+
+class OutOfBounds(IndexError):
+    """A simulated thread indexed outside an array; the message names the thread, the array and the index."""
 
 
 class Recording:
@@ -111,22 +135,45 @@ class Recording:
         self.shape, self.dtype, self.ndim, self.size = array.shape, array.dtype, array.ndim, array.size
 
     def __getitem__(self, index):
+        self._check(index, "read")
         value = self.array[index]
         self.recorder.log(self.name, self.shape, index, "read", value)
         return value
 
     def __setitem__(self, index, value):
+        self._check(index, "write")
         self.array[index] = value
         self.recorder.log(self.name, self.shape, index, "write", self.array[index])
+
+    def _check(self, index, op: str) -> None:
+        if _out_of_bounds(index, self.shape):
+            block, thread, _ = where()
+            at = [int(i) for i in np.atleast_1d(index)]
+            raise OutOfBounds(f"out of bounds: block {block}, thread {thread} tried to {op} {self.name}{at} "
+                              f"but {self.name} has shape {self.shape}")
 
     def __len__(self):
         return len(self.array)
 
 
-def _install_hooks(recorder: Recorder) -> None:
-    """Count barriers per thread, and hand out recording shared arrays (one per source line, as the
-    simulator does: all threads of a block calling cuda.shared.array on one line get the same array)."""
+class _Active:
+    """What the installed hooks log into: swapped per traced launch, the hooks themselves installed once."""
+    recorder: Recorder | None = None
+    name_shared = staticmethod(lambda key: "scratch")   # (file, line) of the cuda.shared.array call -> a name
+    shared_names: set = set()
+
+
+def _install_hooks(recorder: Recorder, name_shared=None) -> None:
+    """Log the next launches into `recorder`. The first call patches the simulator: count barriers per
+    thread, hand out recording shared arrays (one per source line, as the simulator does: all threads of a
+    block calling cuda.shared.array on one line get the same array), log atomic adds as one event.
+    name_shared(key) names a shared array from its (file, line) key; default "scratch"."""
+    _Active.recorder = recorder
+    _Active.name_shared = name_shared or (lambda key: "scratch")
+    _Active.shared_names = set()
     from numba.cuda.simulator import kernel, kernelapi
+    if getattr(kernel.BlockThread, "_gpt2lab_traced", False):
+        return
 
     barrier = kernel.BlockThread.syncthreads
 
@@ -135,20 +182,26 @@ def _install_hooks(recorder: Recorder) -> None:
         self.phase = getattr(self, "phase", 0) + 1
 
     kernel.BlockThread.syncthreads = syncthreads
+    kernel.BlockThread._gpt2lab_traced = True
+
+    def make_shared(shape, dtype, key):
+        name = _Active.name_shared(key)
+        _Active.shared_names.add(name)
+        return Recording(name, np.zeros(shape, dtype), _Active.recorder)
 
     from gpt2lab.kernels._cuda import shared_array_method
-    kernelapi.FakeCUDAShared.array = shared_array_method(
-        lambda shape, dtype: Recording("scratch", np.zeros(shape, dtype), recorder))
+    kernelapi.FakeCUDAShared.array = shared_array_method(make_shared)
 
     add = kernelapi.FakeCUDAAtomic.add
 
     def atomic_add(self, array, index, val):
         if not isinstance(array, Recording):
             return add(self, array, index, val)
+        array._check(index, "atomically add to")
         with kernelapi.addlock:   # one indivisible read-add-write, logged as one event
             old = array.array[index]
             array.array[index] += val
-            recorder.log(array.name, array.shape, index, "atomic", array.array[index])
+            array.recorder.log(array.name, array.shape, index, "atomic", array.array[index])
         return old
 
     kernelapi.FakeCUDAAtomic.add = atomic_add
@@ -432,8 +485,8 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     ax.set_yticks(range(len(active)))
     ax.set_yticklabels([f"b{g // trace.block} t{g % trace.block}" for g in active], fontsize=9)
     ax.set_xlabel(f"{array} element (flat: row * C + channel)")
-    N, C = trace.shapes["inp"]
     if len(trace.shapes[array]) == 2:   # a (N, C) array: a line between rows
+        N, C = trace.shapes[array]
         for r in range(1, N):
             ax.axvline(r * C - 0.5, color="k", lw=1)
     else:
@@ -445,8 +498,61 @@ def access_diagram(trace: Trace, array: str = "inp", op: str = "read", ax=None):
     return ax.figure
 
 
+class Hazard(NamedTuple):
+    """Two accesses to one element by two threads with nothing ordering them, at least one a write: a race.
+    first, second: the two events (second is the later one in the run)."""
+    array: str
+    first: Event
+    second: Event
+
+    def describe(self, shape=None) -> str:
+        at = list(np.unravel_index(self.first.index, shape)) if shape else [self.first.index]
+        a, b = self.first, self.second
+        return (f"{self.array}{[int(i) for i in at]}: block {a.block} thread {a.thread} {_VERB[a.op]} it and "
+                f"block {b.block} thread {b.thread} {_VERB[b.op]} it with no barrier between them")
+
+
+_VERB = {"read": "reads", "write": "writes", "atomic": "atomically adds to"}
+
+
+def _conflict(a: Event, b: Event, shared: bool) -> bool:
+    """Two events on one element race: different threads, at least one a plain write (or an atomic against a
+    plain read), and nothing ordering them -- a barrier orders the threads of one block (then their phases
+    differ), nothing orders two blocks. Read against read and atomic against atomic never race."""
+    if (a.block, a.thread) == (b.block, b.thread):
+        return False
+    ops = {a.op, b.op}
+    if "write" not in ops and ops != {"read", "atomic"}:
+        return False
+    if a.block != b.block:
+        return not shared          # shared memory is per block: two blocks never see each other's
+    return a.phase == b.phase
+
+
+def hazards(trace: Trace, limit: int = 10) -> list[Hazard]:
+    """The races of a traced launch (CUDA's racecheck, from the trace): up to `limit` of them, in run order.
+
+    A missing syncthreads shows as a read and a write of one shared element in the same phase by two threads;
+    a missing atomic as two threads' plain writes to one global element.
+    """
+    shared = set(trace.shared) | {"scratch"}
+    by_element: dict = {}
+    for e in trace.events:
+        key = (e.array, e.block if e.array in shared else -1, e.index)
+        by_element.setdefault(key, []).append(e)
+    found = []
+    for (array, _, _), events in by_element.items():
+        if all(e.op == "read" for e in events):
+            continue
+        hit = next(((a, b) for j, b in enumerate(events) for a in events[:j] if _conflict(a, b, array in shared)),
+                   None)
+        if hit:
+            found.append(Hazard(array, *hit))
+    return sorted(found, key=lambda h: h.second.seq)[:limit]
+
+
 __all__ = ["Event", "Trace", "trace_layernorm", "ReductionStep", "reduction_steps", "step_caption",
-           "reduction_diagram", "access_grid", "first_touch", "access_diagram", "KERNELS"]
+           "reduction_diagram", "access_grid", "first_touch", "access_diagram", "KERNELS", "Hazard", "hazards"]
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def check_layernorm_backward(fn, names: tuple[str, str, str] = ("dx", "dgamma", 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# lesson 6: adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay), in place
+# lesson 8: adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay), in place
 # ---------------------------------------------------------------------------------------------------------
 
 HYPER = dict(lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
@@ -228,6 +228,75 @@ def check_adamw(fn, n: int = 37, seed: int = 0) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# lesson 6: mlp_backward(dout, x, w_fc, b_fc, w_proj) -> (dx, dw_fc, db_fc, dw_proj, db_proj)
+# ---------------------------------------------------------------------------------------------------------
+
+MLP_NAMES = ("dx", "dw_fc", "db_fc", "dw_proj", "db_proj")
+MLP_HINTS = {
+    "dw_proj": "out = a @ w_proj.T + b_proj, so dw_proj = dout.T @ a, with a = gelu(h) and h = x @ w_fc.T + b_fc",
+    "db_proj": "db_proj = dout summed over the rows: shape (C,)",
+    "dw_fc": "da = dout @ w_proj, then dh = da * gelu_grad(h) (the chain rule through GELU), dw_fc = dh.T @ x",
+    "db_fc": "db_fc = dh summed over the rows: shape (4C,)",
+    "dx": "dx = dh @ w_fc, with dh = (dout @ w_proj) * gelu_grad(h)",
+}
+
+
+def _mlp_case(label: str, N: int, C: int, rng) -> Case:
+    H = 4 * C
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    w_fc = (rng.standard_normal((H, C)) / np.sqrt(C)).astype(np.float32)
+    b_fc = (0.5 * rng.standard_normal(H)).astype(np.float32)
+    w_proj = (rng.standard_normal((C, H)) / np.sqrt(H)).astype(np.float32)
+    b_proj = (0.1 * rng.standard_normal(C)).astype(np.float32)
+    dout = rng.standard_normal((N, C)).astype(np.float32)
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+         for k, v in dict(x=x, w_fc=w_fc, b_fc=b_fc, w_proj=w_proj, b_proj=b_proj).items()}
+    h = t["x"] @ t["w_fc"].T + t["b_fc"]
+    out = torch.nn.functional.gelu(h, approximate="tanh") @ t["w_proj"].T + t["b_proj"]
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    want = dict(zip(MLP_NAMES, (t[k].grad.numpy() for k in ("x", "w_fc", "b_fc", "w_proj", "b_proj"))))
+    given = f"{_shape('dout', dout)}, {_shape('x', x)}, {_shape('w_fc', w_fc)}, {_shape('w_proj', w_proj)}"
+    return Case(label, given, lambda fn: fn(dout.copy(), x.copy(), w_fc.copy(), b_fc.copy(), w_proj.copy()),
+                lambda got: _arrays(got, MLP_NAMES, want, 1e-4, 1e-3, MLP_HINTS))
+
+
+def check_mlp_backward(fn, seed: int = 0) -> CheckResult:
+    """fn(dout (N, C), x (N, C), w_fc (4C, C), b_fc (4C,), w_proj (C, 4C)) -> (dx, dw_fc, db_fc, dw_proj, db_proj)
+    of out = gelu(x @ w_fc.T + b_fc) @ w_proj.T + b_proj, against torch autograd (tanh GELU, float64)."""
+    rng = np.random.default_rng(seed)
+    cases = [_mlp_case("3 positions, C = 4", 3, 4, rng), _mlp_case("one position", 1, 8, rng),
+             _mlp_case("11 positions (the running sentence), C = 16", 11, 16, rng)]
+    return run_check("mlp_backward", fn, cases, hint=f"return ({', '.join(MLP_NAMES)})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# lesson 7: broken_op(rows) -> the op whose kernel is broken, from a parity report's rows
+# ---------------------------------------------------------------------------------------------------------
+
+BROKEN_CASES = ("crossentropy_backward_no_onehot", "residual_backward_one_branch", "gelu_backward_off")
+
+
+def check_broken_op(fn) -> CheckResult:
+    """fn(rows: list of parity row dicts in pass order, each with "op", "tensor", "direction", "ratio", "ok")
+    -> the broken op's name, on training steps with three different faults injected (explain/brokenkernel.py)."""
+    from gpt2lab.gpt2.faults import FAULTS
+
+    from .brokenkernel import parity_rows
+
+    def case(fault: str) -> Case:
+        want = FAULTS[fault].op
+
+        def compare(got):
+            return None if got == want else Mismatch("that op's kernel is not the broken one", repr(want), repr(got))
+        return Case(f"a step with one broken kernel (#{BROKEN_CASES.index(fault) + 1})",
+                    f"the {len(parity_rows(fault))} parity rows of that step", lambda fn: fn(parity_rows(fault)),
+                    compare)
+    return run_check("broken_op", fn, [case(f) for f in BROKEN_CASES],
+                     hint="errors flow downstream: every tensor computed from a wrong one is wrong too, often by "
+                          "more. The first failing row in pass order names the broken op")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # one entry point for the notebooks
 # ---------------------------------------------------------------------------------------------------------
 
@@ -239,15 +308,22 @@ EXERCISES = {
     "layernorm_backward": lambda fn: check_layernorm_backward(fn, ("dx", "dweight", "dbias"), "w",
                                                               exercise="layernorm_backward"),
     "adamw_update": check_adamw,
+    "mlp_backward": check_mlp_backward,
+    "broken_op": check_broken_op,
 }
 
 
 def check(exercise: str, fn) -> CheckResult:
-    """Check the learner's function for `exercise` (a key of EXERCISES, the function's name in the lesson)."""
+    """Check the learner's function for `exercise` (a key of EXERCISES, the function's name in the lesson), or the
+    learner's kernel for a puzzle (explain/puzzles.py: the kernel's name)."""
+    from .puzzles import PUZZLES, check_puzzle
+    if exercise in PUZZLES:
+        return check_puzzle(exercise, fn)
     if exercise not in EXERCISES:
         raise ValueError(f"check: no exercise named {exercise!r}; expected one of {sorted(EXERCISES)}")
     return EXERCISES[exercise](fn)
 
 
 __all__ = ["EXERCISES", "HYPER", "LAYERNORM_SHAPES", "check", "show_solution", "check_pair_counts",
-           "check_embedding_backward", "check_causal_softmax", "check_layernorm_backward", "check_adamw"]
+           "check_embedding_backward", "check_causal_softmax", "check_layernorm_backward", "check_adamw",
+           "check_mlp_backward", "check_broken_op"]

@@ -56,7 +56,7 @@ def layernorm_backward(dout, x, w, mean, rstd):
 
 
 def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    """Lesson 6: one AdamW step at `step` (1-based); updates params, m and v in place."""
+    """Lesson 8: one AdamW step at `step` (1-based); updates params, m and v in place."""
     params -= lr * weight_decay * params          # decoupled decay: on the weights, not the gradient
     m[:] = beta1 * m + (1 - beta1) * grads
     v[:] = beta2 * v + (1 - beta2) * grads * grads
@@ -65,14 +65,37 @@ def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)
     params -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
+def mlp_backward(dout, x, w_fc, b_fc, w_proj):
+    """Lesson 6: the MLP's backward by hand. Returns (dx, dw_fc, db_fc, dw_proj, db_proj)."""
+    from gpt2lab.explain.mlp import gelu, gelu_grad
+    h = x @ w_fc.T + b_fc             # recompute the forward's cache: h, then a = gelu(h)
+    a = gelu(h)
+    dw_proj, db_proj = dout.T @ a, dout.sum(0)
+    dh = (dout @ w_proj) * gelu_grad(h)   # back through c_proj, then through GELU elementwise
+    return dh @ w_fc, dh.T @ x, dh.sum(0), dw_proj, db_proj
+
+
+def broken_op(rows):
+    """Lesson 7: the op of the first failing parity row, in pass order (errors flow downstream)."""
+    for row in rows:
+        if not row["ok"]:
+            return row["op"]
+    return None
+
+
 SOLUTIONS = {f.__name__: f for f in (pair_counts, embedding_backward, causal_softmax, layernorm_backward_np,
-                                     layernorm_backward, adamw_update)}
+                                     layernorm_backward, mlp_backward, broken_op, adamw_update)}
 
 
 def solution_source(exercise: str) -> str:
-    """The source of the solution to `exercise` (its function's name in the lesson)."""
+    """The source of the solution to `exercise` (its function's name in the lesson), or to a kernel puzzle
+    (explain/puzzle_solutions.py, the kernel's name)."""
+    from .puzzle_solutions import PUZZLE_SOLUTIONS
+    if exercise in PUZZLE_SOLUTIONS:
+        return inspect.getsource(getattr(PUZZLE_SOLUTIONS[exercise], "py_func", PUZZLE_SOLUTIONS[exercise]))
     if exercise not in SOLUTIONS:
-        raise ValueError(f"show_solution: no exercise named {exercise!r}; expected one of {sorted(SOLUTIONS)}")
+        known = sorted(SOLUTIONS) + sorted(PUZZLE_SOLUTIONS)
+        raise ValueError(f"show_solution: no exercise named {exercise!r}; expected one of {known}")
     return inspect.getsource(SOLUTIONS[exercise])
 
 

@@ -126,7 +126,8 @@ _SHARED_LOCK = threading.Lock()
 
 def shared_array_method(make, fallback=None):
     """A replacement for the simulator's FakeCUDAShared.array: every thread of a block that calls
-    cuda.shared.array on one source line gets the same array, make(shape, dtype), made on first use.
+    cuda.shared.array on one source line gets the same array, make(shape, dtype, key), made on first use
+    (key: the calling line, (file name, line number)).
 
     numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
     each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
@@ -143,7 +144,7 @@ def shared_array_method(make, fallback=None):
         with _SHARED_LOCK:
             res = self._allocations.get(key)
             if res is None:
-                res = self._allocations[key] = make(shape, dtype)
+                res = self._allocations[key] = make(shape, dtype, key)
         return res
 
     return array
@@ -152,7 +153,8 @@ def shared_array_method(make, fallback=None):
 def _install_locked_shared_arrays(shared_class) -> None:
     """Every thread of a block gets the *same* cuda.shared.array, however the threads are scheduled.
     Dynamic shared memory keeps the simulator's own path."""
-    shared_class.array = shared_array_method(np.empty, fallback=shared_class.array)
+    shared_class.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
+                                              fallback=shared_class.array)
 
 
 patch_simulator()

@@ -99,4 +99,6 @@ assert report.ok
 # - `03_attention` — Q, K, V, the mask, softmax, heads; naive vs online-softmax kernels
 # - `04_layernorm` — the forward, the backward derived, CPU and CUDA kernels, a traced GPU reduction
 # - `05_backprop` — a tiny autograd engine, then one whole transformer block by hand
-# - `06_train_gpt2` — train GPT-2 on the kernels with every kernel checked live
+# - `06_mlp` — the MLP and the matmul: GELU, tiles, your own kernels plugged into GPT-2
+# - `07_logits_sampling` — logits, loss and sampling; find the broken kernel
+# - `08_train_gpt2` — train GPT-2 on the kernels with every kernel checked live

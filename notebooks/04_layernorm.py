@@ -410,6 +410,47 @@ from gpt2lab.explain.exercises import check, show_solution  # stuck? show_soluti
 check("layernorm_backward_np", layernorm_backward_np)
 
 # %% [markdown]
+# ## 9. Puzzle: your layer norm kernel (CUDA, one block per row)
+#
+# Now write the v2 forward yourself. `block_sum(scratch, value)` (section 6) gives every thread of the block the
+# block's total; thread `tid` takes channels `tid, tid + blockDim.x, ...`. Your kernel runs in numba's CUDA
+# simulator (in a separate process) and is checked against PyTorch; one case has rows so flat that `EPS`
+# matters. Names you can use: `math`, `cuda`, `float32`, `block_sum`, `BLOCK`, `EPS`.
+#
+# `mean = sum(x) / C`,  `rstd = 1 / sqrt(sum((x − mean)²) / C + EPS)`,  `out = (x − mean) rstd weight + bias`
+
+# %% tags=["exercise", "puzzle"]
+@cuda.jit
+def layernorm_forward_kernel(out, mean, rstd, inp, weight, bias):
+    scratch = cuda.shared.array(BLOCK, float32)
+    r = cuda.blockIdx.x                # this block's row
+    tid = cuda.threadIdx.x             # thread tid takes channels tid, tid + blockDim.x, ...
+    C = inp.shape[1]
+    # your code: block_sum(scratch, my_partial_sum) returns the block's total to every thread (lesson 4)
+    #            then out[r, i] for your channels, and one thread writes mean[r] and rstd[r]
+    raise NotImplementedError
+
+
+# %% tags=["check", "puzzle"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("layernorm_forward_kernel")
+
+check("layernorm_forward_kernel", layernorm_forward_kernel)
+
+# %% [markdown]
+# Your block's shared scratch, phase by phase (the two tree reductions), and the micro GPT-2 trained with your
+# kernel as every one of its layer norms, checked against PyTorch each step:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from gpt2lab.explain.puzzles import draw_puzzle, train_with
+
+draw_puzzle("layernorm_forward_kernel", layernorm_forward_kernel)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+train_with("layernorm_forward_kernel", layernorm_forward_kernel, steps=3)
+
+# %% [markdown]
 # ## What's next
 #
 # The layer norm's output feeds attention (lesson 3) and the MLP. Lesson 5 sends gradients back through a

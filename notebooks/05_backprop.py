@@ -239,5 +239,5 @@ check("layernorm_backward", layernorm_backward)
 # %% [markdown]
 # ## What's next
 #
-# We can now get every gradient of the model. Lesson 6 uses them: AdamW turns gradients into updates, and
+# We can now get every gradient of the model. Lesson 8 uses them: AdamW turns gradients into updates, and
 # we watch the model that continues *"To be, or not to be"* learn, step by step.

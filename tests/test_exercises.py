@@ -62,15 +62,30 @@ def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)
     v[:] = beta2 * v + (1 - beta2) * grads * grads
     params -= lr * m / (np.sqrt(v) + eps)     # forgets the bias correction
 ''',
+    "mlp_backward": '''
+def mlp_backward(dout, x, w_fc, b_fc, w_proj):
+    from gpt2lab.explain.mlp import gelu
+    h = x @ w_fc.T + b_fc
+    dh = dout @ w_proj                        # forgets GELU's derivative: as if the MLP were linear
+    return dh @ w_fc, dh.T @ x, dh.sum(0), dout.T @ gelu(h), dout.sum(0)
+''',
+    "broken_op": '''
+def broken_op(rows):
+    worst = max(rows, key=lambda r: r["ratio"])   # the largest error: often downstream of the broken kernel
+    return worst["op"]
+''',
 }
 
-LESSONS = sorted((ROOT / "notebooks").glob("0[1-6]_*.py"))
+LESSONS = sorted((ROOT / "notebooks").glob("0[1-8]_*.py"))
 
 
 def exercise_cells(nb):
     """(index of the exercise cell, the function it defines, the code cells from after it to its check)."""
-    [k] = [i for i, c in enumerate(nb.cells) if "exercise" in c.metadata.get("tags", [])]
-    [j] = [i for i, c in enumerate(nb.cells) if "check" in c.metadata.get("tags", [])]
+    # kernel puzzles (tagged "puzzle" too) have their own tests: tests/test_puzzles.py
+    plain = [(i, c.metadata.get("tags", [])) for i, c in enumerate(nb.cells)
+             if "puzzle" not in c.metadata.get("tags", [])]
+    [k] = [i for i, tags in plain if "exercise" in tags]
+    [j] = [i for i, tags in plain if "check" in tags]
     name = re.search(r"^def (\w+)\(", nb.cells[k].source, re.M).group(1)
     return k, name, [c for c in nb.cells[k + 1:j + 1] if c.cell_type == "code"]
 

@@ -11,7 +11,9 @@ _EXPORTS = {
     "AttentionStepper": "attention",                                              # lesson 3
     "LayerNormExplorer": "layernorm", "ReductionStepper": "layernorm",            # lesson 4
     "BackpropStepper": "backprop", "GradFlowView": "backprop",                    # lesson 5
-    "TrainingDashboard": "dashboard",                                             # lesson 6
+    "GeluExplorer": "mlp",                                                        # lesson 6
+    "SamplingLab": "sampling",                                                    # lesson 7
+    "TrainingDashboard": "dashboard",                                             # lesson 8
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Lesson 6: Training GPT-2 on our own kernels, checked live against PyTorch
+# # Lesson 8: Training GPT-2 on our own kernels, checked live against PyTorch
 #
 # *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
 # (Run → Run All Cells): a widget that says "model not found" is waiting for that.*

@@ -1,0 +1,247 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 6: The MLP and the matmul
+#
+# *Widgets and pictures appear when you run the cells. After reopening a notebook, run it again
+# (Run → Run All Cells): a widget that says "model not found" is waiting for that.*
+#
+# After attention has mixed the tokens, each position of the running sentence goes through the block's
+# **MLP** on its own: widen from C to 4C, a GELU, narrow back to C. Two linear layers, i.e. two **matmuls** —
+# together with attention's projections they hold nearly all of GPT-2's FLOPs, which is why the matmul kernel is
+# the one worth making fast. In this lesson you write the GELU, the residual add and a tiled matmul yourself, see
+# your own threads drawn, and train GPT-2 with your kernels checked live.
+#
+# ```
+#   x (T, C) ──c_fc──▶ h (T, 4C) ──GELU──▶ a (T, 4C) ──c_proj──▶ out (T, C) ──(+ x: the residual)──▶
+# ```
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import math
+
+import numpy as np
+import torch
+from numba import cuda, float32, njit, prange
+
+from gpt2lab.datasets import gpt2_encoding
+from gpt2lab.explain import mlp as M
+from gpt2lab.explain import puzzles as P
+from gpt2lab.explain.check import cmp
+from gpt2lab.explain.palette import RUNNING_EXAMPLE
+from gpt2lab.explain.puzzles import draw_puzzle, train_with
+from gpt2lab.gpt2 import course_model
+from gpt2lab.kernels.matmul import matmul_forward
+from gpt2lab.widgets import GeluExplorer
+
+model, info = course_model()   # the tiny GPT-2 trained on Shakespeare (trained once, then loaded from the cache)
+ids = np.array(gpt2_encoding().encode_ordinary(RUNNING_EXAMPLE))
+mlp = M.block_mlp(model, ids, layer=0)     # block 0's MLP input (ln_2 of the sentence) and its weights
+print(RUNNING_EXAMPLE, "->", len(ids), "tokens;", {k: v.shape for k, v in mlp.items()})
+
+# %% [markdown]
+# ## 1. The math
+#
+# For each of the T positions (weights stored as PyTorch's `nn.Linear` does, `(out, in)`):
+#
+# $$h = x W_{fc}^\top + b_{fc},\quad a = \mathrm{gelu}(h),\quad out = a W_{proj}^\top + b_{proj}$$
+#
+# Backward, given `dout` — the cache is `x` and `h` (the kernels recompute `a` from `h`):
+#
+# $$dW_{proj} = dout^\top a,\quad da = dout\,W_{proj},\quad dh = da \odot \mathrm{gelu}'(h),\quad
+#   dW_{fc} = dh^\top x,\quad dx = dh\,W_{fc}$$
+#
+# and each bias gradient is its output gradient summed over the rows. Where do the FLOPs go, for our sentence?
+
+# %%
+T, C = mlp["x"].shape
+flops = M.mlp_flops(T, C)
+for part, n in flops.items():
+    print(f"{part:7s} {n:>10,d} FLOPs  ({n / sum(flops.values()):.0%})")
+
+# %% [markdown]
+# ## 2. The reference, and a linear layer as a matmul
+#
+# The block's own MLP in PyTorch against the same math in numpy, then `c_fc` through our matmul kernel: a
+# linear layer *is* one matmul, `out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias`.
+
+# %%
+with torch.no_grad():
+    reference = model.transformer.h[0].mlp(torch.from_numpy(mlp["x"])).numpy()
+ours = M.mlp_forward(**mlp)
+cmp("mlp out (numpy)", ours["out"], reference)
+
+h = np.zeros((1, T, 4 * C), np.float32)
+matmul_forward(h, mlp["x"][None], mlp["w_fc"], mlp["b_fc"])
+cmp("h = c_fc(x) (kernel)", h[0], ours["h"])
+
+# %% [markdown]
+# ## 3. GELU, and why
+#
+# `gelu(x) = x Φ(x)`: x scaled by the probability that a standard normal is below it. GPT-2 uses the tanh
+# approximation `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`. Unlike ReLU it is smooth, and it lets a little
+# negative signal through (its minimum is about −0.17 near x = −0.75), so a unit never gets stuck with zero
+# gradient. Move x and watch the value and the slope.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+GeluExplorer(x=-0.75)
+
+# %% [markdown]
+# ## 4. Puzzle: your GELU kernel (CUDA, one thread per element)
+#
+# The grid is rounded up to whole blocks, so the last block has threads past the end. Your kernel runs in
+# numba's CUDA simulator (in a separate process); the check compares it with PyTorch's `F.gelu(approximate=
+# "tanh")`. Names you can use: `math`, `cuda`, `float32`, `GELU_SCALE`, `GELU_CUBIC`.
+#
+# `out[i] = 0.5 x (1 + tanh(GELU_SCALE (x + GELU_CUBIC x^3)))`,  `x = inp[i]`,  for `i < n`
+
+# %% tags=["exercise", "puzzle"]
+@cuda.jit
+def gelu_forward_kernel(out, inp, n):
+    i = cuda.grid(1)        # this thread's element: blockIdx.x * blockDim.x + threadIdx.x
+    # your code: out[i] = gelu(inp[i]) -- but the last block has threads past the end
+    raise NotImplementedError
+
+
+# %% tags=["check", "puzzle"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("gelu_forward_kernel")
+
+check("gelu_forward_kernel", gelu_forward_kernel)
+
+# %% [markdown]
+# Your threads: which one read which element (colour: its block), and the idle ones past the end.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+draw_puzzle("gelu_forward_kernel", gelu_forward_kernel)
+
+# %% [markdown]
+# **Plug it in.** A micro GPT-2 (one block, C = 32, the sentence as characters) trains three steps with *your*
+# kernel as its GELU, every step checked against PyTorch: the `gelu` parity row is your kernel.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+train_with("gelu_forward_kernel", gelu_forward_kernel, steps=3)
+
+# %% [markdown]
+# ## 5. The matmul, in tiles
+#
+# A naive CUDA matmul has each thread read a whole row of `inp` and a whole row of `weight` from global memory:
+# every number is fetched again by every thread that needs it. A **tiled** matmul lets a block of TILE × TILE
+# threads load one TILE × TILE tile of each into shared memory, all use it, then move on along C: each number
+# is fetched once per block instead of once per thread. Which tiles does block (1, 1) load?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig = M.tiles_figure(N=8, C=12, OC=8, tile=4, block=(1, 1))
+
+# %% [markdown]
+# ## 6. Puzzle: your tiled matmul (CUDA, shared memory)
+#
+# Blocks are `(TILE, TILE)` threads (TILE = 4 here), the grid covers `out (N, OC)`; thread `(ty, tx)` of block
+# `(bx, by)` computes `out[by*TILE + ty, bx*TILE + tx]`. Two barriers per k-step: after the loads (everyone's
+# element is in the tile) and after the products (nobody overwrites a tile someone still reads) — the check
+# reports a race if one is missing.
+#
+# `out[n, o] = sum_c inp[n, c] weight[o, c] + bias[o]`
+
+# %% tags=["exercise", "puzzle"]
+@cuda.jit
+def matmul_tiled_kernel(out, inp, weight, bias):
+    inp_tile = cuda.shared.array((TILE, TILE), float32)   # inp[block's rows, k0:k0+TILE]
+    w_tile = cuda.shared.array((TILE, TILE), float32)     # weight[block's columns, k0:k0+TILE]
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    N, C = inp.shape
+    OC = weight.shape[0]
+    n = cuda.blockIdx.y * TILE + ty     # this thread's output row ...
+    o = cuda.blockIdx.x * TILE + tx     # ... and column: out[n, o]
+    # your code: for k0 in range(0, C, TILE): each thread loads one element of each tile (0.0 past the edges),
+    #            wait for all loads, add TILE products from the tiles, wait again before the next loads
+    raise NotImplementedError
+
+
+# %% tags=["check", "puzzle"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("matmul_tiled_kernel")
+
+check("matmul_tiled_kernel", matmul_tiled_kernel)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+draw_puzzle("matmul_tiled_kernel", matmul_tiled_kernel)    # the tiles *your* last block loaded, by k-step
+
+# %% [markdown]
+# Plugged in, your kernel computes every matmul of the micro model's forward pass — the four of the block and
+# the tied `lm_head` — in the simulator (a minute or so: every CUDA thread is a Python thread).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+train_with("matmul_tiled_kernel", matmul_tiled_kernel, steps=3)
+
+# %% [markdown]
+# ## 7. The version ladder, on your CPU
+#
+# The same `out = inp @ weight.T + bias` for the MLP's c_fc at N = 64, C = 128, 4C = 512, five ways: Python
+# loops (timed on two rows and scaled), the loops compiled by numba, split over your cores with `prange`,
+# gpt2lab's kernel (BLAS, blocked for the caches: tiles again, for the CPU's caches instead of shared memory),
+# and PyTorch. Each rung is checked against numpy before it is timed.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(M.ladder_table(M.time_ladder()))
+
+# %% [markdown]
+# On a GPU the same ladder is naive → tiled (your kernel) → gpt2lab's v2 → cuBLAS; the repository records GPU
+# figures in `docs/figures.md` when a run on a GPU has been made (none for this ladder yet).
+#
+# ## 8. Puzzle: the residual add on the CPU (`@njit` + `prange`)
+#
+# The MLP's output joins the stream: `out = inp1 + inp2`. On the CPU numba's `prange` splits the loop over the
+# cores (compile with `parallel=True`). The arrays arrive flat, `(n,)`.
+
+# %% tags=["exercise", "puzzle"]
+@njit(parallel=True)
+def residual_forward(out, inp1, inp2):
+    # your code: a prange loop over the elements (numba splits it over the cores)
+    raise NotImplementedError
+
+
+# %% tags=["check", "puzzle"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("residual_forward")
+
+check("residual_forward", residual_forward)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+train_with("residual_forward", residual_forward, steps=3)
+
+# %% [markdown]
+# ## 9. Exercise: the MLP's backward by hand
+#
+# Write `mlp_backward`: given `dout (N, C)`, the input `x`, and the weights, return
+# `(dx, dw_fc, db_fc, dw_proj, db_proj)` for `out = gelu(x @ w_fc.T + b_fc) @ w_proj.T + b_proj`. Recompute
+# `h` and `a` from `x` (the cache). `gelu` and its derivative `gelu_grad` are in `gpt2lab.explain.mlp`. The check
+# compares with PyTorch's autograd.
+
+# %% tags=["exercise"]
+def mlp_backward(dout, x, w_fc, b_fc, w_proj):
+    from gpt2lab.explain.mlp import gelu, gelu_grad   # noqa: F401  (you will need them)
+    # your code: h, a from x; then dw_proj, db_proj, da, dh, dw_fc, db_fc, dx
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("mlp_backward")
+
+check("mlp_backward", mlp_backward)
