@@ -46,12 +46,12 @@ def parity_rows(fault: str, steps: int = 1, seed: int = 0) -> list[dict]:
     if key not in _ROWS:
         from gpt2lab.gpt2.config import GPTConfig
         from gpt2lab.gpt2.faults import FAULTS, kernels_with
-        from gpt2lab.gpt2.kernel_backend import NumbaBackend
+        from gpt2lab.gpt2.kernel_backend import NumbaBackend, VerifiedBackend
         from gpt2lab.gpt2.train import OptimConfig
 
-        from .puzzles import PLUG_LR, PLUG_MODEL, plug_batch, verified_backend_class
-        backend = verified_backend_class()(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
-                                               kernels=kernels_with(FAULTS[fault])), every=1, log=lambda s: None)
+        from .puzzles import PLUG_LR, PLUG_MODEL, plug_batch
+        backend = VerifiedBackend(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
+                                      kernels=kernels_with(FAULTS[fault])), every=1, log=lambda s: None)
         x, y = plug_batch()
         for _ in range(steps):
             backend.loss_and_grads(x, y)

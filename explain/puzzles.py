@@ -668,25 +668,16 @@ def train_plugged(name: str, kernel, steps: int = 4, seed: int = 0) -> dict:
     step verified by gpt2's VerifiedBackend. {"losses": [...], "reports": [ParityReport.to_dict()]}.
     Runs in this process: the simulator must be on for a CUDA puzzle (train_with arranges that)."""
     from gpt2lab.gpt2.config import GPTConfig
-    from gpt2lab.gpt2.kernel_backend import NumbaBackend
+    from gpt2lab.gpt2.kernel_backend import NumbaBackend, VerifiedBackend
     from gpt2lab.gpt2.train import OptimConfig
-    backend = verified_backend_class()(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
-                                           kernels=plug_in(name, kernel)), every=1, log=lambda line: None)
+    backend = VerifiedBackend(NumbaBackend(GPTConfig(**PLUG_MODEL), OptimConfig(grad_clip=1.0), seed,
+                                  kernels=plug_in(name, kernel)), every=1, log=lambda line: None)
     x, y = plug_batch()
     losses = []
     for _ in range(steps):
         losses.append(float(backend.loss_and_grads(x, y)))
         backend.optimizer_step(PLUG_LR)
     return {"losses": losses, "reports": [r.to_dict() for r in backend.reports]}
-
-
-def verified_backend_class():
-    """gpt2's VerifiedBackend: in kernel_backend.py beside the backend it wraps, or in parity.py where it was."""
-    try:
-        from gpt2lab.gpt2.kernel_backend import VerifiedBackend
-    except ImportError:
-        from gpt2lab.gpt2.parity import VerifiedBackend
-    return VerifiedBackend
 
 
 @dataclass
