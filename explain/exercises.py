@@ -188,6 +188,54 @@ def check_layernorm_backward(fn, names: tuple[str, str, str] = ("dx", "dgamma", 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# lesson 5: backward(root) -- backprop itself, over the scalar autograd engine (explain/autograd.Value)
+# ---------------------------------------------------------------------------------------------------------
+
+# (label, the expression as the learner reads it, leaf values, the expression as a function of the leaves).
+# Each works on Values and on torch tensors alike (+, *, tanh), so torch's autograd gives the reference.
+BACKWARD_CASES = (
+    ("a product and a sum", "L = a*b + c", dict(a=2.0, b=-3.0, c=10.0), lambda a, b, c: a * b + c),
+    ("a value used twice", "L = a*a", dict(a=3.0), lambda a: a * a),
+    ("a node reached by two paths", "d = a*b; L = d*d.tanh() + d", dict(a=0.5, b=-1.5),
+     lambda a, b: (lambda d: d * d.tanh() + d)(a * b)),
+    ("a neuron", "L = tanh(w1*x1 + w2*x2 + b)", dict(x1=2.0, w1=-3.0, x2=0.0, w2=1.0, b=6.8813735870195432),
+     lambda x1, w1, x2, w2, b: (x1 * w1 + x2 * w2 + b).tanh()),
+)
+
+
+def _backward_case(label: str, given: str, leaves: dict, f) -> Case:
+    from .autograd import Value
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in leaves.items()}
+    f(**t).backward()
+    want = {k: float(v.grad) for k, v in t.items()}
+
+    def run(fn):
+        values = {k: Value(v, label=k) for k, v in leaves.items()}
+        fn(f(**values))
+        return {k: v.grad for k, v in values.items()}
+
+    def compare(got) -> Mismatch | None:
+        if all(g == 0 for g in got.values()):
+            return Mismatch("every gradient is still 0", ", ".join(f"{k}.grad={v:.4g}" for k, v in want.items()),
+                            "all 0", "start at the root: root.grad = 1.0 (dL/dL), then call _backward on the way down")
+        for k, w in want.items():
+            if abs(got[k] - w) > 1e-9 * max(1.0, abs(w)):
+                return Mismatch(f"{k}.grad is wrong", f"{w:.6g}", f"{got[k]:.6g}")
+        return None
+    return Case(label, f"{given} with " + ", ".join(f"{k}={v:g}" for k, v in leaves.items()), run, compare)
+
+
+def check_backward(fn) -> CheckResult:
+    """fn(root: Value) fills .grad of every Value root depends on (root.grad = 1 first), on expressions whose
+    gradients PyTorch's autograd computes for comparison: a sum, a value used twice, a node reached by two
+    paths, a neuron."""
+    return run_check("backward", fn, [_backward_case(*c) for c in BACKWARD_CASES],
+                     hint="order the nodes so that every node comes after its inputs (depth first, each node "
+                          "once: keep a set of visited nodes), set root.grad = 1.0, then call node._backward() "
+                          "for the nodes in reverse order: a node passes its gradient on only once it is complete")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # lesson 8: adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay), in place
 # ---------------------------------------------------------------------------------------------------------
 
@@ -305,8 +353,7 @@ EXERCISES = {
     "embedding_backward": check_embedding_backward,
     "causal_softmax": check_causal_softmax,
     "layernorm_backward_np": check_layernorm_backward,
-    "layernorm_backward": lambda fn: check_layernorm_backward(fn, ("dx", "dweight", "dbias"), "w",
-                                                              exercise="layernorm_backward"),
+    "backward": check_backward,
     "adamw_update": check_adamw,
     "mlp_backward": check_mlp_backward,
     "broken_op": check_broken_op,
@@ -325,5 +372,5 @@ def check(exercise: str, fn) -> CheckResult:
 
 
 __all__ = ["EXERCISES", "HYPER", "LAYERNORM_SHAPES", "check", "show_solution", "check_pair_counts",
-           "check_embedding_backward", "check_causal_softmax", "check_layernorm_backward", "check_adamw",
+           "check_embedding_backward", "check_causal_softmax", "check_layernorm_backward", "check_backward", "check_adamw",
            "check_mlp_backward", "check_broken_op"]

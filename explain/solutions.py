@@ -47,12 +47,20 @@ def layernorm_backward_np(dout, x, gamma, mean, rstd):
     return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
 
 
-def layernorm_backward(dout, x, w, mean, rstd):
-    """Lesson 5: the same backward in the block's words (w, dweight, dbias). Returns (dx, dweight, dbias)."""
-    norm = (x - mean[..., None]) * rstd[..., None]
-    dnorm = dout * w
-    dx = rstd[..., None] * (dnorm - dnorm.mean(-1, keepdims=True) - norm * (dnorm * norm).mean(-1, keepdims=True))
-    return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
+def backward(root):
+    """Lesson 5: backprop over the scalar engine. Every node after its inputs, then gradients from the root down."""
+    order, visited = [], set()
+
+    def visit(node):                  # depth first: a node joins the order after everything it depends on
+        if node not in visited:
+            visited.add(node)
+            for child in node._prev:
+                visit(child)
+            order.append(node)
+    visit(root)
+    root.grad = 1.0                   # dL/dL
+    for node in reversed(order):      # a node's grad is complete before it passes it on
+        node._backward()
 
 
 def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay):
@@ -84,7 +92,7 @@ def broken_op(rows):
 
 
 SOLUTIONS = {f.__name__: f for f in (pair_counts, embedding_backward, causal_softmax, layernorm_backward_np,
-                                     layernorm_backward, mlp_backward, broken_op, adamw_update)}
+                                     backward, mlp_backward, broken_op, adamw_update)}
 
 
 def solution_source(exercise: str) -> str:

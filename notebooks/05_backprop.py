@@ -215,26 +215,30 @@ HTML(gradflow_animation(flow).to_jshtml())
 GradFlowView(flow)
 
 # %% [markdown]
-# ## 5. Exercise: the layernorm backward
+# ## 5. Exercise: write `backward()` yourself
 #
-# With `norm = (x - mean) * rstd` and `y = norm * w + b` over the last axis (C), write the backward:
+# Section 1 called `out.backward()`. Now write it: `backward(root)` must fill `.grad` of every `Value` the
+# root depends on. Each node already knows its own local step (`node._backward()` adds its `grad` into its
+# inputs' `grad`s, and `node._prev` are its inputs); what is left is the order:
 #
-# - `dbias = sum of dout` and `dweight = sum of dout * norm`, over every position (B and T),
-# - `dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))` with `dnorm = dout * w`, means over C.
+# - put every node after its inputs (depth first from the root, each node once: keep a set of the nodes seen),
+# - set `root.grad = 1.0` (dL/dL),
+# - call `_backward()` for the nodes in *reverse* order, so a node passes its gradient on only once every
+#   path into it has delivered (the `a*a + a` above needed both).
 #
-# (The two means are the gradients through `mean` and `rstd`: moving one input moves every output.)
-# Shapes: `dout, x: (B, T, C)`, `w: (C,)`, `mean, rstd: (B, T)`; return `(dx, dweight, dbias)`.
+# The check builds four expressions (a value used twice, a node reached by two paths, the neuron) and
+# compares your gradients with PyTorch's autograd.
 
 # %% tags=["exercise"]
-def layernorm_backward(dout, x, w, mean, rstd):
-    """Your code: return (dx (B, T, C), dweight (C,), dbias (C,))."""
+def backward(root):
+    """Your code: fill .grad of every Value that root depends on."""
     raise NotImplementedError("write me, then run the check below")
 
 
 # %% tags=["check"]
-from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("layernorm_backward")
+from gpt2lab.explain.exercises import check, show_solution  # stuck? show_solution("backward")
 
-check("layernorm_backward", layernorm_backward)
+check("backward", backward)
 
 # %% [markdown]
 # ## What's next

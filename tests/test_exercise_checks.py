@@ -82,9 +82,17 @@ def softmax_no_max(scaled):
         return e / e.sum(axis=1, keepdims=True)
 
 
-def layernorm_no_centring(dout, x, w, mean, rstd):
-    norm = (x - mean[..., None]) * rstd[..., None]
-    return dout * w * rstd[..., None], (dout * norm).sum((0, 1)), dout.sum((0, 1))
+def backward_no_seed(root):
+    from gpt2lab.explain.autograd import topological_order
+    for node in reversed(topological_order(root)):   # forgets root.grad = 1: nothing to pass on
+        node._backward()
+
+
+def backward_forward_order(root):
+    from gpt2lab.explain.autograd import topological_order
+    root.grad = 1.0
+    for node in topological_order(root):             # inputs first: they pass on gradients not yet arrived
+        node._backward()
 
 
 def adamw_no_bias_correction(p, g, m, v, t, lr, b1, b2, eps, wd):
@@ -107,7 +115,8 @@ def adamw_rebinds_m(p, g, m, v, t, lr, b1, b2, eps, wd):
     ("causal_softmax", softmax_no_mask, "weights[", "-inf"),
     ("causal_softmax", softmax_no_max, "not a finite number", "subtract each row's max"),
     ("causal_softmax", lambda s: s[:-1], "wrong shape", ""),
-    ("layernorm_backward", layernorm_no_centring, "dx[", "mean(dnorm)"),
+    ("backward", backward_no_seed, "every gradient is still 0", "root.grad = 1.0"),
+    ("backward", backward_forward_order, ".grad is wrong", "reverse order"),
     ("layernorm_backward_np", lambda *a: (S.layernorm_backward_np(*a)[0],) + S.layernorm_backward_np(*a)[1:][::-1],
      "dgamma", "sum of dout * norm"),
     ("layernorm_backward_np", lambda *a: S.layernorm_backward_np(*a)[0], "as a tuple", ""),

@@ -50,10 +50,14 @@ def layernorm_backward_np(dout, x, gamma, mean, rstd):
     dx = dout * gamma * rstd[..., None]       # forgets the gradient through mean and rstd
     return dx, (dout * norm).sum((0, 1)), dout.sum((0, 1))
 ''',
-    "layernorm_backward": '''
-def layernorm_backward(dout, x, w, mean, rstd):
-    norm = (x - mean[..., None]) * rstd[..., None]
-    return dout * w * rstd[..., None], (dout * norm).sum((0, 1)), dout.sum((0, 1))
+    "backward": '''
+def backward(root):
+    root.grad = 1.0
+    def visit(node):                          # no set of visited nodes: a node reached twice passes its
+        node._backward()                      # gradient on twice, and before every path has delivered
+        for child in node._prev:
+            visit(child)
+    visit(root)
 ''',
     "adamw_update": '''
 def adamw_update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay):
