@@ -56,3 +56,19 @@ def check_same_device(op: str, **arrays) -> bool:
             from ._cuda import check_numpy_for_cuda
             check_numpy_for_cuda()
     return on_gpu
+
+
+def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions, default: dict) -> str:
+    """The version an entry point runs: `version` when it names one for the arrays' device, else the default.
+
+    default: the module's DEFAULT_VERSION, {"cpu": name, "cuda": name}; a "cuda" value may instead map entry
+    point -> name where an op's forward and backward defaults differ (attention). version None, or the
+    device kind itself ("cpu", "cuda"), picks the default; the rule that chose it is in docs/kernels.md.
+    """
+    kind, versions = ("cuda", cuda_versions) if on_device else ("cpu", cpu_versions)
+    if version is None or version == kind:
+        chosen = default[kind]
+        return chosen[op] if isinstance(chosen, dict) else chosen
+    if version not in versions:
+        raise ValueError(f"{op}: version must be one of {tuple(versions)} for {kind} arrays, got {version!r}")
+    return version

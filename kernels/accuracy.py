@@ -93,10 +93,11 @@ def _matmul_run(tensor):
         (N, OC), C = dout.shape, inp.shape[1]
         out = {"dinp": np.zeros((N, C), np.float32), "dweight": np.zeros((OC, C), np.float32),
                "dbias": np.zeros(OC, np.float32)}
-        if version == "cpu":
-            mm.matmul_backward(out["dinp"][None], out["dweight"], out["dbias"], dout[None], inp[None], weight)
+        if version in mm.CPU_VERSIONS:
+            mm.matmul_backward(out["dinp"][None], out["dweight"], out["dbias"], dout[None], inp[None], weight,
+                               version=version)
             return {tensor: out[tensor]}
-        dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[int(version[1:])]
+        dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[version]
         if tensor == "dinp":
             kernel, launch, args = dinp_k, mm._grid_2d(N, C), {"dinp": out["dinp"], "dout": dout, "weight": weight}
         elif tensor == "dweight":
@@ -132,7 +133,7 @@ def _matmul_pairwise(tensor):
 
 def _matmul_probe(tensor, summed, sizes):
     return Probe(f"matmul.{tensor}", summed, sizes,
-                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas",)},
                  _matmul_inputs, _matmul_run(tensor), _matmul_torch(tensor), _matmul_pairwise(tensor))
 
 
@@ -148,10 +149,10 @@ def _ce_run(inputs, version):
     logits, targets = inputs["logits"], inputs["targets"]
     args = {"losses": np.zeros(targets.shape, np.float32), "probs": np.zeros_like(logits),
             "logits": logits, "targets": targets}
-    if version == "cpu":
-        crossentropy_forward(**args)
+    if version == "loops":
+        crossentropy_forward(**args, version=version)
         return {"losses": args["losses"], "probs": args["probs"]}
-    return _on_device(lambda **a: crossentropy_forward(**a, version=int(version[1:])), args, ["losses", "probs"])
+    return _on_device(lambda **a: crossentropy_forward(**a, version=version), args, ["losses", "probs"])
 
 
 def _ce_torch(inputs, dtype):
@@ -180,11 +181,11 @@ def _ln_run(inputs, version):
     inp, dout, weight, mean, rstd = (inputs[k] for k in ("inp", "dout", "weight", "mean", "rstd"))
     N, C = inp.shape
     grads = {"dweight": np.zeros(C, np.float32), "dbias": np.zeros(C, np.float32)}
-    if version in ("cpu", "v2", "v3"):  # the whole backward through the entry point
+    if version in ("loops", "v2", "v3"):  # the whole backward through the entry point
         args = {"dinp": np.zeros((1, N, C), np.float32), **grads, "dout": dout[None], "inp": inp[None],
                 "weight": weight, "mean": mean[None], "rstd": rstd[None]}
-        if version == "cpu":
-            ln.layernorm_backward(**args)
+        if version == "loops":
+            ln.layernorm_backward(**args, version=version)
             return {k: args[k] for k in grads}
         return _on_device(lambda **a: ln.layernorm_backward(**a, version=version), args, list(grads))
     # v1 and v4: their dweight/dbias kernel alone (the per-row dinp kernels are slow to simulate at N rows)
@@ -229,8 +230,8 @@ def _enc_run(inputs, version):
     (B, T, C) = dout.shape
     args = {"dwte": np.zeros((V, C), np.float32), "dwpe": np.zeros((T, C), np.float32), "dout": dout,
             "inp": inp}
-    if version == "cpu":
-        encoder_backward(**args)
+    if version == "loops":
+        encoder_backward(**args, version=version)
         return {"dwte": args["dwte"], "dwpe": args["dwpe"]}
     return _on_device(lambda **a: encoder_backward(**a, version=version), args, ["dwte", "dwpe"])
 
@@ -309,16 +310,16 @@ PROBES = {p.name: p for p in (
                                             **{d: {"N": 8192, "C": 64, "OC": 768} for d in _CPU_CUDA}}),
     Probe("crossentropy", "V exponentials", {"cudasim": {"N": 1, "V": 50257},
                                             **{d: {"N": 64, "V": 50257} for d in _CPU_CUDA}},
-          {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+          {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("loops",)},
           _ce_inputs, _ce_run, _ce_torch),
     Probe("layernorm.params", "N = B*T rows", {"cudasim": {"N": 16384, "C": 3},
                                                **{d: {"N": 8192, "C": 768} for d in _CPU_CUDA}},
-          {"cudasim": ("v1", "v4"), "cuda": ("v1", "v2", "v3", "v4"), "cpu": ("cpu",)},
+          {"cudasim": ("v1", "v4"), "cuda": ("v1", "v2", "v3", "v4"), "cpu": ("loops",)},
           _ln_inputs, _ln_run, _ln_torch, _ln_pairwise),
     Probe("encoder", "repeats of a token; B for dwpe",
           {"cudasim": {"B": 2048, "T": 2, "C": 3, "V": 5, "tokens": 2},
            **{d: {"B": 8, "T": 1024, "C": 768, "V": 50257, "tokens": 8} for d in _CPU_CUDA}},
-          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("loops",)},
           _enc_inputs, _enc_run, _enc_torch, _enc_pairwise),
     Probe("attention", "T keys (dq), T queries (dk, dv)",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},

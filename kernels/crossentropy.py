@@ -24,6 +24,14 @@ backward accumulates into dlogits. In training dlosses = 1 / (B*T) (the mean ove
 
 Shapes: logits, probs, dlogits (B, T, V) float32; losses, dlosses (B, T) float32; targets (B, T) int32,
 each in [0, V) (checked: an out-of-range target would read outside the row).
+
+Versions (`version=` of crossentropy_forward; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops"  one row per parallel loop iteration: max, sum of exp, write (default)
+    CUDA "v1"     one thread per row, three serial passes
+         "v2"     one block per row, shared-memory tree reductions for the max and the sum
+         "v3"     v2 with the one-pass online max-and-sum (default)
+The backward is one elementwise kernel for every version.
 """
 from __future__ import annotations
 
@@ -35,8 +43,20 @@ from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(logits, targets, dlosses):
+    """PyTorch (float64): F.softmax and F.cross_entropy(reduction="none"), and the autograd dlogits."""
+    import torch.nn.functional as F
+
+    def fn(logits, targets):
+        B, T, V = logits.shape
+        losses = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), reduction="none")
+        return {"losses": losses.reshape(B, T), "probs": F.softmax(logits, dim=-1)}
+    return autograd(fn, {"logits": logits, "targets": targets}, ("logits",), {"losses": dlosses})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -221,14 +241,16 @@ CUDA_KERNELS = (
     (crossentropy_forward_kernel_v3, _FWD_SIG),
     (crossentropy_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int32[::1], int64)"),
 )
-VERSIONS = (1, 2, 3)
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1", "v2", "v3")
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v3"}  # v3: as accurate as PyTorch's float32, in one pass
 
 
 def _launch_forward(version, losses, probs, logits, targets):
     N = logits.shape[0]
-    if version == 1:
+    if version == "v1":
         crossentropy_forward_kernel_v1[ceil_div(N, 128), 128](losses, probs, logits, targets)
-    elif version == 2:
+    elif version == "v2":
         crossentropy_forward_kernel_v2[N, BLOCK](losses, probs, logits, targets)
     else:
         crossentropy_forward_kernel_v3[N, BLOCK](losses, probs, logits, targets)
@@ -250,19 +272,21 @@ def _check(fn, logits_name, logits, targets, **others):
     return B, T, V
 
 
-def crossentropy_forward(losses, probs, logits, targets, version=3):
+def crossentropy_forward(losses, probs, logits, targets, version=None):
     """probs (B, T, V) = softmax(logits (B, T, V)); losses (B, T) = -log probs[b, t, targets[b, t]].
 
-    Numpy arrays run on the CPU, CUDA device arrays on the GPU (version 1 thread per row, 2 block per
-    row with shared-memory reductions, 3 the same with the one-pass online max-and-sum).
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU; `version` one of the module docstring's
+    (None: DEFAULT_VERSION).
     """
     B, T, V = _check("crossentropy_forward", "logits", logits, targets,
                      probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"))
     N = B * T
     args = (losses.reshape(N), probs.reshape(N, V), logits.reshape(N, V), targets.reshape(N))
-    if check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits, targets=targets):
-        if version not in VERSIONS:
-            raise ValueError(f"crossentropy_forward: version must be one of {VERSIONS}, got {version!r}")
+    on_device = check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits,
+                                  targets=targets)
+    version = pick_version("crossentropy_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS,
+                           DEFAULT_VERSION)
+    if on_device:
         _launch_forward(version, *args)
     else:
         _crossentropy_forward_cpu(*args)
@@ -283,16 +307,7 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
                                    targets.reshape(N))
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(logits, targets, dlosses):
-    """PyTorch (float64): F.softmax and F.cross_entropy(reduction="none"), and the autograd dlogits."""
-    import torch.nn.functional as F
-
-    def fn(logits, targets):
-        B, T, V = logits.shape
-        losses = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), reduction="none")
-        return {"losses": losses.reshape(B, T), "probs": F.softmax(logits, dim=-1)}
-    return autograd(fn, {"logits": logits, "targets": targets}, ("logits",), {"losses": dlosses})
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 
 
 def _inputs(shape, rng):
@@ -303,16 +318,16 @@ def _inputs(shape, rng):
             "dlosses": rng.standard_normal((B, T)).astype(np.float32)}
 
 
-def _run(inputs, version=None):
-    """Forward then backward (from our own probs) on fresh buffers; version None: CPU, else the GPU."""
+def _run(inputs, version="loops"):
+    """Forward then backward (from our own probs) on fresh buffers; a CPU version on numpy, a CUDA one on the GPU."""
     logits, targets, dlosses = inputs["logits"], inputs["targets"], inputs["dlosses"]
     args = {"losses": np.zeros(targets.shape, np.float32), "probs": np.zeros_like(logits), "logits": logits,
             "targets": targets}
-    if version is not None:
+    if version in CUDA_VERSIONS:
         out = run_on_device(functools.partial(crossentropy_forward, version=version), args, ["losses", "probs"])
         bargs = {"dlogits": np.zeros_like(logits), "dlosses": dlosses, "probs": out["probs"], "targets": targets}
         return {**out, **run_on_device(crossentropy_backward, bargs, ["dlogits"])}
-    crossentropy_forward(**args)
+    crossentropy_forward(**args, version=version)
     dlogits = np.zeros_like(logits)
     crossentropy_backward(dlogits, dlosses, args["probs"], targets)
     return {"losses": args["losses"], "probs": args["probs"], "dlogits": dlogits}
@@ -322,8 +337,8 @@ SPEC = OpSpec(
     name="crossentropy",
     make_inputs=_inputs,
     reference=lambda i: reference(i["logits"], i["targets"], i["dlosses"]),
-    versions={"cpu": {"cpu": _run},
-              "cuda": {f"v{k}": functools.partial(_run, version=k) for k in VERSIONS}},
+    versions={"cpu": {v: functools.partial(_run, version=v) for v in CPU_VERSIONS},
+              "cuda": {v: functools.partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "V": 50257}, {"B": 3, "T": 1, "V": 50257}, {"B": 2, "T": 7, "V": 37}],
         "cudasim": [{"B": 2, "T": 2, "V": 37}, {"B": 1, "T": 1, "V": 600}],

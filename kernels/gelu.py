@@ -22,6 +22,11 @@ storing another (B, T, 4C) tensor. Like llm.c, the backward *accumulates* into d
 so gradients from several paths add up and the model zeroes its gradient buffer once per step.
 
 Shapes: inp, out, dout, dinp: any shape, float32, C-contiguous (GPT-2: (B, T, 4C)).
+
+Versions (one per device, so the entry points take no `version=`; DEFAULT_VERSION below):
+
+    CPU  "vector"  sigmoid(2u) through the vectorisable exp of _vecmath (default)
+    CUDA "v1"      one thread per element, math.tanh, a grid-stride loop (default)
 """
 from __future__ import annotations
 
@@ -35,6 +40,15 @@ from ._torch import autograd
 from ._validate import check_array, check_same_device
 from ._vecmath import exp_neg
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, dout):
+    """PyTorch: F.gelu(approximate="tanh") and its autograd gradient."""
+    import torch.nn.functional as F
+    return autograd(lambda inp: {"out": F.gelu(inp, approximate="tanh")}, {"inp": inp}, ("inp",),
+                    {"out": dout})
+
 
 GELU_SCALE = np.float32(math.sqrt(2.0 / math.pi))
 GELU_CUBIC = np.float32(0.044715)
@@ -102,7 +116,13 @@ CUDA_KERNELS = (
     (gelu_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int64)"),
 )
 
+
 # ---------------------------------------------------------------- public entry points
+CPU_VERSIONS = ("vector",)
+CUDA_VERSIONS = ("v1",)
+DEFAULT_VERSION = {"cpu": "vector", "cuda": "v1"}
+
+
 def gelu_forward(out, inp):
     """out = gelu(inp). out, inp: same shape, float32. Numpy runs on the CPU, device arrays on the GPU."""
     check_array("gelu_forward", "inp", inp, inp.shape)
@@ -126,12 +146,7 @@ def gelu_backward(dinp, inp, dout):
         _gelu_backward_cpu(dinp, inp, dout)
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, dout):
-    """PyTorch: F.gelu(approximate="tanh") and its autograd gradient."""
-    import torch.nn.functional as F
-    return autograd(lambda inp: {"out": F.gelu(inp, approximate="tanh")}, {"inp": inp}, ("inp",),
-                    {"out": dout})
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 
 
 def _inputs(shape, rng):
@@ -157,7 +172,7 @@ SPEC = OpSpec(
     name="gelu",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["dout"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
+    versions={"cpu": {"vector": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 3072}, {"B": 3, "T": 1, "C": 37}, {"B": 1, "T": 7, "C": 4 * 37}],
         "cudasim": [{"B": 1, "T": 3, "C": 37}],
