@@ -132,8 +132,6 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     n = shape["n"]
     # each element's gradient has its own scale, 1e-4 .. 1, kept across steps (as a parameter's would):

@@ -818,8 +818,6 @@ def online_softmax_attend(s, v, block):
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     B, T, C = shape["B"], shape["T"], shape["C"]
     # scale 2: scores with std ~4, so the softmax is peaked and the max subtraction matters

@@ -308,8 +308,6 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     B, T, V = shape["B"], shape["T"], shape["V"]
     logits = (rng.standard_normal((B, T, V)) * 3).astype(np.float32)

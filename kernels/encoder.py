@@ -269,8 +269,6 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     B, T, C, V, maxT = shape["B"], shape["T"], shape["C"], shape["V"], shape["maxT"]
     inp = rng.integers(0, V, (B, T), dtype=np.int32)

@@ -539,8 +539,6 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, vers
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     B, T, C = shape["B"], shape["T"], shape["C"]
     # rows with a mean and scale of their own: a wrong mean or rstd (or one-pass variance) shows

@@ -25,7 +25,9 @@ GPT-2 small: C = 768, OC in {3C, C, 4C} inside a block and OC = 50257 for the lm
 
 Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
 
-    CPU  "blas"  each numba thread calls single-threaded BLAS on its slice of the product (default)
+    CPU  "loops" the three sums as loops, accumulated in float64: read this one first
+         "blas"  each numba thread calls single-threaded BLAS on its slice of the product (default: as
+                 accurate as PyTorch's float32, and far faster)
     CUDA "v1"    naive: one thread per output element, all reads from global memory
          "v2"    tiled: TILE x TILE blocks stage inp and weight in shared memory
          "v3"    v2 with compensated (Kahan) sums: as accurate as PyTorch's float32 (default)
@@ -57,6 +59,46 @@ def reference(inp, weight, bias, dout):
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
+# "loops": the docstring's three sums, one output row at a time. Each sum is accumulated in float64 and
+# rounded to float32 once: a float32 running sum over the lm_head's OC = 50257 terms would lose ~50257
+# roundings (CUDA v1's comment measures that). The inner loops walk contiguous rows of each operand.
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_forward_loops(out, inp, weight, bias):
+    """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)): out[n, o] = sum_c inp[n, c] weight[o, c]."""
+    N, C = inp.shape
+    OC = weight.shape[0]
+    for n in prange(N):
+        for o in range(OC):
+            acc = 0.0  # float64
+            for c in range(C):
+                acc += inp[n, c] * weight[o, c]
+            if bias is not None:
+                acc += bias[o]
+            out[n, o] = acc
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_backward_loops(dinp, dweight, dbias, dout, inp, weight):
+    """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over rows (dbias may be None)."""
+    N, C = inp.shape
+    OC = weight.shape[0]
+    for n in prange(N):  # dinp[n, :] = sum_o dout[n, o] weight[o, :]
+        acc = np.zeros(C)
+        for o in range(OC):
+            acc += dout[n, o] * weight[o]
+        dinp[n] += acc.astype(np.float32)
+    for o in prange(OC):  # dweight[o, :] = sum_n dout[n, o] inp[n, :]; dbias[o] = sum_n dout[n, o]
+        acc = np.zeros(C)
+        acc_bias = 0.0
+        for n in range(N):
+            acc += dout[n, o] * inp[n]
+            acc_bias += dout[n, o]
+        dweight[o] += acc.astype(np.float32)
+        if dbias is not None:
+            dbias[o] += acc_bias
+
+
+# "blas": the products as BLAS calls.
 # Threads. Each product is split into one slice per numba thread (prange), and each thread calls BLAS
 # single-threaded on its slice (see _blas for why). Slices cut the big operand (weight or dweight) so that
 # no two threads stream the same 154 MB of lm_head weights. Where BLAS cannot be held to one thread per
@@ -414,7 +456,7 @@ def _no_bias():
 
 
 # ---------------------------------------------------------------- public entry points
-CPU_VERSIONS = ("blas",)
+CPU_VERSIONS = ("loops", "blas")
 CUDA_VERSIONS = tuple(FORWARD_KERNELS)
 DEFAULT_VERSION = {"cpu": "blas", "cuda": "v3"}  # v3: the accurate one, see its comment
 
@@ -454,6 +496,8 @@ def matmul_forward(out, inp, weight, bias, version=None):
         has_bias = bias is not None
         FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
                                               bias if has_bias else _no_bias(), has_bias)
+    elif version == "loops":
+        matmul_forward_loops(out.reshape(N, OC), inp.reshape(N, C), weight, bias)
     else:
         _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
                             set_blas_threads)
@@ -480,6 +524,8 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=None):
         dweight_kernel[grid, block](dweight, dout2, inp2)
         if dbias is not None:
             dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
+    elif version == "loops":
+        matmul_backward_loops(dinp2, dweight, dbias, dout2, inp2, weight)
     else:
         _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
         if dbias is not None:
@@ -487,8 +533,6 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=None):
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     """inp ~ N(0, 1) and weight ~ N(0, 1/C), so out ~ N(0, 1) whatever C; "bias": 0 in a shape drops it."""
     B, T, C, OC = shape["B"], shape["T"], shape["C"], shape["OC"]

@@ -124,8 +124,6 @@ def residual_backward(dinp1, dinp2, dout):
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)
-
-
 def _inputs(shape, rng):
     size = (shape["B"], shape["T"], shape["C"])
     return {"inp1": rng.standard_normal(size).astype(np.float32),

@@ -39,7 +39,7 @@ def test_every_kernel_module_names_its_versions_one_way():
 def test_a_version_for_the_other_device_is_refused():
     from gpt2lab.kernels.matmul import matmul_forward
     inp, weight = np.zeros((1, 2, 4), np.float32), np.zeros((3, 4), np.float32)
-    with pytest.raises(ValueError, match=r"matmul_forward: version must be one of \('blas',\) for cpu arrays"):
+    with pytest.raises(ValueError, match=r"matmul_forward: version must be one of \('loops', 'blas'\) for cpu arrays"):
         matmul_forward(np.zeros((1, 2, 3), np.float32), inp, weight, None, version="v3")
     with pytest.raises(ValueError, match="version must be one of"):
         matmul_forward(np.zeros((1, 2, 3), np.float32), inp, weight, None, version=3)  # the old int names
