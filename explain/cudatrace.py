@@ -126,32 +126,17 @@ class Recording:
 def _install_hooks(recorder: Recorder) -> None:
     """Count barriers per thread, and hand out recording shared arrays (one per source line, as the
     simulator does: all threads of a block calling cuda.shared.array on one line get the same array)."""
-    from numba.cuda.simulator import kernel, kernelapi
+    from gpt2lab.kernels import _cudasim
 
-    barrier = kernel.BlockThread.syncthreads
-
-    def syncthreads(self):
-        barrier(self)
-        self.phase = getattr(self, "phase", 0) + 1
-
-    kernel.BlockThread.syncthreads = syncthreads
-
-    from gpt2lab.kernels._cuda import shared_array_method
-    kernelapi.FakeCUDAShared.array = shared_array_method(
-        lambda shape, dtype: Recording("scratch", np.zeros(shape, dtype), recorder))
-
-    add = kernelapi.FakeCUDAAtomic.add
-
-    def atomic_add(self, array, index, val):
-        if not isinstance(array, Recording):
-            return add(self, array, index, val)
-        with kernelapi.addlock:   # one indivisible read-add-write, logged as one event
-            old = array.array[index]
-            array.array[index] += val
-            recorder.log(array.name, array.shape, index, "atomic", array.array[index])
+    def log_atomic(array, index, val):
+        old = array.array[index]
+        array.array[index] += val
+        recorder.log(array.name, array.shape, index, "atomic", array.array[index])
         return old
 
-    kernelapi.FakeCUDAAtomic.add = atomic_add
+    _cudasim.install()
+    _cudasim.install_recorder(lambda shape, dtype: Recording("scratch", np.zeros(shape, dtype), recorder),
+                              lambda array: isinstance(array, Recording), log_atomic)
 
 
 def _backward_arrays(inp: np.ndarray, weight: np.ndarray, rng) -> dict:

@@ -83,6 +83,9 @@ class KernelGPT2:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
             raise ValueError("KernelGPT2: device 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+        if device == "cudasim":
+            from gpt2lab.kernels._cudasim import install
+            install()  # warp shuffles and race-free shared arrays for numba's simulator
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
         self.config, self.device = config, device

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import functools
-import sys
-import threading
 
 import numpy as np
-from numba import cuda, types
-from numba.np import numpy_support
+from numba import cuda
 
 
 # numba-cuda 0.30 registers np.row_stack when it compiles a kernel; numpy 2.5 removed row_stack, so there
@@ -76,83 +73,3 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     check_numpy_for_cuda()
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc)
     return ptx
-
-
-def patch_simulator() -> None:
-    """Make numba's CUDA simulator fit for our kernels: warp shuffles, and shared arrays without a race.
-
-    A no-op on a real GPU (or when the simulator is off). Idempotent. Called when this module is imported,
-    so every kernel module gets it before its first launch.
-    """
-    from numba import config
-    if not config.ENABLE_CUDASIM:
-        return
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
-    if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
-        return
-    _install_warp_shuffles(FakeCUDAModule)
-    _install_locked_shared_arrays(FakeCUDAShared)
-    FakeCUDAModule._gpt2lab_patched = True
-
-
-def _install_warp_shuffles(module_class) -> None:
-    """Teach the simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
-
-    In the simulator each CUDA thread is a Python thread and only syncthreads orders them, so a shuffle is
-    emulated as: every thread posts its value, a block barrier, read the source lane's value, a barrier.
-    That is exact for the way our kernels shuffle (every live thread of the block makes the same shuffle
-    calls: whole-warp reductions), and it is how the warp-level kernels get checked without a GPU.
-    """
-    def exchange(src_lane_of):
-        def shfl(self, mask, value, arg):
-            thread = threading.current_thread()
-            posted = thread._manager.__dict__.setdefault("_shfl_values", {})
-            lane = thread.thread_id % 32
-            posted[thread.thread_id] = value
-            thread.syncthreads()
-            src = src_lane_of(lane, arg)
-            result = posted.get(thread.thread_id - lane + src, value) if 0 <= src < 32 else value
-            thread.syncthreads()  # all reads done before the next shuffle posts
-            return result
-        return shfl
-
-    module_class.shfl_sync = exchange(lambda lane, src: src)
-    module_class.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
-    module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
-
-
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_array_method(make, fallback=None):
-    """A replacement for the simulator's FakeCUDAShared.array: every thread of a block that calls
-    cuda.shared.array on one source line gets the same array, make(shape, dtype), made on first use.
-
-    numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
-    each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
-    as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
-    test suite on two busy cores. Here both steps happen under one lock. Calls this does not handle
-    (dynamic shared memory, shape 0, or an alignment) go to `fallback`.
-    """
-    def array(self, shape, dtype, alignment=None):
-        if fallback is not None and (shape == 0 or alignment is not None):
-            return fallback(self, shape, dtype, alignment)
-        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
-        caller = sys._getframe(1)
-        key = (caller.f_code.co_filename, caller.f_lineno)
-        with _SHARED_LOCK:
-            res = self._allocations.get(key)
-            if res is None:
-                res = self._allocations[key] = make(shape, dtype)
-        return res
-
-    return array
-
-
-def _install_locked_shared_arrays(shared_class) -> None:
-    """Every thread of a block gets the *same* cuda.shared.array, however the threads are scheduled.
-    Dynamic shared memory keeps the simulator's own path."""
-    shared_class.array = shared_array_method(np.empty, fallback=shared_class.array)
-
-
-patch_simulator()

@@ -392,6 +392,8 @@ def main(argv=None) -> int:
         if not config.ENABLE_CUDASIM:
             parser.error("--device cudasim needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
         sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make barriers cheap
+        from ._cudasim import install
+        install()
     rows = [r for name in args.probe or PROBES for r in measure(name, args.device, args.version)]
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
     return 0
