@@ -141,9 +141,10 @@ def _install_hooks(recorder: Recorder) -> None:
 
 def _backward_arrays(inp: np.ndarray, weight: np.ndarray, rng) -> dict:
     """The backward kernel's arguments (in its order): zeroed gradients, a random dout, the forward's cache."""
+    from gpt2lab.kernels.layernorm import EPS
     N, C = inp.shape
     mean = inp.mean(axis=1, dtype=np.float32)
-    rstd = (1 / np.sqrt(inp.var(axis=1, dtype=np.float32) + np.float32(1e-5))).astype(np.float32)
+    rstd = (1 / np.sqrt(inp.var(axis=1, dtype=np.float32) + np.float32(EPS))).astype(np.float32)
     return {"dinp": np.zeros((N, C), np.float32), "dweight": np.zeros(C, np.float32),
             "dbias": np.zeros(C, np.float32), "dout": rng.standard_normal((N, C)).astype(np.float32),
             "inp": inp, "weight": weight, "mean": mean, "rstd": rstd}

@@ -204,11 +204,6 @@ def sum_of_squares(a) -> float:
     return float(total.copy_to_host()[0])
 
 
-def to_host(a) -> np.ndarray:
-    """A numpy copy of `a` (host or device)."""
-    return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
-
-
 def copy_in(dst, src: np.ndarray) -> None:
     """dst[...] = src, where dst is a host or device view and src a host array of the same shape."""
     src = np.ascontiguousarray(src, dtype=np.float32)

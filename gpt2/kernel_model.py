@@ -27,6 +27,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
+from gpt2lab.kernels._validate import on_host, to_host
 from gpt2lab.kernels.adamw import adamw_update
 from gpt2lab.kernels.attention import attention_backward, attention_forward
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
@@ -37,7 +38,7 @@ from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
 from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, copy_in,
-                      fill, is_cuda, param_shapes, reference_names, scale, sum_of_squares, to_host)
+                      fill, is_cuda, param_shapes, reference_names, scale, sum_of_squares)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
@@ -281,7 +282,7 @@ class KernelGPT2:
             self.forward(idx_cond)
             T = idx_cond.shape[1]
             logits = self.acts["logits"]            # only the last position's (B, V) matter; a device array
-            last = logits[:, T - 1, :] if isinstance(logits, np.ndarray) else logits.copy_to_host()[:, T - 1, :]
+            last = on_host(logits)[:, T - 1, :]
             logits = torch.from_numpy(np.array(last, dtype=np.float32))           # (B, V), a copy
             idx_next = sample_next(logits, temperature, top_k, generator)
             idx = np.concatenate([idx, idx_next.numpy().astype(np.int64)], axis=1)
@@ -321,7 +322,7 @@ class KernelGPT2:
     # ------------------------------------------------------------ conversions
     def _named(self, buffer: FlatBuffer) -> dict[str, np.ndarray]:
         """A flat buffer as the reference GPT2's name -> float32 numpy copy (lm_head.weight left out: it is wte)."""
-        host = buffer.memory if isinstance(buffer.memory, np.ndarray) else buffer.memory.copy_to_host()
+        host = on_host(buffer.memory)
         views = {}
         for name, shape in buffer.capacity.items():
             off = buffer.offsets[name]

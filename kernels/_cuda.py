@@ -55,6 +55,49 @@ def compensated_add(total, comp, x):
     return t, comp
 
 
+# Block reductions: every thread of a block brings one value, every thread gets the block's total.
+# A tree in shared memory: thread tid adds in tid + stride, for stride = blockDim/2, blockDim/4, ..., 1, so
+# the sum takes log2(blockDim) steps instead of blockDim. The barriers, and why each is where it is:
+#   1. after the writes: no thread reads a partner's slot before the partner has written it;
+#   2. after every step: step k + 1 reads what step k wrote;
+#   3. after reading the total: nobody overwrites scratch[0] (the next reduction's first write) before every
+#      thread has read it.
+# Every thread of the block must call it (a barrier that some threads skip hangs the block). blockDim.x
+# must be a power of two <= len(scratch). Inlined at the IR level: compiles to PTX without a GPU.
+@cuda.jit(device=True, inline="always")
+def block_sum(scratch, value):
+    """Sum of `value` over the threads of the block, returned to every thread (see the comment above)."""
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] += scratch[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = scratch[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def block_max(scratch, value):
+    """Max of `value` over the threads of the block, returned to every thread; block_sum's tree and barriers."""
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] = max(scratch[tid], scratch[tid + stride])
+        cuda.syncthreads()
+        stride //= 2
+    result = scratch[0]
+    cuda.syncthreads()
+    return result
+
+
 def run_on_device(launch, args: dict, outs) -> dict:
     """Copy numpy `args` to the GPU, call `launch(**device_args)`, copy the tensors named in `outs` back.
 

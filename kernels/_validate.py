@@ -9,6 +9,16 @@ def is_device_array(x) -> bool:
     return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
 
 
+def to_host(a) -> np.ndarray:
+    """A numpy copy of `a`, a numpy or CUDA device array (the one host-copy helper)."""
+    return a.copy_to_host() if is_device_array(a) else np.array(a)
+
+
+def on_host(a) -> np.ndarray:
+    """`a` as a numpy array to read now: the array itself when on the host (no copy), else a copy."""
+    return a.copy_to_host() if is_device_array(a) else a
+
+
 def _fmt_shape(shape) -> str:
     return "(" + ",".join("?" if s is None else str(s) for s in shape) + ")"
 

@@ -164,6 +164,7 @@ def _ce_torch(inputs, dtype):
 
 # ---------------------------------------------------------------- layernorm
 def _ln_inputs(s, rng):
+    from .layernorm import EPS
     N, C = s["N"], s["C"]
     inp = (1 + 2 * rng.standard_normal((N, C))).astype(np.float32)
     x = inp.astype(np.float64)
@@ -171,7 +172,7 @@ def _ln_inputs(s, rng):
     return {"inp": inp, "dout": rng.standard_normal((N, C), dtype=np.float32),
             "weight": (1 + 0.5 * rng.standard_normal(C)).astype(np.float32),
             "mean": mean.astype(np.float32),  # what the forward caches, rounded to float32
-            "rstd": (1 / np.sqrt(((x - mean[:, None]) ** 2).mean(1) + 1e-5)).astype(np.float32)}
+            "rstd": (1 / np.sqrt(((x - mean[:, None]) ** 2).mean(1) + EPS)).astype(np.float32)}
 
 
 def _ln_run(inputs, version):
@@ -201,10 +202,12 @@ def _ln_run(inputs, version):
 
 def _ln_torch(inputs, dtype):
     import torch.nn.functional as F
+
+    from .layernorm import EPS
     inp, dout, weight = (_t(inputs[k], dtype) for k in ("inp", "dout", "weight"))
     weight.requires_grad_(True)
     bias = weight.new_zeros(weight.shape, requires_grad=True)
-    F.layer_norm(inp, (inp.shape[1],), weight, bias, eps=1e-5).backward(dout)
+    F.layer_norm(inp, (inp.shape[1],), weight, bias, eps=EPS).backward(dout)
     return {"dweight": _np(weight.grad), "dbias": _np(bias.grad)}
 
 

@@ -99,7 +99,7 @@ def _bench_encoder(c: Case, s):
 
 
 def _bench_layernorm(c: Case, s):
-    from .layernorm import layernorm_backward, layernorm_forward
+    from .layernorm import EPS, layernorm_backward, layernorm_forward
     B, T, C = s["B"], s["T"], s["C"]
     rng = _rng()
     x, w, b, dout = _f32(rng, B, T, C), _f32(rng, C), _f32(rng, C), _f32(rng, B, T, C)
@@ -114,7 +114,7 @@ def _bench_layernorm(c: Case, s):
     F = c.torch.nn.functional
 
     def theirs():
-        F.layer_norm(tx, (C,), tw, tb, 1e-5).backward(td)
+        F.layer_norm(tx, (C,), tw, tb, EPS).backward(td)
     return ours, theirs
 
 

@@ -41,9 +41,9 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, grid_stride, run_on_device
+from ._cuda import block_max, block_sum, ceil_div, grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device, pick_version
+from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
 
 
@@ -127,40 +127,6 @@ BLOCK = 256  # a power of two, for the tree reductions
 
 
 @cuda.jit(device=True, inline="always")
-def _block_max(buf, value):
-    """Max of `value` over the block's threads, via shared buf (BLOCK,); every thread gets the result."""
-    tid = cuda.threadIdx.x
-    buf[tid] = value
-    stride = BLOCK // 2
-    while stride > 0:
-        cuda.syncthreads()
-        if tid < stride:
-            buf[tid] = max(buf[tid], buf[tid + stride])
-        stride //= 2
-    cuda.syncthreads()
-    result = buf[0]
-    cuda.syncthreads()  # everyone has read buf[0] before anyone writes buf again
-    return result
-
-
-@cuda.jit(device=True, inline="always")
-def _block_sum(buf, value):
-    """Sum of `value` over the block's threads, like _block_max."""
-    tid = cuda.threadIdx.x
-    buf[tid] = value
-    stride = BLOCK // 2
-    while stride > 0:
-        cuda.syncthreads()
-        if tid < stride:
-            buf[tid] += buf[tid + stride]
-        stride //= 2
-    cuda.syncthreads()
-    result = buf[0]
-    cuda.syncthreads()
-    return result
-
-
-@cuda.jit(device=True, inline="always")
 def _write_probs(losses, probs, logits, targets, n, m, total):
     """The last pass, shared by v2 and v3: probs[n] = exp(x - m) / total; thread 0 writes the loss."""
     V = logits.shape[1]
@@ -179,11 +145,11 @@ def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
     thread_max = float32(-math.inf)
     for v in range(cuda.threadIdx.x, V, BLOCK):
         thread_max = max(thread_max, logits[n, v])
-    m = _block_max(buf, thread_max)
+    m = block_max(buf, thread_max)
     thread_sum = float32(0.0)
     for v in range(cuda.threadIdx.x, V, BLOCK):
         thread_sum += math.exp(logits[n, v] - m)
-    total = _block_sum(buf, thread_sum)
+    total = block_sum(buf, thread_sum)
     _write_probs(losses, probs, logits, targets, n, m, total)
 
 
@@ -211,14 +177,15 @@ def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
     m, s = float32(-math.inf), float32(0.0)
     for v in range(tid, V, BLOCK):
         m, s = _combine(m, s, logits[n, v], float32(1.0))  # one element x is the pair (x, exp(0) = 1)
+    # _cuda.block_sum's tree and barriers, over (max, sum) pairs combined by _combine
     buf_m[tid], buf_s[tid] = m, s
+    cuda.syncthreads()
     stride = BLOCK // 2
     while stride > 0:
-        cuda.syncthreads()
         if tid < stride:
             buf_m[tid], buf_s[tid] = _combine(buf_m[tid], buf_s[tid], buf_m[tid + stride], buf_s[tid + stride])
+        cuda.syncthreads()
         stride //= 2
-    cuda.syncthreads()
     _write_probs(losses, probs, logits, targets, n, buf_m[0], buf_s[0])
 
 
@@ -265,7 +232,7 @@ def _check(fn, logits_name, logits, targets, **others):
     for name, (a, shape, dims) in others.items():
         check_array(fn, name, a, shape(B, T, V), dims=dims)
     # Device targets are copied back for the check: B*T ints, cheap next to the (B, T, V) logits.
-    t = targets.copy_to_host() if hasattr(targets, "copy_to_host") else targets
+    t = on_host(targets)
     if t.size and (t.min() < 0 or t.max() >= V):
         bad = t[(t < 0) | (t >= V)][0]
         raise ValueError(f"{fn}: targets must be in [0, V) = [0, {V}), got {bad}")

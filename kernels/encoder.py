@@ -43,7 +43,7 @@ from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, compensated_add, grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device, pick_version
+from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
 
 
@@ -180,7 +180,7 @@ def encoder_backward_dwpe_kernel_v3(dwpe, dout):
 def _token_runs(inp):
     """(order, starts) on the device: positions b*T + t sorted by token id (stable), and the index in
     `order` where each distinct token's run begins, plus len(order) at the end."""
-    ids = (inp.copy_to_host() if hasattr(inp, "copy_to_host") else inp).reshape(-1)
+    ids = on_host(inp).reshape(-1)
     order = np.argsort(ids, kind="stable").astype(np.int32)
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True]).astype(np.int32)

@@ -47,12 +47,12 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import block_sum, ceil_div, compensated_add, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
-EPS = 1e-5
+EPS = 1e-5  # GPT-2's layer_norm_epsilon; the one definition (the model, the lessons and the probes import it)
 
 
 # ---------------------------------------------------------------- the PyTorch reference
@@ -178,30 +178,9 @@ def layernorm_forward_kernel_v1(out, mean, rstd, inp, weight, bias):
     rstd[r] = s
 
 
-@cuda.jit(device=True, inline="always")  # inlined at the IR level: compiles to PTX without a GPU
-def block_sum(scratch, value):
-    """Sum `value` over the threads of the block; every thread gets the total.
-
-    A tree reduction in shared memory: log2(blockDim) halving steps, each a barrier apart.
-    blockDim.x must be a power of two <= len(scratch).
-    """
-    tid = cuda.threadIdx.x
-    scratch[tid] = value
-    cuda.syncthreads()
-    stride = cuda.blockDim.x // 2
-    while stride > 0:
-        if tid < stride:
-            scratch[tid] += scratch[tid + stride]
-        cuda.syncthreads()
-        stride //= 2
-    total = scratch[0]
-    cuda.syncthreads()  # everyone has read the total before the next call overwrites scratch[0]
-    return total
-
-
 # v2: one block per row. Thread `tid` takes channels tid, tid + blockDim, ...: neighbouring threads read
-# neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions. N blocks
-# of up to BLOCK threads keep the whole GPU busy.
+# neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions
+# (_cuda.block_sum). N blocks of up to BLOCK threads keep the whole GPU busy.
 @cuda.jit
 def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
     scratch = cuda.shared.array(BLOCK, float32)
@@ -407,14 +386,16 @@ def layernorm_backward_params_kernel_v4(dweight, dbias, dout, inp, mean, rstd):
             dy = dout[r, i]
             dw, dw_comp = compensated_add(dw, dw_comp, (inp[r, i] - mean[r]) * rstd[r] * dy)
             db, db_comp = compensated_add(db, db_comp, dy)
+    # _cuda.block_sum's tree and barriers, down each column of lanes
     dw_lanes[ty, tx] = dw + dw_comp
     db_lanes[ty, tx] = db + db_comp
+    cuda.syncthreads()
     stride = PARAM_LANES // 2
     while stride > 0:
-        cuda.syncthreads()
         if ty < stride:
             dw_lanes[ty, tx] += dw_lanes[ty + stride, tx]
             db_lanes[ty, tx] += db_lanes[ty + stride, tx]
+        cuda.syncthreads()
         stride //= 2
     if ty == 0 and i < C:
         dweight[i] += dw_lanes[0, tx]

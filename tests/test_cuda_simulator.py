@@ -72,6 +72,33 @@ SHUFFLES = textwrap.dedent("""
     np.testing.assert_array_equal(out[2], np.full(32, 5))
 """)
 
+BLOCK_REDUCTIONS = textwrap.dedent("""
+    import numpy as np
+    from numba import cuda, float32
+    from gpt2lab.kernels._cuda import block_max, block_sum
+    from gpt2lab.kernels._cudasim import install
+    install()
+
+    @cuda.jit
+    def reduce(out, x):
+        scratch = cuda.shared.array(64, float32)
+        v = x[cuda.blockIdx.x, cuda.threadIdx.x]
+        s = block_sum(scratch, v)
+        m = block_max(scratch, v)   # right after: scratch is reused, so block_sum's last barrier matters
+        s2 = block_sum(scratch, v * v)
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 0] = s
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 1] = m
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 2] = s2
+
+    x = np.random.default_rng(0).integers(-50, 50, (3, 32)).astype(np.float32)  # exact sums in float32
+    out = np.zeros((3, 32, 3), np.float32)
+    reduce[3, 32](out, x)
+    for b in range(3):  # every thread of every block got its block's totals
+        np.testing.assert_array_equal(out[b, :, 0], x[b].sum())
+        np.testing.assert_array_equal(out[b, :, 1], x[b].max())
+        np.testing.assert_array_equal(out[b, :, 2], (x[b] * x[b]).sum())
+""")
+
 
 def _run_simulated(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
@@ -96,4 +123,10 @@ def test_without_install_the_race_shows():
 @pytest.mark.cudasim
 def test_warp_shuffles_read_the_source_lane():
     proc = _run_simulated(SHUFFLES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.cudasim
+def test_block_reductions_give_every_thread_its_blocks_total():
+    proc = _run_simulated(BLOCK_REDUCTIONS)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
