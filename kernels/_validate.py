@@ -30,7 +30,7 @@ def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
     Returns `x`, so a caller may write `inp = check_array(...)`.
     """
     # The messages are formatted only on failure: this runs on every kernel call, and formatting them
-    # eagerly cost more than a small CPU kernel itself (~15 us per array).
+    # eagerly cost more than a small CPU kernel itself (docs/figures.md).
     def want():
         return f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
 

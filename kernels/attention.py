@@ -114,8 +114,7 @@ def _head_rows(inp, b, t, h, hs, C):
     """Views of q, k, v of head h at (b, t): three (hs,) rows.
 
     Sliced from inp directly, not as _head_views(...)[t]: going through the 2-D view made the loops over
-    these rows 2.5-5x slower (measured: the lesson's naive and online kernels), as LLVM then no longer
-    vectorised them."""
+    these rows several times slower (docs/figures.md), as LLVM then no longer vectorised them."""
     o = h * hs
     return inp[b, t, o:o + hs], inp[b, t, C + o:C + o + hs], inp[b, t, 2 * C + o:2 * C + o + hs]
 
