@@ -418,9 +418,6 @@ CUDA_KERNELS = (
     (layernorm_backward_dinp_kernel_v4, f"void({_ROWS}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
     (layernorm_backward_params_kernel_v4, f"void({_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC})"),
 )
-# v4 is a backward version only: its forward is v2's (the forward's sums run over C, already trees).
-CPU_VERSIONS = ("loops",)
-CUDA_VERSIONS = ("v1", "v2", "v3", "v4")
 ROW_THREADS = 128  # threads per block for the thread-per-row/column kernels (v1)
 
 
@@ -465,6 +462,8 @@ def _layernorm_backward_cuda(dinp, dweight, dbias, dout, inp, weight, mean, rstd
 # v4: the forward is v2's, and the backward's dweight, dbias are as accurate as PyTorch's float32 (see v4's
 # comment). v3's forward is not the default: its shuffles are checked in the simulator only through an
 # emulation (see _cuda.py).
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1", "v2", "v3", "v4")  # v4 is a backward version only: its forward is v2's
 DEFAULT_VERSION = {"cpu": "loops", "cuda": "v4"}
 
 

@@ -43,3 +43,22 @@ def test_a_version_for_the_other_device_is_refused():
         matmul_forward(np.zeros((1, 2, 3), np.float32), inp, weight, None, version="v3")
     with pytest.raises(ValueError, match="version must be one of"):
         matmul_forward(np.zeros((1, 2, 3), np.float32), inp, weight, None, version=3)  # the old int names
+
+
+def test_every_kernel_file_has_one_shape():
+    """docs/kernels.md: math and version list (docstring) -> PyTorch reference -> CPU -> CUDA -> entry
+    points -> verification (SPEC), in that order, in every op module."""
+    import importlib
+    import inspect
+
+    from gpt2lab.kernels.check import OPS
+    banner = "# " + "-" * 64 + " "
+    order = ("the PyTorch reference", "CPU", "CUDA", "public entry point", "verification")
+    for op in OPS:
+        mod = importlib.import_module(f"gpt2lab.kernels.{op}")
+        assert "Versions (" in mod.__doc__, op
+        sections = [line[len(banner):] for line in inspect.getsource(mod).splitlines() if line.startswith(banner)]
+        firsts = [next((i for i, s in enumerate(sections) if s.startswith(part)), None) for part in order]
+        assert None not in firsts and firsts == sorted(firsts), (op, sections)
+        source = inspect.getsource(mod)
+        assert source.index("\ndef reference(") < source.index(banner + "CPU"), op
