@@ -92,14 +92,14 @@ def _sigmoid_2u(xi):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gelu_forward_cpu(out, inp):
+def gelu_forward_vector(out, inp):
     x, y = inp.ravel(), out.ravel()
     for i in prange(x.size):
         y[i] = x[i] * _sigmoid_2u(x[i])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gelu_backward_cpu(dinp, inp, dout):
+def gelu_backward_vector(dinp, inp, dout):
     x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
     for i in prange(x.size):
         xi = x[i]
@@ -159,7 +159,7 @@ def gelu_forward(out, inp, version=None):
     elif version == "loops":
         gelu_forward_loops(out, inp)
     else:
-        _gelu_forward_cpu(out, inp)
+        gelu_forward_vector(out, inp)
 
 
 def gelu_backward(dinp, inp, dout, version=None):
@@ -175,7 +175,7 @@ def gelu_backward(dinp, inp, dout, version=None):
     elif version == "loops":
         gelu_backward_loops(dinp, inp, dout)
     else:
-        _gelu_backward_cpu(dinp, inp, dout)
+        gelu_backward_vector(dinp, inp, dout)
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)

@@ -106,7 +106,7 @@ def matmul_backward_loops(dinp, dweight, dbias, dout, inp, weight):
 
 
 @njit(parallel=True, cache=True)
-def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
+def matmul_forward_blas(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
     """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)); thread j owns out[:, slice j of OC]."""
     OC = weight.shape[0]
     for j in prange(n_slices):
@@ -121,7 +121,7 @@ def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threa
 
 
 @njit(parallel=True, cache=True)
-def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
+def matmul_backward_blas(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
     """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C).
 
     Thread j owns dinp[:, slice j of C] (reading weight[:, slice j]) and dweight[slice j of OC].
@@ -499,7 +499,7 @@ def matmul_forward(out, inp, weight, bias, version=None):
     elif version == "loops":
         matmul_forward_loops(out.reshape(N, OC), inp.reshape(N, C), weight, bias)
     else:
-        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
+        matmul_forward_blas(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
                             set_blas_threads)
 
 
@@ -527,7 +527,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=None):
     elif version == "loops":
         matmul_backward_loops(dinp2, dweight, dbias, dout2, inp2, weight)
     else:
-        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
+        matmul_backward_blas(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
         if dbias is not None:
             _bias_backward_cpu(dbias, dout2)
 
