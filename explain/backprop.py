@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gpt2lab.kernels.layernorm import EPS
+
 from .check import cmp
 
-EPS = 1e-5
 # Parameter names inside one block, as in the reference GPT2 (transformer.h.{i}.<name>).
 PARAM_NAMES = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
                "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",

@@ -164,54 +164,38 @@ class _Active:
 
 
 def _install_hooks(recorder: Recorder, name_shared=None) -> None:
-    """Log the next launches into `recorder`. The first call patches the simulator: count barriers per
-    thread, hand out recording shared arrays (one per source line, as the simulator does: all threads of a
-    block calling cuda.shared.array on one line get the same array), log atomic adds as one event.
-    name_shared(key) names a shared array from its (file, line) key; default "scratch"."""
+    """Log the next launches into `recorder`: barriers counted per thread, recording shared arrays (one per
+    source line, as the simulator does: all threads of a block calling cuda.shared.array on one line get the
+    same array), atomic adds logged as one event. The simulator is patched once (kernels/_cudasim.py); later
+    calls only swap what the hooks log into. name_shared(key) names a shared array from its (file, line) key;
+    default "scratch"."""
     _Active.recorder = recorder
     _Active.name_shared = name_shared or (lambda key: "scratch")
     _Active.shared_names = set()
-    from numba.cuda.simulator import kernel, kernelapi
-    if getattr(kernel.BlockThread, "_gpt2lab_traced", False):
-        return
-
-    barrier = kernel.BlockThread.syncthreads
-
-    def syncthreads(self):
-        barrier(self)
-        self.phase = getattr(self, "phase", 0) + 1
-
-    kernel.BlockThread.syncthreads = syncthreads
-    kernel.BlockThread._gpt2lab_traced = True
+    from gpt2lab.kernels import _cudasim
 
     def make_shared(shape, dtype, key):
         name = _Active.name_shared(key)
         _Active.shared_names.add(name)
         return Recording(name, np.zeros(shape, dtype), _Active.recorder)
 
-    from gpt2lab.kernels._cuda import shared_array_method
-    kernelapi.FakeCUDAShared.array = shared_array_method(make_shared)
-
-    add = kernelapi.FakeCUDAAtomic.add
-
-    def atomic_add(self, array, index, val):
-        if not isinstance(array, Recording):
-            return add(self, array, index, val)
+    def log_atomic(array, index, val):
         array._check(index, "atomically add to")
-        with kernelapi.addlock:   # one indivisible read-add-write, logged as one event
-            old = array.array[index]
-            array.array[index] += val
-            array.recorder.log(array.name, array.shape, index, "atomic", array.array[index])
+        old = array.array[index]
+        array.array[index] += val
+        array.recorder.log(array.name, array.shape, index, "atomic", array.array[index])
         return old
 
-    kernelapi.FakeCUDAAtomic.add = atomic_add
+    _cudasim.install()
+    _cudasim.install_recorder(make_shared, lambda array: isinstance(array, Recording), log_atomic)
 
 
 def _backward_arrays(inp: np.ndarray, weight: np.ndarray, rng) -> dict:
     """The backward kernel's arguments (in its order): zeroed gradients, a random dout, the forward's cache."""
+    from gpt2lab.kernels.layernorm import EPS
     N, C = inp.shape
     mean = inp.mean(axis=1, dtype=np.float32)
-    rstd = (1 / np.sqrt(inp.var(axis=1, dtype=np.float32) + np.float32(1e-5))).astype(np.float32)
+    rstd = (1 / np.sqrt(inp.var(axis=1, dtype=np.float32) + np.float32(EPS))).astype(np.float32)
     return {"dinp": np.zeros((N, C), np.float32), "dweight": np.zeros(C, np.float32),
             "dbias": np.zeros(C, np.float32), "dout": rng.standard_normal((N, C)).astype(np.float32),
             "inp": inp, "weight": weight, "mean": mean, "rstd": rstd}

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gpt2lab.kernels.layernorm import EPS
+
 from .palette import RUNNING_EXAMPLE, shape_title
 
-EPS = 1e-5
 FORWARD_NAMES = ("x", "mean", "xc", "var", "rstd", "norm", "out")
 STAGE_COLORS = {"x": "#9ecae1", "norm": "#3182bd", "out": "#08306b"}   # forward blues, light to dark
 

@@ -37,6 +37,8 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda, njit, prange
 
+from gpt2lab.kernels._validate import on_host
+
 from .config import GPTConfig
 
 PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -204,11 +206,6 @@ def sum_of_squares(a) -> float:
     return float(total.copy_to_host()[0])
 
 
-def to_host(a) -> np.ndarray:
-    """A numpy copy of `a` (host or device)."""
-    return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
-
-
 def copy_in(dst, src: np.ndarray) -> None:
     """dst[...] = src, where dst is a host or device view and src a host array of the same shape."""
     src = np.ascontiguousarray(src, dtype=np.float32)
@@ -258,3 +255,55 @@ class FlatBuffer:
         """The 1-D slice of `name`'s whole region (what AdamW updates)."""
         off = self.offsets[name]
         return self.memory[off:off + math.prod(self.capacity[name])]
+
+
+# ---------------------------------------------------------------- to and from the reference GPT2's names
+def to_reference_names(buffer: FlatBuffer, config: GPTConfig) -> dict[str, np.ndarray]:
+    """A parameter-shaped buffer as the reference GPT2's name -> float32 numpy copy (lm_head.weight left out:
+    it is wte)."""
+    host = on_host(buffer.memory)
+    views = {}
+    for name, shape in buffer.capacity.items():
+        off = buffer.offsets[name]
+        views[name] = host[off:off + int(np.prod(shape))].reshape(shape)
+    return {ref: (views[ours] if layer is None else views[ours][layer]).copy()
+            for ref, (ours, layer) in reference_names(config).items()}
+
+
+def from_reference_names(buffer: FlatBuffer, config: GPTConfig, named: dict) -> None:
+    """The inverse of to_reference_names: copy the reference GPT2's name -> array (or tensor) into `buffer`.
+
+    Every name must be there (lm_head.weight may be, and is ignored: it is wte) and every shape must match.
+    """
+    refs = reference_names(config)
+    missing = sorted(set(refs) - set(named))
+    unexpected = sorted(set(named) - set(refs) - {"lm_head.weight"})
+    if missing or unexpected:
+        raise ValueError(f"KernelGPT2: state dict has missing {missing[:5]}, unexpected {unexpected[:5]}")
+    host = np.zeros(buffer.size, dtype=np.float32)
+    for ref, (ours, layer) in refs.items():
+        value = named[ref]
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        shape = buffer.capacity[ours][1:] if layer is not None else buffer.capacity[ours]
+        value = np.asarray(value, dtype=np.float32)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"KernelGPT2: {ref} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+        off = buffer.offsets[ours] + (0 if layer is None else layer * int(np.prod(shape)))
+        host[off:off + value.size] = value.reshape(-1)
+    copy_in(buffer.memory, host)
+
+
+def named_view(views: dict, config: GPTConfig, name: str):
+    """The view of parameter `name` among `views` (ours: PARAM_NAMES -> (L, ...) or global arrays): our name,
+    "lm_head.weight" (= wte), or a reference GPT2 name for one layer's tensor, e.g. "transformer.h.1.ln_1.weight"."""
+    if name in views:
+        return views[name]
+    if name == "lm_head.weight":
+        return views["wte"]
+    refs = reference_names(config)
+    if name in refs:
+        ours, layer = refs[name]
+        return views[ours] if layer is None else views[ours][layer]
+    raise KeyError(f"KernelGPT2: no parameter {name!r}; ours are {', '.join(PARAM_NAMES)} "
+                   f"or the reference GPT2's names, e.g. 'transformer.h.0.attn.c_attn.weight'")

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gpt2lab.gpt2.train", "train a GPT-2 on Shakespeare or your own text"),
     "generate": ("gpt2lab.gpt2.cli:add_generate_arguments,run_generate", "sample text from a checkpoint"),
     "verify": ("gpt2lab.kernels.verify_cli", "check every numba kernel against PyTorch"),
-    "bench": ("gpt2lab.kernels.bench", "time the numba kernels against PyTorch"),
+    "bench": ("gpt2lab.gpt2.bench_cli", "time the numba kernels against PyTorch"),
 }
 
 

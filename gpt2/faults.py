@@ -21,12 +21,13 @@ from typing import Callable
 
 import numpy as np
 
+from gpt2lab.kernels._validate import is_device_array, to_host
+
 
 def _on_host(fn):
     """Run fn on host copies of any device arrays among its arguments, then copy the arrays back."""
     def wrapped(*args):
-        hosted = [a if isinstance(a, np.ndarray) or not hasattr(a, "copy_to_host") else a.copy_to_host()
-                  for a in args]
+        hosted = [to_host(a) if is_device_array(a) else a for a in args]
         fn(*hosted)
         for a, h in zip(args, hosted):
             if a is not h:

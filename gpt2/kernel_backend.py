@@ -9,22 +9,12 @@ where x86 arithmetic is many times slower. PyTorch flushes them with torch.set_f
 the FTZ/DAZ bits of the calling thread's MXCSR register. numba's kernels run on numba's own worker threads,
 so `flush_denormals()` sets the same bits in each of them (and in this thread), from inside a parallel loop.
 
-    python -m gpt2lab.gpt2.kernel_backend --config tiny --batch 8 --seq 64   # step time, numba vs torch
-
-Threads: the CPU matmul calls OpenBLAS (through scipy), which starts its own thread pool beside numba's and
-torch's. On a small machine those extra threads spin-wait and the comparison measures that, not the kernels:
-set OPENBLAS_NUM_THREADS=1 (before Python starts) for a fair one. Measured on the 2-core CI machine while it
-was heavily loaded (load average 11-19, so only the ratios mean much), tiny, T=64, median of 8 steps:
-
-    OPENBLAS_NUM_THREADS=1, --threads 1, B=8    numba/torch 0.70 (CPU time 296 ms vs 426 ms per step)
-    OPENBLAS_NUM_THREADS=1, --threads 1, B=4    numba/torch 0.76 (155 ms vs 205 ms)
-    OPENBLAS_NUM_THREADS=1, --threads 2, B=8    numba/torch 0.89 (wall), 0.86 (CPU time)
-    OpenBLAS default,       --threads 1, B=4    numba/torch 2.9  (OpenBLAS's own threads spinning)
+The step time against the torch backend: `gpt2lab bench` (gpt2/bench.py); its figures, and how OpenBLAS's
+own threads skew them, are in docs/figures.md.
 """
 from __future__ import annotations
 
 import sys
-import time
 from typing import Callable
 
 import numba
@@ -228,66 +218,3 @@ def verified_backend(backend, every: int, on_mismatch: str = "warn", log: Callab
         raise CommandError(f"--verify-every checks the numba kernels against PyTorch: it needs --backend numba, "
                            f"not {getattr(backend, 'name', type(backend).__name__)!r}")
     return VerifiedBackend(backend, every, on_mismatch, log, fault)
-
-
-# ---------------------------------------------------------------- step time, side by side
-def compare_step_times(config: GPTConfig, B: int = 8, T: int = 64, steps: int = 10, warmup: int = 2,
-                       seed: int = 0) -> dict:
-    """Seconds per training step (forward, backward, AdamW) of the numba and torch backends, in one process.
-
-    Both flush denormals. The steps alternate (numba, torch, numba, ...) so that anything else the machine is
-    doing slows both alike; the median of each is reported, as wall-clock seconds and as this process's CPU
-    seconds (all threads; less sensitive to a busy machine, though a spinning idle thread counts too).
-    Returns {"numba": s, "torch": s, "ratio": numba/torch, "numba_cpu": s, "torch_cpu": s, "ratio_cpu": ...}.
-    """
-    import torch
-
-    from .train import TorchBackend
-    torch.set_flush_denormal(True)
-    backends = {"numba": NumbaBackend(config, OptimConfig(grad_clip=1.0), seed),
-                "torch": TorchBackend(config, OptimConfig(grad_clip=1.0), seed)}
-    rng = np.random.default_rng(seed)
-    wall = {name: [] for name in backends}
-    cpu = {name: [] for name in backends}
-    for i in range(warmup + steps):
-        x, y = (rng.integers(0, config.vocab_size, size=(B, T)) for _ in range(2))
-        for name, backend in backends.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            backend.loss_and_grads(x, y)
-            backend.optimizer_step(1e-3)
-            if i >= warmup:
-                wall[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
-    out = {name: float(np.median(t)) for name, t in wall.items()}
-    out.update({f"{name}_cpu": float(np.median(t)) for name, t in cpu.items()})
-    out["ratio"] = out["numba"] / out["torch"]
-    out["ratio_cpu"] = out["numba_cpu"] / out["torch_cpu"]
-    return out
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    import torch
-    p = argparse.ArgumentParser(description="step time of the numba backend vs the torch backend")
-    p.add_argument("--config", default="tiny")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="threads for both torch and numba (default: theirs)")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(args.threads)
-    config = GPTConfig.preset(args.config)
-    r = compare_step_times(config, args.batch, args.seq, args.steps)
-    print(f"{args.config} B={args.batch} T={args.seq}, {torch.get_num_threads()} torch threads, "
-          f"{numba.get_num_threads()} numba threads: numba {r['numba'] * 1e3:.1f} ms/step, "
-          f"torch {r['torch'] * 1e3:.1f} ms/step, ratio numba/torch {r['ratio']:.2f} "
-          f"(CPU time: numba {r['numba_cpu'] * 1e3:.1f} ms, torch {r['torch_cpu'] * 1e3:.1f} ms, "
-          f"ratio {r['ratio_cpu']:.2f})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

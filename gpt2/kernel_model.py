@@ -27,6 +27,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
+from gpt2lab.kernels._validate import on_host, to_host
 from gpt2lab.kernels.adamw import adamw_update
 from gpt2lab.kernels.attention import attention_backward, attention_forward
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
@@ -36,8 +37,9 @@ from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, copy_in,
-                      fill, is_cuda, param_shapes, reference_names, scale, sum_of_squares, to_host)
+from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, fill,
+                      from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
+                      to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
@@ -83,6 +85,9 @@ class KernelGPT2:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
             raise ValueError("KernelGPT2: device 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+        if device == "cudasim":
+            from gpt2lab.kernels._cudasim import install
+            install()  # warp shuffles and race-free shared arrays for numba's simulator
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
         self.config, self.device = config, device
@@ -282,33 +287,21 @@ class KernelGPT2:
             self.forward(idx_cond)
             T = idx_cond.shape[1]
             logits = self.acts["logits"]            # only the last position's (B, V) matter; a device array
-            last = logits[:, T - 1, :] if isinstance(logits, np.ndarray) else logits.copy_to_host()[:, T - 1, :]
+            last = on_host(logits)[:, T - 1, :]
             logits = torch.from_numpy(np.array(last, dtype=np.float32))           # (B, V), a copy
             idx_next = sample_next(logits, temperature, top_k, generator)
             idx = np.concatenate([idx, idx_next.numpy().astype(np.int64)], axis=1)
         return idx
 
     # ------------------------------------------------------------ named access
-    def _view(self, views: dict, name: str):
-        if name in views:
-            return views[name]
-        if name == "lm_head.weight":
-            return views["wte"]
-        refs = reference_names(self.config)
-        if name in refs:
-            ours, layer = refs[name]
-            return views[ours] if layer is None else views[ours][layer]
-        raise KeyError(f"KernelGPT2: no parameter {name!r}; ours are {', '.join(PARAM_NAMES)} "
-                       f"or the reference GPT2's names, e.g. 'transformer.h.0.attn.c_attn.weight'")
-
     def params_view(self, name: str):
         """The parameter `name` as a view (writes go into the model): one of PARAM_NAMES, e.g. "qkvw" (L, 3C, C),
         or a reference name for one layer's tensor, e.g. "transformer.h.1.attn.c_attn.weight" (3C, C)."""
-        return self._view(self.params, name)
+        return named_view(self.params, self.config, name)
 
     def grads_view(self, name: str):
         """The gradient of parameter `name`, named as in params_view."""
-        return self._view(self.grads, name)
+        return named_view(self.grads, self.config, name)
 
     @property
     def activations(self) -> dict:
@@ -321,36 +314,12 @@ class KernelGPT2:
 
     # ------------------------------------------------------------ conversions
     def _named(self, buffer: FlatBuffer) -> dict[str, np.ndarray]:
-        """A flat buffer as the reference GPT2's name -> float32 numpy copy (lm_head.weight left out: it is wte)."""
-        host = buffer.memory if isinstance(buffer.memory, np.ndarray) else buffer.memory.copy_to_host()
-        views = {}
-        for name, shape in buffer.capacity.items():
-            off = buffer.offsets[name]
-            views[name] = host[off:off + int(np.prod(shape))].reshape(shape)
-        out = {}
-        for ref, (ours, layer) in reference_names(self.config).items():
-            out[ref] = (views[ours] if layer is None else views[ours][layer]).copy()
-        return out
+        """A parameter-shaped buffer as the reference GPT2's name -> float32 numpy copy (buffers.py)."""
+        return to_reference_names(buffer, self.config)
 
     def _load_named(self, buffer: FlatBuffer, named: dict) -> None:
-        """The inverse of _named: copy the reference GPT2's name -> array into a flat buffer (shapes must match)."""
-        refs = reference_names(self.config)
-        missing = sorted(set(refs) - set(named))
-        unexpected = sorted(set(named) - set(refs) - {"lm_head.weight"})
-        if missing or unexpected:
-            raise ValueError(f"KernelGPT2: state dict has missing {missing[:5]}, unexpected {unexpected[:5]}")
-        host = np.zeros(buffer.size, dtype=np.float32)
-        for ref, (ours, layer) in refs.items():
-            value = named[ref]
-            if hasattr(value, "detach"):
-                value = value.detach().cpu().numpy()
-            shape = buffer.capacity[ours][1:] if layer is not None else buffer.capacity[ours]
-            value = np.asarray(value, dtype=np.float32)
-            if tuple(value.shape) != tuple(shape):
-                raise ValueError(f"KernelGPT2: {ref} has shape {tuple(value.shape)}, expected {tuple(shape)}")
-            off = buffer.offsets[ours] + (0 if layer is None else layer * int(np.prod(shape)))
-            host[off:off + value.size] = value.reshape(-1)
-        copy_in(buffer.memory, host)
+        """The inverse of _named: the reference GPT2's name -> array into a parameter-shaped buffer."""
+        from_reference_names(buffer, self.config, named)
 
     def params_numpy(self) -> dict[str, np.ndarray]:
         """Every parameter as the reference GPT2's name -> float32 numpy copy (GPT2.params_numpy's format)."""

@@ -29,9 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpt2lab.kernels.layernorm import EPS  # GPT-2's layer_norm_epsilon
+
 from .config import GPTConfig
 
-LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 
 
 class LayerNorm(nn.Module):
@@ -43,7 +44,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(C))
 
     def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, LN_EPS)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, EPS)
 
 
 class CausalSelfAttention(nn.Module):
@@ -251,9 +252,9 @@ def hf_config(cfg: dict) -> GPTConfig:
     act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"hf_config: activation_function must be tanh-GELU ('gelu_new'), got {act!r}")
-    eps = cfg.get("layer_norm_epsilon", LN_EPS)
-    if eps != LN_EPS:
-        raise ValueError(f"hf_config: layer_norm_epsilon must be {LN_EPS}, got {eps}")
+    eps = cfg.get("layer_norm_epsilon", EPS)
+    if eps != EPS:
+        raise ValueError(f"hf_config: layer_norm_epsilon must be {EPS}, got {eps}")
     if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("reorder_and_upcast_attn"):
         raise ValueError("hf_config: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
     block_size = cfg.get("n_positions", cfg.get("n_ctx"))  # very old configs only have n_ctx

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from gpt2lab.kernels._validate import on_host, to_host
 from gpt2lab.kernels.check import K, judge
 
 from .buffers import DECAYED, PARAM_NAMES
@@ -148,14 +149,6 @@ def check_row(step, op, layer, direction, tensor, ours, torch32, ref64) -> Parit
 
 
 # ---------------------------------------------------------------- reading the kernel model
-def host(a) -> np.ndarray:
-    """A numpy copy of a host or numba device array."""
-    return np.array(a) if isinstance(a, np.ndarray) else a.copy_to_host()
-
-
-def look(a) -> np.ndarray:
-    """A host array to read now: the array itself on the CPU (no copy), a copy from a device."""
-    return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _param_name(ours: str, layer: int | None) -> str:
@@ -245,14 +238,14 @@ class ParityMonitor:
 
     def _forward_rows(self, step: int) -> list:
         a, L, row = self.model.acts, self.model.config.n_layer, self._row
-        rows = [row(step, "encoder", None, "fwd", "encoded", look(a["encoded"]), lambda r: r.act("encoded"))]
+        rows = [row(step, "encoder", None, "fwd", "encoded", on_host(a["encoded"]), lambda r: r.act("encoded"))]
         for l in range(L):
             for name, op in BLOCK_FORWARD:
-                ours = look(a[name][l])
+                ours = on_host(a[name][l])
                 if name == "att":  # only t2 <= t1 is part of the contract: the backward reads nothing above
                     ours = np.tril(ours)
                 rows.append(row(step, op, l, "fwd", name, ours, lambda r, n=name, l=l: r.act(n, l)))
-        rows += [row(step, op, None, "fwd", name, look(a[name]), lambda r, n=name: r.act(n))
+        rows += [row(step, op, None, "fwd", name, on_host(a[name]), lambda r, n=name: r.act(n))
                  for name, op in HEAD_FORWARD]
         kernel_loss = self.model.mean_loss if self.model.mean_loss is not None else math.nan
         rows.append(row(step, "crossentropy", None, "fwd", "loss", np.float64(kernel_loss),
@@ -266,14 +259,14 @@ class ParityMonitor:
         def row(tensor, op, where, l=None):
             name = tensor[1:]
             if where == "param":
-                ours, get = look(m.grads[name] if l is None else m.grads[name][l]), lambda r: r.param_grad(name, l)
+                ours, get = on_host(m.grads[name] if l is None else m.grads[name][l]), lambda r: r.param_grad(name, l)
             elif where == "stream":  # the gradient of block l's input: dresidual3[l-1], or dencoded
-                ours = look(ga["encoded"] if l == 0 else ga["residual3"][l - 1])
+                ours = on_host(ga["encoded"] if l == 0 else ga["residual3"][l - 1])
                 get = (lambda r: r.act_grad("encoded")) if l == 0 else (lambda r: r.act_grad("residual3", l - 1))
             elif l is None and name == "residual3":  # lnf's dinp: the last block's output
-                ours, get = look(ga[name][L - 1]), lambda r: r.act_grad(name, L - 1)
+                ours, get = on_host(ga[name][L - 1]), lambda r: r.act_grad(name, L - 1)
             else:
-                ours, get = look(ga[name] if l is None else ga[name][l]), lambda r: r.act_grad(name, l)
+                ours, get = on_host(ga[name] if l is None else ga[name][l]), lambda r: r.act_grad(name, l)
             return self._row(step, op, l, "bwd", tensor, ours, get)
 
         rows = [row(t, op, w) for t, op, w in HEAD_BACKWARD]
@@ -287,7 +280,7 @@ class ParityMonitor:
         """Copy the parameters and AdamW's moments before the optimizer step. (The gradients are read after
         it: clipping scales them in place before the update, and the update does not change them.)"""
         m = self.model
-        self._before = {k: host(b.memory) for k, b in
+        self._before = {k: to_host(b.memory) for k, b in
                         (("params", m.params_memory), ("m", m.m_memory), ("v", m.v_memory))}
 
     def compare_adamw(self, step: int, lr: float, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1) -> list:
@@ -296,8 +289,8 @@ class ParityMonitor:
         m, before = self.model, self._before
         if before is None:
             raise RuntimeError("compare_adamw: call snapshot_optimizer() before the optimizer step")
-        grads = host(m.grads_memory.memory)
-        after = {k: look(b.memory) for k, b in (("params", m.params_memory), ("m", m.m_memory), ("v", m.v_memory))}
+        grads = to_host(m.grads_memory.memory)
+        after = {k: on_host(b.memory) for k, b in (("params", m.params_memory), ("m", m.m_memory), ("v", m.v_memory))}
         rows = []
         for name in PARAM_NAMES:
             region = slice(m.params_memory.offsets[name], m.params_memory.offsets[name] + m.params_memory.flat(name).size)

@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from .buffers import LAYER_ACT_NAMES
-from .model import GPT2, LN_EPS
+from gpt2lab.kernels.layernorm import EPS
+
+from .model import GPT2
 
 
 def layernorm(x, weight, bias):
     """x: (B, T, C) -> (out (B, T, C), mean (B, T), rstd (B, T)), the kernel's cache written out."""
     mean = x.mean(-1)
     xc = x - mean[..., None]
-    rstd = (xc.pow(2).mean(-1) + LN_EPS).rsqrt()
+    rstd = (xc.pow(2).mean(-1) + EPS).rsqrt()
     return xc * rstd[..., None] * weight + bias, mean, rstd
 
 

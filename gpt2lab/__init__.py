@@ -5,6 +5,12 @@ Subpackages map onto the repository's top-level folders (see pyproject.toml):
 ``gpt2lab.explain`` (explain/), ``gpt2lab.widgets`` (widgets/).
 """
 import os as _os
+import pkgutil as _pkgutil
+
+# `make setup` installs strict editable: gpt2lab's subpackages are links in build/__editable__*/gpt2lab/.
+# Run from the checkout's root, this folder (gpt2lab/, without them) is found first; extend_path adds the
+# other gpt2lab/ folders on sys.path (the link tree), so gpt2lab.kernels etc. import from any directory.
+__path__ = _pkgutil.extend_path(__path__, __name__)
 
 # numba's parallel kernels and PyTorch each bring an OpenMP runtime, and here they share the same cores in
 # one process (the live parity check runs both on every verified step). By default an OpenMP worker spins

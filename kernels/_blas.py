@@ -1,9 +1,9 @@
 """BLAS from inside @njit: sgemm with accumulation, and one BLAS thread per numba thread.
 
 Used by the CPU kernels whose work is matrix products (matmul, attention). Each numba thread (prange)
-calls BLAS single-threaded on its own piece: measured here (2 cores shared with other jobs), OpenBLAS's own
-thread pool ran GPT-2's shapes 3-4x slower than one BLAS thread per numba thread, its threads spinning and
-waiting on each other while the numba pieces are independent. openblas_set_num_threads_local(1) makes just
+calls BLAS single-threaded on its own piece: OpenBLAS's own thread pool ran GPT-2's shapes several times
+slower (docs/figures.md), its threads spinning and waiting on each other while the numba pieces are
+independent. openblas_set_num_threads_local(1) makes just
 the calling thread's BLAS calls single-threaded; where there is no such call (another BLAS), SPLIT is False
 and callers make one call and let BLAS thread itself.
 """

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import functools
-import sys
-import threading
 
 import numpy as np
-from numba import cuda, types
-from numba.np import numpy_support
+from numba import cuda
 
 
 # numba-cuda 0.30 registers np.row_stack when it compiles a kernel; numpy 2.5 removed row_stack, so there
@@ -58,6 +55,49 @@ def compensated_add(total, comp, x):
     return t, comp
 
 
+# Block reductions: every thread of a block brings one value, every thread gets the block's total.
+# A tree in shared memory: thread tid adds in tid + stride, for stride = blockDim/2, blockDim/4, ..., 1, so
+# the sum takes log2(blockDim) steps instead of blockDim. The barriers, and why each is where it is:
+#   1. after the writes: no thread reads a partner's slot before the partner has written it;
+#   2. after every step: step k + 1 reads what step k wrote;
+#   3. after reading the total: nobody overwrites scratch[0] (the next reduction's first write) before every
+#      thread has read it.
+# Every thread of the block must call it (a barrier that some threads skip hangs the block). blockDim.x
+# must be a power of two <= len(scratch). Inlined at the IR level: compiles to PTX without a GPU.
+@cuda.jit(device=True, inline="always")
+def block_sum(scratch, value):
+    """Sum of `value` over the threads of the block, returned to every thread (see the comment above)."""
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] += scratch[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = scratch[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def block_max(scratch, value):
+    """Max of `value` over the threads of the block, returned to every thread; block_sum's tree and barriers."""
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] = max(scratch[tid], scratch[tid + stride])
+        cuda.syncthreads()
+        stride //= 2
+    result = scratch[0]
+    cuda.syncthreads()
+    return result
+
+
 def run_on_device(launch, args: dict, outs) -> dict:
     """Copy numpy `args` to the GPU, call `launch(**device_args)`, copy the tensors named in `outs` back.
 
@@ -76,85 +116,3 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     check_numpy_for_cuda()
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc)
     return ptx
-
-
-def patch_simulator() -> None:
-    """Make numba's CUDA simulator fit for our kernels: warp shuffles, and shared arrays without a race.
-
-    A no-op on a real GPU (or when the simulator is off). Idempotent. Called when this module is imported,
-    so every kernel module gets it before its first launch.
-    """
-    from numba import config
-    if not config.ENABLE_CUDASIM:
-        return
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
-    if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
-        return
-    _install_warp_shuffles(FakeCUDAModule)
-    _install_locked_shared_arrays(FakeCUDAShared)
-    FakeCUDAModule._gpt2lab_patched = True
-
-
-def _install_warp_shuffles(module_class) -> None:
-    """Teach the simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
-
-    In the simulator each CUDA thread is a Python thread and only syncthreads orders them, so a shuffle is
-    emulated as: every thread posts its value, a block barrier, read the source lane's value, a barrier.
-    That is exact for the way our kernels shuffle (every live thread of the block makes the same shuffle
-    calls: whole-warp reductions), and it is how the warp-level kernels get checked without a GPU.
-    """
-    def exchange(src_lane_of):
-        def shfl(self, mask, value, arg):
-            thread = threading.current_thread()
-            posted = thread._manager.__dict__.setdefault("_shfl_values", {})
-            lane = thread.thread_id % 32
-            posted[thread.thread_id] = value
-            thread.syncthreads()
-            src = src_lane_of(lane, arg)
-            result = posted.get(thread.thread_id - lane + src, value) if 0 <= src < 32 else value
-            thread.syncthreads()  # all reads done before the next shuffle posts
-            return result
-        return shfl
-
-    module_class.shfl_sync = exchange(lambda lane, src: src)
-    module_class.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
-    module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
-
-
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_array_method(make, fallback=None):
-    """A replacement for the simulator's FakeCUDAShared.array: every thread of a block that calls
-    cuda.shared.array on one source line gets the same array, make(shape, dtype, key), made on first use
-    (key: the calling line, (file name, line number)).
-
-    numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
-    each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
-    as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
-    test suite on two busy cores. Here both steps happen under one lock. Calls this does not handle
-    (dynamic shared memory, shape 0, or an alignment) go to `fallback`.
-    """
-    def array(self, shape, dtype, alignment=None):
-        if fallback is not None and (shape == 0 or alignment is not None):
-            return fallback(self, shape, dtype, alignment)
-        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
-        caller = sys._getframe(1)
-        key = (caller.f_code.co_filename, caller.f_lineno)
-        with _SHARED_LOCK:
-            res = self._allocations.get(key)
-            if res is None:
-                res = self._allocations[key] = make(shape, dtype, key)
-        return res
-
-    return array
-
-
-def _install_locked_shared_arrays(shared_class) -> None:
-    """Every thread of a block gets the *same* cuda.shared.array, however the threads are scheduled.
-    Dynamic shared memory keeps the simulator's own path."""
-    shared_class.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
-                                              fallback=shared_class.array)
-
-
-patch_simulator()

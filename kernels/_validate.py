@@ -9,6 +9,16 @@ def is_device_array(x) -> bool:
     return not isinstance(x, np.ndarray) and hasattr(x, "copy_to_host")
 
 
+def to_host(a) -> np.ndarray:
+    """A numpy copy of `a`, a numpy or CUDA device array (the one host-copy helper)."""
+    return a.copy_to_host() if is_device_array(a) else np.array(a)
+
+
+def on_host(a) -> np.ndarray:
+    """`a` as a numpy array to read now: the array itself when on the host (no copy), else a copy."""
+    return a.copy_to_host() if is_device_array(a) else a
+
+
 def _fmt_shape(shape) -> str:
     return "(" + ",".join("?" if s is None else str(s) for s in shape) + ")"
 
@@ -20,7 +30,7 @@ def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
     Returns `x`, so a caller may write `inp = check_array(...)`.
     """
     # The messages are formatted only on failure: this runs on every kernel call, and formatting them
-    # eagerly cost more than a small CPU kernel itself (~15 us per array).
+    # eagerly cost more than a small CPU kernel itself (docs/figures.md).
     def want():
         return f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
 
@@ -78,3 +88,19 @@ def check_finite_scalars(op: str, **scalars) -> None:
         ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
         if not ok or not np.isfinite(v):
             raise ValueError(f"{op}: {name} must be a finite number, got {v!r}")
+
+
+def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions, default: dict) -> str:
+    """The version an entry point runs: `version` when it names one for the arrays' device, else the default.
+
+    default: the module's DEFAULT_VERSION, {"cpu": name, "cuda": name}; a "cuda" value may instead map entry
+    point -> name where an op's forward and backward defaults differ (attention). version None, or the
+    device kind itself ("cpu", "cuda"), picks the default; the rule that chose it is in docs/kernels.md.
+    """
+    kind, versions = ("cuda", cuda_versions) if on_device else ("cpu", cpu_versions)
+    if version is None or version == kind:
+        chosen = default[kind]
+        return chosen[op] if isinstance(chosen, dict) else chosen
+    if version not in versions:
+        raise ValueError(f"{op}: version must be one of {tuple(versions)} for {kind} arrays, got {version!r}")
+    return version

@@ -26,8 +26,6 @@ PyTorch's GPU kernels.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -93,10 +91,11 @@ def _matmul_run(tensor):
         (N, OC), C = dout.shape, inp.shape[1]
         out = {"dinp": np.zeros((N, C), np.float32), "dweight": np.zeros((OC, C), np.float32),
                "dbias": np.zeros(OC, np.float32)}
-        if version == "cpu":
-            mm.matmul_backward(out["dinp"][None], out["dweight"], out["dbias"], dout[None], inp[None], weight)
+        if version in mm.CPU_VERSIONS:
+            mm.matmul_backward(out["dinp"][None], out["dweight"], out["dbias"], dout[None], inp[None], weight,
+                               version=version)
             return {tensor: out[tensor]}
-        dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[int(version[1:])]
+        dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[version]
         if tensor == "dinp":
             kernel, launch, args = dinp_k, mm._grid_2d(N, C), {"dinp": out["dinp"], "dout": dout, "weight": weight}
         elif tensor == "dweight":
@@ -132,7 +131,7 @@ def _matmul_pairwise(tensor):
 
 def _matmul_probe(tensor, summed, sizes):
     return Probe(f"matmul.{tensor}", summed, sizes,
-                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas",)},
                  _matmul_inputs, _matmul_run(tensor), _matmul_torch(tensor), _matmul_pairwise(tensor))
 
 
@@ -148,10 +147,10 @@ def _ce_run(inputs, version):
     logits, targets = inputs["logits"], inputs["targets"]
     args = {"losses": np.zeros(targets.shape, np.float32), "probs": np.zeros_like(logits),
             "logits": logits, "targets": targets}
-    if version == "cpu":
-        crossentropy_forward(**args)
+    if version == "loops":
+        crossentropy_forward(**args, version=version)
         return {"losses": args["losses"], "probs": args["probs"]}
-    return _on_device(lambda **a: crossentropy_forward(**a, version=int(version[1:])), args, ["losses", "probs"])
+    return _on_device(lambda **a: crossentropy_forward(**a, version=version), args, ["losses", "probs"])
 
 
 def _ce_torch(inputs, dtype):
@@ -165,6 +164,7 @@ def _ce_torch(inputs, dtype):
 
 # ---------------------------------------------------------------- layernorm
 def _ln_inputs(s, rng):
+    from .layernorm import EPS
     N, C = s["N"], s["C"]
     inp = (1 + 2 * rng.standard_normal((N, C))).astype(np.float32)
     x = inp.astype(np.float64)
@@ -172,7 +172,7 @@ def _ln_inputs(s, rng):
     return {"inp": inp, "dout": rng.standard_normal((N, C), dtype=np.float32),
             "weight": (1 + 0.5 * rng.standard_normal(C)).astype(np.float32),
             "mean": mean.astype(np.float32),  # what the forward caches, rounded to float32
-            "rstd": (1 / np.sqrt(((x - mean[:, None]) ** 2).mean(1) + 1e-5)).astype(np.float32)}
+            "rstd": (1 / np.sqrt(((x - mean[:, None]) ** 2).mean(1) + EPS)).astype(np.float32)}
 
 
 def _ln_run(inputs, version):
@@ -180,11 +180,11 @@ def _ln_run(inputs, version):
     inp, dout, weight, mean, rstd = (inputs[k] for k in ("inp", "dout", "weight", "mean", "rstd"))
     N, C = inp.shape
     grads = {"dweight": np.zeros(C, np.float32), "dbias": np.zeros(C, np.float32)}
-    if version in ("cpu", "v2", "v3"):  # the whole backward through the entry point
+    if version in ("loops", "v2", "v3"):  # the whole backward through the entry point
         args = {"dinp": np.zeros((1, N, C), np.float32), **grads, "dout": dout[None], "inp": inp[None],
                 "weight": weight, "mean": mean[None], "rstd": rstd[None]}
-        if version == "cpu":
-            ln.layernorm_backward(**args)
+        if version == "loops":
+            ln.layernorm_backward(**args, version=version)
             return {k: args[k] for k in grads}
         return _on_device(lambda **a: ln.layernorm_backward(**a, version=version), args, list(grads))
     # v1 and v4: their dweight/dbias kernel alone (the per-row dinp kernels are slow to simulate at N rows)
@@ -202,10 +202,12 @@ def _ln_run(inputs, version):
 
 def _ln_torch(inputs, dtype):
     import torch.nn.functional as F
+
+    from .layernorm import EPS
     inp, dout, weight = (_t(inputs[k], dtype) for k in ("inp", "dout", "weight"))
     weight.requires_grad_(True)
     bias = weight.new_zeros(weight.shape, requires_grad=True)
-    F.layer_norm(inp, (inp.shape[1],), weight, bias, eps=1e-5).backward(dout)
+    F.layer_norm(inp, (inp.shape[1],), weight, bias, eps=EPS).backward(dout)
     return {"dweight": _np(weight.grad), "dbias": _np(bias.grad)}
 
 
@@ -229,8 +231,8 @@ def _enc_run(inputs, version):
     (B, T, C) = dout.shape
     args = {"dwte": np.zeros((V, C), np.float32), "dwpe": np.zeros((T, C), np.float32), "dout": dout,
             "inp": inp}
-    if version == "cpu":
-        encoder_backward(**args)
+    if version == "loops":
+        encoder_backward(**args, version=version)
         return {"dwte": args["dwte"], "dwpe": args["dwpe"]}
     return _on_device(lambda **a: encoder_backward(**a, version=version), args, ["dwte", "dwpe"])
 
@@ -309,16 +311,16 @@ PROBES = {p.name: p for p in (
                                             **{d: {"N": 8192, "C": 64, "OC": 768} for d in _CPU_CUDA}}),
     Probe("crossentropy", "V exponentials", {"cudasim": {"N": 1, "V": 50257},
                                             **{d: {"N": 64, "V": 50257} for d in _CPU_CUDA}},
-          {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+          {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("loops",)},
           _ce_inputs, _ce_run, _ce_torch),
     Probe("layernorm.params", "N = B*T rows", {"cudasim": {"N": 16384, "C": 3},
                                                **{d: {"N": 8192, "C": 768} for d in _CPU_CUDA}},
-          {"cudasim": ("v1", "v4"), "cuda": ("v1", "v2", "v3", "v4"), "cpu": ("cpu",)},
+          {"cudasim": ("v1", "v4"), "cuda": ("v1", "v2", "v3", "v4"), "cpu": ("loops",)},
           _ln_inputs, _ln_run, _ln_torch, _ln_pairwise),
     Probe("encoder", "repeats of a token; B for dwpe",
           {"cudasim": {"B": 2048, "T": 2, "C": 3, "V": 5, "tokens": 2},
            **{d: {"B": 8, "T": 1024, "C": 768, "V": 50257, "tokens": 8} for d in _CPU_CUDA}},
-          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("cpu",)},
+          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("loops",)},
           _enc_inputs, _enc_run, _enc_torch, _enc_pairwise),
     Probe("attention", "T keys (dq), T queries (dk, dv)",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
@@ -379,22 +381,6 @@ def format_rows(rows) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt2lab.kernels.accuracy", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=DEVICES, default="cudasim")
-    parser.add_argument("--probe", choices=sorted(PROBES), action="append", help="default: every probe")
-    parser.add_argument("--version", action="append", help="kernel versions (default: the probe's list)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if args.device == "cudasim":
-        from numba import config
-        if not config.ENABLE_CUDASIM:
-            parser.error("--device cudasim needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
-        sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make barriers cheap
-    rows = [r for name in args.probe or PROBES for r in measure(name, args.device, args.version)]
-    print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the command-line side is accuracy_cli.py
+    from .accuracy_cli import main
     sys.exit(main())

@@ -19,6 +19,11 @@ rounding. The bias corrections are computed once per step on the host, in float6
 
 No backward: this is the step that consumes the gradients. Shapes: params, grads, m, v: (n,) float32,
 C-contiguous (flat views of all the parameters, llm.c style); m and v are updated in place with params.
+
+Versions (one per device, so adamw_update takes no `version=`; DEFAULT_VERSION below):
+
+    CPU  "loops"  one parallel loop over the elements (default)
+    CUDA "v1"     one thread per element, a grid-stride loop (default)
 """
 from __future__ import annotations
 
@@ -32,6 +37,30 @@ from ._cuda import grid_stride, run_on_device
 from ._torch import reference_dtype
 from ._validate import check_array, check_finite_scalars, check_same_device
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+HYPER = {"lr": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
+STEPS = 3  # t = 1, 2, 3: the bias corrections change every step
+
+
+def reference(params, grads, hyper: dict = HYPER):
+    """torch.optim.AdamW on one tensor from zero moments, one step per row of grads (t = 1, 2, ...).
+
+    hyper: lr, beta1, beta2, eps, weight_decay. Returns {"params", "m", "v"} as numpy, computed in
+    `reference_dtype()` (float64, or float32 inside `precision`).
+    """
+    import torch
+    dtype = reference_dtype()
+    p = torch.nn.Parameter(torch.tensor(params, dtype=dtype))
+    h = hyper
+    opt = torch.optim.AdamW([p], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
+                            weight_decay=h["weight_decay"], foreach=False)
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=dtype)
+        opt.step()
+    state = opt.state[p]
+    return {"params": p.detach().numpy(), "m": state["exp_avg"].numpy(), "v": state["exp_avg_sq"].numpy()}
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -74,6 +103,11 @@ CUDA_KERNELS = (
 
 
 # ---------------------------------------------------------------- public entry point
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1",)
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v1"}  # the only ones: elementwise, memory bound
+
+
 def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
     """One AdamW step, in place: params, m, v (n,) float32 updated from grads (n,); step is 1-based.
 
@@ -98,30 +132,7 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
         _adamw_cpu(params, grads, m, v, *scalars)
 
 
-# ---------------------------------------------------------------- reference and verification
-HYPER = {"lr": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1}
-STEPS = 3  # t = 1, 2, 3: the bias corrections change every step
-
-
-def reference(params, grads, hyper: dict = HYPER):
-    """torch.optim.AdamW on one tensor from zero moments, one step per row of grads (t = 1, 2, ...).
-
-    hyper: lr, beta1, beta2, eps, weight_decay. Returns {"params", "m", "v"} as numpy, computed in
-    `reference_dtype()` (float64, or float32 inside `precision`).
-    """
-    import torch
-    dtype = reference_dtype()
-    p = torch.nn.Parameter(torch.tensor(params, dtype=dtype))
-    h = hyper
-    opt = torch.optim.AdamW([p], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
-                            weight_decay=h["weight_decay"], foreach=False)
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=dtype)
-        opt.step()
-    state = opt.state[p]
-    return {"params": p.detach().numpy(), "m": state["exp_avg"].numpy(), "v": state["exp_avg_sq"].numpy()}
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     n = shape["n"]
     # each element's gradient has its own scale, 1e-4 .. 1, kept across steps (as a parameter's would):
@@ -146,7 +157,7 @@ SPEC = OpSpec(
     name="adamw",
     make_inputs=_inputs,
     reference=lambda i: reference(i["params"], i["grads"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {"v1": functools.partial(_run, device=True)}},
+    versions={"cpu": {"loops": _run}, "cuda": {"v1": functools.partial(_run, device=True)}},
     shapes={
         "cpu": [{"n": 768 * 3072}, {"n": 37}, {"n": 1}],
         "cudasim": [{"n": 300}],

@@ -46,6 +46,15 @@ each tile loaded once for a whole block of queries: that is the other half of fl
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
+
+Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "rows"  the readable per-query loops (llm.c's)
+         "blas"  the same math as whole-head matrix products, the way PyTorch does it (default)
+    CUDA "v1"    naive: one thread per query row, three passes; backward with atomics for dk, dv
+         "v2"    online softmax, one pass over the keys (default forward); backward without atomics
+         "v3"    online softmax over shared-memory key tiles; backward v2 with blocked sums (default backward)
+`attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations
 
@@ -57,12 +66,28 @@ from numba import cuda, float32, njit, prange
 from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
 # The CUDA v2 and online kernels keep a running row (out, or dq/dk/dv) in a per-thread local array,
 # whose size must be a compile-time constant: head sizes up to HS_MAX (GPT-2 uses 64).
 HS_MAX = 128
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, dout, n_head):
+    """PyTorch, written out: scores, masked_fill(-inf), softmax, att @ v; autograd for dinp."""
+    import torch
+
+    def attention(inp):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        q, k, v = (x.view(B, T, n_head, C // n_head).transpose(1, 2) for x in inp.split(C, dim=2))
+        preatt = q @ k.transpose(-2, -1) / math.sqrt(C // n_head)
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # key t2 > query t1
+        att = torch.softmax(preatt.masked_fill(mask, float("-inf")), dim=-1)
+        return {"out": (att @ v).transpose(1, 2).reshape(B, T, C), "att": att}
+    return autograd(attention, {"inp": inp}, ("inp",), {"out": dout})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -89,8 +114,7 @@ def _head_rows(inp, b, t, h, hs, C):
     """Views of q, k, v of head h at (b, t): three (hs,) rows.
 
     Sliced from inp directly, not as _head_views(...)[t]: going through the 2-D view made the loops over
-    these rows 2.5-5x slower (measured: the lesson's naive and online kernels), as LLVM then no longer
-    vectorised them."""
+    these rows several times slower (docs/figures.md), as LLVM then no longer vectorised them."""
     o = h * hs
     return inp[b, t, o:o + hs], inp[b, t, C + o:C + o + hs], inp[b, t, 2 * C + o:2 * C + o + hs]
 
@@ -653,10 +677,11 @@ CUDA_KERNELS = (
     (attention_backward_dkv_kernel_v3, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
-FORWARD_VERSIONS = ("v1", "v2", "v3")
-# The default forward stays v2 until v3 has been timed on a real GPU (this was written without one).
-DEFAULT_FORWARD = "v2"
-BACKWARD_VERSIONS = ("v1", "v2", "v3")  # the CUDA default is the last: v3, as accurate as PyTorch's
+CPU_VERSIONS = ("rows", "blas")
+CUDA_VERSIONS = ("v1", "v2", "v3")
+# Backward v3: as accurate as PyTorch's float32. The forward stays v2 until v3 has been timed on a real GPU
+# (v3 was written without one; both are online softmax, equally accurate).
+DEFAULT_VERSION = {"cpu": "blas", "cuda": {"attention_forward": "v2", "attention_backward": "v3"}}
 BACKWARD_KERNELS = {"v2": (attention_backward_dq_kernel_v2, attention_backward_dkv_kernel_v2),
                     "v3": (attention_backward_dq_kernel_v3, attention_backward_dkv_kernel_v3)}
 
@@ -677,25 +702,6 @@ def _check_qkv(op, inp, n_head):
     return B, T, C3 // 3
 
 
-CPU_VERSIONS = ("rows", "blas")  # the llm.c-style loops a learner reads; the same math as BLAS products
-
-
-def _pick(op, version, versions, on_device):
-    """The version to run. CUDA: default the last (the best) of `versions`; CPU: "blas" by default, or "rows"."""
-    if not on_device:
-        if version in (None, "cpu"):  # "cpu", as every op calls its CPU kernel, is the default
-            return "blas"
-        if version not in CPU_VERSIONS:
-            raise ValueError(f"{op}: numpy arrays run on the CPU kernel, version None, 'cpu' or one of "
-                             f"{CPU_VERSIONS}; got {version!r}")
-        return version
-    if version is None:
-        return versions[-1]
-    if version not in versions:
-        raise ValueError(f"{op}: unknown CUDA version {version!r}; choose from {versions}")
-    return version
-
-
 def _check_hs(op, C, n_head):
     if C // n_head > HS_MAX:
         raise ValueError(f"{op}: the v2/online CUDA kernels support head size <= {HS_MAX}, got {C // n_head}")
@@ -705,16 +711,14 @@ def attention_forward(out, att, inp, n_head, version=None):
     """Causal self-attention forward; writes out (B, T, C) and the softmax cache att (B, NH, T, T).
 
     inp: (B, T, 3C) float32, the qkv activations (q | k | v, head h at channels h*hs:(h+1)*hs).
-    version, CPU: "blas" (default) whole-head matrix products, "rows" the readable per-query loops.
-    CUDA: "v1" naive three-pass, "v2" online softmax (default), "v3" online softmax over shared-memory
-    key tiles.
+    version: one of the module docstring's (None: DEFAULT_VERSION).
     """
     B, T, C = _check_qkv("attention_forward", inp, n_head)
     check_array("attention_forward", "out", out, (B, T, C), dims="B,T,C")
     check_array("attention_forward", "att", att, (B, n_head, T, T), dims="B,NH,T,T")
     on_device = check_same_device("attention_forward", out=out, att=att, inp=inp)
-    version = _pick("attention_forward", version or (DEFAULT_FORWARD if on_device else None),
-                    FORWARD_VERSIONS, on_device)
+    version = pick_version("attention_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS,
+                           DEFAULT_VERSION)
     if version == "rows":
         _attention_forward_cpu(out, att, inp, n_head)
     elif version == "blas":
@@ -748,17 +752,16 @@ def attention_forward_online(out, lse, inp, n_head):
 def attention_backward(dinp, dout, inp, att, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, given dout (B, T, C) and the forward's att cache.
 
-    version, CPU: "blas" (default) or "rows", as in the forward. CUDA: "v1" one thread per query row with
-    atomics for dk, dv; "v2" no atomics, a query-row kernel for dq then a key-row kernel for dk, dv
-    (their (B, NH, T) scratch is allocated here); "v3" (default) v2 with blocked sums, as accurate as
-    PyTorch's float32 at T = 1024.
+    version: one of the module docstring's (None: DEFAULT_VERSION). CUDA "v2" and "v3" run a query-row
+    kernel for dq then a key-row kernel for dk, dv; their (B, NH, T) scratch is allocated here.
     """
     B, T, C = _check_qkv("attention_backward", inp, n_head)
     check_array("attention_backward", "dinp", dinp, (B, T, 3 * C), dims="B,T,3C")
     check_array("attention_backward", "dout", dout, (B, T, C), dims="B,T,C")
     check_array("attention_backward", "att", att, (B, n_head, T, T), dims="B,NH,T,T")
     on_device = check_same_device("attention_backward", dinp=dinp, dout=dout, inp=inp, att=att)
-    version = _pick("attention_backward", version, BACKWARD_VERSIONS, on_device)
+    version = pick_version("attention_backward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS,
+                           DEFAULT_VERSION)
     n_rows = B * n_head * T
     if version == "rows":
         _attention_backward_cpu(dinp, dout, inp, att, n_head)
@@ -813,22 +816,7 @@ def online_softmax_attend(s, v, block):
     return acc / l, m + math.log(l)
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, dout, n_head):
-    """PyTorch, written out: scores, masked_fill(-inf), softmax, att @ v; autograd for dinp."""
-    import torch
-
-    def attention(inp):
-        B, T, C3 = inp.shape
-        C = C3 // 3
-        q, k, v = (x.view(B, T, n_head, C // n_head).transpose(1, 2) for x in inp.split(C, dim=2))
-        preatt = q @ k.transpose(-2, -1) / math.sqrt(C // n_head)
-        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # key t2 > query t1
-        att = torch.softmax(preatt.masked_fill(mask, float("-inf")), dim=-1)
-        return {"out": (att @ v).transpose(1, 2).reshape(B, T, C), "att": att}
-    return autograd(attention, {"inp": inp}, ("inp",), {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     B, T, C = shape["B"], shape["T"], shape["C"]
     # scale 2: scores with std ~4, so the softmax is peaked and the max subtraction matters

@@ -1,18 +1,14 @@
-"""`gpt2lab bench`: our kernels against PyTorch on the same device, timed side by side in one process.
+"""Our kernels against PyTorch on the same device, timed side by side in one process (`gpt2lab bench`'s ops).
 
 For each op, forward+backward at GPT-2 124M shapes (B=4, C=768, V=50257; T=64 and T=256): the median
-time of ours and of PyTorch eager (autograd), and the ratio ours/torch (below 1: we are faster). Then one
-whole training step of the kernel-backed GPT-2 against the PyTorch reference, for the tiny, small and 124M
-configs, and the BPE tokenizer against tiktoken. Machines here are shared and noisy: the two sides of a
-ratio are interleaved, repeated, and reduced to medians; never read one number alone.
+time of ours and of PyTorch eager (autograd), and the ratio ours/torch (below 1: we are faster). Machines
+here are shared and noisy: the two sides of a ratio are interleaved, repeated, and reduced to medians
+(`side_by_side`); never read one number alone. The whole training step is timed by gpt2/bench.py, the
+tokenizer by datasets/bench_bpe.py, and the command that runs all three is gpt2/bench_cli.py.
 """
 from __future__ import annotations
 
-import argparse
-import functools
-import json
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -103,7 +99,7 @@ def _bench_encoder(c: Case, s):
 
 
 def _bench_layernorm(c: Case, s):
-    from .layernorm import layernorm_backward, layernorm_forward
+    from .layernorm import EPS, layernorm_backward, layernorm_forward
     B, T, C = s["B"], s["T"], s["C"]
     rng = _rng()
     x, w, b, dout = _f32(rng, B, T, C), _f32(rng, C), _f32(rng, C), _f32(rng, B, T, C)
@@ -118,7 +114,7 @@ def _bench_layernorm(c: Case, s):
     F = c.torch.nn.functional
 
     def theirs():
-        F.layer_norm(tx, (C,), tw, tb, 1e-5).backward(td)
+        F.layer_norm(tx, (C,), tw, tb, EPS).backward(td)
     return ours, theirs
 
 
@@ -285,105 +281,3 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print) -> 
             progress(f"  {name:15s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
                      f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}")
     return rows
-
-
-def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print) -> list[dict]:
-    """One training step (forward, backward, clip, AdamW) of the numba backend vs the torch backend.
-
-    Both are the trainer's own backends (gpt2lab.gpt2.train.TorchBackend and kernel_backend.NumbaBackend)
-    with the same config, seed, batch and optimizer settings, so this is the step `gpt2lab train` takes.
-    """
-    import torch
-    try:
-        from gpt2lab.gpt2.config import GPTConfig
-        from gpt2lab.gpt2.kernel_backend import NumbaBackend
-        from gpt2lab.gpt2.train import OptimConfig, TorchBackend
-    except ImportError as e:
-        progress(f"  training step: skipped ({e})")
-        return []
-    if device != "cpu":
-        progress("  training step: the torch backend runs on the CPU only; comparing on cpu")
-    torch.set_flush_denormal(True)
-    rows = []
-    for name in configs:
-        cfg = GPTConfig.preset(name)
-        ours_b, torch_b = NumbaBackend(cfg, OptimConfig(), seed=0), TorchBackend(cfg, OptimConfig(), seed=0)
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
-        y = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
-
-        def step(backend):
-            backend.loss_and_grads(x, y)
-            backend.optimizer_step(1e-4)
-        t_ours, t_torch = side_by_side(functools.partial(step, ours_b), functools.partial(step, torch_b), reps)
-        row = {"config": name, "B": B, "T": T, "device": "cpu", "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
-               "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch}
-        rows.append(row)
-        progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
-                 f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
-    return rows
-
-
-def bench_tokenizer(progress=print) -> dict:
-    try:
-        from .bench_bpe import bench_bpe
-    except ImportError as e:
-        progress(f"  tokenizer: skipped ({e})")
-        return {}
-    res = bench_bpe()
-    progress("  tokenizer " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in res.items()))
-    return res
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--op", action="append", choices=list(OP_BENCHES), help="only this op (repeatable)")
-    p.add_argument("--steps", default="tiny,small,gpt2",
-                   help="comma-separated configs for the whole-step benchmark ('' to skip)")
-    p.add_argument("--no-ops", action="store_true", help="skip the per-op benchmark")
-    p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
-    p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
-
-
-def run(args) -> int:
-    if args.reps <= 0:
-        print(f"gpt2lab bench: --reps must be positive, got {args.reps}", file=sys.stderr)
-        return 2
-    from gpt2lab.gpt2.config import PRESETS  # the whole-step benchmark's model shapes
-    unknown = [c for c in args.steps.split(",") if c and c not in PRESETS]
-    if unknown:
-        print(f"gpt2lab bench: --steps {','.join(unknown)}: unknown config; choose from {', '.join(PRESETS)} "
-              f"(comma-separated, '' to skip)", file=sys.stderr)
-        return 2
-    if args.device == "cuda":
-        from numba import cuda
-        if not cuda.is_available():
-            print("gpt2lab bench: --device cuda needs an NVIDIA GPU and driver; none found", file=sys.stderr)
-            return 2
-    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    out = {"device": args.device}
-    if not args.no_ops:
-        say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
-        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say)
-    configs = [c for c in args.steps.split(",") if c]
-    if configs:
-        say("one training step (forward, backward, AdamW):")
-        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say)
-    if not args.no_tokenizer:
-        say("tokenizer:")
-        out["tokenizer"] = bench_tokenizer(progress=say)
-    if args.json:
-        print(json.dumps(out, indent=1))
-    return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="gpt2lab bench", description=__doc__)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -151,6 +151,9 @@ def shape_str(shape: dict) -> str:
 def check_op(spec: OpSpec, device: str, version: str | None = None, shapes=None, seed: int = 0) -> list[Row]:
     """Run every version of `spec` on `device` at its shapes and compare each tensor with PyTorch."""
     kind = "cpu" if device == "cpu" else "cuda"
+    if device == "cudasim":
+        from ._cudasim import install
+        install()  # warp shuffles and race-free shared arrays for numba's simulator
     versions = spec.versions.get(kind, {})
     if version is not None:
         if version not in versions:

@@ -24,6 +24,14 @@ backward accumulates into dlogits. In training dlosses = 1 / (B*T) (the mean ove
 
 Shapes: logits, probs, dlogits (B, T, V) float32; losses, dlosses (B, T) float32; targets (B, T) int32,
 each in [0, V) (checked: an out-of-range target would read outside the row).
+
+Versions (`version=` of crossentropy_forward; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops"  one row per parallel loop iteration: max, sum of exp, write (default)
+    CUDA "v1"     one thread per row, three serial passes
+         "v2"     one block per row, shared-memory tree reductions for the max and the sum
+         "v3"     v2 with the one-pass online max-and-sum (default)
+The backward is one elementwise kernel for every version.
 """
 from __future__ import annotations
 
@@ -33,10 +41,22 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, grid_stride, run_on_device
+from ._cuda import block_max, block_sum, ceil_div, grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(logits, targets, dlosses):
+    """PyTorch (float64): F.softmax and F.cross_entropy(reduction="none"), and the autograd dlogits."""
+    import torch.nn.functional as F
+
+    def fn(logits, targets):
+        B, T, V = logits.shape
+        losses = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), reduction="none")
+        return {"losses": losses.reshape(B, T), "probs": F.softmax(logits, dim=-1)}
+    return autograd(fn, {"logits": logits, "targets": targets}, ("logits",), {"losses": dlosses})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -107,40 +127,6 @@ BLOCK = 256  # a power of two, for the tree reductions
 
 
 @cuda.jit(device=True, inline="always")
-def _block_max(buf, value):
-    """Max of `value` over the block's threads, via shared buf (BLOCK,); every thread gets the result."""
-    tid = cuda.threadIdx.x
-    buf[tid] = value
-    stride = BLOCK // 2
-    while stride > 0:
-        cuda.syncthreads()
-        if tid < stride:
-            buf[tid] = max(buf[tid], buf[tid + stride])
-        stride //= 2
-    cuda.syncthreads()
-    result = buf[0]
-    cuda.syncthreads()  # everyone has read buf[0] before anyone writes buf again
-    return result
-
-
-@cuda.jit(device=True, inline="always")
-def _block_sum(buf, value):
-    """Sum of `value` over the block's threads, like _block_max."""
-    tid = cuda.threadIdx.x
-    buf[tid] = value
-    stride = BLOCK // 2
-    while stride > 0:
-        cuda.syncthreads()
-        if tid < stride:
-            buf[tid] += buf[tid + stride]
-        stride //= 2
-    cuda.syncthreads()
-    result = buf[0]
-    cuda.syncthreads()
-    return result
-
-
-@cuda.jit(device=True, inline="always")
 def _write_probs(losses, probs, logits, targets, n, m, total):
     """The last pass, shared by v2 and v3: probs[n] = exp(x - m) / total; thread 0 writes the loss."""
     V = logits.shape[1]
@@ -159,11 +145,11 @@ def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
     thread_max = float32(-math.inf)
     for v in range(cuda.threadIdx.x, V, BLOCK):
         thread_max = max(thread_max, logits[n, v])
-    m = _block_max(buf, thread_max)
+    m = block_max(buf, thread_max)
     thread_sum = float32(0.0)
     for v in range(cuda.threadIdx.x, V, BLOCK):
         thread_sum += math.exp(logits[n, v] - m)
-    total = _block_sum(buf, thread_sum)
+    total = block_sum(buf, thread_sum)
     _write_probs(losses, probs, logits, targets, n, m, total)
 
 
@@ -191,14 +177,15 @@ def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
     m, s = float32(-math.inf), float32(0.0)
     for v in range(tid, V, BLOCK):
         m, s = _combine(m, s, logits[n, v], float32(1.0))  # one element x is the pair (x, exp(0) = 1)
+    # _cuda.block_sum's tree and barriers, over (max, sum) pairs combined by _combine
     buf_m[tid], buf_s[tid] = m, s
+    cuda.syncthreads()
     stride = BLOCK // 2
     while stride > 0:
-        cuda.syncthreads()
         if tid < stride:
             buf_m[tid], buf_s[tid] = _combine(buf_m[tid], buf_s[tid], buf_m[tid + stride], buf_s[tid + stride])
+        cuda.syncthreads()
         stride //= 2
-    cuda.syncthreads()
     _write_probs(losses, probs, logits, targets, n, buf_m[0], buf_s[0])
 
 
@@ -221,14 +208,16 @@ CUDA_KERNELS = (
     (crossentropy_forward_kernel_v3, _FWD_SIG),
     (crossentropy_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int32[::1], int64)"),
 )
-VERSIONS = (1, 2, 3)
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1", "v2", "v3")
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v3"}  # v3: as accurate as PyTorch's float32, in one pass
 
 
 def _launch_forward(version, losses, probs, logits, targets):
     N = logits.shape[0]
-    if version == 1:
+    if version == "v1":
         crossentropy_forward_kernel_v1[ceil_div(N, 128), 128](losses, probs, logits, targets)
-    elif version == 2:
+    elif version == "v2":
         crossentropy_forward_kernel_v2[N, BLOCK](losses, probs, logits, targets)
     else:
         crossentropy_forward_kernel_v3[N, BLOCK](losses, probs, logits, targets)
@@ -243,26 +232,28 @@ def _check(fn, logits_name, logits, targets, **others):
     for name, (a, shape, dims) in others.items():
         check_array(fn, name, a, shape(B, T, V), dims=dims)
     # Device targets are copied back for the check: B*T ints, cheap next to the (B, T, V) logits.
-    t = targets.copy_to_host() if hasattr(targets, "copy_to_host") else targets
+    t = on_host(targets)
     if t.size and (t.min() < 0 or t.max() >= V):
         bad = t[(t < 0) | (t >= V)][0]
         raise ValueError(f"{fn}: targets must be in [0, V) = [0, {V}), got {bad}")
     return B, T, V
 
 
-def crossentropy_forward(losses, probs, logits, targets, version=3):
+def crossentropy_forward(losses, probs, logits, targets, version=None):
     """probs (B, T, V) = softmax(logits (B, T, V)); losses (B, T) = -log probs[b, t, targets[b, t]].
 
-    Numpy arrays run on the CPU, CUDA device arrays on the GPU (version 1 thread per row, 2 block per
-    row with shared-memory reductions, 3 the same with the one-pass online max-and-sum).
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU; `version` one of the module docstring's
+    (None: DEFAULT_VERSION).
     """
     B, T, V = _check("crossentropy_forward", "logits", logits, targets,
                      probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"))
     N = B * T
     args = (losses.reshape(N), probs.reshape(N, V), logits.reshape(N, V), targets.reshape(N))
-    if check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits, targets=targets):
-        if version not in VERSIONS:
-            raise ValueError(f"crossentropy_forward: version must be one of {VERSIONS}, got {version!r}")
+    on_device = check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits,
+                                  targets=targets)
+    version = pick_version("crossentropy_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS,
+                           DEFAULT_VERSION)
+    if on_device:
         _launch_forward(version, *args)
     else:
         _crossentropy_forward_cpu(*args)
@@ -283,18 +274,7 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
                                    targets.reshape(N))
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(logits, targets, dlosses):
-    """PyTorch (float64): F.softmax and F.cross_entropy(reduction="none"), and the autograd dlogits."""
-    import torch.nn.functional as F
-
-    def fn(logits, targets):
-        B, T, V = logits.shape
-        losses = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), reduction="none")
-        return {"losses": losses.reshape(B, T), "probs": F.softmax(logits, dim=-1)}
-    return autograd(fn, {"logits": logits, "targets": targets}, ("logits",), {"losses": dlosses})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     B, T, V = shape["B"], shape["T"], shape["V"]
     logits = (rng.standard_normal((B, T, V)) * 3).astype(np.float32)
@@ -303,16 +283,16 @@ def _inputs(shape, rng):
             "dlosses": rng.standard_normal((B, T)).astype(np.float32)}
 
 
-def _run(inputs, version=None):
-    """Forward then backward (from our own probs) on fresh buffers; version None: CPU, else the GPU."""
+def _run(inputs, version="loops"):
+    """Forward then backward (from our own probs) on fresh buffers; a CPU version on numpy, a CUDA one on the GPU."""
     logits, targets, dlosses = inputs["logits"], inputs["targets"], inputs["dlosses"]
     args = {"losses": np.zeros(targets.shape, np.float32), "probs": np.zeros_like(logits), "logits": logits,
             "targets": targets}
-    if version is not None:
+    if version in CUDA_VERSIONS:
         out = run_on_device(functools.partial(crossentropy_forward, version=version), args, ["losses", "probs"])
         bargs = {"dlogits": np.zeros_like(logits), "dlosses": dlosses, "probs": out["probs"], "targets": targets}
         return {**out, **run_on_device(crossentropy_backward, bargs, ["dlogits"])}
-    crossentropy_forward(**args)
+    crossentropy_forward(**args, version=version)
     dlogits = np.zeros_like(logits)
     crossentropy_backward(dlogits, dlosses, args["probs"], targets)
     return {"losses": args["losses"], "probs": args["probs"], "dlogits": dlogits}
@@ -322,8 +302,8 @@ SPEC = OpSpec(
     name="crossentropy",
     make_inputs=_inputs,
     reference=lambda i: reference(i["logits"], i["targets"], i["dlosses"]),
-    versions={"cpu": {"cpu": _run},
-              "cuda": {f"v{k}": functools.partial(_run, version=k) for k in VERSIONS}},
+    versions={"cpu": {v: functools.partial(_run, version=v) for v in CPU_VERSIONS},
+              "cuda": {v: functools.partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "V": 50257}, {"B": 3, "T": 1, "V": 50257}, {"B": 2, "T": 7, "V": 37}],
         "cudasim": [{"B": 2, "T": 2, "V": 37}, {"B": 1, "T": 1, "V": 600}],

@@ -27,6 +27,14 @@ over tokens and channels, and accurate to ~1 rounding.
 
 Shapes: inp (B, T) int32; wte, dwte (V, C); wpe, dwpe (maxT, C); out, dout (B, T, C). float32,
 C-contiguous. T <= maxT.
+
+Versions (`version=` of encoder_backward; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops"  the scatter-add, parallel over channels (default)
+    CUDA "v1"     one thread per element, cuda.atomic.add
+         "v2"     deterministic: one thread per channel, positions in order
+         "v3"     positions grouped by token, one thread per (token, channel), compensated sums (default)
+The forward is one lookup kernel for every version.
 """
 from __future__ import annotations
 
@@ -35,8 +43,16 @@ from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, compensated_add, grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, wte, wpe, dout):
+    """PyTorch: wte[inp] + wpe[:T] (embedding lookups) and the autograd gradients of wte and wpe."""
+    T = inp.shape[1]
+    return autograd(lambda inp, wte, wpe: {"out": wte[inp] + wpe[:T]}, {"inp": inp, "wte": wte, "wpe": wpe},
+                    ("wte", "wpe"), {"out": dout})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -164,7 +180,7 @@ def encoder_backward_dwpe_kernel_v3(dwpe, dout):
 def _token_runs(inp):
     """(order, starts) on the device: positions b*T + t sorted by token id (stable), and the index in
     `order` where each distinct token's run begins, plus len(order) at the end."""
-    ids = (inp.copy_to_host() if hasattr(inp, "copy_to_host") else inp).reshape(-1)
+    ids = on_host(inp).reshape(-1)
     order = np.argsort(ids, kind="stable").astype(np.int32)
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True]).astype(np.int32)
@@ -182,8 +198,9 @@ CUDA_KERNELS = (
     (encoder_backward_dwte_kernel_v3, f"void({_MAT}, {_ACT}, {_IDS}, int32[::1], int32[::1])"),
     (encoder_backward_dwpe_kernel_v3, f"void({_MAT}, {_ACT})"),
 )
+CPU_VERSIONS = ("loops",)
 CUDA_VERSIONS = ("v1", "v2", "v3")  # of the backward; the forward has one kernel
-DEFAULT_VERSION = "v3"  # deterministic, and as accurate as PyTorch's float32
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v3"}  # v3: deterministic, and as accurate as PyTorch's float32
 RUN_THREADS = 32  # v3: threads per (token run, channel block)
 BLOCK = 256
 
@@ -228,39 +245,30 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
     """dwte[inp[b, t]] += dout[b, t]; dwpe[t] += dout[b, t] (scatter-add, accumulates).
 
     dwte (V, C), dwpe (maxT, C), dout (B, T, C) float32; inp (B, T) int32 in [0, V), T <= maxT.
-    Numpy runs on the CPU; device arrays on the GPU, `version` "v1" (atomics), "v2" (deterministic, one
-    thread per channel) or "v3" (default: grouped by token on the host, compensated sums; deterministic).
+    Numpy runs on the CPU, device arrays on the GPU; `version` one of the module docstring's (None:
+    DEFAULT_VERSION).
     """
     op = "encoder_backward"
     V, C = check_array(op, "dwte", dwte, (None, None), dims="V,C").shape
     maxT = check_array(op, "dwpe", dwpe, (None, C), dims="maxT,C").shape[0]
     B, T = _check_ids(op, inp, V, maxT)
     check_array(op, "dout", dout, (B, T, C), dims="B,T,C")
-    if not check_same_device(op, dwte=dwte, dwpe=dwpe, dout=dout, inp=inp):
+    on_device = check_same_device(op, dwte=dwte, dwpe=dwpe, dout=dout, inp=inp)
+    version = pick_version(op, version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if version == "loops":
         encoder_backward_cpu(dwte, dwpe, dout, inp)
-    elif (version := version or DEFAULT_VERSION) == "v1":
+    elif version == "v1":
         _launch_elementwise(encoder_backward_kernel_v1, B * T * C, dwte, dwpe, dout, inp)
     elif version == "v2":
         encoder_backward_kernel_v2[ceil_div(C, BLOCK), BLOCK](dwte, dwpe, dout, inp)
-    elif version == "v3":
-        if B * T == 0:
-            return
+    elif B * T:  # v3
         order, starts = _token_runs(inp)
         encoder_backward_dwte_kernel_v3[(starts.size - 1, ceil_div(C, RUN_THREADS)), RUN_THREADS](
             dwte, dout, inp, order, starts)
         encoder_backward_dwpe_kernel_v3[ceil_div(T * C, BLOCK), BLOCK](dwpe, dout)
-    else:
-        raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, wte, wpe, dout):
-    """PyTorch: wte[inp] + wpe[:T] (embedding lookups) and the autograd gradients of wte and wpe."""
-    T = inp.shape[1]
-    return autograd(lambda inp, wte, wpe: {"out": wte[inp] + wpe[:T]}, {"inp": inp, "wte": wte, "wpe": wpe},
-                    ("wte", "wpe"), {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     B, T, C, V, maxT = shape["B"], shape["T"], shape["C"], shape["V"], shape["maxT"]
     inp = rng.integers(0, V, (B, T), dtype=np.int32)
@@ -273,13 +281,13 @@ def _inputs(shape, rng):
             "dout": rng.standard_normal((B, T, C)).astype(np.float32)}
 
 
-def _run(inputs, version=None):
+def _run(inputs, version="loops"):
     wte, wpe, dout, inp = inputs["wte"], inputs["wpe"], inputs["dout"], inputs["inp"]
     fwd = {"out": np.zeros(dout.shape, np.float32), "inp": inp, "wte": wte, "wpe": wpe}
     bwd = {"dwte": np.zeros_like(wte), "dwpe": np.zeros_like(wpe), "dout": dout, "inp": inp}
-    if version is None:
+    if version in CPU_VERSIONS:
         encoder_forward(**fwd)
-        encoder_backward(**bwd)
+        encoder_backward(**bwd, version=version)
         return {"out": fwd["out"], "dwte": bwd["dwte"], "dwpe": bwd["dwpe"]}
     return (run_on_device(encoder_forward, fwd, ["out"])
             | run_on_device(lambda **a: encoder_backward(**a, version=version), bwd, ["dwte", "dwpe"]))
@@ -289,7 +297,8 @@ SPEC = OpSpec(
     name="encoder",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["wte"], i["wpe"], i["dout"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {v: (lambda i, v=v: _run(i, v)) for v in CUDA_VERSIONS}},
+    versions={"cpu": {v: (lambda i, v=v: _run(i, v)) for v in CPU_VERSIONS},
+              "cuda": {v: (lambda i, v=v: _run(i, v)) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "V": 50257, "maxT": 1024},
                 {"B": 3, "T": 1, "C": 37, "V": 11, "maxT": 5},

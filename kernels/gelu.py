@@ -8,9 +8,10 @@ Backward. dy/dx by the product rule, using d tanh(u)/du = 1 - tanh(u)^2 = sech^2
 
     dy/dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) s (1 + 3 * 0.044715 x^2)
 
-On the CPU we use the identity 0.5 (1 + tanh u) = sigmoid(2u) = 1 / (1 + exp(-2u)), with the
-vectorisable exp of `_vecmath.exp_neg` (libm's tanhf and expf run one element at a time: 12x and 2.5x
-slower here), and for the backward 0.5 sech^2(u) = 2 sigmoid(2u) (1 - sigmoid(2u)):
+The CPU's "loops" version computes these two lines as written, with libm's tanh. The faster "vector"
+version uses the identity 0.5 (1 + tanh u) = sigmoid(2u) = 1 / (1 + exp(-2u)), with the vectorisable exp
+of `_vecmath.exp_neg` (libm's tanhf and expf run one element at a time; docs/figures.md has the timing),
+and for the backward 0.5 sech^2(u) = 2 sigmoid(2u) (1 - sigmoid(2u)):
 
     y = x sig,   dy/dx = sig + x sig (1 - sig) 2s (1 + 3 * 0.044715 x^2),   sig = sigmoid(2u)
 
@@ -22,9 +23,16 @@ storing another (B, T, 4C) tensor. Like llm.c, the backward *accumulates* into d
 so gradients from several paths add up and the model zeroes its gradient buffer once per step.
 
 Shapes: inp, out, dout, dinp: any shape, float32, C-contiguous (GPT-2: (B, T, 4C)).
+
+Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops"   the formula as written, libm's tanh: read this one first
+         "vector"  sigmoid(2u) through the vectorisable exp of _vecmath, as accurate and faster (default)
+    CUDA "v1"      one thread per element, math.tanh, a grid-stride loop (default)
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,10 +40,20 @@ from numba import cuda, njit, prange
 
 from ._cuda import grid_stride, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, pick_version
 from ._vecmath import exp_neg
 from .check import OpSpec
 
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, dout):
+    """PyTorch: F.gelu(approximate="tanh") and its autograd gradient."""
+    import torch.nn.functional as F
+    return autograd(lambda inp: {"out": F.gelu(inp, approximate="tanh")}, {"inp": inp}, ("inp",),
+                    {"out": dout})
+
+
+# ---------------------------------------------------------------- CPU (numba @njit)
 GELU_SCALE = np.float32(math.sqrt(2.0 / math.pi))
 GELU_CUBIC = np.float32(0.044715)
 _TWO_S = np.float32(2.0 * math.sqrt(2.0 / math.pi))
@@ -44,6 +62,26 @@ _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 
 
+# "loops": one element at a time, the module docstring's formulas line for line.
+@njit(parallel=True, cache=True)
+def gelu_forward_loops(out, inp):
+    x, y = inp.ravel(), out.ravel()
+    for i in prange(x.size):
+        u = GELU_SCALE * (x[i] + GELU_CUBIC * x[i] * x[i] * x[i])
+        y[i] = _HALF * x[i] * (_ONE + math.tanh(u))
+
+
+@njit(parallel=True, cache=True)
+def gelu_backward_loops(dinp, inp, dout):
+    x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
+    for i in prange(x.size):
+        xi = x[i]
+        th = math.tanh(GELU_SCALE * (xi + GELU_CUBIC * xi * xi * xi))
+        sech2 = _ONE - th * th  # d tanh(u) / du
+        dx[i] += (_HALF * (_ONE + th) + _HALF * xi * sech2 * GELU_SCALE * (_ONE + _THREE_C * xi * xi)) * dy[i]
+
+
+# "vector": the same numbers through sigmoid(2u) and an exp that numba vectorises (see the docstring).
 @njit(inline="always", fastmath=True)
 def _sigmoid_2u(xi):
     """sigmoid(2u) for u = s (x + 0.044715 x^3), through exp(-|2u|) so it never overflows."""
@@ -53,16 +91,15 @@ def _sigmoid_2u(xi):
     return r if t >= 0 else e * r
 
 
-# ---------------------------------------------------------------- CPU (numba @njit)
 @njit(parallel=True, fastmath=True, cache=True)
-def _gelu_forward_cpu(out, inp):
+def gelu_forward_vector(out, inp):
     x, y = inp.ravel(), out.ravel()
     for i in prange(x.size):
         y[i] = x[i] * _sigmoid_2u(x[i])
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _gelu_backward_cpu(dinp, inp, dout):
+def gelu_backward_vector(dinp, inp, dout):
     x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
     for i in prange(x.size):
         xi = x[i]
@@ -102,38 +139,46 @@ CUDA_KERNELS = (
     (gelu_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int64)"),
 )
 
+
 # ---------------------------------------------------------------- public entry points
-def gelu_forward(out, inp):
-    """out = gelu(inp). out, inp: same shape, float32. Numpy runs on the CPU, device arrays on the GPU."""
+CPU_VERSIONS = ("loops", "vector")
+CUDA_VERSIONS = ("v1",)
+DEFAULT_VERSION = {"cpu": "vector", "cuda": "v1"}
+
+
+def gelu_forward(out, inp, version=None):
+    """out = gelu(inp). out, inp: same shape, float32. Numpy runs on the CPU, device arrays on the GPU;
+    `version` one of the module docstring's (None: DEFAULT_VERSION)."""
     check_array("gelu_forward", "inp", inp, inp.shape)
     check_array("gelu_forward", "out", out, tuple(inp.shape))
-    if check_same_device("gelu_forward", out=out, inp=inp):
+    on_device = check_same_device("gelu_forward", out=out, inp=inp)
+    version = pick_version("gelu_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
         n = inp.size
         gelu_forward_kernel[grid_stride(n)](out.reshape(n), inp.reshape(n), n)
+    elif version == "loops":
+        gelu_forward_loops(out, inp)
     else:
-        _gelu_forward_cpu(out, inp)
+        gelu_forward_vector(out, inp)
 
 
-def gelu_backward(dinp, inp, dout):
-    """dinp += gelu'(inp) * dout. All the same shape, float32."""
+def gelu_backward(dinp, inp, dout, version=None):
+    """dinp += gelu'(inp) * dout. All the same shape, float32; `version` as gelu_forward's."""
     check_array("gelu_backward", "inp", inp, inp.shape)
     for name, a in (("dinp", dinp), ("dout", dout)):
         check_array("gelu_backward", name, a, tuple(inp.shape))
-    if check_same_device("gelu_backward", dinp=dinp, inp=inp, dout=dout):
+    on_device = check_same_device("gelu_backward", dinp=dinp, inp=inp, dout=dout)
+    version = pick_version("gelu_backward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
         n = inp.size
         gelu_backward_kernel[grid_stride(n)](dinp.reshape(n), inp.reshape(n), dout.reshape(n), n)
+    elif version == "loops":
+        gelu_backward_loops(dinp, inp, dout)
     else:
-        _gelu_backward_cpu(dinp, inp, dout)
+        gelu_backward_vector(dinp, inp, dout)
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, dout):
-    """PyTorch: F.gelu(approximate="tanh") and its autograd gradient."""
-    import torch.nn.functional as F
-    return autograd(lambda inp: {"out": F.gelu(inp, approximate="tanh")}, {"inp": inp}, ("inp",),
-                    {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     size = (shape["B"], shape["T"], shape["C"])
     # a wide range: the tails (|x| > 3) are where a wrong derivative shows
@@ -141,15 +186,15 @@ def _inputs(shape, rng):
             "dout": rng.standard_normal(size).astype(np.float32)}
 
 
-def _run(inputs, device_arrays=False):
+def _run(inputs, device_arrays=False, version=None):
     out = np.zeros_like(inputs["inp"])
     dinp = np.zeros_like(inputs["inp"])
     args = {"out": out, "inp": inputs["inp"]}
     bargs = {"dinp": dinp, "inp": inputs["inp"], "dout": inputs["dout"]}
     if device_arrays:
         return {**run_on_device(gelu_forward, args, ["out"]), **run_on_device(gelu_backward, bargs, ["dinp"])}
-    gelu_forward(**args)
-    gelu_backward(**bargs)
+    gelu_forward(**args, version=version)
+    gelu_backward(**bargs, version=version)
     return {"out": out, "dinp": dinp}
 
 
@@ -157,7 +202,8 @@ SPEC = OpSpec(
     name="gelu",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["dout"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
+    versions={"cpu": {v: functools.partial(_run, version=v) for v in CPU_VERSIONS},
+              "cuda": {"v1": functools.partial(_run, device_arrays=True)}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 3072}, {"B": 3, "T": 1, "C": 37}, {"B": 1, "T": 7, "C": 4 * 37}],
         "cudasim": [{"B": 1, "T": 3, "C": 37}],

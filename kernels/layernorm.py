@@ -29,6 +29,14 @@ backward *accumulates* (dinp += ..., dweight += ..., dbias += ...).
 
 Shapes: inp, out, dout, dinp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias, dweight,
 dbias: (C,) float32. All C-contiguous.
+
+Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops"  one row per parallel loop iteration, two passes for the variance (default)
+    CUDA "v1"     one thread per row (the CPU loop); backward: a second kernel, one thread per channel
+         "v2"     one block per row, shared-memory tree reductions; backward with atomics for dweight, dbias
+         "v3"     one warp per row, register shuffles instead of shared memory
+         "v4"     backward only (its forward is v2's): deterministic, blocked dweight and dbias sums (default)
 """
 from __future__ import annotations
 
@@ -39,12 +47,26 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import block_sum, ceil_div, compensated_add, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_same_device
+from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
-EPS = 1e-5
+EPS = 1e-5  # GPT-2's layer_norm_epsilon; the one definition (the model, the lessons and the probes import it)
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, weight, bias, dout):
+    """PyTorch: F.layer_norm and its autograd gradients; mean and rstd computed the same way."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward(inp, weight, bias):
+        var = inp.var(-1, unbiased=False)
+        return {"out": F.layer_norm(inp, (inp.shape[-1],), weight, bias, eps=EPS),
+                "mean": inp.mean(-1), "rstd": torch.rsqrt(var + EPS)}
+    return autograd(forward, {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"),
+                    {"out": dout})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -156,30 +178,9 @@ def layernorm_forward_kernel_v1(out, mean, rstd, inp, weight, bias):
     rstd[r] = s
 
 
-@cuda.jit(device=True, inline="always")  # inlined at the IR level: compiles to PTX without a GPU
-def block_sum(scratch, value):
-    """Sum `value` over the threads of the block; every thread gets the total.
-
-    A tree reduction in shared memory: log2(blockDim) halving steps, each a barrier apart.
-    blockDim.x must be a power of two <= len(scratch).
-    """
-    tid = cuda.threadIdx.x
-    scratch[tid] = value
-    cuda.syncthreads()
-    stride = cuda.blockDim.x // 2
-    while stride > 0:
-        if tid < stride:
-            scratch[tid] += scratch[tid + stride]
-        cuda.syncthreads()
-        stride //= 2
-    total = scratch[0]
-    cuda.syncthreads()  # everyone has read the total before the next call overwrites scratch[0]
-    return total
-
-
 # v2: one block per row. Thread `tid` takes channels tid, tid + blockDim, ...: neighbouring threads read
-# neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions. N blocks
-# of up to BLOCK threads keep the whole GPU busy.
+# neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions
+# (_cuda.block_sum). N blocks of up to BLOCK threads keep the whole GPU busy.
 @cuda.jit
 def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
     scratch = cuda.shared.array(BLOCK, float32)
@@ -385,14 +386,16 @@ def layernorm_backward_params_kernel_v4(dweight, dbias, dout, inp, mean, rstd):
             dy = dout[r, i]
             dw, dw_comp = compensated_add(dw, dw_comp, (inp[r, i] - mean[r]) * rstd[r] * dy)
             db, db_comp = compensated_add(db, db_comp, dy)
+    # _cuda.block_sum's tree and barriers, down each column of lanes
     dw_lanes[ty, tx] = dw + dw_comp
     db_lanes[ty, tx] = db + db_comp
+    cuda.syncthreads()
     stride = PARAM_LANES // 2
     while stride > 0:
-        cuda.syncthreads()
         if ty < stride:
             dw_lanes[ty, tx] += dw_lanes[ty + stride, tx]
             db_lanes[ty, tx] += db_lanes[ty + stride, tx]
+        cuda.syncthreads()
         stride //= 2
     if ty == 0 and i < C:
         dweight[i] += dw_lanes[0, tx]
@@ -415,8 +418,6 @@ CUDA_KERNELS = (
     (layernorm_backward_dinp_kernel_v4, f"void({_ROWS}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC}, {_VEC})"),
     (layernorm_backward_params_kernel_v4, f"void({_VEC}, {_VEC}, {_ROWS}, {_ROWS}, {_VEC}, {_VEC})"),
 )
-# v4 is a backward version only: its forward is v2's (the forward's sums run over C, already trees).
-CUDA_VERSIONS = ("v1", "v2", "v3", "v4")
 ROW_THREADS = 128  # threads per block for the thread-per-row/column kernels (v1)
 
 
@@ -458,25 +459,20 @@ def _layernorm_backward_cuda(dinp, dweight, dbias, dout, inp, weight, mean, rstd
 
 
 # ---------------------------------------------------------------- public entry points
-# Forward v2: v3's shuffles are checked in the simulator only through an emulation (see _cuda.py).
-# Backward v4: v2's dinp, and dweight, dbias as accurate as PyTorch's float32 (see v4's comment).
-DEFAULT_VERSION = {"layernorm_forward": "v2", "layernorm_backward": "v4"}
-
-
-def _pick_version(op, version):
-    version = version or DEFAULT_VERSION[op]
-    if version not in CUDA_VERSIONS:
-        raise ValueError(f"{op}: version must be one of {CUDA_VERSIONS}, got {version!r}")
-    return version
+# v4: the forward is v2's, and the backward's dweight, dbias are as accurate as PyTorch's float32 (see v4's
+# comment). v3's forward is not the default: its shuffles are checked in the simulator only through an
+# emulation (see _cuda.py).
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1", "v2", "v3", "v4")  # v4 is a backward version only: its forward is v2's
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v4"}
 
 
 def layernorm_forward(out, mean, rstd, inp, weight, bias, version=None):
     """out = (inp - mean) * rstd * weight + bias over the last axis; writes the mean and rstd caches.
 
     out, inp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias: (C,) float32.
-    Numpy arrays run on the CPU; CUDA device arrays on the GPU, kernel `version` "v1", "v2" or "v3"
-    (default v2: v3's shuffles are checked in the simulator only through an emulation, see _cuda.py;
-    "v4" runs v2's forward).
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU; `version` one of the module docstring's
+    (None: DEFAULT_VERSION; "v4" runs v2's forward).
     """
     op = "layernorm_forward"
     B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
@@ -487,8 +483,10 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, version=None):
         check_array(op, name, a, (C,), dims="C")
     rows = (B * T, C)
     args = (out.reshape(rows), mean.reshape(B * T), rstd.reshape(B * T), inp.reshape(rows), weight, bias)
-    if check_same_device(op, out=out, mean=mean, rstd=rstd, inp=inp, weight=weight, bias=bias):
-        _layernorm_forward_cuda(*args, _pick_version(op, version))
+    on_device = check_same_device(op, out=out, mean=mean, rstd=rstd, inp=inp, weight=weight, bias=bias)
+    version = pick_version(op, version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
+        _layernorm_forward_cuda(*args, version)
     else:
         layernorm_forward_cpu(*args)
 
@@ -497,8 +495,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, vers
     """dinp, dweight, dbias += the gradients of layernorm_forward given dout (see the module docstring).
 
     dinp, dout, inp: (B, T, C) float32; dweight, dbias, weight: (C,) float32; mean, rstd: (B, T) float32
-    (the forward's caches). Numpy runs on the CPU; device arrays on the GPU (`version` "v1", "v2", "v3",
-    "v4"; default v4, whose deterministic dweight and dbias are as accurate as PyTorch's float32).
+    (the forward's caches). Numpy runs on the CPU, device arrays on the GPU; `version` one of the module
+    docstring's (None: DEFAULT_VERSION).
     """
     op = "layernorm_backward"
     B, T, C = check_array(op, "inp", inp, (None, None, None), dims="B,T,C").shape
@@ -511,28 +509,16 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, vers
     rows = (B * T, C)
     args = (dinp.reshape(rows), dweight, dbias, dout.reshape(rows), inp.reshape(rows), weight,
             mean.reshape(B * T), rstd.reshape(B * T))
-    on_gpu = check_same_device(op, dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
-                               weight=weight, mean=mean, rstd=rstd)
-    if on_gpu:
-        _layernorm_backward_cuda(*args, _pick_version(op, version))
+    on_device = check_same_device(op, dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
+                                  weight=weight, mean=mean, rstd=rstd)
+    version = pick_version(op, version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
+        _layernorm_backward_cuda(*args, version)
     else:
         layernorm_backward_cpu(*args, max(numba.get_num_threads(), -(-B * T // ROWS_PER_PARTIAL)))
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, weight, bias, dout):
-    """PyTorch: F.layer_norm and its autograd gradients; mean and rstd computed the same way."""
-    import torch
-    import torch.nn.functional as F
-
-    def forward(inp, weight, bias):
-        var = inp.var(-1, unbiased=False)
-        return {"out": F.layer_norm(inp, (inp.shape[-1],), weight, bias, eps=EPS),
-                "mean": inp.mean(-1), "rstd": torch.rsqrt(var + EPS)}
-    return autograd(forward, {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"),
-                    {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     B, T, C = shape["B"], shape["T"], shape["C"]
     # rows with a mean and scale of their own: a wrong mean or rstd (or one-pass variance) shows
@@ -544,16 +530,16 @@ def _inputs(shape, rng):
             "dout": rng.standard_normal((B, T, C)).astype(np.float32)}
 
 
-def _run(inputs, version=None):
+def _run(inputs, version="loops"):
     inp, weight = inputs["inp"], inputs["weight"]
     B, T, C = inp.shape
     fwd = {"out": np.zeros_like(inp), "mean": np.zeros((B, T), np.float32),
            "rstd": np.zeros((B, T), np.float32), "inp": inp, "weight": weight, "bias": inputs["bias"]}
     grads = {"dinp": np.zeros_like(inp), "dweight": np.zeros(C, np.float32), "dbias": np.zeros(C, np.float32)}
-    if version is None:
-        layernorm_forward(**fwd)
+    if version in CPU_VERSIONS:
+        layernorm_forward(**fwd, version=version)
         layernorm_backward(**grads, dout=inputs["dout"], inp=inp, weight=weight, mean=fwd["mean"],
-                           rstd=fwd["rstd"])
+                           rstd=fwd["rstd"], version=version)
         return {k: fwd[k] for k in ("out", "mean", "rstd")} | grads
     res = run_on_device(partial(layernorm_forward, version=version), fwd, ["out", "mean", "rstd"])
     bwd = {**grads, "dout": inputs["dout"], "inp": inp, "weight": weight, "mean": res["mean"], "rstd": res["rstd"]}
@@ -564,7 +550,8 @@ SPEC = OpSpec(
     name="layernorm",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["weight"], i["bias"], i["dout"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {v: partial(_run, version=v) for v in CUDA_VERSIONS}},
+    versions={"cpu": {v: partial(_run, version=v) for v in CPU_VERSIONS},
+              "cuda": {v: partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
         "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 3, "C": 40}, {"B": 1, "T": 2, "C": 300}],

@@ -22,6 +22,15 @@ bias may be None (GPT-2's lm_head has none), and then dbias is None too.
 
 Shapes: inp (B, T, C), weight (OC, C), bias (OC,) or None, out (B, T, OC); gradients like their tensors.
 GPT-2 small: C = 768, OC in {3C, C, 4C} inside a block and OC = 50257 for the lm_head.
+
+Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
+
+    CPU  "loops" the three sums as loops, accumulated in float64: read this one first
+         "blas"  each numba thread calls single-threaded BLAS on its slice of the product (default: as
+                 accurate as PyTorch's float32, and far faster)
+    CUDA "v1"    naive: one thread per output element, all reads from global memory
+         "v2"    tiled: TILE x TILE blocks stage inp and weight in shared memory
+         "v3"    v2 with compensated (Kahan) sums: as accurate as PyTorch's float32 (default)
 """
 from __future__ import annotations
 
@@ -34,11 +43,62 @@ from numba import cuda, float32, njit, prange
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
 from ._torch import autograd
-from ._validate import check_array, check_no_overlap, check_same_device
+from ._validate import check_array, check_no_overlap, check_same_device, pick_version
 from .check import OpSpec
 
 
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp, weight, bias, dout):
+    """PyTorch: F.linear and its autograd gradients (float64). bias may be None."""
+    import torch.nn.functional as F
+    if bias is None:
+        return autograd(lambda inp, weight: {"out": F.linear(inp, weight)}, {"inp": inp, "weight": weight},
+                        ("inp", "weight"), {"out": dout})
+    return autograd(lambda inp, weight, bias: {"out": F.linear(inp, weight, bias)},
+                    {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"), {"out": dout})
+
+
 # ---------------------------------------------------------------- CPU (numba @njit)
+# "loops": the docstring's three sums, one output row at a time. Each sum is accumulated in float64 and
+# rounded to float32 once: a float32 running sum over the lm_head's OC = 50257 terms would lose ~50257
+# roundings (CUDA v1's comment measures that). The inner loops walk contiguous rows of each operand.
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_forward_loops(out, inp, weight, bias):
+    """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)): out[n, o] = sum_c inp[n, c] weight[o, c]."""
+    N, C = inp.shape
+    OC = weight.shape[0]
+    for n in prange(N):
+        for o in range(OC):
+            acc = 0.0  # float64
+            for c in range(C):
+                acc += inp[n, c] * weight[o, c]
+            if bias is not None:
+                acc += bias[o]
+            out[n, o] = acc
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def matmul_backward_loops(dinp, dweight, dbias, dout, inp, weight):
+    """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over rows (dbias may be None)."""
+    N, C = inp.shape
+    OC = weight.shape[0]
+    for n in prange(N):  # dinp[n, :] = sum_o dout[n, o] weight[o, :]
+        acc = np.zeros(C)
+        for o in range(OC):
+            acc += dout[n, o] * weight[o]
+        dinp[n] += acc.astype(np.float32)
+    for o in prange(OC):  # dweight[o, :] = sum_n dout[n, o] inp[n, :]; dbias[o] = sum_n dout[n, o]
+        acc = np.zeros(C)
+        acc_bias = 0.0
+        for n in range(N):
+            acc += dout[n, o] * inp[n]
+            acc_bias += dout[n, o]
+        dweight[o] += acc.astype(np.float32)
+        if dbias is not None:
+            dbias[o] += acc_bias
+
+
+# "blas": the products as BLAS calls.
 # Threads. Each product is split into one slice per numba thread (prange), and each thread calls BLAS
 # single-threaded on its slice (see _blas for why). Slices cut the big operand (weight or dweight) so that
 # no two threads stream the same 154 MB of lm_head weights. Where BLAS cannot be held to one thread per
@@ -46,7 +106,7 @@ from .check import OpSpec
 
 
 @njit(parallel=True, cache=True)
-def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
+def matmul_forward_blas(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
     """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)); thread j owns out[:, slice j of OC]."""
     OC = weight.shape[0]
     for j in prange(n_slices):
@@ -61,7 +121,7 @@ def _matmul_forward_cpu(out, inp, weight, bias, n_slices, xxgemm, set_blas_threa
 
 
 @njit(parallel=True, cache=True)
-def _matmul_backward_cpu(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
+def matmul_backward_blas(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
     """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C).
 
     Thread j owns dinp[:, slice j of C] (reading weight[:, slice j]) and dweight[slice j of OC].
@@ -376,13 +436,12 @@ CUDA_KERNELS = (
     (matmul_backward_dweight_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dbias_kernel_v3, f"void({_V}, {_M})"),
 )
-FORWARD_KERNELS = {1: matmul_forward_kernel_v1, 2: matmul_forward_kernel_v2, 3: matmul_forward_kernel_v3}
+FORWARD_KERNELS = {"v1": matmul_forward_kernel_v1, "v2": matmul_forward_kernel_v2, "v3": matmul_forward_kernel_v3}
 # version -> (dinp kernel, dweight kernel, dbias kernel)
 BACKWARD_KERNELS = {
-    1: (matmul_backward_dinp_kernel_v1, matmul_backward_dweight_kernel_v1, matmul_backward_dbias_kernel),
-    2: (matmul_backward_dinp_kernel_v2, matmul_backward_dweight_kernel_v2, matmul_backward_dbias_kernel),
-    3: (matmul_backward_dinp_kernel_v3, matmul_backward_dweight_kernel_v3, matmul_backward_dbias_kernel_v3)}
-DEFAULT_VERSION = 3  # the accurate one: see v3's comment
+    "v1": (matmul_backward_dinp_kernel_v1, matmul_backward_dweight_kernel_v1, matmul_backward_dbias_kernel),
+    "v2": (matmul_backward_dinp_kernel_v2, matmul_backward_dweight_kernel_v2, matmul_backward_dbias_kernel),
+    "v3": (matmul_backward_dinp_kernel_v3, matmul_backward_dweight_kernel_v3, matmul_backward_dbias_kernel_v3)}
 
 
 def _grid_2d(rows, cols):
@@ -396,12 +455,12 @@ def _no_bias():
     return cuda.device_array(1, dtype=np.float32)
 
 
-def _check_version(fn, version):
-    if version not in FORWARD_KERNELS:
-        raise ValueError(f"{fn}: version must be one of {sorted(FORWARD_KERNELS)}, got {version!r}")
-
-
 # ---------------------------------------------------------------- public entry points
+CPU_VERSIONS = ("loops", "blas")
+CUDA_VERSIONS = tuple(FORWARD_KERNELS)
+DEFAULT_VERSION = {"cpu": "blas", "cuda": "v3"}  # v3: the accurate one, see its comment
+
+
 def _n_slices():
     return numba.get_num_threads() if SPLIT else 1
 
@@ -421,28 +480,31 @@ def _check_shapes(fn, inp, weight, **tensors):
     return B, T, C, size["OC"]
 
 
-def matmul_forward(out, inp, weight, bias, version=DEFAULT_VERSION):
+def matmul_forward(out, inp, weight, bias, version=None):
     """out (B, T, OC) = inp (B, T, C) @ weight (OC, C)^T + bias (OC,) (bias may be None).
 
-    Numpy arrays run on the CPU (BLAS), CUDA device arrays on the GPU (version 1 naive, 2 tiled, 3 tiled
-    with compensated sums: the default, as accurate as PyTorch's float32).
+    Numpy arrays run on the CPU, CUDA device arrays on the GPU; `version` one of the module docstring's
+    (None: DEFAULT_VERSION).
     """
     B, T, C, OC = _check_shapes("matmul_forward", inp, weight, bias=(bias, "OC"),
                                 out=(out, "B,T,OC"))
     check_no_overlap("matmul_forward", "out", out, inp=inp, weight=weight, bias=bias)
     N = B * T
-    if check_same_device("matmul_forward", out=out, inp=inp, weight=weight, bias=bias):
-        _check_version("matmul_forward", version)
+    on_device = check_same_device("matmul_forward", out=out, inp=inp, weight=weight, bias=bias)
+    version = pick_version("matmul_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
         grid, block = _grid_2d(N, OC)
         has_bias = bias is not None
         FORWARD_KERNELS[version][grid, block](out.reshape(N, OC), inp.reshape(N, C), weight,
                                               bias if has_bias else _no_bias(), has_bias)
+    elif version == "loops":
+        matmul_forward_loops(out.reshape(N, OC), inp.reshape(N, C), weight, bias)
     else:
-        _matmul_forward_cpu(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
+        matmul_forward_blas(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
                             set_blas_threads)
 
 
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=DEFAULT_VERSION):
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=None):
     """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over B*T (dbias may be None).
 
     dinp (B, T, C), dweight (OC, C), dbias (OC,) or None, dout (B, T, OC), inp (B, T, C), weight (OC, C).
@@ -452,9 +514,10 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=DEFAULT_VER
         dout=(dout, "B,T,OC"))
     N = B * T
     dinp2, dout2, inp2 = dinp.reshape(N, C), dout.reshape(N, OC), inp.reshape(N, C)
-    if check_same_device("matmul_backward", dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
-                         weight=weight):
-        _check_version("matmul_backward", version)
+    on_device = check_same_device("matmul_backward", dinp=dinp, dweight=dweight, dbias=dbias, dout=dout,
+                                  inp=inp, weight=weight)
+    version = pick_version("matmul_backward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
+    if on_device:
         dinp_kernel, dweight_kernel, dbias_kernel = BACKWARD_KERNELS[version]
         grid, block = _grid_2d(N, C)
         dinp_kernel[grid, block](dinp2, dout2, weight)
@@ -462,23 +525,15 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=DEFAULT_VER
         dweight_kernel[grid, block](dweight, dout2, inp2)
         if dbias is not None:
             dbias_kernel[ceil_div(OC, 256), 256](dbias, dout2)
+    elif version == "loops":
+        matmul_backward_loops(dinp2, dweight, dbias, dout2, inp2, weight)
     else:
-        _matmul_backward_cpu(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
+        matmul_backward_blas(dinp2, dweight, dout2, inp2, weight, _n_slices(), xxgemm, set_blas_threads)
         if dbias is not None:
             _bias_backward_cpu(dbias, dout2)
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp, weight, bias, dout):
-    """PyTorch: F.linear and its autograd gradients (float64). bias may be None."""
-    import torch.nn.functional as F
-    if bias is None:
-        return autograd(lambda inp, weight: {"out": F.linear(inp, weight)}, {"inp": inp, "weight": weight},
-                        ("inp", "weight"), {"out": dout})
-    return autograd(lambda inp, weight, bias: {"out": F.linear(inp, weight, bias)},
-                    {"inp": inp, "weight": weight, "bias": bias}, ("inp", "weight", "bias"), {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     """inp ~ N(0, 1) and weight ~ N(0, 1/C), so out ~ N(0, 1) whatever C; "bias": 0 in a shape drops it."""
     B, T, C, OC = shape["B"], shape["T"], shape["C"], shape["OC"]
@@ -490,8 +545,8 @@ def _inputs(shape, rng):
     return inputs
 
 
-def _run(inputs, version=None):
-    """Forward then backward on fresh buffers; version None runs the CPU, 1, 2 or 3 the GPU."""
+def _run(inputs, version="blas"):
+    """Forward then backward on fresh buffers; a CPU version runs on numpy, a CUDA one on the GPU."""
     inp, weight, bias, dout = inputs["inp"], inputs["weight"], inputs.get("bias"), inputs["dout"]
     B, T, C = inp.shape
     OC = weight.shape[0]
@@ -499,11 +554,11 @@ def _run(inputs, version=None):
     bargs = {"dinp": np.zeros_like(inp), "dweight": np.zeros_like(weight),
              "dbias": None if bias is None else np.zeros_like(bias), "dout": dout, "inp": inp, "weight": weight}
     grads = ["dinp", "dweight"] + ([] if bias is None else ["dbias"])
-    if version is not None:
+    if version in CUDA_VERSIONS:
         return {**run_on_device(functools.partial(matmul_forward, version=version), args, ["out"]),
                 **run_on_device(functools.partial(matmul_backward, version=version), bargs, grads)}
-    matmul_forward(**args)
-    matmul_backward(**bargs)
+    matmul_forward(**args, version=version)
+    matmul_backward(**bargs, version=version)
     return {"out": args["out"], **{g: bargs[g] for g in grads}}
 
 
@@ -511,8 +566,8 @@ SPEC = OpSpec(
     name="matmul",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["weight"], i.get("bias"), i["dout"]),
-    versions={"cpu": {"cpu": _run},
-              "cuda": {f"v{v}": functools.partial(_run, version=v) for v in FORWARD_KERNELS}},
+    versions={"cpu": {v: functools.partial(_run, version=v) for v in CPU_VERSIONS},
+              "cuda": {v: functools.partial(_run, version=v) for v in CUDA_VERSIONS}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "OC": 3072},           # GPT-2 MLP up-projection
                 {"B": 4, "T": 64, "C": 3072, "OC": 768},           # MLP down-projection: the longest sum

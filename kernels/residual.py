@@ -15,6 +15,11 @@ dinp1 is the gradient of the residual stream, which also collects the gradient o
 it (e.g. ln_1), so writing `=` would erase a contribution. Nothing is cached.
 
 Shapes: out, inp1, inp2, dout, dinp1, dinp2: the same shape (GPT-2: (B, T, C)), float32, C-contiguous.
+
+Versions (one per device, so the entry points take no `version=`; DEFAULT_VERSION below):
+
+    CPU  "loops"  one parallel loop over the elements (default)
+    CUDA "v1"     one thread per element, a grid-stride loop (default)
 """
 from __future__ import annotations
 
@@ -25,6 +30,13 @@ from ._cuda import grid_stride, run_on_device
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
+
+
+# ---------------------------------------------------------------- the PyTorch reference
+def reference(inp1, inp2, dout):
+    """PyTorch: inp1 + inp2 and its autograd gradients."""
+    return autograd(lambda inp1, inp2: {"out": inp1 + inp2}, {"inp1": inp1, "inp2": inp2}, ("inp1", "inp2"),
+                    {"out": dout})
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
@@ -76,6 +88,11 @@ CUDA_KERNELS = (
 
 
 # ---------------------------------------------------------------- public entry points
+CPU_VERSIONS = ("loops",)
+CUDA_VERSIONS = ("v1",)
+DEFAULT_VERSION = {"cpu": "loops", "cuda": "v1"}  # the only ones: an add is exact, and memory bound
+
+
 def _check(op, names_arrays):
     """All arrays float32, C-contiguous, of the first one's shape; returns True when on the GPU."""
     shape = tuple(getattr(names_arrays[0][1], "shape", ()))
@@ -106,13 +123,7 @@ def residual_backward(dinp1, dinp2, dout):
         residual_backward_cpu(*flat)
 
 
-# ---------------------------------------------------------------- reference and verification
-def reference(inp1, inp2, dout):
-    """PyTorch: inp1 + inp2 and its autograd gradients."""
-    return autograd(lambda inp1, inp2: {"out": inp1 + inp2}, {"inp1": inp1, "inp2": inp2}, ("inp1", "inp2"),
-                    {"out": dout})
-
-
+# ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     size = (shape["B"], shape["T"], shape["C"])
     return {"inp1": rng.standard_normal(size).astype(np.float32),
@@ -140,7 +151,7 @@ SPEC = OpSpec(
     name="residual",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp1"], i["inp2"], i["dout"]),
-    versions={"cpu": {"cpu": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
+    versions={"cpu": {"loops": _run}, "cuda": {"v1": lambda i: _run(i, device_arrays=True)}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768}, {"B": 3, "T": 1, "C": 37}, {"B": 2, "T": 7, "C": 65}],
         "cudasim": [{"B": 1, "T": 3, "C": 37}, {"B": 2, "T": 5, "C": 40}],

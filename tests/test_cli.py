@@ -43,7 +43,7 @@ def one_line_error(capsys, code, *needles):
 
 def test_registry_names_the_other_teams_modules():
     assert COMMANDS["verify"][0] == "gpt2lab.kernels.verify_cli"
-    assert COMMANDS["bench"][0] == "gpt2lab.kernels.bench"
+    assert COMMANDS["bench"][0] == "gpt2lab.gpt2.bench_cli"
     assert {"train", "generate"} <= set(COMMANDS)
 
 

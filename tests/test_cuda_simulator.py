@@ -1,4 +1,4 @@
-"""gpt2lab.kernels._cuda.patch_simulator: numba's CUDA simulator made fit for our kernels.
+"""gpt2lab.kernels._cudasim.install: numba's CUDA simulator made fit for our kernels, only when asked.
 
 Each check runs in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is imported).
 """
@@ -14,11 +14,15 @@ import pytest
 # cuda.shared.array before the first allocation is stored: the widest possible race window. Unlocked,
 # threads get private arrays and thread 0 sums its own id and NaNs.
 SHARED_RACE = textwrap.dedent("""
+    import sys
     import time
     import numpy as np
     from numba import config, cuda, float32
     assert config.ENABLE_CUDASIM
-    import gpt2lab.kernels._cuda  # noqa: F401  (patches the simulator on import)
+    import gpt2lab.kernels.layernorm  # noqa: F401  (importing the kernels patches nothing)
+    if sys.argv[1:] == ["install"]:
+        from gpt2lab.kernels._cudasim import install
+        install()
 
     real_empty = np.empty
     def slow_empty(shape, dtype=float, *args, **kwargs):
@@ -49,7 +53,8 @@ SHARED_RACE = textwrap.dedent("""
 SHUFFLES = textwrap.dedent("""
     import numpy as np
     from numba import cuda, float32, uint32
-    import gpt2lab.kernels._cuda  # noqa: F401
+    from gpt2lab.kernels._cudasim import install
+    install()
 
     @cuda.jit
     def shuffles(out):
@@ -67,19 +72,61 @@ SHUFFLES = textwrap.dedent("""
     np.testing.assert_array_equal(out[2], np.full(32, 5))
 """)
 
+BLOCK_REDUCTIONS = textwrap.dedent("""
+    import numpy as np
+    from numba import cuda, float32
+    from gpt2lab.kernels._cuda import block_max, block_sum
+    from gpt2lab.kernels._cudasim import install
+    install()
 
-def _run_simulated(script: str) -> subprocess.CompletedProcess:
+    @cuda.jit
+    def reduce(out, x):
+        scratch = cuda.shared.array(64, float32)
+        v = x[cuda.blockIdx.x, cuda.threadIdx.x]
+        s = block_sum(scratch, v)
+        m = block_max(scratch, v)   # right after: scratch is reused, so block_sum's last barrier matters
+        s2 = block_sum(scratch, v * v)
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 0] = s
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 1] = m
+        out[cuda.blockIdx.x, cuda.threadIdx.x, 2] = s2
+
+    x = np.random.default_rng(0).integers(-50, 50, (3, 32)).astype(np.float32)  # exact sums in float32
+    out = np.zeros((3, 32, 3), np.float32)
+    reduce[3, 32](out, x)
+    for b in range(3):  # every thread of every block got its block's totals
+        np.testing.assert_array_equal(out[b, :, 0], x[b].sum())
+        np.testing.assert_array_equal(out[b, :, 1], x[b].max())
+        np.testing.assert_array_equal(out[b, :, 2], (x[b] * x[b]).sum())
+""")
+
+
+def _run_simulated(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
 @pytest.mark.cudasim
 def test_every_thread_of_a_block_gets_the_same_shared_array():
-    proc = _run_simulated(SHARED_RACE)
+    proc = _run_simulated(SHARED_RACE, "install")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.cudasim
+def test_without_install_the_race_shows():
+    """The race test can fail: numba's own simulator (nothing installed; importing our kernels patches
+    nothing) hands threads private "shared" arrays in the slowed-down allocation."""
+    proc = _run_simulated(SHARED_RACE)
+    assert proc.returncode != 0 and "AssertionError" in proc.stderr, proc.stdout + proc.stderr[-3000:]
 
 
 @pytest.mark.cudasim
 def test_warp_shuffles_read_the_source_lane():
     proc = _run_simulated(SHUFFLES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+@pytest.mark.cudasim
+def test_block_reductions_give_every_thread_its_blocks_total():
+    proc = _run_simulated(BLOCK_REDUCTIONS)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]

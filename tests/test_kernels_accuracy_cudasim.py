@@ -39,12 +39,12 @@ def test_every_probe_is_tested():
 
 def test_accurate_versions_are_the_defaults():
     from gpt2lab.kernels import crossentropy, encoder, layernorm, matmul
-    assert matmul.DEFAULT_VERSION == 3
-    assert layernorm.DEFAULT_VERSION["layernorm_backward"] == "v4"
-    assert encoder.DEFAULT_VERSION == "v3"
-    assert crossentropy.crossentropy_forward.__defaults__ == (3,)
+    assert matmul.DEFAULT_VERSION["cuda"] == "v3"
+    assert layernorm.DEFAULT_VERSION["cuda"] == "v4"
+    assert encoder.DEFAULT_VERSION["cuda"] == "v3"
+    assert crossentropy.DEFAULT_VERSION["cuda"] == "v3"
     from gpt2lab.kernels import attention
-    assert attention.BACKWARD_VERSIONS[-1] == "v3"  # the CUDA default is the last
+    assert attention.DEFAULT_VERSION["cuda"]["attention_backward"] == "v3"
 
 
 @pytest.mark.cudasim

@@ -1,7 +1,6 @@
 """Benchmark of the readable BPE (`gpt2lab.datasets.bpe`): training time and encoding speed vs tiktoken.
 
-Called by the `gpt2lab bench` command; usable alone: `python -c "from gpt2lab.kernels.bench_bpe import
-bench_bpe; print(bench_bpe())"`. Targets (2-core laptop): training a 4,096-token vocabulary on tiny
+Called by the `gpt2lab bench` command; usable alone: `python -m gpt2lab.datasets.bench_bpe`. Targets (2-core laptop): training a 4,096-token vocabulary on tiny
 Shakespeare in under 30 s; encoding within 10x of tiktoken's time.
 """
 from __future__ import annotations
@@ -27,8 +26,8 @@ def bench_bpe(vocab_size: int = 4096, corpus: str = "tiny", repeats: int = 3) ->
     cache already full), tiktoken_s (tiktoken's encode_ordinary, best of `repeats`), encode_ratio
     (encode_s / tiktoken_s: the target is < 10), equal (our ids == tiktoken's).
     """
-    from gpt2lab.datasets import gpt2_encoding, shakespeare
-    from gpt2lab.datasets.bpe import BPETokenizer
+    from . import gpt2_encoding, shakespeare
+    from .bpe import BPETokenizer
 
     text = shakespeare(corpus)
     t0 = time.perf_counter()

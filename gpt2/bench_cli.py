@@ -1,0 +1,74 @@
+"""`gpt2lab bench`: our kernels, one training step and the BPE tokenizer, each against its reference.
+
+The pieces live where what they time lives: kernels/bench.py (each op against PyTorch), gpt2/bench.py (a
+whole step, numba backend against torch backend), datasets/bench_bpe.py (our BPE against tiktoken).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gpt2lab.kernels.bench import OP_BENCHES, bench_ops
+
+
+def bench_tokenizer(progress=print) -> dict:
+    from gpt2lab.datasets.bench_bpe import bench_bpe
+    res = bench_bpe()
+    progress("  tokenizer " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in res.items()))
+    return res
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--op", action="append", choices=list(OP_BENCHES), help="only this op (repeatable)")
+    p.add_argument("--steps", default="tiny,small,gpt2",
+                   help="comma-separated configs for the whole-step benchmark ('' to skip)")
+    p.add_argument("--no-ops", action="store_true", help="skip the per-op benchmark")
+    p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+
+
+def run(args) -> int:
+    if args.reps <= 0:
+        print(f"gpt2lab bench: --reps must be positive, got {args.reps}", file=sys.stderr)
+        return 2
+    from .config import PRESETS  # the whole-step benchmark's model shapes
+    unknown = [c for c in args.steps.split(",") if c and c not in PRESETS]
+    if unknown:
+        print(f"gpt2lab bench: --steps {','.join(unknown)}: unknown config; choose from {', '.join(PRESETS)} "
+              f"(comma-separated, '' to skip)", file=sys.stderr)
+        return 2
+    if args.device == "cuda":
+        from numba import cuda
+        if not cuda.is_available():
+            print("gpt2lab bench: --device cuda needs an NVIDIA GPU and driver; none found", file=sys.stderr)
+            return 2
+    say = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    out = {"device": args.device}
+    if not args.no_ops:
+        say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
+        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say)
+    configs = [c for c in args.steps.split(",") if c]
+    if configs:
+        from .bench import bench_steps
+        say("one training step (forward, backward, AdamW):")
+        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say)
+    if not args.no_tokenizer:
+        say("tokenizer:")
+        out["tokenizer"] = bench_tokenizer(progress=say)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="gpt2lab bench", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Every change gpt2lab makes to numba's CUDA simulator, in one place, installed explicitly.
+
+numba's simulator (NUMBA_ENABLE_CUDASIM=1, read when numba is first imported) runs each CUDA thread as a
+Python thread. Two things it lacks, our kernels need:
+
+* warp shuffles (cuda.shfl_sync, shfl_down_sync, shfl_xor_sync): layernorm v3's warp sums;
+* a race-free cuda.shared.array: numba looks the block's array up and inserts it unlocked, so two threads
+  switched between the two steps each get a private "shared" array (`shared_array_method`).
+
+`install()` adds both; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
+atomics with recording ones. Nothing here runs on import: whoever runs kernels in the simulator calls
+`install()` first (the verification CLI, the model on device "cudasim", the simulator tests), and on a real
+GPU it does nothing.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+from numba import types
+from numba.np import numpy_support
+
+
+def install() -> None:
+    """Make numba's CUDA simulator fit for our kernels: warp shuffles, and shared arrays without a race.
+
+    A no-op on a real GPU (or when the simulator is off). Idempotent.
+    """
+    from numba import config
+    if not config.ENABLE_CUDASIM:
+        return
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
+    if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
+        return
+    _install_warp_shuffles(FakeCUDAModule)
+    FakeCUDAShared.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
+                                               fallback=FakeCUDAShared.array)
+    FakeCUDAModule._gpt2lab_patched = True
+
+
+def _install_warp_shuffles(module_class) -> None:
+    """Teach the simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
+
+    In the simulator each CUDA thread is a Python thread and only syncthreads orders them, so a shuffle is
+    emulated as: every thread posts its value, a block barrier, read the source lane's value, a barrier.
+    That is exact for the way our kernels shuffle (every live thread of the block makes the same shuffle
+    calls: whole-warp reductions), and it is how the warp-level kernels get checked without a GPU.
+    """
+    def exchange(src_lane_of):
+        def shfl(self, mask, value, arg):
+            thread = threading.current_thread()
+            posted = thread._manager.__dict__.setdefault("_shfl_values", {})
+            lane = thread.thread_id % 32
+            posted[thread.thread_id] = value
+            thread.syncthreads()
+            src = src_lane_of(lane, arg)
+            result = posted.get(thread.thread_id - lane + src, value) if 0 <= src < 32 else value
+            thread.syncthreads()  # all reads done before the next shuffle posts
+            return result
+        return shfl
+
+    module_class.shfl_sync = exchange(lambda lane, src: src)
+    module_class.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
+    module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_array_method(make, fallback=None):
+    """A replacement for the simulator's FakeCUDAShared.array: every thread of a block that calls
+    cuda.shared.array on one source line gets the same array, make(shape, dtype, key), made on first use
+    (key: the calling line, (file name, line number)).
+
+    numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
+    each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
+    as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
+    test suite on two busy cores. Here both steps happen under one lock. Calls this does not handle
+    (dynamic shared memory, shape 0, or an alignment) go to `fallback`.
+    """
+    def array(self, shape, dtype, alignment=None):
+        if fallback is not None and (shape == 0 or alignment is not None):
+            return fallback(self, shape, dtype, alignment)
+        dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with _SHARED_LOCK:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = make(shape, dtype, key)
+        return res
+
+    return array
+
+
+def install_recorder(make_shared, is_recording, log_atomic) -> None:
+    """Trace kernels in the simulator (explain/cudatrace.py), after `install()`: count barriers per thread
+    (thread.phase), hand out shared arrays made by make_shared(shape, dtype, key) (one per source line and
+    block, as `install` does), and send cuda.atomic.add on arrays for which is_recording(array) holds to
+    log_atomic(array, index, val) under the simulator's atomic lock (it returns the old value). Installed
+    once per process (a second call is a no-op: wrapping syncthreads twice would count every barrier twice),
+    so the callables should read what they log into from state the caller swaps per launch.
+    """
+    from numba.cuda.simulator import kernel, kernelapi
+    if getattr(kernel.BlockThread, "_gpt2lab_traced", False):
+        return
+    kernel.BlockThread._gpt2lab_traced = True
+
+    barrier = kernel.BlockThread.syncthreads
+
+    def syncthreads(self):
+        barrier(self)
+        self.phase = getattr(self, "phase", 0) + 1
+
+    kernel.BlockThread.syncthreads = syncthreads
+    kernelapi.FakeCUDAShared.array = shared_array_method(make_shared)
+    add = kernelapi.FakeCUDAAtomic.add
+
+    def atomic_add(self, array, index, val):
+        if not is_recording(array):
+            return add(self, array, index, val)
+        with kernelapi.addlock:   # one indivisible read-add-write, logged as one event
+            return log_atomic(array, index, val)
+
+    kernelapi.FakeCUDAAtomic.add = atomic_add

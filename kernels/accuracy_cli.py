@@ -1,0 +1,31 @@
+"""`python -m gpt2lab.kernels.accuracy`: the long-sum accuracy probes of accuracy.py, as a table or JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .accuracy import DEVICES, PROBES, format_rows, measure
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpt2lab.kernels.accuracy", description=__doc__)
+    parser.add_argument("--device", choices=DEVICES, default="cudasim")
+    parser.add_argument("--probe", choices=sorted(PROBES), action="append", help="default: every probe")
+    parser.add_argument("--version", action="append", help="kernel versions (default: the probe's list)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.device == "cudasim":
+        from numba import config
+        if not config.ENABLE_CUDASIM:
+            parser.error("--device cudasim needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
+        sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make barriers cheap
+        from ._cudasim import install
+        install()
+    rows = [r for name in args.probe or PROBES for r in measure(name, args.device, args.version)]
+    print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
