@@ -102,19 +102,25 @@ def _train_course(folder: Path, progress: bool) -> dict:
     return info
 
 
-def ensure_course_model(progress: bool = True) -> dict:
-    """Train the course model unless the cache has it; returns the marker's info (losses, timing, recipe)."""
-    folder = course_dir()
-    info = _read_marker(folder)
-    if info is not None:
-        return info
+def _course_lock(folder: Path):
+    """The course cache's lock: a second notebook asking for the model while another process trains it waits,
+    and says what for (on stderr), instead of training it twice."""
     from gpt2lab.lock import file_lock
 
     def waiting(holder):
         print(f"gpt2lab: waiting for the course model: {holder} is training it now (about {BUILD_MINUTES} "
               f"minutes on a laptop, {COURSE['steps']} steps; its progress bar is in that notebook). This cell "
               f"goes on by itself when it is done.", file=sys.stderr, flush=True)
-    with file_lock(folder.parent / "course-tiny.lock", wait=True, what="the course model", on_wait=waiting):
+    return file_lock(folder.parent / "course-tiny.lock", wait=True, what="the course model", on_wait=waiting)
+
+
+def ensure_course_model(progress: bool = True) -> dict:
+    """Train the course model unless the cache has it; returns the marker's info (losses, timing, recipe)."""
+    folder = course_dir()
+    info = _read_marker(folder)
+    if info is not None:
+        return info
+    with _course_lock(folder):
         info = _read_marker(folder)  # another process may have finished while we waited for the lock
         if info is None:
             folder.mkdir(parents=True, exist_ok=True)

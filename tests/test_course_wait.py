@@ -13,7 +13,7 @@ def test_a_waiting_process_says_what_it_waits_for(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_EX)        # "the first notebook" is training
 
         def second():
-            with course._file_lock(lock, "waiting for the course model"):
+            with course._course_lock(tmp_path / "course-tiny"):
                 entered.set()
 
         t = threading.Thread(target=second)
@@ -27,6 +27,6 @@ def test_a_waiting_process_says_what_it_waits_for(tmp_path, capsys):
 
 
 def test_an_uncontended_lock_says_nothing(tmp_path, capsys):
-    with course._file_lock(tmp_path / "course-tiny.lock", "waiting for the course model"):
+    with course._course_lock(tmp_path / "course-tiny"):
         pass
     assert capsys.readouterr().err == ""
