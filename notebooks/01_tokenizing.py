@@ -30,6 +30,7 @@ from IPython.display import HTML, display
 
 from gpt2lab.datasets import EOT, gpt2_encoding, shakespeare
 from gpt2lab.datasets.bpe import BPETokenizer, count_pairs, presplit, printable_token
+from gpt2lab.explain.jshtml import animation_html
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.explain import tokenize as T
 from gpt2lab.widgets.tokenizer import MergeStepper, TokenizerPlayground
@@ -153,7 +154,7 @@ hamlet = ("To be, or not to be: that is the question:\n"
           "Whether 'tis nobler in the mind to suffer\n")
 hamlet_trace = T.bpe_trace(hamlet, n_merges=12)
 anim = T.merge_animation(hamlet_trace)
-HTML(anim.to_jshtml())
+animation_html(anim)
 
 # %% [markdown]
 # Or step through it yourself (the slider, or the play button):

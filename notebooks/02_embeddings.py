@@ -29,12 +29,12 @@
 # %%
 # NBVAL_IGNORE_OUTPUT
 import numpy as np
-from IPython.display import HTML
 
 from gpt2lab.datasets import gpt2_encoding, load_tokens
 from gpt2lab.explain import embeddings as E
 from gpt2lab.explain.check import cmp
 from gpt2lab.explain.gradflow import stream_grads
+from gpt2lab.explain.jshtml import animation_html
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.gpt2 import course_checkpoints, course_model
 from gpt2lab.widgets.embeddings import NeighbourExplorer, PositionSimilarityView
@@ -155,7 +155,7 @@ NeighbourExplorer(wte, enc, candidates=seen, counts=counts, text="the")
 words = E.frequent_tokens(counts, enc, n=60)
 steps, wte_rows, wpes = E.checkpoint_tables(course_checkpoints(), words)   # (F, 60, C), (F, maxT, C)
 coords = E.aligned_pca(wte_rows)                                            # (F, 60, 2)
-HTML(E.pca_animation(coords, words, E.token_labels(enc, words), steps).to_jshtml())
+animation_html(E.pca_animation(coords, words, E.token_labels(enc, words), steps))
 
 # %% [markdown]
 # ## 7. Positions

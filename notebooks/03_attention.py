@@ -34,10 +34,10 @@ import math
 
 import numpy as np
 import torch
-from IPython.display import HTML
 
 from gpt2lab.explain import attention as A
 from gpt2lab.explain.check import cmp
+from gpt2lab.explain.jshtml import animation_html
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.gpt2 import course_model
 from gpt2lab.widgets.attention import AttentionStepper
@@ -313,7 +313,7 @@ AttentionStepper(model, RUNNING_EXAMPLE, layer=LAYER, head=HEAD)
 # NBVAL_IGNORE_OUTPUT
 frames = A.attention_over_training(RUNNING_EXAMPLE, LAYER, HEAD)
 anim = A.attention_animation(frames)
-HTML(anim.to_jshtml())
+animation_html(anim)
 
 # %% [markdown]
 # ## 12. Exercise: the causal mask and softmax

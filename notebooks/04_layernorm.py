@@ -386,10 +386,10 @@ ReductionStepper(trace)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from IPython.display import HTML
+from gpt2lab.explain.jshtml import animation_html
 
 frames = LN.layernorm_over_training(RUNNING_EXAMPLE, layer=0, which="ln_1", t=t)
-HTML(LN.layernorm_animation(frames).to_jshtml())
+animation_html(LN.layernorm_animation(frames))
 
 # %% [markdown]
 # ## 8. Exercise: the layer norm backward

@@ -30,7 +30,7 @@
 # NBVAL_IGNORE_OUTPUT
 import numpy as np
 import torch
-from IPython.display import HTML, display
+from IPython.display import display
 
 from gpt2lab.datasets import gpt2_encoding
 from gpt2lab.explain import backprop as BP
@@ -38,6 +38,7 @@ from gpt2lab.explain.autograd import Value, neuron
 from gpt2lab.explain.check import cmp
 from gpt2lab.explain.gradflow import gradflow_animation, gradflow_over_training, stream_grads
 from gpt2lab.explain.graph import backward_animation, draw_graph
+from gpt2lab.explain.jshtml import animation_html
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
 from gpt2lab.gpt2 import course_checkpoints, course_model
 from gpt2lab.widgets.backprop import BackpropStepper, GradFlowView
@@ -69,7 +70,7 @@ fig = draw_graph(out)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-HTML(backward_animation(out).to_jshtml())
+animation_html(backward_animation(out))
 
 # %% [markdown]
 # ## 2. Check against PyTorch
@@ -194,7 +195,7 @@ from gpt2lab.datasets import load_tokens
 
 xb, yb = load_tokens().batch("val", 4, 64, np.random.default_rng(0))   # a fixed batch of Shakespeare
 flow = gradflow_over_training(course_checkpoints(), xb, yb)
-HTML(gradflow_animation(flow).to_jshtml())
+animation_html(gradflow_animation(flow))
 
 # %% [markdown]
 # Things to notice:

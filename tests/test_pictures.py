@@ -146,8 +146,8 @@ def _assert_shown_as_drawn(widget, name):
 
 def _widgets():
     from gpt2lab.explain.gradflow import gradflow_over_training
-    from gpt2lab.widgets import (AttentionStepper, BackpropStepper, GradFlowView, LayerNormExplorer,
-                                 PositionSimilarityView, TrainingDashboard)
+    from gpt2lab.widgets import (AttentionStepper, BackpropStepper, GeluExplorer, GradFlowView, LayerNormExplorer,
+                                 PositionSimilarityView, SamplingLab, TrainingDashboard)
     torch.manual_seed(0)
     model = GPT2(MODEL_CONFIG).eval()
     rng = np.random.default_rng(0)
@@ -163,6 +163,10 @@ def _widgets():
     for s in range(1, 6):
         dash.update({"step": s, "loss": 5.0 - 0.1 * s, "tokens_per_s": 1000.0 + s}, force=True)
     yield "TrainingDashboard", dash
+    yield "GeluExplorer", GeluExplorer()
+    torch.manual_seed(0)
+    yield "SamplingLab", SamplingLab(GPT2(GPTConfig(block_size=16, vocab_size=50257, n_layer=1, n_head=2,
+                                                   n_embd=16)).eval(), n_new=2)
 
 
 @pytest.mark.parametrize("name,widget", list(_widgets()), ids=lambda v: v if isinstance(v, str) else "")

@@ -9,7 +9,7 @@ import ipywidgets as W
 
 from gpt2lab.explain.mlp import activation_curves, gelu_figure
 
-from ._view import figure_png, note
+from ._view import note, show_figure
 
 
 class GeluExplorer(W.VBox):
@@ -27,4 +27,4 @@ class GeluExplorer(W.VBox):
         c = activation_curves([x])
         self.caption.value = note(f"gelu({x:.2f}) = {c['gelu'][0]:.4f}   relu = {c['relu'][0]:.4f}   "
                                   f"d gelu/dx = {c['dgelu'][0]:.4f}   (the exact erf GELU: {c['gelu_erf'][0]:.4f})")
-        self.image.value = figure_png(gelu_figure(x))
+        show_figure(self.image, gelu_figure(x))

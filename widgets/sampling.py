@@ -14,7 +14,7 @@ import numpy as np
 from gpt2lab.explain.palette import FAIL_COLOR, RUNNING_EXAMPLE
 from gpt2lab.explain.sampling import distribution_figure, generate_text, next_token_distribution
 
-from ._view import figure_png, note
+from ._view import note, show_figure
 
 
 class SamplingLab(W.VBox):
@@ -62,7 +62,7 @@ class SamplingLab(W.VBox):
         best = d.top[0]
         self.caption.value = note(f"{d.kept} of {d.probs.size} tokens can be drawn; the most likely, "
                                   f"{best[1]!r}, has p = {best[2]:.3f} (at temperature 1: {best[3]:.3f})")
-        self.image.value = figure_png(distribution_figure(d))
+        show_figure(self.image, distribution_figure(d))
 
     def _generate(self, button=None) -> None:
         try:
