@@ -52,19 +52,26 @@ def layernorm_backward_no_mean(dinp, dweight, dbias, dout, inp, weight, mean, rs
     add_back(dinp, dout, weight, rstd)
 
 
-def attention_no_causal_mask(out, att, inp, n_head, **kw):
-    """Softmax over every key, the future included: position t reads the token it should predict."""
+def _attention_on_host(out, att, inp, n_head, future_from):
+    """Attention in numpy with keys t2 >= t1 + future_from masked (None: no mask at all; 1 is right)."""
     @_on_host
     def forward(out, att, inp):
         B, T, C3 = inp.shape
         C = C3 // 3
         hs = C // n_head
         q, k, v = (inp[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for i in range(3))
-        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hs))           # (B, NH, T, T), no mask
+        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hs))           # (B, NH, T, T)
+        if future_from is not None:
+            scores[..., np.triu(np.ones((T, T), bool), k=future_from)] = -np.inf
         e = np.exp(scores - scores.max(-1, keepdims=True))
         att[:] = e / e.sum(-1, keepdims=True)
         out[:] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
     forward(out, att, inp)
+
+
+def attention_no_causal_mask(out, att, inp, n_head, **kw):
+    """Softmax over every key, the future included: position t reads the token it should predict."""
+    _attention_on_host(out, att, inp, n_head, future_from=None)
 
 
 def gelu_backward_off(dinp, inp, dout, **kw):
@@ -148,18 +155,7 @@ def attention_backward_scaled(dinp, dout, inp, att, n_head, **kw):
 
 def attention_mask_off_by_one(out, att, inp, n_head, **kw):
     """The causal mask one step late: position t also reads t + 1, the very token it must predict."""
-    @_on_host
-    def forward(out, att, inp):
-        B, T, C3 = inp.shape
-        C = C3 // 3
-        hs = C // n_head
-        q, k, v = (inp[..., i * C:(i + 1) * C].reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for i in range(3))
-        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hs))           # (B, NH, T, T)
-        scores[..., np.triu(np.ones((T, T), bool), k=2)] = -np.inf                # k=1 is the right mask
-        e = np.exp(scores - scores.max(-1, keepdims=True))
-        att[:] = e / e.sum(-1, keepdims=True)
-        out[:] = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
-    forward(out, att, inp)
+    _attention_on_host(out, att, inp, n_head, future_from=2)
 
 
 def gelu_forward_erf(out, inp, **kw):
