@@ -63,3 +63,4 @@ def jupyter_lab(root: Path, **env_extra: str):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)  # the server's private config and runtime folders

@@ -1,11 +1,16 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 import pytest
 
-# A private token/model cache per test session: tests never read or pollute a learner's ~/.cache.
-os.environ.setdefault("GPT2LAB_CACHE", tempfile.mkdtemp(prefix="gpt2lab-test-cache-"))
+# A private token/model cache per test session: tests never read or pollute a learner's ~/.cache. Made once
+# (pytest-xdist's workers inherit the variable) and removed when the session that made it ends.
+if "GPT2LAB_CACHE" not in os.environ:
+    os.environ["GPT2LAB_CACHE"] = tempfile.mkdtemp(prefix="gpt2lab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GPT2LAB_CACHE"], ignore_errors=True)
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     # The simulator runs each CUDA thread as a Python thread; a short switch interval makes
