@@ -115,7 +115,8 @@ def distribution_figure(d: Distribution, title: str = ""):
     ax.invert_yaxis()
     ax.set_xlabel("probability of the next token")
     ax.legend(fontsize=9, loc="lower right")
-    ax.set_title(title or f"next token after {d.context[-40:]!r}: {d.kept} tokens can be drawn, "
+    # two lines: one would run past the figure's right edge for a sentence-long context
+    ax.set_title(title or f"next token after {d.context[-40:]!r}\n{d.kept} tokens can be drawn, "
                           f"entropy {d.entropy_bits():.2f} bits", fontsize=10)
     fig.tight_layout()
     return fig
