@@ -87,15 +87,19 @@ def _max_abs_err(x, ref):
     return err if math.isfinite(err) else math.inf
 
 
-def judge(ours, torch32, ref64, k: float = K) -> Verdict:
+def judge(ours, torch32, ref64, k: float = K, own=None) -> Verdict:
     """Our float32 result against the float64 reference, in units of PyTorch float32's own error.
 
     ours, torch32, ref64: arrays or tensors of one shape (numpy, torch, or anything np.asarray takes).
+    own: instead of ref64, what ours is compared with, where the answer to hold a kernel to is the exact
+    result of its own inputs (a parameter gradient in live parity: gpt2/parity.py `own_param_grad`); the
+    unit stays PyTorch float32's error against ref64.
     """
     import torch
     ref = torch.as_tensor(np.asarray(ref64) if not torch.is_tensor(ref64) else ref64)
     scale = float(ref.abs().max()) if ref.numel() else 0.0
-    max_abs = _max_abs_err(ours if torch.is_tensor(ours) else np.asarray(ours), ref)
+    target = ref if own is None else torch.as_tensor(np.asarray(own) if not torch.is_tensor(own) else own)
+    max_abs = _max_abs_err(ours if torch.is_tensor(ours) else np.asarray(ours), target)
     torch32_abs = _max_abs_err(torch32 if torch.is_tensor(torch32) else np.asarray(torch32), ref)
     unit = max(torch32_abs, FLOOR * scale, 1e-300)
     ratio = max_abs / unit

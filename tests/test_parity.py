@@ -148,3 +148,30 @@ def test_a_correct_float32_run_of_1000_steps_reports_no_mismatch():
     assert len(backend.reports) == 100 and result.train_loss < 2.0
     assert all(report.ok for report in backend.reports), "\n".join(messages)
     print(f"1000 steps, 100 verified: worst ours/torch32 {worst:.2f} (K = {K:g})")
+
+
+def test_own_param_grad_is_the_exact_sum_of_the_models_own_inputs():
+    """What a parameter-gradient row is judged against: the float64 sum over rows of the kernel model's own
+    inputs. It must equal the reference gradient up to float32 inputs (so it can stand in for it), and a
+    kernel that drops one row's add must miss it by that row (so the row can fail)."""
+    from gpt2lab.gpt2.buffers import PARAM_NAMES
+    from gpt2lab.gpt2.parity import own_param_grad
+    model = KernelGPT2(TINY, seed=0)
+    monitor = ParityMonitor(model)
+    x, y = BatchSampler(pattern_data(), B=2, T=8, seed=2).next("train")
+    monitor.reference_step(x, y)
+    model.forward(x, y)
+    model.zero_grad()
+    model.backward()
+    for name in PARAM_NAMES:
+        for layer in ((None,) if name in ("wte", "wpe", "lnfw", "lnfb") else range(TINY.n_layer)):
+            own = own_param_grad(model, name, layer)
+            ref = monitor.ref64.param_grad(name, layer).numpy()
+            ours = np.asarray(model.grads[name] if layer is None else model.grads[name][layer])
+            assert own.shape == ref.shape, name
+            assert np.abs(own - ref).max() <= 1e-5 * np.abs(ref).max() + 1e-12, (name, layer)
+            assert np.abs(ours - own).max() <= 1e-5 * np.abs(ref).max() + 1e-12, (name, layer)
+    d = np.asarray(model.grads_acts["ln2"][1]).reshape(-1, TINY.n_embd)[-1]
+    model.grads["ln2b"][1] -= d                       # one row's add lost
+    row = next(r for r in monitor.compare(1) if r.tensor == "dln2b" and r.layer == 1)
+    assert not row.ok and row.max_abs == pytest.approx(np.abs(d).max(), rel=1e-3)
