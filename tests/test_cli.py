@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from gpt2lab.gpt2 import cli
 from gpt2lab.gpt2.cli import COMMANDS, main
 from gpt2lab.gpt2.checkpoint import load_checkpoint
+from interrupt import signal_after_two_steps
 
 CORPUS = ("FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\nALL:\nSpeak, speak.\n\n"
           "FIRST CITIZEN:\nYou are all resolved rather to die than to famish?\n\n") * 40
@@ -117,18 +117,8 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus):
     cmd = [sys.executable, "-m", "gpt2lab.gpt2.cli", "train", "--data", str(corpus), "--batch", "2", "--seq", "8",
            "--steps", "100000", "--out", str(out), "--json-log", str(log), "--eval-every", "0", "--quiet",
            "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 60
-        while not (log.exists() and log.read_text().count("\n") >= 2):
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    returncode, err = signal_after_two_steps(cmd, log, signal.SIGINT)
+    assert returncode == 130, err
     assert "Traceback" not in err and "checkpoint saved" in err
     step = load_checkpoint(out / "latest.pt")["step"]
     assert step >= 2 and json.loads(log.read_text().splitlines()[-1])["step"] == step

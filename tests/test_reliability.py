@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from gpt2lab.gpt2.cli import main
 from gpt2lab.gpt2.config import GPTConfig, OptimConfig
 from gpt2lab.gpt2.guards import NonFiniteError
 from gpt2lab.gpt2.train import RunConfig, RunError, TorchBackend, train
+from interrupt import signal_after_two_steps
 
 CFG = GPTConfig(block_size=16, vocab_size=61, n_layer=2, n_head=2, n_embd=32)
 CORPUS = "FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\nALL:\nSpeak, speak.\n\n" * 40
@@ -309,18 +309,8 @@ def test_sigterm_saves_like_the_first_ctrl_c(tmp_path, corpus):
     out, log = tmp_path / "run", tmp_path / "log.jsonl"
     cmd = [sys.executable, "-m", "gpt2lab.gpt2.cli", *train_argv(tmp_path, corpus, "--steps", "100000",
                                                                  "--json-log", str(log))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 60
-        while not (log.exists() and log.read_text().count("\n") >= 2):
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "timeout"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    returncode, err = signal_after_two_steps(cmd, log, signal.SIGTERM)
+    assert returncode == 143, err
     assert "Traceback" not in err and "(SIGTERM): checkpoint saved" in err
     step = load_checkpoint(out / "latest.pt")["step"]
     assert step >= 2 and json.loads(log.read_text().splitlines()[-1])["step"] == step
