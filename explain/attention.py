@@ -28,7 +28,7 @@ import torch
 
 from .palette import (DIVERGING_CMAP, FIGURE_MAX_WIDTH_IN, FORWARD_CMAP, RUNNING_EXAMPLE, head_color, shape_title,
                       token_color)
-from .tokenize import token_label
+from .tokenize import token_labels
 
 # The intermediates, in the order the forward pass makes them.
 STEP_NAMES = ("q", "k", "v", "scores", "scaled", "masked", "weights", "out")
@@ -86,11 +86,6 @@ def token_ids(text_or_ids) -> np.ndarray:
     if isinstance(text_or_ids, str):
         return np.array(_encoding().encode_ordinary(text_or_ids), dtype=np.int64)
     return np.asarray(text_or_ids, dtype=np.int64).reshape(-1)
-
-
-def token_labels(ids) -> list[str]:
-    """How each token is written on the axes: '␣be' for ' be'."""
-    return [token_label(_encoding().decode_single_token_bytes(int(i))) for i in ids]
 
 
 def _check_input(model, ids, layer: int, head: int):
@@ -537,7 +532,7 @@ def kernel_timings(B: int = 4, T: int = 256, C: int = 768, n_head: int = 12, rep
             "att_bytes": att.nbytes, "lse_bytes": lse.nbytes}
 
 
-__all__ = ["STEP_NAMES", "TITLE_NAMES", "AttentionSteps", "token_ids", "token_labels", "block_inputs", "causal_mask",
+__all__ = ["STEP_NAMES", "TITLE_NAMES", "AttentionSteps", "token_ids", "block_inputs", "causal_mask",
            "softmax_rows", "head_qkv", "attention_steps", "model_head_output", "layer_qkv", "torch_attention",
            "score_variance", "scale_figure", "token_ticks", "heatmap", "steps_figure", "query_bar", "head_cmap",
            "all_heads_figure", "TrainingFrame", "attention_over_training", "draw_frame", "attention_animation",

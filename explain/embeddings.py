@@ -25,11 +25,6 @@ from .tokenize import token_label
 # the math: lookup, one-hot matmul, scatter-add
 # ---------------------------------------------------------------------------------------------------------
 
-def token_labels(enc, ids) -> list[str]:
-    """Readable label of each token id ('␣be' for ' be'), via the tokenizer's bytes."""
-    return [token_label(enc.decode_single_token_bytes(int(i))) for i in ids]
-
-
 def one_hot(ids, V: int) -> np.ndarray:
     """(T, V) float32 with a single 1 per row, at column ids[t]."""
     ids = np.asarray(ids)

@@ -104,6 +104,14 @@ def token_label(token: bytes) -> str:
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "⏎")
 
 
+def token_labels(ids, tokenizer=None) -> list[str]:
+    """token_label of each token id ('␣be' for ' be'); tokenizer: a tiktoken-style encoding, default GPT-2's."""
+    if tokenizer is None:
+        from gpt2lab.datasets import gpt2_encoding
+        tokenizer = gpt2_encoding()
+    return [token_label(tokenizer.decode_single_token_bytes(int(i))) for i in ids]
+
+
 def spans_html(spans: list[TokenSpan], max_tokens: int | None = None, show_ids: bool = True,
                highlight: frozenset = frozenset()) -> str:
     """HTML of coloured token boxes (hover one for its id and bytes), then the list of ids below.
@@ -290,6 +298,6 @@ def save_animation(anim, path: str | Path, fps: int = 1) -> Path:
     return path
 
 
-__all__ = ["TokenSpan", "encode_ids", "token_bytes", "clean_text", "token_spans", "token_stats", "token_label",
+__all__ = ["TokenSpan", "encode_ids", "token_bytes", "clean_text", "token_spans", "token_stats", "token_label", "token_labels",
            "spans_html", "check_same_ids", "MergeStep", "bpe_trace", "draw_merge_step", "merge_animation",
            "save_animation"]

@@ -27,7 +27,6 @@
 # colour from lesson 1; red is positive, blue negative.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 import numpy as np
 
 from gpt2lab.datasets import gpt2_encoding, load_tokens
@@ -36,13 +35,14 @@ from gpt2lab.explain.check import cmp
 from gpt2lab.explain.gradflow import stream_grads
 from gpt2lab.explain.jshtml import animation_html
 from gpt2lab.explain.palette import RUNNING_EXAMPLE
+from gpt2lab.explain.tokenize import token_labels
 from gpt2lab.gpt2 import course_checkpoints, course_model
 from gpt2lab.widgets.embeddings import NeighbourExplorer, PositionSimilarityView
 
 model, info = course_model()        # trained once, then read from the cache
 enc = gpt2_encoding()
 ids = np.array(enc.encode_ordinary(RUNNING_EXAMPLE))
-labels = E.token_labels(enc, ids)
+labels = token_labels(ids, enc)
 wte = model.transformer.wte.weight.detach().numpy()   # (V, C)
 wpe = model.transformer.wpe.weight.detach().numpy()   # (maxT, C)
 print(f"wte {wte.shape}, wpe {wpe.shape}; the sentence is {len(ids)} tokens: {labels}")
@@ -72,7 +72,6 @@ assert cmp("onehot @ wte", onehot @ wte, wte[ids])
 # predicts each next token of the sentence.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 loss, xs, dxs = stream_grads(model, ids[None, :-1], ids[None, 1:])   # predict token t+1 from tokens <= t
 x_ids, dx = ids[:-1], dxs[0][0]                                    # (T, C): dL/dx for the first T tokens
 fig = E.scatter_add_figure(dx, x_ids, labels[:-1])
@@ -133,7 +132,6 @@ assert all(r.ok for r in rows)
 # training are searched: a row the model never trained is still random noise.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 counts = E.token_counts(load_tokens().train, V)
 seen = np.flatnonzero(counts >= 20)
 NeighbourExplorer(wte, enc, candidates=seen, counts=counts, text="the")
@@ -151,11 +149,10 @@ NeighbourExplorer(wte, enc, candidates=seen, counts=counts, text="the")
 # embeddings do. At step 0 the rows are random; watch groups form.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 words = E.frequent_tokens(counts, enc, n=60)
 steps, wte_rows, wpes = E.checkpoint_tables(course_checkpoints(), words)   # (F, 60, C), (F, maxT, C)
 coords = E.aligned_pca(wte_rows)                                            # (F, 60, 2)
-animation_html(E.pca_animation(coords, words, E.token_labels(enc, words), steps))
+animation_html(E.pca_animation(coords, words, token_labels(words, enc), steps))
 
 # %% [markdown]
 # ## 7. Positions
@@ -168,12 +165,10 @@ animation_html(E.pca_animation(coords, words, E.token_labels(enc, words), steps)
 # with itself, always 1). Slide through training to see it happen.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 T = 64    # the course model was trained on 64-token windows: later positions were never used
 fig = E.position_similarity_figure(E.position_similarity(wpe, T), step=info["step"])
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 PositionSimilarityView(wpes, steps, T=T)
 
 # %% [markdown]

@@ -27,7 +27,6 @@
 # PyTorch. Forward is drawn in blue, gradients in orange, as in every lesson.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 import numpy as np
 import torch
 from IPython.display import display
@@ -58,7 +57,6 @@ print(RUNNING_EXAMPLE, "->", len(ids), "tokens")
 # gradient is complete before it is passed on.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 x1, x2 = Value(2.0, "x1"), Value(0.0, "x2")
 w1, w2, b = Value(-3.0, "w1"), Value(1.0, "w2"), Value(6.8813735870195432, "b")
 out = neuron([x1, x2], [w1, w2], b)
@@ -69,7 +67,6 @@ fig = draw_graph(out)
 # Watch the gradient arrive, one local backward at a time (a dot means no gradient has arrived yet):
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 animation_html(backward_animation(out))
 
 # %% [markdown]
@@ -102,7 +99,6 @@ assert cmp("da", a.grad, 7.0)
 # gradients come back and add.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 BackpropStepper("(a*b + c).tanh() * a", "a=2, b=-3, c=6.5")
 
 # %% [markdown]
@@ -151,10 +147,9 @@ print(f"loss {loss:.3f}; x {x.shape}, qkv {cache['qkv'].shape}, att {cache['att'
 # residual connection then carries that large `dres2` straight on to `dx`.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-from gpt2lab.explain.embeddings import token_labels
+from gpt2lab.explain.tokenize import token_labels
 
-fig = BP.token_grad_figure(grads, ids[:-1], token_labels(enc, ids[:-1]))
+fig = BP.token_grad_figure(grads, ids[:-1], token_labels(ids[:-1], enc))
 
 # %% [markdown]
 # Now torch autograd of the very same block (in float64), and every gradient side by side, from the output
@@ -190,7 +185,6 @@ assert cmp("dln_2.weight", grads["dln_2.weight"], ref["dln_2.weight"])
 # the right, the gradient on the residual stream entering each block. Layers run left to right.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 from gpt2lab.datasets import load_tokens
 
 xb, yb = load_tokens().batch("val", 4, 64, np.random.default_rng(0))   # a fixed batch of Shakespeare
@@ -212,7 +206,6 @@ animation_html(gradflow_animation(flow))
 # The slider below shows the same frames, with the embedding tables' gradient norms (watch `wte` at step 25).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 GradFlowView(flow)
 
 # %% [markdown]

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 from gpt2lab.datasets import gpt2_encoding  # noqa: E402
 from gpt2lab.explain import embeddings as E  # noqa: E402
 from gpt2lab.explain.palette import RUNNING_EXAMPLE  # noqa: E402
+from gpt2lab.explain.tokenize import token_labels  # noqa: E402
 
 RNG = np.random.default_rng(0)
 V, MAXT, C = 60, 16, 8
@@ -66,9 +67,9 @@ def test_frequent_tokens_and_figures():
     ids = enc.encode_ordinary(RUNNING_EXAMPLE)
     counts = E.token_counts(np.array(ids * 3 + [enc.encode_ordinary(" question")[0]]), enc.n_vocab)
     top = E.frequent_tokens(counts, enc, n=3)
-    assert E.token_labels(enc, top)[0] in ("␣be", "␣question")
-    assert all(E.token_labels(enc, top)[i].startswith("␣") for i in range(3))
-    labels = E.token_labels(enc, ids)
+    assert token_labels(top, enc)[0] in ("␣be", "␣question")
+    assert all(token_labels(top, enc)[i].startswith("␣") for i in range(3))
+    labels = token_labels(ids, enc)
     assert labels[:2] == ["To", "␣be"]
     rng = np.random.default_rng(1)
     wte, wpe = rng.standard_normal((enc.n_vocab, 16)), rng.standard_normal((32, 16))

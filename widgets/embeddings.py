@@ -11,7 +11,8 @@ import ipywidgets as W
 import numpy as np
 
 from gpt2lab.explain.embeddings import (nearest_neighbours, neighbours_html, position_similarity,
-                                        position_similarity_figure, token_labels)
+                                        position_similarity_figure)
+from gpt2lab.explain.tokenize import token_labels
 from gpt2lab.explain.palette import FAIL_COLOR
 
 from ._view import note, player, show_figure
@@ -32,7 +33,7 @@ def resolve_token(enc, text: str) -> tuple[int | None, str]:
         ids = enc.encode_ordinary(candidate)
         if len(ids) == 1:
             return ids[0], ""
-    pieces = " | ".join(token_labels(enc, enc.encode_ordinary(text)))
+    pieces = " | ".join(token_labels(enc.encode_ordinary(text), enc))
     return None, f"{text!r} is not one token: GPT-2 cuts it into [{pieces}]. Try one of those pieces."
 
 
