@@ -39,14 +39,10 @@ from numba import cuda, njit, prange
 
 from gpt2lab.kernels._validate import on_host
 
-from .config import GPTConfig
+from .config import GPTConfig, decays
 
 PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
                "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
-
-# AdamW's weight decay applies to the matrices only (nanoGPT's and the reference trainer's param groups):
-# never to a bias or a LayerNorm gain/shift, which would pull them towards 0 for no reason.
-DECAYED = frozenset({"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"})
 
 ACT_NAMES = ("encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
              "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
@@ -87,6 +83,18 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple]:
         "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
         "lnfw": (C,), "lnfb": (C,),
     }
+
+
+def _decayed() -> frozenset[str]:
+    """Our names of the tensors AdamW decays, by config.decays' rule (the one rule for both models), applied
+    to one layer's shape: the flat buffers stack the L layers on a leading axis, which would make every
+    per-layer bias and LayerNorm gain look like a matrix."""
+    shapes = param_shapes(GPTConfig(n_layer=1, n_head=1, n_embd=2, vocab_size=3, block_size=4))
+    return frozenset(n for n, s in shapes.items() if decays(n, s[1:] if n in LAYER_NAMES else s))
+
+
+# AdamW decays the matrices only (nanoGPT's param groups): {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
+DECAYED = _decayed()
 
 
 def act_shapes(config: GPTConfig, B: int, T: int) -> dict[str, tuple]:
