@@ -40,3 +40,24 @@ def test_setup_runs_again_when_a_module_is_added(tmp_path):
     assert "install" not in _setup(venv)  # nothing changed: nothing to do
     assert "editable_mode=strict" in _setup(venv, "MODULE_FILES=kernels/check.py kernels/new_op.py")
     assert "install" not in _setup(venv, "MODULE_FILES=kernels/check.py kernels/new_op.py")
+
+
+def _type_checking_imports(init: pathlib.Path) -> dict:
+    """name -> module of the `if TYPE_CHECKING:` imports of a package's __init__."""
+    import ast
+    found = {}
+    for node in ast.walk(ast.parse(init.read_text())):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                found.update({a.name: imp.module for a in imp.names})
+    return found
+
+
+def test_lazy_exports_are_visible_to_static_tools_and_agree():
+    import importlib
+    for package in ("gpt2", "widgets"):
+        module = importlib.import_module(f"gpt2lab.{package}")
+        seen = _type_checking_imports(pathlib.Path(module.__file__))
+        assert seen == module._EXPORTS, f"gpt2lab.{package}: TYPE_CHECKING imports differ from _EXPORTS"
+        for name, where in seen.items():   # and each name really lives in the module it is listed under
+            assert getattr(importlib.import_module(f"gpt2lab.{package}.{where}"), name) is getattr(module, name)
