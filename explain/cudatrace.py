@@ -20,13 +20,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+
+from .simulator import run_simulated
 
 KERNELS = ("v1", "v2")
 READ_COLOR = "#9ecae1"     # forward blues: a read is light,
@@ -284,12 +285,8 @@ def trace_layernorm(kernel: str = "v2", inp=None, block: int = 8, direction: str
         inp = np.random.default_rng(0).normal(1.0, 2.0, (2, 16))
     inp = np.ascontiguousarray(inp, dtype=np.float32)
     _check_args(kernel, inp, block, direction)
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-m", "gpt2lab.explain.cudatrace", kernel, str(block), direction],
-                          input=json.dumps(inp.tolist()), capture_output=True, text=True, env=env,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"trace_layernorm: the simulator run failed:\n{proc.stderr[-2000:]}")
+    proc = run_simulated("gpt2lab.explain.cudatrace", kernel, str(block), direction,
+                         stdin=json.dumps(inp.tolist()), timeout=timeout, what="trace_layernorm")
     return Trace.from_json(proc.stdout)
 
 

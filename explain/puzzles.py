@@ -24,8 +24,6 @@ import hashlib
 import inspect
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import numpy as np
 
 from .check import Mismatch, first_mismatch
 from .exercise import Case, CheckResult, run_check
+from .simulator import run_simulated
 
 # What every puzzle cell gets for free: the file the simulator runs is HEADER + the learner's cell. Keep in step
 # with explain/puzzle_solutions.py, whose solutions are checked through it.
@@ -590,11 +589,8 @@ def _simulate(action: str, name: str, source: str, *extra: str, timeout: float =
         path = os.path.join(folder, f"{name}_{hashlib.sha1(source.encode()).hexdigest()[:8]}.py")
         with open(path, "w") as f:
             f.write(HEADER + "\n\n" + source)
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS="0")
-        proc = subprocess.run([sys.executable, "-m", "gpt2lab.explain.puzzle_sim", action, name, path, *extra],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"puzzle {name}: the simulator run failed:\n{proc.stderr[-3000:]}")
+        proc = run_simulated("gpt2lab.explain.puzzle_sim", action, name, path, *extra, timeout=timeout,
+                             what=f"puzzle {name}")
     _RUNS[key] = answer = json.loads(proc.stdout)
     return answer
 

@@ -39,7 +39,6 @@ print(ids)
 # GPT-2 reads integers, not letters: each coloured box is one token. A token keeps its colour in every lesson.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 display(HTML(spans_html(token_spans(text, enc))))
 
 # %% [markdown]
@@ -67,7 +66,6 @@ for p, i in zip(top.values, top.indices):
 # darker blue means more attention.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 from gpt2lab.explain.attention import attention_steps, heatmap
 
 fig = heatmap(attention_steps(model, text, layer=1, head=2), "weights")   # fig = ...: drawn once, not twice

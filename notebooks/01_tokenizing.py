@@ -25,7 +25,6 @@
 # Every token has its own colour, and keeps it in every lesson; hover over a box to see its id and bytes.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 from IPython.display import HTML, display
 
 from gpt2lab.datasets import EOT, gpt2_encoding, shakespeare
@@ -80,7 +79,6 @@ for step in trace:
     print(step.describe())
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = T.draw_merge_step(trace[-1])
 
 # %% [markdown]
@@ -92,7 +90,6 @@ fig = T.draw_merge_step(trace[-1])
 # We learn a small vocabulary of 512 tokens (GPT-2 has 50,257).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 text = shakespeare("tiny")
 print(f"{len(text):,} characters of Shakespeare")
 tok = BPETokenizer().train(text, vocab_size=512, progress=True)
@@ -135,7 +132,6 @@ assert BPETokenizer.load(path).encode(text[:5000]) == tok.encode(text[:5000])
 # token): the model then sees more text in the same context length.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 TokenizerPlayground({"yours (512)": tok, "GPT-2 (50,257)": gpt2},
                     text=RUNNING_EXAMPLE + "\nnumbers 1234567, emoji 👩‍👩‍👧, 東京")
 
@@ -149,7 +145,6 @@ TokenizerPlayground({"yours (512)": tok, "GPT-2 (50,257)": gpt2},
 # bytes; the token just made has a black edge; small gaps separate the chunks.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 hamlet = ("To be, or not to be: that is the question:\n"
           "Whether 'tis nobler in the mind to suffer\n")
 hamlet_trace = T.bpe_trace(hamlet, n_merges=12)
@@ -160,7 +155,6 @@ animation_html(anim)
 # Or step through it yourself (the slider, or the play button):
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 MergeStepper(hamlet_trace)
 
 # %% [markdown]

@@ -29,7 +29,6 @@
 # clause it is in.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 import math
 
 import numpy as np
@@ -73,7 +72,6 @@ print("c_attn  ", tuple(model.transformer.h[LAYER].attn.c_attn.weight.shape), " 
 print("q, k, v ", steps.q.shape, "  (T, hs) for one head")
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = A.steps_figure(steps, names=("q", "k", "v"))
 
 # %% [markdown]
@@ -100,7 +98,6 @@ for d, raw, scaled in zip(var["dims"], var["raw"], var["scaled"]):
     print(f"d = {d:5d}   var(q·k) = {raw:7.1f}   var(q·k / √d) = {scaled:.2f}")
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = A.scale_figure(d=256)
 
 # %% [markdown]
@@ -131,7 +128,6 @@ assert cmp("weights", weights, steps.weights)
 print("row sums:", weights.sum(axis=1).round(6))
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = A.steps_figure(steps)
 
 # %% [markdown]
@@ -139,7 +135,6 @@ fig = A.steps_figure(steps)
 # the latest punctuation before it, a little at the comma, hardly anywhere else.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = A.query_bar(steps, query=T - 2)
 
 # %% [markdown]
@@ -163,7 +158,6 @@ assert cmp(f"out[layer={LAYER}, head={HEAD}]", out, A.model_head_output(model, R
 # keep going back to the first tokens.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 for layer in range(model.config.n_layer):
     fig = A.all_heads_figure(model, RUNNING_EXAMPLE, layer)
 
@@ -222,7 +216,6 @@ assert all(r.ok for r in rows)
 # where there is a GPU:
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 from numba import cuda
 
 if cuda.is_available():
@@ -266,7 +259,6 @@ assert cmp("online == softmax", trace[-1].acc / trace[-1].l, A.softmax_rows(row.
     atol=1e-12, rtol=1e-12)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = A.online_softmax_figure(trace, row)
 
 # %% [markdown]
@@ -277,6 +269,16 @@ trace_v = A.online_softmax_trace(row, block=4, v=steps.v)
 assert cmp("online out[-1]", trace_v[-1].acc / trace_v[-1].l, steps.out[-1])
 
 # %% [markdown]
+# The model's CUDA kernels take the same walk: `_online_row` is the part every query's thread runs (here one key
+# at a time, where the trace above took 4; `_score` is q·k times 1/√hs). Three running numbers and no stored row:
+
+# %%
+from gpt2lab.explain.showkernel import show_kernel
+from gpt2lab.kernels import attention as ATT
+
+show_kernel(ATT._online_row)
+
+# %% [markdown]
 # **Timings** (measured here, best of 3, GPT-2 small's attention shape B=4, T=256, C=768, 12 heads).
 # PyTorch's fused `scaled_dot_product_attention` is the bar to reach; naive and online are plain loops
 # compiled by numba, blas hands the same math to the matrix-multiply library.
@@ -284,7 +286,6 @@ assert cmp("online out[-1]", trace_v[-1].acc / trace_v[-1].l, steps.out[-1])
 # instead of T. On a GPU that is the whole game (flash attention): the T × T table never travels to memory.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 t = A.kernel_timings(B=4, T=256, C=768, n_head=12, repeat=3)
 for name in ("torch", "naive", "blas", "online"):
     print(f"{name:7s} {1e3 * t[name]:8.2f} ms   ({t[name] / t['torch']:.1f}x torch)")
@@ -298,7 +299,6 @@ print(f"softmax cache for the backward: att {t['att_bytes'] / 2**20:.1f} MiB (na
 # query's row, the bars show it. Type your own text (at most 128 tokens, the model's context).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 AttentionStepper(model, RUNNING_EXAMPLE, layer=LAYER, head=HEAD)
 
 # %% [markdown]
@@ -310,7 +310,6 @@ AttentionStepper(model, RUNNING_EXAMPLE, layer=LAYER, head=HEAD)
 # most of each row moves on to the colon, the *latest* punctuation mark, and stays there to the end.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 frames = A.attention_over_training(RUNNING_EXAMPLE, LAYER, HEAD)
 anim = A.attention_animation(frames)
 animation_html(anim)

@@ -28,7 +28,6 @@
 # ```
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 import math
 
 import numpy as np
@@ -95,7 +94,6 @@ cmp("h = c_fc(x) (kernel)", h[0], ours["h"])
 # gradient. Move x and watch the value and the slope.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 GeluExplorer(x=-0.75)
 
 # %% [markdown]
@@ -124,7 +122,6 @@ check("gelu_forward_kernel", gelu_forward_kernel)
 # Your threads: which one read which element (colour: its block), and the idle ones past the end.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 draw_puzzle("gelu_forward_kernel", gelu_forward_kernel)
 
 # %% [markdown]
@@ -132,7 +129,6 @@ draw_puzzle("gelu_forward_kernel", gelu_forward_kernel)
 # kernel as its GELU, every step checked against PyTorch: the `gelu` parity row is your kernel.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 train_with("gelu_forward_kernel", gelu_forward_kernel, steps=3)
 
 # %% [markdown]
@@ -144,7 +140,6 @@ train_with("gelu_forward_kernel", gelu_forward_kernel, steps=3)
 # is fetched once per block instead of once per thread. Which tiles does block (1, 1) load?
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 fig = M.tiles_figure(N=8, C=12, OC=8, tile=4, block=(1, 1))
 
 # %% [markdown]
@@ -178,7 +173,6 @@ from gpt2lab.explain.exercises import check, show_solution  # stuck? show_soluti
 check("matmul_tiled_kernel", matmul_tiled_kernel)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 draw_puzzle("matmul_tiled_kernel", matmul_tiled_kernel)    # the tiles *your* last block loaded, by k-step
 
 # %% [markdown]
@@ -186,7 +180,6 @@ draw_puzzle("matmul_tiled_kernel", matmul_tiled_kernel)    # the tiles *your* la
 # the tied `lm_head` — in the simulator (a minute or so: every CUDA thread is a Python thread).
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 train_with("matmul_tiled_kernel", matmul_tiled_kernel, steps=3)
 
 # %% [markdown]
@@ -198,7 +191,6 @@ train_with("matmul_tiled_kernel", matmul_tiled_kernel, steps=3)
 # and PyTorch. Each rung is checked against numpy before it is timed.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 print(M.ladder_table(M.time_ladder()))
 
 # %% [markdown]
@@ -223,7 +215,6 @@ from gpt2lab.explain.exercises import check, show_solution  # stuck? show_soluti
 check("residual_forward", residual_forward)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 train_with("residual_forward", residual_forward, steps=3)
 
 # %% [markdown]

@@ -28,7 +28,6 @@
 # ```
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 import numpy as np
 import torch
 from numba import cuda, float32
@@ -112,7 +111,6 @@ from gpt2lab.explain.exercises import check, show_solution  # stuck? show_soluti
 check("softmax_kernel", softmax_kernel)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 draw_puzzle("softmax_kernel", softmax_kernel)    # block 0's scratch, phase by phase: the tree halves
 
 # %% [markdown]
@@ -120,7 +118,6 @@ draw_puzzle("softmax_kernel", softmax_kernel)    # block 0's scratch, phase by p
 # rows are yours.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 train_with("softmax_kernel", softmax_kernel, steps=3)
 
 # %% [markdown]
@@ -132,7 +129,6 @@ train_with("softmax_kernel", softmax_kernel, steps=3)
 # probabilities, coloured bars what the sampler draws from. **generate** writes text with those settings.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 lab = SamplingLab(model)
 lab
 
@@ -160,11 +156,9 @@ from gpt2lab.explain.exercises import check, show_solution  # stuck? show_soluti
 check("encoder_backward_kernel", encoder_backward_kernel)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 draw_puzzle("encoder_backward_kernel", encoder_backward_kernel)
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 train_with("encoder_backward_kernel", encoder_backward_kernel, steps=3)
 
 # %% [markdown]

@@ -96,7 +96,6 @@ for r in sorted(report.rows, key=lambda r: r.ratio, reverse=True)[:3]:
 # from the first step overshoots, and the loss jumps back up instead of falling.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 run = RunConfig(steps=30, batch=4, seq=64, lr=1e-3, warmup=10, eval_every=10, eval_batches=2, sample_tokens=16)
 dash = TrainingDashboard(title="tiny GPT-2 on the numba kernels", run=run, verify_every=10, out="runs/lesson06",
                          make_backend=lambda: NumbaBackend(config, OptimConfig(), seed=1337), data=data,
@@ -120,7 +119,6 @@ assert parity and all(p["ok"] for p in parity)
 # prompt continued by each frame, same random seed, so every change comes from the weights.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 from gpt2lab.explain.samples import samples_html, samples_over_training
 from gpt2lab.gpt2 import course_checkpoints
 from gpt2lab.gpt2.course import course_dir
@@ -131,7 +129,6 @@ samples = samples_over_training(shown, "HAMLET:\nTo be, or not to be", max_new_t
 display(HTML(samples_html("HAMLET:\nTo be, or not to be", samples)))
 
 # %%
-# NBVAL_IGNORE_OUTPUT
 # The course run's own log, drawn by the same dashboard, after the fact
 TrainingDashboard.from_log(course_dir() / "log.jsonl", title="course model (PyTorch backend)")
 

@@ -1,0 +1,72 @@
+"""numba's CUDA simulator from a lesson: one way to start it, and `verify_in_simulator(op)`.
+
+The simulator runs every CUDA thread as a Python thread, so a CUDA kernel can be run and checked on a laptop.
+It is switched on by NUMBA_ENABLE_CUDASIM=1, read once, when numba is first imported; a lesson has already
+imported numba for the CPU kernels, so every simulated run happens in a child process (`run_simulated`),
+and the variable never reaches the notebook's own process. The traced kernels (cudatrace.py), the puzzles
+(puzzles.py) and the verification below all start their child here.
+
+    >>> sim = verify_in_simulator("layernorm")     # the verification harness, every CUDA version of the op
+    >>> sim                                        # the table: ours err, torch32 err, the ratio, OK/FAIL
+    >>> assert sim.ok
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+
+def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: float = 300,
+                  what: str | None = None, ok_codes=(0,)) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS...` with the CUDA simulator on (and numba's low-occupancy warnings off: every
+    simulated grid is small). Raises RuntimeError with the child's last error lines when its exit status is
+    not in `ok_codes`, naming `what` (default: the module)."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS="0")
+    proc = subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{what or module}: the simulator run failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@dataclass
+class SimulatorCheck:
+    """What `verify_in_simulator` found: the verification rows (dicts, as `gpt2lab verify --json` prints them),
+    whether every counted row passed (`ok`) and how long the simulator took."""
+    op: str
+    rows: list
+    ok: bool
+    seconds: float
+
+    def table(self) -> str:
+        from gpt2lab.kernels.check import Row, format_table
+        return format_table([Row(**r) for r in self.rows])
+
+    def __repr__(self) -> str:
+        verdict = "all OK" if self.ok else "FAIL: a kernel disagrees with PyTorch beyond float32's own error"
+        return f"{self.table()}\n{self.op} in the CUDA simulator: {verdict} ({self.seconds:.1f} s)"
+
+
+def verify_in_simulator(op: str, version: str | None = None, timeout: float = 600) -> SimulatorCheck:
+    """Run `gpt2lab verify --device cudasim --op OP [--version V]` in a child process and return its rows.
+
+    The harness is the one `gpt2lab verify` and the tests use (kernels/check.py): each CUDA version of `op` on
+    awkward shapes, against PyTorch in float64 and float32. A FAIL is not an error here: it comes back as
+    `ok == False`, so a lesson can show the table and then assert.
+    """
+    from gpt2lab.kernels.check import OPS
+    if op not in OPS:
+        raise ValueError(f"verify_in_simulator: unknown op {op!r}; choose from {', '.join(OPS)}")
+    args = ["--device", "cudasim", "--op", op, "--json", *(["--version", version] if version else [])]
+    t0 = time.perf_counter()
+    # exit 1 = some check failed, which the rows show; anything else is a crash
+    proc = run_simulated("gpt2lab.kernels.verify_cli", *args, timeout=timeout, ok_codes=(0, 1),
+                         what=f"verify_in_simulator({op!r})")
+    return SimulatorCheck(op, json.loads(proc.stdout), proc.returncode == 0, time.perf_counter() - t0)
+
+
+__all__ = ["run_simulated", "SimulatorCheck", "verify_in_simulator"]
