@@ -8,11 +8,11 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from gpt2lab.kernels.layernorm import block_sum
+from gpt2lab.kernels.layernorm import EPS as LN_EPS, block_sum
 
 GELU_SCALE = float32(math.sqrt(2.0 / math.pi))
 GELU_CUBIC = float32(0.044715)
-EPS = float32(1e-5)
+EPS = float32(LN_EPS)
 BLOCK = 256        # the size of a block's shared scratch: at least blockDim.x
 TILE = 4           # the matmul tile: blocks of TILE x TILE threads, shared tiles of TILE x TILE floats
 

@@ -40,11 +40,11 @@ from .simulator import run_simulated
 HEADER = '''import math
 import numpy as np
 from numba import cuda, float32, njit, prange
-from gpt2lab.kernels.layernorm import block_sum
+from gpt2lab.kernels.layernorm import EPS as LN_EPS, block_sum
 
 GELU_SCALE = float32(math.sqrt(2.0 / math.pi))
 GELU_CUBIC = float32(0.044715)
-EPS = float32(1e-5)
+EPS = float32(LN_EPS)
 BLOCK = 256
 TILE = 4
 '''

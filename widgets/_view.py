@@ -9,6 +9,8 @@ import struct
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
+from gpt2lab.explain.palette import FAIL_COLOR
+
 # A figure inch is CSS_DPI CSS pixels, as the browser sizes its own text: 9 pt text in a figure is as large
 # as 9 pt text in the page. PNGs are drawn PIXEL_RATIO times denser (sharp on a hi-dpi screen, downsampled
 # 2:1 on a plain one) and shown at exactly their CSS size, never stretched to the output's width.
@@ -20,6 +22,14 @@ MAX_HEIGHT_PX = 800   # CSS px: fits a 1400x900 screen with the controls above i
 def note(text: str, colour: str = "#555") -> str:
     """A one-line message as escaped HTML ("" for no message): how widgets report bad input."""
     return f'<div style="color:{colour}">{html.escape(text, quote=False)}</div>' if text else ""
+
+
+def error_note(e: Exception, doing: str = "") -> str:
+    """How a widget reports an exception, in red: a ValueError is bad input the learner can fix, so its own
+    message; anything else also names its type (and what the widget was `doing`)."""
+    if isinstance(e, ValueError):
+        return note(str(e), FAIL_COLOR)
+    return note(f"{doing + ': ' if doing else ''}{type(e).__name__}: {e}", FAIL_COLOR)
 
 
 def figure_png(fig, tight: bool = False, ratio: float = PIXEL_RATIO) -> bytes:

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gpt2lab.explain.attention import AttentionSteps, attention_steps, heatmap, query_bar, token_ids
-from gpt2lab.explain.palette import FAIL_COLOR, FIGURE_MAX_WIDTH_IN, RUNNING_EXAMPLE
+from gpt2lab.explain.palette import FIGURE_MAX_WIDTH_IN, RUNNING_EXAMPLE
 
-from ._view import note, show_figure
+from ._view import error_note, note, show_figure
 
 # What each view shows, in the order the forward pass makes them.
 STEP_HELP = {
@@ -138,12 +138,7 @@ class AttentionStepper(W.VBox):
     def _fail(self, e: Exception):
         self.steps, self.figure = None, None
         self.image.value, self.caption.value = b"", ""
-        if isinstance(e, _Hint):
-            self.message.value = note(str(e))
-        elif isinstance(e, ValueError):
-            self.message.value = note(str(e), FAIL_COLOR)
-        else:
-            self.message.value = note(f"Could not compute attention: {type(e).__name__}: {e}", FAIL_COLOR)
+        self.message.value = note(str(e)) if isinstance(e, _Hint) else error_note(e, "Could not compute attention")
 
 
 __all__ = ["AttentionStepper", "STEP_HELP"]

@@ -14,9 +14,8 @@ import numpy as np
 
 from gpt2lab.explain.cudatrace import Trace, reduction_diagram, reduction_steps, step_caption
 from gpt2lab.explain.layernorm import row_distribution_figure, row_stages
-from gpt2lab.explain.palette import FAIL_COLOR
 
-from ._view import note, show_figure
+from ._view import error_note, show_figure
 
 
 
@@ -95,8 +94,7 @@ class LayerNormExplorer(W.VBox):
     def _fail(self, e: Exception):
         self.stages, self.figure = None, None
         self.image.value, self.caption.value = b"", ""
-        self.message.value = note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
-                                   FAIL_COLOR)
+        self.message.value = error_note(e)
 
 
 class ReductionStepper(W.VBox):
@@ -157,8 +155,7 @@ class ReductionStepper(W.VBox):
     def _fail(self, e: Exception):
         self.figure = None
         self.image.value, self.caption.value = b"", ""
-        self.message.value = note(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}",
-                                   FAIL_COLOR)
+        self.message.value = error_note(e)
 
 
 __all__ = ["LayerNormExplorer", "ReductionStepper"]
