@@ -87,6 +87,10 @@ def _lesson_figures():
     yield "pca_animation", embeddings.pca_animation(coords, ids, labels, [0, 1])._fig
     yield "position_similarity", embeddings.position_similarity_figure(embeddings.position_similarity(wpe, 16))
     yield "cuda_reduction", _reduction_stand_in(cudatrace)
+    from gpt2lab.explain import gpu_speed
+    report = gpu_speed.speed_report(measure=False)
+    for draw in (gpu_speed.ops_figure, gpu_speed.launch_figure, gpu_speed.rate_figure):
+        yield draw.__name__, draw(report)
 
 
 def _reduction_stand_in(cudatrace):

@@ -1,0 +1,163 @@
+"""Your kernels on a GPU: where a training step's time goes, from figures measured on a real GPU.
+
+A lesson cell asks for a `SpeedReport`: measured here when this machine has a CUDA GPU (`gpt2lab bench
+--device cuda` underneath), else the newest record in gpu_recorded.py, measured on a real GPU and labelled with
+its device, date and code. The pictures are computed from the report, never drawn by hand:
+
+    ops_figure(report)      each op's time, ours / PyTorch, at two sequence lengths (log scale: 1 = as fast)
+    launch_figure(report)   what one kernel launch costs on the host, numba's ways and PyTorch's
+    rate_figure(report)     the FLOP rate a GPT-2 124M step reaches, against the GPU's fp32 peak
+
+Three things to read off them: the matmul (most of the FLOPs) sets the big step's time; small ops cost the
+same at T=64 and T=256, because the host's launch overhead, not the GPU, is what they wait for; and a step of
+~500 launches at 15-35 us each spends 8-17 ms on the host before the GPU does any work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import gpu_recorded
+from .palette import FIGURE_MAX_WIDTH_IN, HEAD_PALETTE, OK_COLOR
+
+
+@dataclass
+class SpeedReport:
+    """Figures of one GPU (a record of gpu_recorded's shape) and whether they were measured in this session."""
+    record: dict
+    live: bool
+
+    def source(self) -> str:
+        """One line saying where the figures come from: a learner must never mistake a record for a run."""
+        r = self.record
+        if self.live:
+            return f"measured now on this machine's {r['device']}"
+        return (f"recorded on {r['device']} on {r['date']} ({r['software']}); {r['code']}. "
+                f"This machine has no CUDA GPU, so nothing here was measured now.")
+
+
+def gpu_available() -> bool:
+    """True when numba sees a CUDA GPU (not the simulator)."""
+    from numba import config, cuda
+    return not config.ENABLE_CUDASIM and cuda.is_available()
+
+
+def speed_report(measure: bool | None = None) -> SpeedReport:
+    """Measured now when `measure` (default: when a GPU is here), else the newest recorded figures."""
+    if measure is None:
+        measure = gpu_available()
+    if measure:
+        if not gpu_available():
+            raise RuntimeError("speed_report(measure=True): numba sees no CUDA GPU here")
+        return SpeedReport(measure_now(), live=True)
+    return SpeedReport(gpu_recorded.latest(), live=False)
+
+
+def measure_now() -> dict:
+    """Figures of gpu_recorded's shape, measured on this machine's GPU by the benchmarks `gpt2lab bench
+    --device cuda` runs: every op at its benchmark shapes, whole steps of tiny and gpt2 at B=4, T=64."""
+    import datetime
+
+    from numba import cuda
+
+    from gpt2lab.gpt2.bench import bench_steps
+    from gpt2lab.kernels.bench import bench_ops
+    quiet = lambda *_: None  # noqa: E731
+    ops = bench_ops("cuda", None, reps=3, progress=quiet)
+    T = tuple(sorted({int(r["shape"].split("T=")[1]) for r in ops}))
+    by_op: dict = {}
+    for r in ops:
+        by_op.setdefault(r["op"], {})[int(r["shape"].split("T=")[1])] = r["ratio"]
+    steps = bench_steps("cuda", ("tiny", "gpt2"), B=4, T=64, reps=3, progress=quiet)
+    name = cuda.get_current_device().name
+    return {"device": name.decode() if isinstance(name, bytes) else str(name),
+            "date": datetime.date.today().isoformat(), "software": "this environment", "code": "this checkout",
+            "steps": [{k: s.get(k) for k in ("config", "B", "T", "ours_ms", "torch_ms", "ours_mib", "torch_mib")}
+                      for s in steps],
+            "op_ratio": {"T": T, "B": 4, **{op: tuple(d.get(t) for t in T) for op, d in by_op.items()}}}
+
+
+def step_table(report: SpeedReport) -> str:
+    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side."""
+    lines = [f"{'config':<7} {'B':>2} {'T':>5} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10} "
+             f"{'ours MiB':>9} {'torch MiB':>9}"]
+    for s in report.record["steps"]:
+        mib = [f"{s[k]:>9,.0f}" if s.get(k) is not None else f"{'-':>9}" for k in ("ours_mib", "torch_mib")]
+        lines.append(f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
+                     f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+    return "\n".join(lines)
+
+
+def _title(report: SpeedReport, what: str) -> str:
+    r = report.record
+    return f"{what}\n{'measured now' if report.live else 'recorded'}: {r['device']}, {r['date']}"
+
+
+def ops_figure(report: SpeedReport):
+    """Grouped bars: each op's forward+backward time as ours / torch at the two recorded T (log scale)."""
+    ratios = report.record["op_ratio"]
+    T = ratios["T"]
+    ops = [k for k in ratios if k not in ("T", "B")]
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 3.8))
+    x = np.arange(len(ops))
+    width = 0.38
+    for i, (t, colour) in enumerate(zip(T, HEAD_PALETTE)):
+        vals = [ratios[op][i] for op in ops]
+        have = [j for j, v in enumerate(vals) if v is not None]
+        bars = ax.bar(x[have] + (i - 0.5) * width, [vals[j] for j in have], width, color=colour,
+                      label=f"T = {t}")
+        ax.bar_label(bars, fmt="%.2g", fontsize=9, padding=1)
+    ax.axhline(1.0, color=OK_COLOR, lw=1.5)
+    ax.text(-0.45, 1.05, "as fast as torch", color=OK_COLOR, fontsize=9, ha="left", va="bottom")
+    ax.set_yscale("log")
+    ax.set_ylim(0.2, 30)
+    ax.set_xticks(x, ops, rotation=20, ha="right", fontsize=9)
+    ax.set_ylabel("ours / torch time (lower is faster)", fontsize=9)
+    ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(_title(report, f"Each op, forward + backward, GPT-2 124M shapes, B={ratios['B']}"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def launch_figure(report: SpeedReport):
+    """Horizontal bars: microseconds of host time per kernel launch, numba's ways and one PyTorch op."""
+    costs = report.record.get("launch_us")
+    if not costs:
+        raise ValueError("launch_figure: this record has no launch costs")
+    names = list(costs)
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 2.9))
+    colours = [HEAD_PALETTE[1] if n.startswith("torch") else HEAD_PALETTE[0] for n in names]
+    bars = ax.barh(names[::-1], [costs[n] for n in names][::-1], color=colours[::-1])
+    ax.bar_label(bars, fmt="%.1f us", fontsize=9, padding=2)
+    ax.set_xlim(0, max(costs.values()) * 1.2)
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel("host time per launch (us)", fontsize=9)
+    ax.set_title(_title(report, "What one kernel launch costs before the GPU does any work"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def rate_figure(report: SpeedReport):
+    """Bars: TFLOP/s a GPT-2 124M step (B=4, T=1024) reaches, ours and torch, against the fp32 peak."""
+    rates, peak = report.record.get("tflops"), report.record.get("peak_tflops_fp32")
+    if not rates or not peak:
+        raise ValueError("rate_figure: this record has no FLOP rates")
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.6, 2.4))
+    names, vals = ["ours (numba)", "torch (cuBLAS)"], [rates["ours"], rates["torch"]]
+    bars = ax.barh(names[::-1], vals[::-1], color=[HEAD_PALETTE[1], HEAD_PALETTE[0]])
+    ax.bar_label(bars, labels=[f"{v:.0f} TFLOP/s ({100 * v / peak:.0f}% of peak)" for v in vals[::-1]],
+                 fontsize=9, padding=2)
+    ax.axvline(peak, color="#555", ls="--", lw=1)
+    ax.text(peak - 1, 0.5, f"fp32 peak {peak:.0f}", fontsize=9, ha="right", va="center", color="#555")
+    ax.set_xlim(0, peak * 1.05)
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel(f"TFLOP/s (a step is ~{rates['step_tflop']} TFLOP)", fontsize=9)
+    ax.set_title(_title(report, "GPT-2 124M, B=4, T=1024: the FLOP rate reached"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
+           "launch_figure", "rate_figure"]
