@@ -451,9 +451,10 @@ def matmul_backward_dbias_kernel_v3(dbias, dout):
 # (grid z): each block sums its range into a scratch (S, M, N) array, and a second kernel adds the S
 # partial sums in split order with a compensated sum (deterministic: no atomics, the same bits every run)
 # into the output. The forward never splits (N = B*T rows give enough tiles, and it overwrites with bias).
-# llm.c: its dev/cuda/matmul_forward.cu walks the same road (naive, tiled, register-blocked 8 x 8 with
-# float4 loads) and train_gpt2.cu finally calls cuBLAS(Lt) for every matmul, with its own kernel for
-# dbias (column sums split over rows, then reduced). Our "cublas" version is that choice.
+# llm.c: dev/cuda/matmul_forward.cu has a naive kernel, cuBLAS, cuBLASLt, and a hand-written one of this
+# kind (128 x 128 tiles, 16 x 16 threads of 8 x 8 outputs, float4 loads, bias in the epilogue; no
+# compensated sums); its trainer calls cuBLAS(Lt) for the matmuls and a kernel of its own for dbias (column
+# sums split over rows, then reduced). Our "cublas" version is that choice.
 # Unmeasured: no GPU was at hand when v4 was written (docs/figures.md); it is verified in the simulator
 # and compiled to PTX, and is not the default until it is timed (docs/kernels.md's rule).
 BM = 64                     # output rows per block (N for the forward)
