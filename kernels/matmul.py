@@ -489,58 +489,76 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
             tile[k, r] = src[r0 + r, k0 + k] if ok else float32(0.0)
 
 
-@cuda.jit
-def matmul_kernel_v4(out, a, a_k_major, b, b_k_major, bias, has_bias, accumulate, k_per_split):
-    """out[s, m, n] (+)= sum_{k in split s} A[m, k] B[n, k] (+ bias[n]): the comment above. Block (x, y, z) owns
-    out[z, y-tile, x-tile]; accumulate: add into out (the backward's d += ...) instead of writing it."""
-    a_tile = cuda.shared.array((BK, BM_PADDED), float32)
-    b_tile = cuda.shared.array((BK, BM_PADDED), float32)
-    acc = cuda.local.array((TM, TN), float32)
-    comp = cuda.local.array((TM, TN), float32)
-    part = cuda.local.array((TM, TN), float32)
-    a_reg = cuda.local.array(TM, float32)
-    b_reg = cuda.local.array(TN, float32)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    M, N = out.shape[1], out.shape[2]
-    K = a.shape[0] if a_k_major else a.shape[1]
-    m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-    k_begin = cuda.blockIdx.z * k_per_split
-    k_end = min(K, k_begin + k_per_split)
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = float32(0.0)
-            comp[i, j] = float32(0.0)
-    for k0 in range(k_begin, k_end, BK):
-        _load_tile_v4(a_tile, a, a_k_major, m0, M, k0, k_end)
-        _load_tile_v4(b_tile, b, b_k_major, n0, N, k0, k_end)
-        cuda.syncthreads()  # the tiles are whole before anyone reads them
+# The operands' layouts (a_k_major, b_k_major) are compile-time constants: one kernel per product, made by
+# _v4_kernel from one body. Passed as runtime flags, the compiler kept both load paths alive and ptxas needed
+# 216 registers a thread (one block of 256 threads per SM); with the layout fixed and launch_bounds
+# (256 threads, 2 blocks per SM) the forward and dweight kernels fit 128 registers with no spills, dinp's
+# (mixed layouts) spills 72 bytes (ptxas 13.0 -v on the PTX, sm_90; unmeasured on a GPU).
+_V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, 2)}  # the simulator has no bounds
+
+
+def _v4_kernel(name, a_k_major, b_k_major):
+    """v4's kernel for one pair of operand layouts (closure constants, so each load compiles to one path)."""
+    def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
+        """out[s, m, n] (+)= sum_{k in split s} A[m, k] B[n, k] (+ bias[n]): the comment above. Block
+        (x, y, z) owns out[z, y-tile, x-tile]; accumulate: add into out (d += ...) instead of writing it."""
+        a_tile = cuda.shared.array((BK, BM_PADDED), float32)
+        b_tile = cuda.shared.array((BK, BM_PADDED), float32)
+        acc = cuda.local.array((TM, TN), float32)
+        comp = cuda.local.array((TM, TN), float32)
+        part = cuda.local.array((TM, TN), float32)
+        a_reg = cuda.local.array(TM, float32)
+        b_reg = cuda.local.array(TN, float32)
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        M, N = out.shape[1], out.shape[2]
+        K = a.shape[0] if a_k_major else a.shape[1]
+        m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
+        k_begin = cuda.blockIdx.z * k_per_split
+        k_end = min(K, k_begin + k_per_split)
         for i in range(TM):
             for j in range(TN):
-                part[i, j] = float32(0.0)
-        for k in range(BK):
-            for i in range(TM):
-                a_reg[i] = a_tile[k, ty + i * THREADS_Y]
-            for j in range(TN):
-                b_reg[j] = b_tile[k, tx + j * THREADS_X]
+                acc[i, j] = float32(0.0)
+                comp[i, j] = float32(0.0)
+        for k0 in range(k_begin, k_end, BK):
+            _load_tile_v4(a_tile, a, a_k_major, m0, M, k0, k_end)
+            _load_tile_v4(b_tile, b, b_k_major, n0, N, k0, k_end)
+            cuda.syncthreads()  # the tiles are whole before anyone reads them
             for i in range(TM):
                 for j in range(TN):
-                    part[i, j] += a_reg[i] * b_reg[j]
+                    part[i, j] = float32(0.0)
+            for k in range(BK):
+                for i in range(TM):
+                    a_reg[i] = a_tile[k, ty + i * THREADS_Y]
+                for j in range(TN):
+                    b_reg[j] = b_tile[k, tx + j * THREADS_X]
+                for i in range(TM):
+                    for j in range(TN):
+                        part[i, j] += a_reg[i] * b_reg[j]
+            for i in range(TM):
+                for j in range(TN):
+                    acc[i, j], comp[i, j] = compensated_add(acc[i, j], comp[i, j], part[i, j])
+            cuda.syncthreads()  # everyone is done reading before the next tiles overwrite them
         for i in range(TM):
+            m = m0 + ty + i * THREADS_Y
             for j in range(TN):
-                acc[i, j], comp[i, j] = compensated_add(acc[i, j], comp[i, j], part[i, j])
-        cuda.syncthreads()  # everyone is done reading before the next tiles overwrite them
-    for i in range(TM):
-        m = m0 + ty + i * THREADS_Y
-        for j in range(TN):
-            n = n0 + tx + j * THREADS_X
-            if m < M and n < N:
-                value = acc[i, j] + comp[i, j]
-                if has_bias:
-                    value += bias[n]  # the epilogue: bias added once, in registers, before the one store
-                if accumulate:
-                    out[cuda.blockIdx.z, m, n] += value
-                else:
-                    out[cuda.blockIdx.z, m, n] = value
+                n = n0 + tx + j * THREADS_X
+                if m < M and n < N:
+                    value = acc[i, j] + comp[i, j]
+                    if has_bias:
+                        value += bias[n]  # the epilogue: bias added once, in registers, before the one store
+                    if accumulate:
+                        out[cuda.blockIdx.z, m, n] += value
+                    else:
+                        out[cuda.blockIdx.z, m, n] = value
+    kernel.__name__ = kernel.__qualname__ = name
+    return cuda.jit(**_V4_JIT)(kernel)
+
+
+matmul_forward_kernel_v4 = _v4_kernel("matmul_forward_kernel_v4", False, False)  # inp (N, C), weight (OC, C)
+matmul_backward_dinp_kernel_v4 = _v4_kernel("matmul_backward_dinp_kernel_v4", False, True)  # weight (OC, C): k-major
+matmul_backward_dweight_kernel_v4 = _v4_kernel("matmul_backward_dweight_kernel_v4", True, True)  # dout^T, inp
+V4_KERNELS = {(False, False): matmul_forward_kernel_v4, (False, True): matmul_backward_dinp_kernel_v4,
+              (True, True): matmul_backward_dweight_kernel_v4}
 
 
 @cuda.jit
@@ -602,7 +620,7 @@ CUDA_KERNELS = (
     (matmul_backward_dinp_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dweight_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dbias_kernel_v3, f"void({_V}, {_M})"),
-    (matmul_kernel_v4, f"void(float32[:, :, ::1], {_M}, boolean, {_M}, boolean, {_V}, boolean, boolean, int64)"),
+    *((k, f"void(float32[:, :, ::1], {_M}, {_M}, {_V}, boolean, boolean, int64)") for k in V4_KERNELS.values()),
     (matmul_split_sum_kernel_v4, f"void({_V}, {_M})"),
     (matmul_backward_dbias_kernel_v4, f"void({_V}, {_M})"),
 )
@@ -662,12 +680,12 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
     grid, block = (ceil_div(N, BN), ceil_div(M, BM), S), (THREADS_X, THREADS_Y)
     has_bias = bias is not None
     bias = bias if has_bias else _no_bias()
+    kernel = V4_KERNELS[(a_k_major, b_k_major)]
     if S == 1:
-        matmul_kernel_v4[grid, block](out.reshape(1, M, N), a, a_k_major, b, b_k_major, bias, has_bias, accumulate,
-                                      k_per_split)
+        kernel[grid, block](out.reshape(1, M, N), a, b, bias, has_bias, accumulate, k_per_split)
         return
     parts = _split_scratch(S, M, N)
-    matmul_kernel_v4[grid, block](parts, a, a_k_major, b, b_k_major, bias, False, False, k_per_split)
+    kernel[grid, block](parts, a, b, bias, False, False, k_per_split)
     matmul_split_sum_kernel_v4[ceil_div(M * N, 256), 256](out.reshape(M * N), parts.reshape(S, M * N))
 
 
