@@ -19,19 +19,25 @@ from gpt2lab.kernels.bench import side_by_side
 from .config import GPTConfig
 
 
-def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print) -> list[dict]:
-    """One row per config: median milliseconds and tokens/s of one step of ours and torch's, and ours/torch."""
+def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print,
+                kernels=None) -> list[dict]:
+    """One row per config: median milliseconds and tokens/s of one step of ours and torch's, and ours/torch.
+
+    kernels: the numba model's entry points (gpt2.kernel_model.Kernels; None: the defaults), e.g. the cuBLAS
+    matmul of `gpt2lab bench --matmul cublas`, which needs the step on the GPU."""
     import torch
 
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig, TorchBackend
     if device != "cpu":
         progress("  training step: the torch backend runs on the CPU only; comparing on cpu")
+        kernels = None  # a GPU-only matmul (cublas) cannot run in this CPU step
     torch.set_flush_denormal(True)
     rows = []
     for name in configs:
         cfg = GPTConfig.preset(name)
-        ours_b, torch_b = NumbaBackend(cfg, OptimConfig(), seed=0), TorchBackend(cfg, OptimConfig(), seed=0)
+        ours_b = NumbaBackend(cfg, OptimConfig(), seed=0, kernels=kernels)
+        torch_b = TorchBackend(cfg, OptimConfig(), seed=0)
         rng = np.random.default_rng(0)
         x = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
         y = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)

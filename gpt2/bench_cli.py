@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from gpt2lab.kernels.bench import OP_BENCHES, bench_ops
+from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops
 
 
 def bench_tokenizer(progress=print) -> dict:
@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    p.add_argument("--matmul", choices=("numba", "cublas"), default="numba",
+                   help="the matmul 'ours' runs on cuda: our kernels (default) or cuBLAS on the same memory")
+    p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
+                   help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
 
 
 def run(args) -> int:
@@ -46,22 +50,52 @@ def run(args) -> int:
         if not cuda.is_available():
             print("gpt2lab bench: --device cuda needs an NVIDIA GPU and driver; none found", file=sys.stderr)
             return 2
+    error = _matmul_error(args)
+    if error:
+        print(f"gpt2lab bench: {error}", file=sys.stderr)
+        return 2
+    matmul_version = None if args.matmul == "numba" else args.matmul
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    out = {"device": args.device}
+    out = {"device": args.device, "matmul": args.matmul}
     if not args.no_ops:
         say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
-        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say)
+        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say, matmul_version=matmul_version)
+    if args.ladder or (args.ladder is None and args.device == "cuda" and not args.no_ops):
+        say(f"matmul versions, forward+backward, median of {args.reps}:")
+        out["matmul_ladder"] = bench_matmul_ladder(args.device, args.reps, progress=say)
     configs = [c for c in args.steps.split(",") if c]
     if configs:
         from .bench import bench_steps
         say("one training step (forward, backward, AdamW):")
-        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say)
+        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say,
+                                   kernels=_step_kernels(args.matmul))
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)
     if args.json:
         print(json.dumps(out, indent=1))
     return 0
+
+
+def _matmul_error(args) -> str | None:
+    """Why --matmul cannot run here, in one line (None: it can)."""
+    if args.matmul == "numba":
+        return None
+    from .cli import CommandError
+    from .train import check_cublas_usable
+    if args.device != "cuda":
+        return f"--matmul {args.matmul} runs on the GPU: it needs --device cuda"
+    try:
+        check_cublas_usable(f"--matmul {args.matmul}")
+    except CommandError as e:
+        return str(e)
+    return None
+
+
+def _step_kernels(matmul: str):
+    """The whole step's Kernels for --matmul (None: the defaults)."""
+    from .train import matmul_kernels
+    return matmul_kernels(matmul)
 
 
 def main(argv=None) -> int:

@@ -634,6 +634,9 @@ def add_arguments(p) -> None:
     p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
                    help="a parity mismatch: print it and go on, or stop (exit code 3; OUT/latest.pt keeps the last "
                         "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
+    p.add_argument("--matmul", choices=MATMULS, default="numba",
+                   help="numba backend on cuda: our matmul kernels (default) or cuBLAS on the same device memory "
+                        "(llm.c's choice), to see what our kernels leave on the table")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
@@ -690,6 +693,49 @@ def _memory_available(device: str = "cpu") -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except Exception:  # noqa: BLE001 -- no figure: no check, the run will tell
         return None
+
+
+# --matmul: which matmul the numba backend calls on the GPU, through the model's one swap point (Kernels).
+MATMULS = ("numba", "cublas")
+
+
+def matmul_kernels(choice: str, kernels=None):
+    """`kernels` (None: the defaults) with `choice`'s matmul in place: "numba" leaves them as they are (None
+    stays None), "cublas" puts in matmul's "cublas" version (cuBLAS via torch on the same device arrays)."""
+    if choice not in MATMULS:
+        raise ValueError(f"matmul must be one of {MATMULS}, got {choice!r}")
+    if choice == "numba":
+        return kernels
+    import dataclasses
+    import functools
+
+    from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
+
+    from .kernel_model import Kernels
+    return dataclasses.replace(kernels or Kernels(), matmul_forward=functools.partial(matmul_forward, version=choice),
+                               matmul_backward=functools.partial(matmul_backward, version=choice))
+
+
+def check_cublas_usable(flag: str = "--matmul cublas") -> None:
+    """One line (CommandError) unless cuBLAS can run here: a GPU for numba and a CUDA build of PyTorch."""
+    from numba import cuda
+    if not cuda.is_available():
+        raise CommandError(f"{flag}: no NVIDIA GPU and driver found here (numba.cuda.is_available() is False)")
+    if not torch.cuda.is_available():
+        raise CommandError(f"{flag}: this PyTorch has no CUDA (torch.cuda.is_available() is False); install a "
+                           f"CUDA build of torch (make setup TORCH=... TORCH_PIP_ARGS=...)")
+
+
+def _check_matmul(args, fault) -> None:
+    if args.matmul == "numba":
+        return
+    if args.backend != "numba" or args.device != "cuda":
+        raise CommandError(f"--matmul {args.matmul} swaps the numba backend's matmul on the GPU: it needs "
+                           f"--backend numba --device cuda")
+    if fault is not None and fault.op == "matmul":
+        raise CommandError(f"--inject-fault {fault.name} breaks our matmul kernel: run it without --matmul "
+                           f"{args.matmul}")
+    check_cublas_usable(f"--matmul {args.matmul}")
 
 
 def _check_resources(args, config: GPTConfig) -> None:
@@ -765,6 +811,7 @@ def _run(args, fault) -> int:
     if args.device not in DEVICES.get(args.backend, ("cpu",)):
         raise CommandError(f"--device {args.device} is not supported by --backend {args.backend} "
                            f"(it runs on: {', '.join(DEVICES.get(args.backend, ('cpu',)))})")
+    _check_matmul(args, fault)
     _check_resources(args, config)
     out = Path(args.out or Path("runs") / args.config)
     if args.resume and not (out / "latest.pt").is_file():
@@ -810,8 +857,9 @@ def _run_in(args, config: GPTConfig, out: Path, fault=None):
     except ValueError as e:
         raise CommandError(str(e)) from None
     options = {"device": args.device} if args.device != "cpu" else {}
-    if fault is not None:
-        options["kernels"] = kernels_with(fault)
+    kernels = matmul_kernels(args.matmul, kernels_with(fault) if fault is not None else None)
+    if kernels is not None:
+        options["kernels"] = kernels
     backend = make_backend(args.backend, config, optim, args.seed, **options)
     from gpt2lab.datasets import gpt2_encoding
     print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "

@@ -114,5 +114,7 @@ def run_on_device(launch, args: dict, outs) -> dict:
 def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     """Real PTX for a @cuda.jit kernel, without a GPU (needs numba-cuda with its NVVM wheels)."""
     check_numpy_for_cuda()
-    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc)
+    # the kernel's own launch bounds (@cuda.jit(launch_bounds=...)): they cap its registers in the PTX
+    bounds = getattr(kernel, "targetoptions", {}).get("launch_bounds")
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=bounds)
     return ptx

@@ -95,16 +95,14 @@ def _matmul_run(tensor):
             mm.matmul_backward(out["dinp"][None], out["dweight"], out["dbias"], dout[None], inp[None], weight,
                                version=version)
             return {tensor: out[tensor]}
-        dinp_k, dweight_k, dbias_k = mm.BACKWARD_KERNELS[version]
+        dinp_fn, dweight_fn, dbias_fn = mm.backward_launchers(version)
         if tensor == "dinp":
-            kernel, launch, args = dinp_k, mm._grid_2d(N, C), {"dinp": out["dinp"], "dout": dout, "weight": weight}
+            launch, args = dinp_fn, {"dinp": out["dinp"], "dout": dout, "weight": weight}
         elif tensor == "dweight":
-            kernel, launch, args = dweight_k, mm._grid_2d(OC, C), {"dweight": out["dweight"], "dout": dout,
-                                                                   "inp": inp}
+            launch, args = dweight_fn, {"dweight": out["dweight"], "dout": dout, "inp": inp}
         else:
-            kernel, launch, args = dbias_k, ((OC + 255) // 256, 256), {"dbias": out["dbias"], "dout": dout}
-        # launch = (grid, block); a kernel takes its arguments by position, in the order of `args`
-        return _on_device(lambda **a: kernel[launch](*a.values()), args, [tensor])
+            launch, args = dbias_fn, {"dbias": out["dbias"], "dout": dout}
+        return _on_device(lambda **a: launch(**a), args, [tensor])
     return run
 
 
@@ -131,7 +129,9 @@ def _matmul_pairwise(tensor):
 
 def _matmul_probe(tensor, summed, sizes):
     return Probe(f"matmul.{tensor}", summed, sizes,
-                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas",)},
+                 # v4 in the simulator only when asked (--version v4): ~40 s a probe there, a whole 16 x 16 block
+                 # of Python threads for a 2 x 3 output
+                 {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3", "v4", "cublas"), "cpu": ("blas",)},
                  _matmul_inputs, _matmul_run(tensor), _matmul_torch(tensor), _matmul_pairwise(tensor))
 
 

@@ -56,11 +56,14 @@ def _f32(rng, *shape, scale=1.0):
 
 
 class Case:
-    """Arrays for one op at one shape, on the host or the GPU, and the torch tensors beside them."""
+    """Arrays for one op at one shape, on the host or the GPU, and the torch tensors beside them.
 
-    def __init__(self, device: str):
+    matmul_version: the version "ours" uses for the matmul ops (None: the default; `gpt2lab bench --matmul`)."""
+
+    def __init__(self, device: str, matmul_version: str | None = None):
         import torch
         self.device = device
+        self.matmul_version = matmul_version
         self.torch_device = "cuda" if device == "cuda" else "cpu"
         self.torch = torch
 
@@ -127,8 +130,8 @@ def _bench_matmul_shape(c: Case, s, OC, C):
     dX, dW, dBias, dD = c.arr(x), c.arr(w), c.arr(b), c.arr(dout)
 
     def ours():
-        matmul_forward(out, dX, dW, dBias)
-        matmul_backward(dx, dw, db, dD, dX, dW)
+        matmul_forward(out, dX, dW, dBias, version=c.matmul_version)
+        matmul_backward(dx, dw, db, dD, dX, dW, version=c.matmul_version)
     tx, tw, tb, td = c.t(x, True), c.t(w, True), c.t(b, True), c.t(dout)
     F = c.torch.nn.functional
 
@@ -262,15 +265,17 @@ def _sync_for(device):
     return lambda: None
 
 
-def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print) -> list[dict]:
-    """One row per (op, shape): median ours and torch seconds (forward+backward) and ours/torch."""
+def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, matmul_version=None) -> list[dict]:
+    """One row per (op, shape): median ours and torch seconds (forward+backward) and ours/torch.
+
+    matmul_version: the matmul version "ours" runs (None: the default; "cublas" with `gpt2lab bench --matmul`)."""
     import torch
     torch.set_flush_denormal(True)
     rows, sync = [], _sync_for(device)
     for name in ops or OP_BENCHES:
         for s in shapes if name != "adamw" else shapes[:1]:
             try:
-                ours, theirs = OP_BENCHES[name](Case(device), s)
+                ours, theirs = OP_BENCHES[name](Case(device, matmul_version), s)
             except ImportError as e:
                 progress(f"  {name}: skipped ({e})")
                 break
@@ -280,4 +285,64 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print) -> 
             rows.append(row)
             progress(f"  {name:15s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
                      f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}")
+    return rows
+
+
+# ------------------------------------------------------------------ the matmul version ladder
+# Every matmul version, forward + backward, at GPT-2 124M's shapes: what each version of kernels/matmul.py
+# buys, in achieved TFLOP/s and as a percentage of the fastest reference (cuBLAS on the GPU, the BLAS
+# version on the CPU). N = B*T = 4 * 1024 rows on the GPU; on the CPU one small shape, since "loops" is the
+# readable version, ~15x slower than "blas".
+LADDER_SHAPES = {
+    "cuda": ({"name": "c_attn", "N": 4096, "C": 768, "OC": 2304},
+             {"name": "attn.c_proj", "N": 4096, "C": 768, "OC": 768},
+             {"name": "c_fc", "N": 4096, "C": 768, "OC": 3072},
+             {"name": "mlp.c_proj", "N": 4096, "C": 3072, "OC": 768},
+             {"name": "lm_head", "N": 4096, "C": 768, "OC": 50257}),
+    "cpu": ({"name": "attn.c_proj", "N": 256, "C": 768, "OC": 768},),
+}
+LADDER_REFERENCE = {"cuda": "cublas", "cpu": "blas"}
+
+
+def matmul_flops(N: int, C: int, OC: int) -> int:
+    """Floating-point operations of one forward + backward: out, dinp and dweight are N*C*OC multiply-adds
+    each (2 flops); bias and dbias are negligible."""
+    return 6 * N * C * OC
+
+
+def _ladder_case(c: Case, s, version):
+    """A closure doing one forward + backward of `version` at shape s (bias except at the lm_head)."""
+    from .matmul import matmul_backward, matmul_forward
+    N, C, OC = s["N"], s["C"], s["OC"]
+    rng = _rng()
+    has_bias = s["name"] != "lm_head"
+    x, w, dout = _f32(rng, 1, N, C), _f32(rng, OC, C, scale=0.02), _f32(rng, 1, N, OC)
+    b = c.arr(_f32(rng, OC)) if has_bias else None
+    out, dx, dw, db = c.zeros(1, N, OC), c.zeros(1, N, C), c.zeros(OC, C), c.zeros(OC) if has_bias else None
+    dX, dW, dD = c.arr(x), c.arr(w), c.arr(dout)
+
+    def fwd_bwd():
+        matmul_forward(out, dX, dW, b, version=version)
+        matmul_backward(dx, dw, db, dD, dX, dW, version=version)
+    return fwd_bwd
+
+
+def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progress=print) -> list[dict]:
+    """One row per (shape, version): median ms of forward + backward, achieved TFLOP/s, and the version's speed
+    as a percentage of the reference's (LADDER_REFERENCE: cuBLAS on cuda, "blas" on cpu); "default" marks
+    the version the model runs."""
+    from . import matmul as mm
+    versions = versions or (mm.CUDA_VERSIONS if device == "cuda" else mm.CPU_VERSIONS)
+    reference, default = LADDER_REFERENCE[device], mm.DEFAULT_VERSION[device]
+    sync, rows = _sync_for(device), []
+    for s in shapes or LADDER_SHAPES[device]:
+        seconds = {v: median_time(_ladder_case(Case(device), s, v), reps, sync) for v in versions}
+        for v, t in seconds.items():
+            pct = 100 * seconds[reference] / t if reference in seconds else None
+            rows.append({"shape": s["name"], "N": s["N"], "C": s["C"], "OC": s["OC"], "device": device,
+                         "version": v, "ms": t * 1e3, "tflops": matmul_flops(s["N"], s["C"], s["OC"]) / t / 1e12,
+                         "pct_of_reference": pct, "reference": reference, "default": v == default})
+            progress(f"  {s['name']:11s} {v:7s} {t * 1e3:9.3f} ms  {rows[-1]['tflops']:7.3f} TFLOP/s"
+                     + (f"  {pct:5.1f}% of {reference}" if pct is not None else "")
+                     + ("  (default)" if v == default else ""))
     return rows

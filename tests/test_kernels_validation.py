@@ -18,15 +18,16 @@ def test_gelu_rejects_wrong_dtype_shape_layout():
 
 
 def test_every_kernel_module_names_its_versions_one_way():
-    """Every op module lists CPU_VERSIONS, CUDA_VERSIONS (strings "v1", "v2", ...) and one DEFAULT_VERSION
-    {"cpu", "cuda"} among them; its SPEC verifies exactly those versions (plus extra entry points' rows)."""
+    """Every op module lists CPU_VERSIONS, CUDA_VERSIONS (strings "v1", "v2", ..., or the vendor library a
+    version calls, "cublas", as the CPU's "blas") and one DEFAULT_VERSION {"cpu", "cuda"} among them; its SPEC
+    verifies exactly those versions (plus extra entry points' rows)."""
     import importlib
     import re
 
     from gpt2lab.kernels.check import OPS
     for op in OPS:
         mod = importlib.import_module(f"gpt2lab.kernels.{op}")
-        assert all(re.fullmatch(r"v\d+", v) for v in mod.CUDA_VERSIONS), op
+        assert all(re.fullmatch(r"v\d+|cublas", v) for v in mod.CUDA_VERSIONS), op
         assert not set(mod.CPU_VERSIONS) & {"cpu", "cuda"}, op
         cuda_default = mod.DEFAULT_VERSION["cuda"]
         for v in cuda_default.values() if isinstance(cuda_default, dict) else [cuda_default]:

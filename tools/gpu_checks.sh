@@ -13,6 +13,7 @@
 #   gpt2_1024.jsonl    50 steps of the 124M config at B=4, T=1024, every 10th step verified
 #   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU as yardstick
 #   bench_cuda.json    gpt2lab bench --device cuda (per op and whole steps)
+#   ladder_cuda.json   every CUDA matmul version (v1-v4, cublas) at GPT-2's shapes: ms, TFLOP/s, % of cuBLAS
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -41,9 +42,12 @@ run)
         --verify-every 10 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/gpt2 --json-log "$out/gpt2_1024.jsonl" > "$out/gpt2_1024.log" 2>&1
     echo "gpt2 50 steps: exit $?" | tee -a "$out/summary.txt"
-    timeout 90 gpt2lab bench --device cuda --json --no-tokenizer --reps 5 > "$out/bench_cuda.json" \
+    timeout 90 gpt2lab bench --device cuda --json --no-tokenizer --no-ladder --reps 5 > "$out/bench_cuda.json" \
         2> "$out/bench_cuda.log"
-    echo "bench: exit $?" | tee -a "$out/summary.txt" ;;
+    echo "bench: exit $?" | tee -a "$out/summary.txt"
+    timeout 150 gpt2lab bench --device cuda --json --no-ops --steps '' --no-tokenizer --ladder --reps 3 \
+        > "$out/ladder_cuda.json" 2> "$out/ladder_cuda.log"
+    echo "matmul ladder: exit $?" | tee -a "$out/summary.txt" ;;
 *)
     echo "usage: bash tools/gpu_checks.sh prepare|run" >&2; exit 2 ;;
 esac

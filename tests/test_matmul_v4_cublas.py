@@ -1,0 +1,131 @@
+"""matmul v4 (register-blocked CUDA) and "cublas" (cuBLAS through torch on the same memory).
+
+v4 runs in numba's simulator (its own process: NUMBA_ENABLE_CUDASIM=1 is read when numba is imported) at one
+awkward shape that exercises every path: rows and columns not multiples of the 64 x 64 tile, two tiles
+across, a reduction split in two (one range partial) and its in-order sum, the bias epilogue. The cublas
+version needs a GPU; its code runs here on CPU torch tensors through the same functions (kernels/_cublas.py):
+the transposes, the bias, the accumulation and that it writes our buffers in place.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpt2lab.kernels import _cublas, matmul
+
+# B*T = 6 rows (one partial tile), C = 37 (two k-tiles, one partial), OC = 65 (two tiles across). dinp sums
+# K = 65 over a single tile: split into 64 + 1; dweight (65, 37) spans two row tiles.
+AWKWARD = {"B": 2, "T": 3, "C": 37, "OC": 65}
+
+_SIM_SCRIPT = """
+import json, sys
+sys.setswitchinterval(1e-4)
+from dataclasses import asdict
+from gpt2lab.kernels import matmul
+from gpt2lab.kernels.check import check_op
+shape = json.loads(sys.argv[1])
+print(json.dumps([asdict(r) for r in check_op(matmul.SPEC, "cudasim", version="v4", shapes=[shape])]))
+"""
+
+
+@pytest.mark.cudasim
+def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape():
+    M, N, K = AWKWARD["B"] * AWKWARD["T"], AWKWARD["C"], AWKWARD["OC"]
+    assert matmul.splits_v4(M, N, K)[0] == 2, "the shape must exercise the split path"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", _SIM_SCRIPT, json.dumps(AWKWARD)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    assert {r["tensor"] for r in rows} == {"out", "dinp", "dweight", "dbias"}
+    assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
+
+
+@pytest.mark.cudasim
+def test_v4_dbias_as_accurate_as_pytorch_over_4096_rows():
+    """The dbias probe (N = 4096 rows in one column sum) in the simulator; dinp and dweight's probes take
+    minutes there for v4 (a whole 64 x 64 tile of threads per block), see docs/kernels.md for their figures."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    cmd = [sys.executable, "-m", "gpt2lab.kernels.accuracy", "--device", "cudasim", "--probe", "matmul.dbias",
+           "--version", "v1", "--version", "v4", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["version"]: r for r in json.loads(proc.stdout)}
+    assert rows["v4"]["ok"] and rows["v4"]["ratio"] < 2, rows
+    assert not rows["v1"]["ok"], rows  # the same probe fails a running sum: it can fail
+
+
+def test_splits_cover_the_reduction_once():
+    for M, N, K in [(768, 768, 4096), (768, 768, 8192), (256, 768, 50257), (6, 37, 65), (65, 37, 6),
+                    (3072, 768, 4096), (50257, 768, 4096), (1, 1, 1), (5, 5, 0)]:
+        S, k_per = matmul.splits_v4(M, N, K)
+        assert k_per % matmul.BK == 0 and 1 <= S <= matmul.MAX_SPLITS
+        assert S * k_per >= K and (S - 1) * k_per < max(K, 1), (M, N, K, S, k_per)  # no gap, no empty range
+    assert matmul.splits_v4(768, 768, 4096)[0] == 2        # GPT-2's 144-tile dweight: split
+    assert matmul.splits_v4(3072, 768, 4096)[0] == 1       # 576 tiles fill the GPU alone
+    assert matmul.splits_v4(50257, 768, 4096)[0] == 1      # the lm_head
+
+
+def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
+    with pytest.raises(ValueError, match="split=True"):
+        matmul.gemm_v4(np.zeros((2, 2), np.float32), np.zeros((2, 3), np.float32), False,
+                       np.zeros((2, 3), np.float32), False, bias=np.zeros(2, np.float32), split=True)
+
+
+def test_new_versions_are_listed_but_not_the_default():
+    assert {"v4", "cublas"} <= set(matmul.CUDA_VERSIONS)
+    assert matmul.DEFAULT_VERSION["cuda"] == "v3"  # docs/kernels.md: nothing untimed on a GPU is the default
+    with pytest.raises(ValueError, match="version must be one of"):  # numpy arrays: cublas is a CUDA version
+        x = np.zeros((1, 2, 3), np.float32)
+        matmul.matmul_forward(np.zeros((1, 2, 4), np.float32), x, np.zeros((4, 3), np.float32), None,
+                              version="cublas")
+
+
+def _operands(rng, N=7, C=5, OC=9):
+    return (rng.standard_normal((N, C)).astype(np.float32), rng.standard_normal((OC, C)).astype(np.float32),
+            rng.standard_normal(OC).astype(np.float32), rng.standard_normal((N, OC)).astype(np.float32))
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_cublas_forward_writes_our_buffer(with_bias):
+    inp, weight, bias, _ = _operands(np.random.default_rng(0))
+    out = np.full((inp.shape[0], weight.shape[0]), 7.0, np.float32)  # overwritten, not added to
+    before = out.ctypes.data
+    _cublas.forward(out, inp, weight, bias if with_bias else None)
+    want = inp.astype(np.float64) @ weight.T.astype(np.float64) + (bias if with_bias else 0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    assert out.ctypes.data == before
+
+
+def test_cublas_backward_accumulates():
+    rng = np.random.default_rng(1)
+    inp, weight, _, dout = _operands(rng)
+    dinp, dweight, dbias = (rng.standard_normal(s).astype(np.float32) for s in (inp.shape, weight.shape, (9,)))
+    start = [a.copy() for a in (dinp, dweight, dbias)]
+    _cublas.backward(dinp, dweight, dbias, dout, inp, weight)
+    d, x, w = (a.astype(np.float64) for a in (dout, inp, weight))
+    np.testing.assert_allclose(dinp, start[0] + d @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dweight, start[1] + d.T @ x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dbias, start[2] + d.sum(0), rtol=1e-5, atol=1e-5)
+    _cublas.backward(None, None, dbias, dout, None, None)  # one gradient alone, the others skipped
+    np.testing.assert_allclose(dbias, start[2] + 2 * d.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_cublas_wraps_without_copying_and_keeps_full_precision():
+    import torch
+    a = np.zeros((3, 4), np.float32)
+    t = _cublas.as_torch(a)
+    assert t.data_ptr() == a.ctypes.data
+    with pytest.raises(TypeError, match="cublas: expected"):
+        _cublas.as_torch([1.0, 2.0])
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # TF32 allowed outside ...
+    try:
+        with _cublas.ordered(on_gpu=False):
+            assert torch.get_float32_matmul_precision() == "highest"  # ... never inside
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
