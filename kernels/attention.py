@@ -44,6 +44,28 @@ differs. With lse saved, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]) can be reco
 Because a key is consumed and dropped, keys can also be taken a tile at a time from fast shared memory,
 each tile loaded once for a whole block of queries: that is the other half of flash attention (CUDA v3).
 
+Flash attention (CUDA v4, FlashAttention-2's scheme): the whole pass, forward and backward, without a
+T x T array. The forward runs the online softmax a key *tile* at a time (the tile's scores, their max, one
+rescale of the running l and acc per tile) and saves out and lse only. The backward rebuilds each att
+entry where it is used, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]), tile by tile from q, k and lse, and
+replaces the softmax backward's row term by a short sum: since out[t1] = sum_t2 att[t1, t2] v[t2],
+
+    D[t1] = sum_t2 att[t1, t2] datt[t1, t2] = sum_t2 att[t1, t2] (dout[t1] . v[t2]) = dout[t1] . out[t1]
+
+(hs terms instead of T), and then, per tile, dS = P (dP - D) / sqrt(hs), dv += P^T dout, dk += dS^T Q,
+dq += dS K. It needs the forward's out (which the model keeps anyway, it is the attention projection's
+input) and lse (B, NH, T): 4 bytes per query row instead of 4T. How it fits the model: the existing entry
+points write and read att (B, NH, T, T), which the lessons draw and the parity check compares, so flash
+has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_head)` and
+`attention_backward_flash(dinp, dout, inp, out, lse, n_head)`; att for a lesson or a parity check is
+`att_from_lse(inp, lse, n_head)`. In gpt2/kernel_model.py the swap would be an activation "lse"
+(L, B, NH, T) in place of "att" (L, B, NH, T, T), and
+
+    k.attention_forward_flash(a["atty"][l], a["lse"][l], a["qkv"][l], NH)
+    k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
+
+for the two attention lines (not done here: v4 is untimed on a GPU, docs/kernels.md's rule).
+
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
 
@@ -54,6 +76,10 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
     CUDA "v1"    naive: one thread per query row, three passes; backward with atomics for dk, dv
          "v2"    online softmax, one pass over the keys (default forward); backward without atomics
          "v3"    online softmax over shared-memory key tiles; backward v2 with blocked sums (default backward)
+         "v4"    flash attention: v3's tiles with one rescale per tile, out and lse only; backward recomputing
+                 att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
+                 (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
+                 loops of the same math); not a default: untimed on a GPU.
 `attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations
