@@ -1,7 +1,8 @@
 """The flash-attention pair (attention_forward_flash, attention_backward_flash): its arguments are checked,
-and on the CPU it gives the att-caching pair's out and dinp from out and lse alone. The CUDA v4 kernels are
-checked by the harness (SPEC rows "v4", tests/test_kernels_cudasim.py) and the accuracy probe
-"attention.flash" (tests/test_kernels_accuracy_cudasim.py)."""
+and on the CPU it gives the att-caching pair's out and dinp from out and lse alone, also inside a tiny model
+whose attention lines are swapped for the flash pair (the swap kernels/attention.py's docstring describes).
+The CUDA v4 kernels are checked by the harness (SPEC rows "v4", tests/test_kernels_cudasim.py) and the
+accuracy probe "attention.flash" (tests/test_kernels_accuracy_cudasim.py)."""
 import numpy as np
 import pytest
 
@@ -51,3 +52,41 @@ def test_flash_entry_points_check_their_arguments():
         attention_backward_flash(dinp, out, inp, out, lse.astype(np.float64), NH)
     with pytest.raises(ValueError, match=r"attention_backward_flash: n_head must be a positive int"):
         attention_backward_flash(dinp, out, inp, out, lse, 5)
+
+
+def flash_kernels():
+    """The model's attention lines with the flash pair, as kernels/attention.py's docstring swaps them in. The
+    model's own lines pass att (B, NH, T, T), not lse and atty: here att's buffer only keys what the flash
+    backward needs, the lse (B, NH, T) and the forward's out (the model's atty, which stays untouched until
+    the backward: it is the attention projection's input)."""
+    from gpt2lab.gpt2.kernel_model import Kernels
+    kept = {}
+
+    def forward(out, att, inp, n_head):
+        lse = np.zeros(att.shape[:3], np.float32)
+        attention_forward_flash(out, lse, inp, n_head)
+        kept[att.ctypes.data] = (out, lse)
+
+    def backward(dinp, dout, inp, att, n_head):
+        out, lse = kept[att.ctypes.data]
+        attention_backward_flash(dinp, dout, inp, out, lse, n_head)
+    return Kernels(attention_forward=forward, attention_backward=backward)
+
+
+def test_flash_pair_in_a_tiny_model():
+    from gpt2lab.gpt2.config import GPTConfig
+    from gpt2lab.gpt2.kernel_model import KernelGPT2
+    micro = dict(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
+    idx, targets = np.array([[3, 1, 7, 2, 9, 0, 4]]), np.array([[1, 7, 10, 2, 2, 5, 6]])
+    results = []
+    for kernels in (None, flash_kernels()):
+        model = KernelGPT2(GPTConfig(**micro), device="cpu", seed=0, kernels=kernels)
+        loss = model.forward(idx, targets)
+        model.zero_grad()
+        model.backward()
+        results.append((loss, model.logits.copy(), model._named(model.grads_memory)))
+    (loss, logits, grads), (loss_f, logits_f, grads_f) = results
+    assert loss_f == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_allclose(logits_f, logits, rtol=1e-5, atol=1e-6)
+    for name, g in grads.items():
+        np.testing.assert_allclose(grads_f[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
