@@ -17,7 +17,8 @@ def forward_args():
             "mean": z((B, T), np.float32), "rstd": z((B, T), np.float32),
             "inp1": rng.standard_normal((B, T, C)).astype(np.float32),
             "inp2": rng.standard_normal((B, T, C)).astype(np.float32),
-            "weight": (1 + rng.standard_normal(C)).astype(np.float32), "bias": rng.standard_normal(C).astype(np.float32)}
+            "weight": (1 + rng.standard_normal(C)).astype(np.float32),
+            "bias": rng.standard_normal(C).astype(np.float32)}
 
 
 def backward_args():
