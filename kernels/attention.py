@@ -59,12 +59,14 @@ points write and read att (B, NH, T, T), which the lessons draw and the parity c
 has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_head)` and
 `attention_backward_flash(dinp, dout, inp, out, lse, n_head)`; att for a lesson or a parity check is
 `att_from_lse(inp, lse, n_head)`. In gpt2/kernel_model.py the swap would be an activation "lse"
-(L, B, NH, T) in place of "att" (L, B, NH, T, T), and
+(L, B, NH, T) in place of "att" (L, B, NH, T, T), the two entry points in its Kernels, and
 
     k.attention_forward_flash(a["atty"][l], a["lse"][l], a["qkv"][l], NH)
     k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
 
-for the two attention lines (not done here: v4 is untimed on a GPU, docs/kernels.md's rule).
+for the two attention lines (not done here: v4 is untimed on a GPU, docs/kernels.md's rule; the parity
+check, which compares att, would compare att_from_lse's). tests/test_attention_flash.py runs a tiny model
+with its attention lines swapped this way.
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
