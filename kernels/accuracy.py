@@ -266,10 +266,15 @@ def _attn_inputs(s, rng):
     q, k = (inp[..., o:o + C].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64) for o in (0, C))
     scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs)
     scores[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -np.inf
-    att = np.exp(scores - scores.max(-1, keepdims=True))
+    mx = scores.max(-1, keepdims=True)
+    att = np.exp(scores - mx)
+    lse = mx[..., 0] + np.log(att.sum(-1))
     att /= att.sum(-1, keepdims=True)
+    v = inp[..., 2 * C:].reshape(B, T, NH, hs).transpose(0, 2, 1, 3).astype(np.float64)
+    out = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    # the forward's caches, exact then rounded to float32: att for v1-v3, out and lse for the flash backward
     return {"inp": inp, "dout": rng.standard_normal((B, T, C), dtype=np.float32), "n_head": NH,
-            "att": att.astype(np.float32)}  # the forward's cache, exact then rounded to float32
+            "att": att.astype(np.float32), "out": out.astype(np.float32), "lse": lse.astype(np.float32)}
 
 
 def _split_qkv(dinp):
@@ -278,7 +283,14 @@ def _split_qkv(dinp):
 
 
 def _attn_run(inputs, version):
-    from .attention import attention_backward
+    from .attention import attention_backward, attention_backward_flash
+    if version in ("v4", "flash"):  # the flash backward: from out and lse, on the device or the CPU
+        args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
+                "out": inputs["out"], "lse": inputs["lse"], "n_head": inputs["n_head"]}
+        if version == "flash":
+            attention_backward_flash(**args)
+            return _split_qkv(args["dinp"])
+        return _split_qkv(_on_device(attention_backward_flash, args, ["dinp"])["dinp"])
     args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
             "att": inputs["att"], "n_head": inputs["n_head"]}
     if version in ("blas", "rows"):  # the two CPU versions
@@ -326,6 +338,11 @@ PROBES = {p.name: p for p in (
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
            "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
           {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas", "rows")},
+          _attn_inputs, _attn_run, _attn_torch),
+    Probe("attention.flash", "T keys (dq), T queries (dk, dv); att rebuilt from lse",
+          {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
+           "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
+          {"cudasim": ("v4",), "cuda": ("v4",), "cpu": ("flash",)},
           _attn_inputs, _attn_run, _attn_torch),
 )}
 

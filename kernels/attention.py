@@ -44,6 +44,30 @@ differs. With lse saved, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]) can be reco
 Because a key is consumed and dropped, keys can also be taken a tile at a time from fast shared memory,
 each tile loaded once for a whole block of queries: that is the other half of flash attention (CUDA v3).
 
+Flash attention (CUDA v4, FlashAttention-2's scheme): the whole pass, forward and backward, without a
+T x T array. The forward runs the online softmax a key *tile* at a time (the tile's scores, their max, one
+rescale of the running l and acc per tile) and saves out and lse only. The backward rebuilds each att
+entry where it is used, att[t1, t2] = exp(preatt[t1, t2] - lse[t1]), tile by tile from q, k and lse, and
+replaces the softmax backward's row term by a short sum: since out[t1] = sum_t2 att[t1, t2] v[t2],
+
+    D[t1] = sum_t2 att[t1, t2] datt[t1, t2] = sum_t2 att[t1, t2] (dout[t1] . v[t2]) = dout[t1] . out[t1]
+
+(hs terms instead of T), and then, per tile, dS = P (dP - D) / sqrt(hs), dv += P^T dout, dk += dS^T Q,
+dq += dS K. It needs the forward's out (which the model keeps anyway, it is the attention projection's
+input) and lse (B, NH, T): 4 bytes per query row instead of 4T. How it fits the model: the existing entry
+points write and read att (B, NH, T, T), which the lessons draw and the parity check compares, so flash
+has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_head)` and
+`attention_backward_flash(dinp, dout, inp, out, lse, n_head)`; att for a lesson or a parity check is
+`att_from_lse(inp, lse, n_head)`. In gpt2/kernel_model.py the swap would be an activation "lse"
+(L, B, NH, T) in place of "att" (L, B, NH, T, T), the two entry points in its Kernels, and
+
+    k.attention_forward_flash(a["atty"][l], a["lse"][l], a["qkv"][l], NH)
+    k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
+
+for the two attention lines (not done here: v4 is untimed on a GPU, docs/kernels.md's rule; the parity
+check, which compares att, would compare att_from_lse's). tests/test_attention_flash.py runs a tiny model
+with its attention lines swapped this way.
+
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
 
@@ -54,6 +78,10 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
     CUDA "v1"    naive: one thread per query row, three passes; backward with atomics for dk, dv
          "v2"    online softmax, one pass over the keys (default forward); backward without atomics
          "v3"    online softmax over shared-memory key tiles; backward v2 with blocked sums (default backward)
+         "v4"    flash attention: v3's tiles with one rescale per tile, out and lse only; backward recomputing
+                 att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
+                 (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
+                 loops of the same math); not a default: untimed on a GPU.
 `attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations
@@ -272,6 +300,31 @@ def _attention_forward_online_cpu(out, lse, inp, n_head):
         for i in range(hs):
             acc[i] *= inv
         lse[b, h, t1] = m + math.log(l)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_backward_flash_cpu(dinp, dout, inp, out, lse, n_head):
+    """The flash backward's math, readable: att[t1, t2] = exp(preatt - lse[t1]) recomputed where it is
+    used, and the softmax backward's row term D[t1] = dout[t1] . out[t1] (see the module docstring)."""
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for bh in prange(B * n_head):  # one worker owns a whole (b, h): dk, dv need no atomics
+        b, h = bh // n_head, bh % n_head
+        for t1 in range(T):
+            q, dq = _head_rows(inp, b, t1, h, hs, C)[0], _head_rows(dinp, b, t1, h, hs, C)[0]
+            do = dout[b, t1, h * hs:(h + 1) * hs]
+            D = _dot(do, out[b, t1, h * hs:(h + 1) * hs])  # = sum_t2 att datt: hs terms, not T
+            for t2 in range(t1 + 1):
+                k, v = _head_rows(inp, b, t2, h, hs, C)[1:]
+                dk, dv = _head_rows(dinp, b, t2, h, hs, C)[1:]
+                p = math.exp(_dot(q, k) * scale - lse[b, h, t1])   # att, rebuilt
+                ds = p * (_dot(do, v) - D) * scale                  # dpreatt, through the 1/sqrt(hs)
+                for i in range(hs):
+                    dv[i] += p * do[i]
+                    dq[i] += ds * k[i]
+                    dk[i] += ds * q[i]
 
 
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
@@ -663,6 +716,194 @@ def attention_backward_dkv_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
         dinp[b, t2, vo + i] += dv[i]
 
 
+# v4, flash attention (FlashAttention-2's scheme): out and the per-row lse (B, NH, T) forward, and a
+# backward that recomputes att from q, k and lse tile by tile. No T x T array is ever stored, in either
+# direction: memory O(T) per head instead of O(T^2) (at GPT-2's T = 1024, NH = 12, B = 8: 0.4 MB of lse
+# instead of 400 MB of att), and the backward reads q, k, v, out, dout, lse instead of att (B, NH, T, T).
+# Its own entry points (attention_forward_flash, attention_backward_flash): they need the lse buffer and the
+# forward's out, not att.
+#
+# Forward: v3's grid and tiles (a block of TILE threads = TILE queries of one (b, h), key tiles in shared
+# memory), but the online softmax is taken a tile at a time, as flash attention does, not a key at a time:
+# a thread first computes its TILE scores of the tile into registers and their max, rescales its running
+# (l, acc) once to the new max, then sums the tile's exp(s - m) and exp(s - m) v into fresh partials. v3
+# rescales acc (hs multiplies) and calls exp twice per key; v4 once per tile and once per key. The fresh
+# per-tile partials also bound the rounding: ~TILE + T / TILE additions into each running number, not T.
+@cuda.jit
+def attention_forward_flash_kernel(out, lse, inp, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+    t1 = cuda.blockIdx.x * TILE + cuda.threadIdx.x  # may be >= T: such threads still join the barriers
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    k_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    v_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    q = cuda.local.array(HS_MAX, float32)
+    acc = cuda.local.array(HS_MAX, float32)
+    part = cuda.local.array(HS_MAX, float32)
+    s_tile = cuda.local.array(TILE, float32)
+    for i in range(hs):
+        q[i] = inp[b, t1, qo + i] * scale if t1 < T else float32(0.0)
+        acc[i] = 0.0
+    m = float32(-math.inf)
+    l = float32(0.0)
+    for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+        cuda.syncthreads()  # everyone is done with the previous tile
+        _load_tile(k_tile, inp, b, kt * TILE, ko, hs, T)
+        _load_tile(v_tile, inp, b, kt * TILE, vo, hs, T)
+        cuda.syncthreads()
+        n_keys = min(TILE, t1 - kt * TILE + 1) if t1 < T else 0  # keys t2 = kt*TILE + j <= t1
+        if n_keys > 0:
+            m_new = m
+            for j in range(n_keys):  # the tile's scores, and their max
+                s = float32(0.0)
+                for i in range(hs):
+                    s += q[i] * k_tile[j, i]
+                s_tile[j] = s
+                m_new = max(m_new, s)
+            c = float32(math.exp(m - m_new))  # rescale the old sums once per tile (0 at the first tile)
+            l_part = float32(0.0)
+            for i in range(hs):
+                part[i] = 0.0
+            for j in range(n_keys):
+                p = float32(math.exp(s_tile[j] - m_new))
+                l_part += p
+                for i in range(hs):
+                    part[i] += p * v_tile[j, i]
+            l = c * l + l_part
+            for i in range(hs):
+                acc[i] = c * acc[i] + part[i]
+            m = m_new
+    if t1 < T:
+        inv = float32(1.0) / l
+        for i in range(hs):
+            out[b, t1, qo + i] = acc[i] * inv
+        lse[b, h, t1] = m + math.log(l)
+
+
+# Backward (FlashAttention-2's): with P = att = exp(S - lse) rebuilt on the fly and the row term
+# D[t1] = sum_t2 att datt = dout[t1] . out[t1] (the same number: out[t1] = sum_t2 att v[t2], so
+# dout . out = sum_t2 att (dout . v) = sum_t2 att datt), a sum over hs channels instead of over T keys,
+#     dP = dout V^T,  dS = P (dP - D) / sqrt(hs),  dv = P^T dout,  dk = dS^T Q,  dq = dS K.
+# Two kernels, no atomics (deterministic) and no scratch: (a) one thread per key row t2, TILE keys per block,
+# walking the query tiles from the diagonal one down, each tile of q (scaled), dout, lse and D loaded once
+# into shared memory for the whole block: dk, dv. (b) one thread per query row t1, TILE queries per block,
+# walking the key tiles up to the diagonal (the forward's loop): dq. Both recompute the scores exactly as
+# the forward did (q * scale, then the same dot in the same order), so exp(s - lse) is the forward's att.
+# Accuracy: dk, dv sum over T queries and dq over T keys; each tile's TILE terms go into a fresh partial,
+# the partials into the running sum (~TILE + T / TILE roundings), as v3's blocked sums.
+@cuda.jit
+def attention_backward_flash_dkv_kernel(dinp, dout, inp, out, lse, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+    tid = cuda.threadIdx.x
+    t2 = cuda.blockIdx.x * TILE + tid  # this thread's key; may be >= T (it still joins the barriers)
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    q_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    do_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    lse_tile = cuda.shared.array(TILE, float32)
+    d_tile = cuda.shared.array(TILE, float32)
+    k = cuda.local.array(HS_MAX, float32)
+    v = cuda.local.array(HS_MAX, float32)
+    dk = cuda.local.array(HS_MAX, float32)
+    dv = cuda.local.array(HS_MAX, float32)
+    dk_part = cuda.local.array(HS_MAX, float32)
+    dv_part = cuda.local.array(HS_MAX, float32)
+    for i in range(hs):
+        k[i] = inp[b, t2, ko + i] if t2 < T else float32(0.0)
+        v[i] = inp[b, t2, vo + i] if t2 < T else float32(0.0)
+        dk[i] = 0.0
+        dv[i] = 0.0
+    for qt in range(cuda.blockIdx.x, (T + TILE - 1) // TILE):  # query tiles from the diagonal one on
+        cuda.syncthreads()  # everyone is done with the previous tile
+        for e in range(tid, TILE * hs, TILE):  # coalesced: consecutive threads, consecutive channels
+            j, i = e // hs, e % hs
+            if qt * TILE + j < T:
+                q_tile[j, i] = inp[b, qt * TILE + j, qo + i] * scale
+                do_tile[j, i] = dout[b, qt * TILE + j, qo + i]
+        t1 = qt * TILE + tid  # thread tid brings query row t1's lse and D
+        if t1 < T:
+            lse_tile[tid] = lse[b, h, t1]
+            d = float32(0.0)
+            for i in range(hs):
+                d += dout[b, t1, qo + i] * out[b, t1, qo + i]
+            d_tile[tid] = d
+        cuda.syncthreads()
+        if t2 < T:
+            for i in range(hs):
+                dk_part[i] = 0.0
+                dv_part[i] = 0.0
+            for j in range(max(0, t2 - qt * TILE), min(TILE, T - qt * TILE)):  # queries t1 >= t2, t1 < T
+                s = float32(0.0)
+                dp = float32(0.0)
+                for i in range(hs):
+                    s += q_tile[j, i] * k[i]
+                    dp += do_tile[j, i] * v[i]
+                p = float32(math.exp(s - lse_tile[j]))
+                ds = p * (dp - d_tile[j])
+                for i in range(hs):
+                    dv_part[i] += p * do_tile[j, i]
+                    dk_part[i] += ds * q_tile[j, i]  # q is scaled: this is dS^T Q / sqrt(hs)
+            for i in range(hs):
+                dk[i] += dk_part[i]
+                dv[i] += dv_part[i]
+    if t2 < T:
+        for i in range(hs):
+            dinp[b, t2, ko + i] += dk[i]
+            dinp[b, t2, vo + i] += dv[i]
+
+
+@cuda.jit
+def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
+    B, T, C3 = inp.shape
+    C = C3 // 3
+    hs = C // n_head
+    scale = float32(1.0) / math.sqrt(float32(hs))
+    b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+    t1 = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+    k_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    v_tile = cuda.shared.array((TILE, HS_MAX), float32)
+    q = cuda.local.array(HS_MAX, float32)
+    do = cuda.local.array(HS_MAX, float32)
+    dq = cuda.local.array(HS_MAX, float32)
+    part = cuda.local.array(HS_MAX, float32)
+    row_lse = lse[b, h, t1] if t1 < T else float32(0.0)
+    d = float32(0.0)
+    for i in range(hs):
+        q[i] = inp[b, t1, qo + i] * scale if t1 < T else float32(0.0)
+        do[i] = dout[b, t1, qo + i] if t1 < T else float32(0.0)
+        d += do[i] * out[b, t1, qo + i] if t1 < T else float32(0.0)
+        dq[i] = 0.0
+    for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+        cuda.syncthreads()
+        _load_tile(k_tile, inp, b, kt * TILE, ko, hs, T)
+        _load_tile(v_tile, inp, b, kt * TILE, vo, hs, T)
+        cuda.syncthreads()
+        n_keys = min(TILE, t1 - kt * TILE + 1) if t1 < T else 0
+        for i in range(hs):
+            part[i] = 0.0
+        for j in range(n_keys):
+            s = float32(0.0)
+            dp = float32(0.0)
+            for i in range(hs):
+                s += q[i] * k_tile[j, i]
+                dp += do[i] * v_tile[j, i]
+            ds = float32(math.exp(s - row_lse)) * (dp - d)
+            for i in range(hs):
+                part[i] += ds * k_tile[j, i]
+        for i in range(hs):
+            dq[i] += part[i]
+    if t1 < T:
+        for i in range(hs):
+            dinp[b, t1, qo + i] += dq[i] * scale
+
+
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
 _F3, _F4 = "float32[:,:,::1]", "float32[:,:,:,::1]"
 CUDA_KERNELS = (
@@ -675,6 +916,9 @@ CUDA_KERNELS = (
     (attention_backward_dkv_kernel_v2, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
     (attention_backward_dq_kernel_v3, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
     (attention_backward_dkv_kernel_v3, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F4}, int64)"),
+    (attention_forward_flash_kernel, f"void({_F3}, {_F3}, {_F3}, int64)"),
+    (attention_backward_flash_dkv_kernel, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F3}, int64)"),
+    (attention_backward_flash_dq_kernel, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F3}, int64)"),
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 CPU_VERSIONS = ("rows", "blas")
@@ -777,6 +1021,51 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
         _launch_rows(dkv_kernel, n_rows, dinp, att_datt, dout, inp, att, n_head)
 
 
+def _flash_grid(B, T, n_head):
+    """v4's launch: a block of TILE threads per TILE rows (queries or keys) of one (b, h)."""
+    return (ceil_div(T, TILE), B * n_head), TILE
+
+
+def attention_forward_flash(out, lse, inp, n_head):
+    """Flash-attention forward: writes out (B, T, C) and lse (B, NH, T) = log sum_t2 exp(preatt); no T x T att.
+
+    The pair of attention_backward_flash, which needs out and lse (not att). The contract of
+    attention_forward_online (same arguments, same results); on the GPU the tiled kernel v4, on the CPU
+    the online-softmax loops. att, where wanted (lessons, parity), is exp(preatt - lse): `att_from_lse`.
+    """
+    op = "attention_forward_flash"
+    B, T, C = _check_qkv(op, inp, n_head)
+    check_array(op, "out", out, (B, T, C), dims="B,T,C")
+    check_array(op, "lse", lse, (B, n_head, T), dims="B,NH,T")
+    if check_same_device(op, out=out, lse=lse, inp=inp):
+        _check_hs(op, C, n_head)
+        attention_forward_flash_kernel[_flash_grid(B, T, n_head)](out, lse, inp, n_head)
+    else:
+        _attention_forward_online_cpu(out, lse, inp, n_head)
+
+
+def attention_backward_flash(dinp, dout, inp, out, lse, n_head):
+    """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, from attention_forward_flash's out and lse.
+
+    out (B, T, C) and lse (B, NH, T) are the flash forward's (D = dout . out needs the same out the model
+    kept); att is rebuilt from lse where it is used and never stored. On the GPU two v4 kernels (dk and
+    dv, then dq), no scratch; on the CPU the same math in loops.
+    """
+    op = "attention_backward_flash"
+    B, T, C = _check_qkv(op, inp, n_head)
+    check_array(op, "dinp", dinp, (B, T, 3 * C), dims="B,T,3C")
+    for name, a in (("dout", dout), ("out", out)):
+        check_array(op, name, a, (B, T, C), dims="B,T,C")
+    check_array(op, "lse", lse, (B, n_head, T), dims="B,NH,T")
+    if check_same_device(op, dinp=dinp, dout=dout, inp=inp, out=out, lse=lse):
+        _check_hs(op, C, n_head)
+        grid = _flash_grid(B, T, n_head)
+        attention_backward_flash_dkv_kernel[grid](dinp, dout, inp, out, lse, n_head)
+        attention_backward_flash_dq_kernel[grid](dinp, dout, inp, out, lse, n_head)
+    else:
+        _attention_backward_flash_cpu(dinp, dout, inp, out, lse, n_head)
+
+
 # ---------------------------------------------------------------- numpy: the lesson's pieces
 def split_heads(inp, n_head):
     """q, k, v as (B, NH, T, hs) float64 views' copies, from inp (B, T, 3C)."""
@@ -869,22 +1158,47 @@ def _run_online(inputs, device=False):
     return {"out": res["out"], "att": att, "dinp": dinp}
 
 
+def _run_flash(inputs, device=False):
+    """attention_forward_flash then attention_backward_flash (v4 on the device, loops on the CPU).
+
+    The att row is rebuilt from lse in numpy (float64, rounded): it checks every entry of exp(preatt - lse),
+    so a wrong lse fails there as well as in dinp.
+    """
+    inp, dout, nh, out, _ = _buffers(inputs)
+    B, T, _ = inp.shape
+    args = {"out": out, "lse": np.zeros((B, nh, T), np.float32), "inp": inp, "n_head": nh}
+    bargs = {"dinp": np.zeros_like(inp), "dout": dout, "inp": inp, "n_head": nh}
+    if device:
+        res = run_on_device(attention_forward_flash, args, ["out", "lse"])
+        bargs.update(out=res["out"], lse=res["lse"])
+        dinp = run_on_device(attention_backward_flash, bargs, ["dinp"])["dinp"]
+    else:
+        attention_forward_flash(**args)
+        res = {"out": out, "lse": args["lse"]}
+        bargs.update(out=out, lse=args["lse"])
+        attention_backward_flash(**bargs)
+        dinp = bargs["dinp"]
+    return {"out": res["out"], "att": att_from_lse(inp, res["lse"], nh), "dinp": dinp}
+
+
 SPEC = OpSpec(
     name="attention",
     make_inputs=_inputs,
     reference=lambda i: reference(i["inp"], i["dout"], int(i["n_head"])),
     versions={
-        "cpu": {"blas": _run, "rows": lambda i: _run(i, "rows", "rows"), "online": _run_online},
+        "cpu": {"blas": _run, "rows": lambda i: _run(i, "rows", "rows"), "online": _run_online,
+                "flash": _run_flash},
         "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
                  "v3": lambda i: _run(i, "v3", "v3"),
-                 "online": lambda i: _run_online(i, device=True)},
+                 "online": lambda i: _run_online(i, device=True),
+                 "v4": lambda i: _run_flash(i, device=True)},
     },
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "NH": 12}, {"B": 3, "T": 1, "C": 36, "NH": 3},
                 {"B": 2, "T": 7, "C": 50, "NH": 5}, {"B": 2, "T": 37, "C": 48, "NH": 4}],
         "cudasim": [{"B": 1, "T": 5, "C": 24, "NH": 3}, {"B": 1, "T": 1, "C": 12, "NH": 2},
                     {"B": 1, "T": 4, "C": 15, "NH": 3},
-                    {"B": 1, "T": 40, "C": 8, "NH": 2}],  # T > TILE: v3's several key tiles and masked tiles
+                    {"B": 2, "T": 40, "C": 8, "NH": 2}],  # T > TILE: v3's several key tiles and masked tiles
         "cuda": [{"B": 4, "T": 256, "C": 768, "NH": 12}, {"B": 2, "T": 7, "C": 50, "NH": 5}],
     },
     backward=("dinp",),

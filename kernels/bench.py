@@ -148,17 +148,11 @@ def _bench_matmul_lm_head(c, s):
     return _bench_matmul_shape(c, s, s["V"], s["C"])
 
 
-def _bench_attention(c: Case, s):
-    from .attention import attention_backward, attention_forward
+def _attention_inputs(c: Case, s):
+    """qkv, dout (numpy) and PyTorch's attention forward+backward on them: the torch side of both benches."""
     B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
     rng = _rng()
     qkv, dout = _f32(rng, B, T, 3 * C), _f32(rng, B, T, C)
-    out, att, dqkv = c.zeros(B, T, C), c.zeros(B, NH, T, T), c.zeros(B, T, 3 * C)
-    dQ, dD = c.arr(qkv), c.arr(dout)
-
-    def ours():
-        attention_forward(out, att, dQ, NH)
-        attention_backward(dqkv, dD, dQ, att, NH)
     tq, td = c.t(qkv, True), c.t(dout)
     torch = c.torch
     mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=c.torch_device))
@@ -169,6 +163,57 @@ def _bench_attention(c: Case, s):
         a = (q @ k.transpose(-2, -1)) * (1.0 / (C // NH) ** 0.5)
         a = torch.softmax(a.masked_fill(~mask, float("-inf")), dim=-1)
         (a @ v).transpose(1, 2).reshape(B, T, C).backward(td)
+    return qkv, dout, theirs
+
+
+def _bench_attention(c: Case, s):
+    from .attention import attention_backward, attention_forward
+    B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
+    qkv, dout, theirs = _attention_inputs(c, s)
+    out, att, dqkv = c.zeros(B, T, C), c.zeros(B, NH, T, T), c.zeros(B, T, 3 * C)
+    dQ, dD = c.arr(qkv), c.arr(dout)
+
+    def ours():
+        attention_forward(out, att, dQ, NH)
+        attention_backward(dqkv, dD, dQ, att, NH)
+    return ours, theirs
+
+
+def _bench_attention_flash(c: Case, s):
+    """attention's flash pair (out and lse, no T x T att; CUDA v4) against the same PyTorch attention."""
+    from .attention import attention_backward_flash, attention_forward_flash
+    B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
+    qkv, dout, theirs = _attention_inputs(c, s)
+    out, lse, dqkv = c.zeros(B, T, C), c.zeros(B, NH, T), c.zeros(B, T, 3 * C)
+    dQ, dD = c.arr(qkv), c.arr(dout)
+
+    def ours():
+        attention_forward_flash(out, lse, dQ, NH)
+        attention_backward_flash(dqkv, dD, dQ, out, lse, NH)
+    return ours, theirs
+
+
+def _bench_residual_layernorm(c: Case, s):
+    """residual + LayerNorm fused (one op in our model's place of residual + layernorm) against PyTorch's two."""
+    from .layernorm import EPS
+    from .residual_layernorm import residual_layernorm_backward, residual_layernorm_forward
+    B, T, C = s["B"], s["T"], s["C"]
+    rng = _rng()
+    a, b, w, bias = _f32(rng, B, T, C), _f32(rng, B, T, C), _f32(rng, C), _f32(rng, C)
+    dout, dres = _f32(rng, B, T, C), _f32(rng, B, T, C)
+    res, out, mean, rstd = c.zeros(B, T, C), c.zeros(B, T, C), c.zeros(B, T), c.zeros(B, T)
+    dinp, dw, db = c.zeros(B, T, C), c.zeros(C), c.zeros(C)
+    dA, dB_, dW, dBias, dD, dR = c.arr(a), c.arr(b), c.arr(w), c.arr(bias), c.arr(dout), c.arr(dres)
+
+    def ours():
+        residual_layernorm_forward(res, out, mean, rstd, dA, dB_, dW, dBias)
+        residual_layernorm_backward(dinp, dw, db, dD, dR, res, dW, mean, rstd)
+    ta, tb, tw, tbias, td, tr = c.t(a, True), c.t(b, True), c.t(w, True), c.t(bias, True), c.t(dout), c.t(dres)
+    F, torch = c.torch.nn.functional, c.torch
+
+    def theirs():
+        r = ta + tb
+        torch.autograd.backward([F.layer_norm(r, (C,), tw, tbias, EPS), r], [td, tr])
     return ours, theirs
 
 
@@ -250,6 +295,8 @@ OP_BENCHES = {
     "encoder": _bench_encoder, "layernorm": _bench_layernorm, "matmul": _bench_matmul,
     "matmul_lm_head": _bench_matmul_lm_head, "attention": _bench_attention, "gelu": _bench_gelu,
     "residual": _bench_residual, "crossentropy": _bench_crossentropy, "adamw": _bench_adamw,
+    # new kernels not called by the model yet (docs/kernels.md): timed so a GPU run measures them
+    "attention_flash": _bench_attention_flash, "residual_layernorm": _bench_residual_layernorm,
 }
 
 
@@ -283,7 +330,7 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, mat
             row = {"op": name, "shape": f"B={s['B']},T={s['T']}", "device": device, "ours_ms": t_ours * 1e3,
                    "torch_ms": t_torch * 1e3, "ratio": t_ours / t_torch}
             rows.append(row)
-            progress(f"  {name:15s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
+            progress(f"  {name:18s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
                      f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}")
     return rows
 

@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 
 # Every op, in the order of GPT-2's forward pass.
-OPS = ("encoder", "layernorm", "matmul", "attention", "gelu", "residual", "crossentropy", "adamw")
+OPS = ("encoder", "layernorm", "matmul", "attention", "gelu", "residual", "residual_layernorm", "crossentropy",
+       "adamw")  # residual_layernorm: residual + the next LayerNorm fused (not called by the model yet)
 DEVICES = ("cpu", "cudasim", "cuda")
 
 

@@ -25,7 +25,8 @@ rstd; the chain rule, using d mean / dx_j = 1/C and d rstd / dx_j = -rstd^3 (x_j
 The first mean term is the gradient flowing back through `mean` (shifting every x shifts nothing after
 normalising); the second is the one through `rstd` (scaling every x scales nothing after normalising).
 So a row needs two reductions, sum(dnorm) and sum(dnorm * norm), before it can write dinp. Like llm.c the
-backward *accumulates* (dinp += ..., dweight += ..., dbias += ...).
+backward *accumulates* (dinp += ..., dweight += ..., dbias += ...). kernels/residual_layernorm.py fuses the
+residual add before a LayerNorm into its forward, and the residual's backward into this one (v4's kernels).
 
 Shapes: inp, out, dout, dinp: (B, T, C) float32; mean, rstd: (B, T) float32; weight, bias, dweight,
 dbias: (C,) float32. All C-contiguous.

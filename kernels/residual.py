@@ -13,6 +13,8 @@ scaled by every block on the way. Like llm.c the backward *accumulates*, and her
 
 dinp1 is the gradient of the residual stream, which also collects the gradient of the branch that read
 it (e.g. ln_1), so writing `=` would erase a contribution. Nothing is cached.
+kernels/residual_layernorm.py fuses this add with the LayerNorm that reads its result (forward) and folds
+this backward into that LayerNorm's backward; the model does not call it yet.
 
 Shapes: out, inp1, inp2, dout, dinp1, dinp2: the same shape (GPT-2: (B, T, C)), float32, C-contiguous.
 

@@ -17,10 +17,11 @@ import pytest
 from gpt2lab.kernels import accuracy
 
 # probe -> (naive version, accurate version = the model's default). Attention's v2 errs only 1.7-3x
-# PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there.
+# PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there;
+# the flash backward v4 (att rebuilt from lse; its own entry point, not a default) is probed on its own.
 VERSIONS = {"matmul.dinp": ("v1", "v3"), "matmul.dweight": ("v1", "v3"), "matmul.dbias": ("v1", "v3"),
             "crossentropy": ("v1", "v3"), "layernorm.params": ("v1", "v4"), "encoder": ("v2", "v3"),
-            "attention": (None, "v3")}
+            "attention": (None, "v3"), "attention.flash": (None, "v4")}
 
 
 def measure_in_simulator(probe, versions):
