@@ -56,27 +56,48 @@ def speed_report(measure: bool | None = None) -> SpeedReport:
 
 
 def measure_now() -> dict:
-    """Figures of gpu_recorded's shape, measured on this machine's GPU by the benchmarks `gpt2lab bench
-    --device cuda` runs: every op at its benchmark shapes, whole steps of tiny and gpt2 at B=4, T=64."""
+    """A record measured on this machine's GPU by the benchmarks `gpt2lab bench --device cuda` runs: every op
+    at its benchmark shapes, whole steps of tiny and gpt2 at B=4, T=64, and the matmul ladder."""
     import datetime
 
     from numba import cuda
 
     from gpt2lab.gpt2.bench import bench_steps
-    from gpt2lab.kernels.bench import bench_ops
+    from gpt2lab.kernels.bench import bench_matmul_ladder, bench_ops
     quiet = lambda *_: None  # noqa: E731
-    ops = bench_ops("cuda", None, reps=3, progress=quiet)
-    T = tuple(sorted({int(r["shape"].split("T=")[1]) for r in ops}))
-    by_op: dict = {}
-    for r in ops:
-        by_op.setdefault(r["op"], {})[int(r["shape"].split("T=")[1])] = r["ratio"]
-    steps = bench_steps("cuda", ("tiny", "gpt2"), B=4, T=64, reps=3, progress=quiet)
+    bench = {"ops": bench_ops("cuda", None, reps=3, progress=quiet),
+             "steps": bench_steps("cuda", ("tiny", "gpt2"), B=4, T=64, reps=3, progress=quiet),
+             "matmul_ladder": bench_matmul_ladder("cuda", reps=3, progress=quiet)}
     name = cuda.get_current_device().name
-    return {"device": name.decode() if isinstance(name, bytes) else str(name),
-            "date": datetime.date.today().isoformat(), "software": "this environment", "code": "this checkout",
-            "steps": [{k: s.get(k) for k in ("config", "B", "T", "ours_ms", "torch_ms", "ours_mib", "torch_mib")}
-                      for s in steps],
-            "op_ratio": {"T": T, "B": 4, **{op: tuple(d.get(t) for t in T) for op, d in by_op.items()}}}
+    return record_from_bench(bench, device=name.decode() if isinstance(name, bytes) else str(name),
+                             date=datetime.date.today().isoformat(), software="this environment",
+                             code="this checkout")
+
+
+def _shape_T(shape: str) -> int:
+    return int(shape.split("T=")[1].split(",")[0])
+
+
+def record_from_bench(bench: dict, device: str, date: str, software: str, code: str) -> dict:
+    """A record of gpu_recorded's shape from `gpt2lab bench --device cuda --json`'s object (its "ops", "steps"
+    and "matmul_ladder" lists, each optional), labelled with where, when and on what it was measured."""
+    record = {"device": device, "date": date, "software": software, "code": code}
+    if bench.get("steps"):
+        record["steps"] = [{"config": s["config"], "B": s["B"], "T": s["T"], "ours_ms": s["ours_ms"],
+                            "torch_ms": s["torch_ms"], "ours_mib": s.get("ours_gpu_mib"),
+                            "torch_mib": s.get("torch_peak_mib"), "launches": s.get("launches_per_step"),
+                            "host_ms": s.get("ours_host_ms")} for s in bench["steps"]]
+    if bench.get("ops"):
+        Ts = tuple(sorted({_shape_T(r["shape"]) for r in bench["ops"]}))
+        by_op: dict = {}
+        for r in bench["ops"]:
+            by_op.setdefault(r["op"], {})[_shape_T(r["shape"])] = r["ratio"]
+        B = int(bench["ops"][0]["shape"].split("B=")[1].split(",")[0])
+        record["op_ratio"] = {"T": Ts, "B": B, **{op: tuple(d.get(t) for t in Ts) for op, d in by_op.items()}}
+    if bench.get("matmul_ladder"):
+        record["matmul_ladder"] = [{k: r[k] for k in ("shape", "version", "ms", "tflops", "default")}
+                                   for r in bench["matmul_ladder"]]
+    return record
 
 
 def step_table(report: SpeedReport) -> str:
@@ -158,5 +179,35 @@ def rate_figure(report: SpeedReport):
     return fig
 
 
+def ladder_figure(report: SpeedReport):
+    """Grouped bars: TFLOP/s of each matmul version at each of GPT-2's matmul shapes (forward + backward), the
+    fp32 peak dashed when the record has one. Raises ValueError when the record has no ladder."""
+    rows = report.record.get("matmul_ladder")
+    if not rows:
+        raise ValueError("ladder_figure: no matmul ladder has been recorded on a GPU yet "
+                         "(gpt2lab bench --device cuda --ladder records one)")
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    versions = list(dict.fromkeys(r["version"] for r in rows))
+    rate = {(r["shape"], r["version"]): r["tflops"] for r in rows}
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 3.6))
+    width = 0.8 / len(versions)
+    for i, v in enumerate(versions):
+        default = any(r["default"] for r in rows if r["version"] == v)
+        ax.bar(np.arange(len(shapes)) + (i - (len(versions) - 1) / 2) * width,
+               [rate.get((s, v), 0.0) for s in shapes], width, color=HEAD_PALETTE[i % len(HEAD_PALETTE)],
+               label=v + (" (the model's)" if default else ""))
+    peak = report.record.get("peak_tflops_fp32")
+    if peak:
+        ax.axhline(peak, color="#555", ls="--", lw=1, label=f"fp32 peak {peak:.0f}")
+    ax.set_xticks(np.arange(len(shapes)), shapes, fontsize=9)
+    ax.tick_params(labelsize=9)
+    ax.set_ylabel("TFLOP/s (forward + backward)", fontsize=9)
+    ax.legend(fontsize=9, ncols=2)
+    ax.set_title(_title(report, "The matmul version ladder at GPT-2 124M's shapes (B*T = 4096)"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
-           "launch_figure", "rate_figure"]
+           "launch_figure",
+           "rate_figure", "ladder_figure", "record_from_bench"]

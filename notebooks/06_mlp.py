@@ -234,6 +234,18 @@ fig = GS.launch_figure(report)
 fig = GS.rate_figure(report)
 
 # %% [markdown]
+# The matmul's own version ladder on the GPU: naive (v1) → shared-memory tiles (v2, your puzzle's idea) →
+# compensated sums (v3, the model's) → register blocking (v4: each thread keeps a 4 × 4 block of outputs, so
+# every value loaded from shared memory feeds four multiply-adds) → cuBLAS. It is drawn when a GPU run has
+# recorded it:
+
+# %%
+if "matmul_ladder" in report.record:
+    fig = GS.ladder_figure(report)
+else:
+    print("No matmul ladder recorded on a GPU yet. On a machine with one: gpt2lab bench --device cuda --ladder")
+
+# %% [markdown]
 # ## 9. Puzzle: the residual add on the CPU (`@njit` + `prange`)
 #
 # The MLP's output joins the stream: `out = inp1 + inp2`. On the CPU numba's `prange` splits the loop over the

@@ -47,3 +47,30 @@ def test_figures_without_their_data_say_so():
         gpu_speed.launch_figure(bare)
     with pytest.raises(ValueError, match="no FLOP rates"):
         gpu_speed.rate_figure(bare)
+
+
+BENCH = {  # the shape of `gpt2lab bench --device cuda --json`, numbers made up
+    "ops": [{"op": "gelu", "shape": "B=4,T=64", "ratio": 1.5}, {"op": "gelu", "shape": "B=4,T=256", "ratio": 1.2},
+            {"op": "adamw", "shape": "B=4,T=64", "ratio": 0.4}],
+    "steps": [{"config": "tiny", "B": 4, "T": 64, "ours_ms": 10.0, "torch_ms": 5.0, "ours_gpu_mib": 900.0,
+               "torch_peak_mib": 500.0, "launches_per_step": 300, "ours_host_ms": 4.0}],
+    "matmul_ladder": [{"shape": "c_fc", "version": v, "ms": ms, "tflops": tf, "default": v == "v3", "N": 1}
+                      for v, ms, tf in (("v1", 9.0, 1.0), ("v3", 3.0, 3.0), ("cublas", 1.0, 9.0))],
+}
+
+
+def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
+    record = gpu_speed.record_from_bench(BENCH, device="GPU X", date="2027-01-01", software="s", code="c")
+    assert record["op_ratio"] == {"T": (64, 256), "B": 4, "gelu": (1.5, 1.2), "adamw": (0.4, None)}
+    assert record["steps"][0]["ours_mib"] == 900.0 and record["steps"][0]["launches"] == 300
+    report = gpu_speed.SpeedReport(record, live=False)
+    assert "2.0" in gpu_speed.step_table(report).splitlines()[1]
+    fig = gpu_speed.ladder_figure(report)
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 3.0, 9.0]
+    assert any("v3 (the model's)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    gpu_speed.ops_figure(report)
+
+
+def test_no_ladder_recorded_says_how_to_record_one():
+    with pytest.raises(ValueError, match="bench --device cuda --ladder"):
+        gpu_speed.ladder_figure(gpu_speed.speed_report(measure=False))
