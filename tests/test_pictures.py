@@ -111,6 +111,7 @@ def lesson_figures():
 
 
 @pytest.mark.filterwarnings("ignore:Animation was deleted")   # only their first frame is looked at
+@pytest.mark.filterwarnings("ignore:More than 20 figures")     # all open at once, closed by the fixture
 def test_lesson_figures_have_text_of_9pt_and_fit_the_page(lesson_figures):
     small, wide = [], []
     for name, fig in lesson_figures:
