@@ -37,6 +37,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda, njit, prange
 
+from gpt2lab.kernels._cuda import kernel as cuda_kernel
 from gpt2lab.kernels._validate import on_host
 
 from .config import GPTConfig
@@ -121,7 +122,7 @@ def is_cuda(device: str) -> bool:
     return device in ("cuda", "cudasim")
 
 
-@cuda.jit
+@cuda_kernel
 def fill_kernel(a, value, n):
     """a[i] = value for i < n: zeroing a gradient buffer, or dlosses = 1/(B*T). Grid-stride loop."""
     i = cuda.grid(1)
@@ -131,7 +132,7 @@ def fill_kernel(a, value, n):
         i += stride
 
 
-@cuda.jit
+@cuda_kernel
 def scale_kernel(a, factor, n):
     """a[i] *= factor: gradient clipping."""
     i = cuda.grid(1)
@@ -141,7 +142,7 @@ def scale_kernel(a, factor, n):
         i += stride
 
 
-@cuda.jit
+@cuda_kernel
 def sumsq_kernel(total, a, n):
     """total[0] += sum(a[i]^2), each thread over its grid-stride share then one float64 atomic per thread."""
     i = cuda.grid(1)

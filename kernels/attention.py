@@ -65,6 +65,7 @@ from numba import cuda, float32, njit, prange
 
 from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
@@ -320,7 +321,7 @@ def _online_row(acc, inp, b, t1, h, hs, C, scale):
 
 
 # v1, naive: three passes over the keys, using the att row itself as scratch for the scores.
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v1(out, att, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -359,7 +360,7 @@ def attention_forward_kernel_v1(out, att, inp, n_head):
 # writes its T-long score row to global memory and reads it back twice, and read-modify-writes out in
 # global memory per key; v2 touches att once, a pure store, and pays for it by computing each score twice
 # (arithmetic on k rows that the cache already holds).
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v2(out, att, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -400,7 +401,7 @@ def _load_tile(tile, inp, b, t0, off, hs, T):
             tile[j, i] = inp[b, t0 + j, off + i]
 
 
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v3(out, att, inp, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -457,7 +458,7 @@ def attention_forward_kernel_v3(out, att, inp, n_head):
 
 # The memory-light forward: out and lse (B, NH, T) only. att is never materialised: 4 bytes per query
 # row instead of 4 T (at T=1024, NH=12, B=8: 0.4 MB instead of 400 MB).
-@cuda.jit
+@cuda_kernel
 def attention_forward_online_kernel(out, lse, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -496,7 +497,7 @@ def _att_datt(att, dout, inp, b, h, t1, hs, C):
 # Backward v1: one thread per query row t1. dq[t1] is this thread's own; dk[t2], dv[t2] receive from
 # every query t1 >= t2, i.e. from many threads, so they are added with atomics. datt is recomputed in
 # the second pass instead of stored: no T x T scratch.
-@cuda.jit
+@cuda_kernel
 def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -523,7 +524,7 @@ def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
 # T x T dpreatt is ever written (the flash-attention backward keeps the same per-row D). Gradients are
 # summed in per-thread local arrays and written once, not read-modify-written in global memory per key.
 # (a) one thread per query row t1: D[t1] and dq[t1] = sum_t2 dpreatt[t1, t2] k[t2].
-@cuda.jit
+@cuda_kernel
 def attention_backward_dq_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -549,7 +550,7 @@ def attention_backward_dq_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
 
 # (b) one thread per key row t2, gathering down its column over the queries t1 >= t2 that see it:
 # dk[t2] = sum_t1 dpreatt[t1, t2] q[t1] and dv[t2] = sum_t1 att[t1, t2] dout[t1]. Runs after (a).
-@cuda.jit
+@cuda_kernel
 def attention_backward_dkv_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -597,7 +598,7 @@ def _att_datt_blocked(att, dout, inp, b, h, t1, hs, C):
     return total + comp
 
 
-@cuda.jit
+@cuda_kernel
 def attention_backward_dq_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -627,7 +628,7 @@ def attention_backward_dq_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
         dinp[b, t1, qo + i] += dq[i]
 
 
-@cuda.jit
+@cuda_kernel
 def attention_backward_dkv_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)

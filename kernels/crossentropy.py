@@ -42,6 +42,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import block_max, block_sum, ceil_div, grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
@@ -98,7 +99,7 @@ def _crossentropy_backward_cpu(dlogits, dlosses, probs, targets):
 # V = 50257 exponentials is one float32 running sum; simulator (python -m gpt2lab.kernels.accuracy), one
 # row: 34x PyTorch float32's error on the loss, 28x on probs. v2 and v3 sum BLOCK strided parts and join
 # them in a tree: v3 measured 0.76x (loss) and 0.05x (probs).
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v1(losses, probs, logits, targets):
     N, V = logits.shape
     n = cuda.grid(1)
@@ -137,7 +138,7 @@ def _write_probs(losses, probs, logits, targets, n, m, total):
         losses[n] = math.log(total) - (logits[n, targets[n]] - m)
 
 
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
     buf = cuda.shared.array(BLOCK, float32)
     n = cuda.blockIdx.x
@@ -167,7 +168,7 @@ def _combine(m1, s1, m2, s2):
     return m, s1 * math.exp(m1 - m) + s2 * math.exp(m2 - m)
 
 
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
     buf_m = cuda.shared.array(BLOCK, float32)
     buf_s = cuda.shared.array(BLOCK, float32)
@@ -190,7 +191,7 @@ def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
 
 
 # Backward, every version: elementwise over the (N*V) flat arrays, a grid-stride loop.
-@cuda.jit
+@cuda_kernel
 def crossentropy_backward_kernel(dlogits, dlosses, probs, targets, V):
     i = cuda.grid(1)
     while i < dlogits.size:

@@ -42,6 +42,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, compensated_add, grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
@@ -92,7 +93,7 @@ def encoder_backward_cpu(dwte, dwpe, dout, inp):
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Forward: one thread per output element, grid-stride. Element e = (b*T + t)*C + i; neighbouring threads
 # read neighbouring channels of a wte row and a wpe row, so the loads are coalesced.
-@cuda.jit
+@cuda_kernel
 def encoder_forward_kernel(out, inp, wte, wpe):
     B, T, C = out.shape
     n = B * T * C
@@ -110,7 +111,7 @@ def encoder_forward_kernel(out, inp, wte, wpe):
 # (python -m gpt2lab.kernels.accuracy), 2 tokens x 2048 repeats and B = 2048: v2 had 20x (dwte) and 6.3x
 # (dwpe) the error of a float32 cascade sum (PyTorch's CPU embedding backward is a running sum too). v3
 # fixes it.
-@cuda.jit
+@cuda_kernel
 def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
     B, T, C = dout.shape
     n = B * T * C
@@ -128,7 +129,7 @@ def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
 # column of dwte and dwpe, so plain += is safe and the sum is the same every run. Each step is coalesced
 # (the warp reads 32 neighbouring channels of one dout row), but only C threads run: at C=768 that is a
 # sliver of a GPU, and the B*T steps are sequential.
-@cuda.jit
+@cuda_kernel
 def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
     B, T, C = dout.shape
     i = cuda.grid(1)
@@ -149,7 +150,7 @@ def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
 # every run. dwpe: one thread per (t, channel) sums over the batch, also compensated. The price: the ids
 # are copied to the host each call (B*T ints) for the argsort. Simulator: 0.75x (dwte) and 0.09x (dwpe)
 # the error of a float32 cascade sum (v2: 20x and 6.3x).
-@cuda.jit
+@cuda_kernel
 def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
     B, T, C = dout.shape
     run = cuda.blockIdx.x  # one token's run of positions
@@ -164,7 +165,7 @@ def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
     dwte[inp[first // T, first % T], i] += acc + comp
 
 
-@cuda.jit
+@cuda_kernel
 def encoder_backward_dwpe_kernel_v3(dwpe, dout):
     B, T, C = dout.shape
     e = cuda.grid(1)
