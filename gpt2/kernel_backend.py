@@ -97,20 +97,30 @@ class NumbaBackend:
             flush_denormals()
         self.config, self.optim = config, optim or OptimConfig()
         self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels)
+        self._norm = None   # the grad norm loss_and_grads read back with the loss
 
     def loss_and_grads(self, x, y) -> float:
-        """Forward and backward on one batch x, y: (B, T) ints; leaves the gradients in model.grads."""
-        loss = self.model.forward(x, y)
-        self.model.zero_grad()
-        self.model.backward()
+        """Forward and backward on one batch x, y: (B, T) ints; leaves the gradients in model.grads.
+
+        On a GPU the loss and the grad norm are reduced there after the backward and come back in one copy,
+        the step's only device-to-host copy (the norm is kept for optimizer_step)."""
+        m = self.model
+        m.forward(x, y, read_loss=False)
+        m.zero_grad()
+        m.backward()
+        loss, self._norm = m.loss_and_grad_norm()
         return loss
 
     def optimizer_step(self, lr: float) -> float:
         """Clip (if OptimConfig.grad_clip) and one AdamW update. Returns the global grad norm before clipping."""
-        o = self.optim
-        norm = self.model.clip_grad_norm(o.grad_clip) if o.grad_clip is not None else self.model.grad_norm()
-        check_finite("gradient norm", norm, self.model.step + 1)  # before AdamW: the params stay as they were
-        self.model.adamw_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay)
+        o, m = self.optim, self.model
+        norm, self._norm = self._norm, None   # loss_and_grads' norm, unless the grads changed since
+        if norm is None:
+            norm = m.grad_norm()
+        check_finite("gradient norm", norm, m.step + 1)  # before AdamW: the params stay as they were
+        if o.grad_clip is not None and norm > o.grad_clip:
+            m.scale_grads(o.grad_clip / (norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s formula, on the device
+        m.adamw_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay)
         return norm
 
     def eval_loss(self, x, y) -> float:

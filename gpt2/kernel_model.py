@@ -20,6 +20,7 @@ encoder's scatter-add on top.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,7 +28,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
-from gpt2lab.kernels._validate import on_host, to_host
+from gpt2lab.kernels._validate import on_host
 from gpt2lab.kernels.adamw import adamw_update
 from gpt2lab.kernels.attention import attention_backward, attention_forward
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
@@ -37,8 +38,8 @@ from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, fill,
-                      from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
+from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, StepScalars, act_shapes,
+                      fill, from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
                       to_reference_names)
 from .config import GPTConfig
 
@@ -106,7 +107,11 @@ class KernelGPT2:
         self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
         self.B = self.T = 0
         self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
+        self.tokens_memory = None                    # on a GPU: the batch's device buffer, (2, B*T) int32
         self.mean_loss = None
+        self.loss_pending = False                    # forward(..., read_loss=False): the loss is on the device
+        # on a GPU: the loss sum and grad norm of a step, computed there and read back in one small copy
+        self.scalars = StepScalars() if is_cuda(device) else None
         if init:
             from .model import init_params
             self.load_params(init_params(config, seed))
@@ -121,6 +126,8 @@ class KernelGPT2:
             shapes = act_shapes(self.config, capB, capT)
             self.acts_memory = FlatBuffer(shapes, self.device)
             self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
+            if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
+                self.tokens_memory = cuda.device_array((2, capB * capT), dtype=np.int32)
             self.capacity = (capB, capT)
         if grown or (B, T) != (self.B, self.T):
             shapes = act_shapes(self.config, B, T)
@@ -128,8 +135,9 @@ class KernelGPT2:
             self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
             self.B, self.T = B, T
 
-    def _batch(self, a, name: str):
-        """(B, T) token ids -> int32 C-contiguous, on the model's device."""
+    def _batch(self, a, name: str, slot: int):
+        """(B, T) token ids -> int32 C-contiguous, on the model's device (there: copied into row `slot` of the
+        preallocated tokens_memory; the ids are checked here, on the host, before they go)."""
         if hasattr(a, "detach"):  # a torch tensor
             a = a.detach().cpu().numpy()
         a = np.asarray(a)
@@ -142,14 +150,20 @@ class KernelGPT2:
             raise ValueError(f"KernelGPT2.forward: {name} must be token ids in [0, {self.config.vocab_size}), "
                              f"got values in [{a.min()}, {a.max()}]")
         a = np.ascontiguousarray(a, dtype=np.int32)
-        return cuda.to_device(a) if is_cuda(self.device) else a
+        if not is_cuda(self.device):
+            return a
+        dev = self.tokens_memory[slot, :a.size].reshape(a.shape)
+        dev.copy_to_device(a)
+        return dev
 
     # ------------------------------------------------------------ forward
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, read_loss: bool = True):
         """idx: (B, T) int token ids, T <= block_size; targets: (B, T) int or None.
 
         Fills every activation (self.acts; the logits are self.logits, (B, T, V)). Returns the mean
-        cross-entropy loss as a float, or None without targets.
+        cross-entropy loss as a float, or None without targets. read_loss=False (a GPU step): leave the
+        per-token losses on the device and return None; `loss_and_grad_norm()` reads the loss later, in the
+        same copy as the grad norm, so a training step makes one device-to-host copy.
         """
         if np.ndim(idx) != 2:
             raise ValueError(f"KernelGPT2.forward: idx must be (B, T) token ids, got shape {tuple(np.shape(idx))}")
@@ -159,8 +173,8 @@ class KernelGPT2:
         if targets is not None and tuple(np.shape(targets)) != (B, T):
             raise ValueError(f"KernelGPT2.forward: targets must be (B, T) = {(B, T)}, got {tuple(np.shape(targets))}")
         self._ensure_capacity(B, T)
-        self.inputs = self._batch(idx, "idx")
-        self.targets = None if targets is None else self._batch(targets, "targets")
+        self.inputs = self._batch(idx, "idx", 0)
+        self.targets = None if targets is None else self._batch(targets, "targets", 1)
         L, NH = self.config.n_layer, self.config.n_head
         p, a, k = self.params, self.acts, self.kernels
 
@@ -184,11 +198,15 @@ class KernelGPT2:
         k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
         k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
 
-        self.mean_loss = None
+        self.mean_loss, self.loss_pending = None, False
         if self.targets is not None:
             k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
-            # the mean over B*T tokens; (B, T) numbers, cheap to bring to the host
-            self.mean_loss = float(to_host(a["losses"]).astype(np.float64).mean())
+            if not read_loss:
+                self.loss_pending = True
+            elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
+                self.mean_loss = self.scalars.read(losses=a["losses"].reshape(B * T))[0] / (B * T)
+            else:                            # the mean over B*T tokens, in float64
+                self.mean_loss = float(a["losses"].astype(np.float64).mean())
         return self.mean_loss
 
     @property
@@ -203,7 +221,7 @@ class KernelGPT2:
 
     def backward(self) -> None:
         """Accumulate d mean_loss / d param into self.grads, from the activations of the last forward(idx, targets)."""
-        if self.mean_loss is None:
+        if self.mean_loss is None and not self.loss_pending:
             raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
         p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
@@ -239,7 +257,21 @@ class KernelGPT2:
     # ------------------------------------------------------------ optimizer
     def grad_norm(self) -> float:
         """The global L2 norm of all parameter gradients (wte once: it is one tensor)."""
+        if self.scalars is not None:   # on the device, into the preallocated scalars: nothing allocated
+            return math.sqrt(self.scalars.read(grads=self.grads_memory.memory)[1])
         return float(np.sqrt(sum_of_squares(self.grads_memory.memory)))
+
+    def loss_and_grad_norm(self) -> tuple[float, float]:
+        """(mean loss, global grad norm) after forward(idx, targets, read_loss=False) and backward: both
+        reduced on the device and read back in one copy (on the CPU: computed here). Sets mean_loss."""
+        if self.loss_pending and self.scalars is not None:
+            N = self.B * self.T
+            loss_sum, sumsq = self.scalars.read(losses=self.acts["losses"].reshape(N), grads=self.grads_memory.memory)
+            self.mean_loss, self.loss_pending = loss_sum / N, False
+            return self.mean_loss, math.sqrt(sumsq)
+        if self.loss_pending:
+            self.mean_loss, self.loss_pending = float(self.acts["losses"].astype(np.float64).mean()), False
+        return self.mean_loss, self.grad_norm()
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all gradients so their global norm is at most max_norm (torch's clip_grad_norm_ formula).
@@ -247,8 +279,12 @@ class KernelGPT2:
         Returns the norm before clipping."""
         norm = self.grad_norm()
         if norm > max_norm:
-            scale(self.grads_memory.memory, max_norm / (norm + 1e-6))
+            self.scale_grads(max_norm / (norm + 1e-6))
         return norm
+
+    def scale_grads(self, factor: float) -> None:
+        """grads *= factor (one kernel over the flat buffer on a GPU)."""
+        scale(self.grads_memory.memory, factor)
 
     def adamw_step(self, lr: float, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
                    weight_decay: float = 0.1) -> None:

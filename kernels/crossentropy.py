@@ -44,7 +44,7 @@ from numba import cuda, float32, njit, prange
 from ._cuda import block_max, block_sum, ceil_div, grid_stride, run_on_device
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
-from ._validate import check_array, check_same_device, on_host, pick_version
+from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
 
@@ -232,9 +232,10 @@ def _check(fn, logits_name, logits, targets, **others):
     check_array(fn, "targets", targets, (B, T), dtype=np.int32, dims="B,T")
     for name, (a, shape, dims) in others.items():
         check_array(fn, name, a, shape(B, T, V), dims=dims)
-    # Device targets are copied back for the check: B*T ints, cheap next to the (B, T, V) logits.
-    t = on_host(targets)
-    if t.size and (t.min() < 0 or t.max() >= V):
+    # The range is checked on the host only, as encoder's ids are: on the GPU it would copy the targets back
+    # at every call (twice per training step); KernelGPT2 checks the batch on the host before uploading it.
+    t = targets
+    if isinstance(t, np.ndarray) and t.size and (t.min() < 0 or t.max() >= V):
         bad = t[(t < 0) | (t >= V)][0]
         raise ValueError(f"{fn}: targets must be in [0, V) = [0, {V}), got {bad}")
     return B, T, V
