@@ -92,11 +92,13 @@ class NumbaBackend:
     """The trainer's backend protocol over KernelGPT2 (numba kernels on the CPU, or CUDA with device="cuda")."""
     name = "numba"
 
-    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None):
+    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None,
+                 fused: bool = False):
         if device == "cpu":
             flush_denormals()
         self.config, self.optim = config, optim or OptimConfig()
-        self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels)
+        # fused: the fused classifier and the one-launch AdamW (CUDA only; see KernelGPT2)
+        self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels, fused=fused)
         self._norm = None   # the grad norm loss_and_grads read back with the loss
 
     def loss_and_grads(self, x, y) -> float:
@@ -173,6 +175,8 @@ class VerifiedBackend:
         self._extras = {}
         step = self.backend.model.step + 1          # the optimizer step this batch is for (1-based)
         self._step = step if (step - 1) % self.every == 0 else None
+        # the fused classifier writes probs only when asked: on the verified steps, so parity can read them
+        self.backend.model.write_probs = self._step is not None
         if self._step is None:
             return self.backend.loss_and_grads(x, y)
         self.monitor.reference_step(x, y)

@@ -29,9 +29,10 @@ from numba import config as numba_config
 from numba import cuda
 
 from gpt2lab.kernels._validate import on_host
-from gpt2lab.kernels.adamw import adamw_update
+from gpt2lab.kernels._cuda import memset_zero
+from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
 from gpt2lab.kernels.attention import attention_backward, attention_forward
-from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
+from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward, fused_classifier
 from gpt2lab.kernels.encoder import encoder_backward, encoder_forward
 from gpt2lab.kernels.gelu import gelu_backward, gelu_forward
 from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
@@ -68,6 +69,9 @@ class Kernels:
     crossentropy_forward: Callable = crossentropy_forward
     crossentropy_backward: Callable = crossentropy_backward
     adamw_update: Callable = adamw_update
+    # the fused path's (KernelGPT2(..., fused=True), CUDA only)
+    fused_classifier: Callable = fused_classifier
+    adamw_update_flat: Callable = adamw_update_flat
 
 
 class KernelGPT2:
@@ -78,10 +82,14 @@ class KernelGPT2:
     numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
     reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
     kernels: the entry points to call (default: gpt2lab.kernels'); `model.kernels` can be swapped later too.
+    fused (CUDA devices only; off by default, as nothing untimed on a GPU becomes a default, docs/kernels.md):
+    the forward with targets runs the fused classifier (loss and dlogits in one kernel, probs not written
+    unless `write_probs` is set, as live parity does) in place of crossentropy_forward + _backward, and AdamW
+    is one launch over the flat buffers (adamw_update_flat) in place of one per tensor.
     """
 
     def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True,
-                 kernels: Kernels | None = None):
+                 kernels: Kernels | None = None, fused: bool = False):
         if device not in DEVICES:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
@@ -91,7 +99,11 @@ class KernelGPT2:
             install()  # warp shuffles and race-free shared arrays for numba's simulator
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
-        self.config, self.device = config, device
+        if fused and not is_cuda(device):
+            raise ValueError(f"KernelGPT2: fused=True is a CUDA path (device 'cuda' or 'cudasim'), got device {device!r}")
+        self.config, self.device, self.fused = config, device, fused
+        self.write_probs = False                     # fused: also write probs (live parity reads them)
+        self.dlosses_for = None                      # fused: the (B, T) dlosses = 1/(B*T) was filled for
         self.kernels = kernels if kernels is not None else Kernels()
         shapes = param_shapes(config)
         self.params_memory = FlatBuffer(shapes, device)
@@ -112,6 +124,10 @@ class KernelGPT2:
         self.loss_pending = False                    # forward(..., read_loss=False): the loss is on the device
         # on a GPU: the loss sum and grad norm of a step, computed there and read back in one small copy
         self.scalars = StepScalars() if is_cuda(device) else None
+        if fused:   # adamw_update_flat's tensor table: where each tensor ends, and whether it is decayed
+            ends = np.cumsum([math.prod(shape) for shape in shapes.values()]).astype(np.int64)
+            self.region_end = cuda.to_device(ends)
+            self.region_decay = cuda.to_device(np.array([n in DECAYED for n in shapes], dtype=np.float32))
         if init:
             from .model import init_params
             self.load_params(init_params(config, seed))
@@ -129,6 +145,7 @@ class KernelGPT2:
             if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
                 self.tokens_memory = cuda.device_array((2, capB * capT), dtype=np.int32)
             self.capacity = (capB, capT)
+            self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
             shapes = act_shapes(self.config, B, T)
             self.acts = self.acts_memory.views(shapes)
@@ -199,8 +216,15 @@ class KernelGPT2:
         k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
 
         self.mean_loss, self.loss_pending = None, False
-        if self.targets is not None:
+        if self.targets is not None and self.fused:   # loss and dlogits (for backward) in one kernel
+            if self.dlosses_for != (B, T):   # once per batch shape: the fused backward never zeroes it
+                fill(self.grads_acts["losses"], 1.0 / (B * T))
+                self.dlosses_for = (B, T)
+            k.fused_classifier(a["losses"], self.grads_acts["logits"], a["probs"], a["logits"], self.targets,
+                               self.grads_acts["losses"], self.write_probs)
+        elif self.targets is not None:
             k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
+        if self.targets is not None:
             if not read_loss:
                 self.loss_pending = True
             elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
@@ -225,11 +249,15 @@ class KernelGPT2:
             raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
         p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
-        fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
-
-        # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
-        fill(ga["losses"], 1.0 / (B * T))
-        k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        if self.fused:
+            # dlogits came with the loss (the fused classifier wrote it); zero what lies before it: the
+            # activation-gradient regions are laid out with logits and losses last (buffers.GRAD_ACT_NAMES)
+            memset_zero(self.grads_acts_memory.memory[:self.grads_acts_memory.offsets["logits"]])
+        else:
+            fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
+            # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
+            fill(ga["losses"], 1.0 / (B * T))
+            k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
         k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
         k.layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
                              p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
@@ -290,6 +318,11 @@ class KernelGPT2:
                    weight_decay: float = 0.1) -> None:
         """One AdamW update of every parameter from self.grads; weight decay on the matrices only (DECAYED)."""
         self.step += 1  # 1-based inside the kernel: bias corrections 1 - beta^step
+        if self.fused:
+            self.kernels.adamw_update_flat(self.params_memory.memory, self.grads_memory.memory, self.m_memory.memory,
+                                           self.v_memory.memory, self.region_end, self.region_decay, self.step, lr,
+                                           beta1, beta2, eps, weight_decay)
+            return
         for name in PARAM_NAMES:
             decay = weight_decay if name in DECAYED else 0.0
             self.kernels.adamw_update(self.params_memory.flat(name), self.grads_memory.flat(name),
