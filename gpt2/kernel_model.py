@@ -20,6 +20,8 @@ encoder's scatter-add on top.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -33,7 +35,7 @@ from gpt2lab.kernels._cuda import memset_zero
 from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
 from gpt2lab.kernels.attention import attention_backward, attention_forward
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward, fused_classifier
-from gpt2lab.kernels.encoder import encoder_backward, encoder_forward
+from gpt2lab.kernels.encoder import encoder_backward, encoder_forward, token_runs
 from gpt2lab.kernels.gelu import gelu_backward, gelu_forward
 from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
@@ -45,6 +47,17 @@ from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, Fla
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_runs(fn) -> bool:
+    """Whether an encoder_backward entry point accepts runs= (ours and the injected faults do; a learner's
+    plugged-in kernel may not, and then gets the plain call)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "runs" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 @dataclass
@@ -119,7 +132,10 @@ class KernelGPT2:
         self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
         self.B = self.T = 0
         self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
-        self.tokens_memory = None                    # on a GPU: the batch's device buffer, (2, B*T) int32
+        # on a GPU: the batch's device buffer and its host staging copy, int32, N = B*T of the capacity:
+        # [idx (N) | targets (N) | order (N) | starts (N + 1)] (order, starts: the encoder backward's token runs)
+        self.tokens_memory = self.tokens_host = None
+        self.runs = None                             # (order, starts) views of the last batch, on the device
         self.mean_loss = None
         self.loss_pending = False                    # forward(..., read_loss=False): the loss is on the device
         # on a GPU: the loss sum and grad norm of a step, computed there and read back in one small copy
@@ -143,7 +159,8 @@ class KernelGPT2:
             self.acts_memory = FlatBuffer(shapes, self.device)
             self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
             if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
-                self.tokens_memory = cuda.device_array((2, capB * capT), dtype=np.int32)
+                self.tokens_memory = cuda.device_array(4 * capB * capT + 1, dtype=np.int32)
+                self.tokens_host = np.zeros(4 * capB * capT + 1, dtype=np.int32)
             self.capacity = (capB, capT)
             self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
@@ -152,9 +169,8 @@ class KernelGPT2:
             self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
             self.B, self.T = B, T
 
-    def _batch(self, a, name: str, slot: int):
-        """(B, T) token ids -> int32 C-contiguous, on the model's device (there: copied into row `slot` of the
-        preallocated tokens_memory; the ids are checked here, on the host, before they go)."""
+    def _batch(self, a, name: str):
+        """(B, T) token ids -> int32 C-contiguous numpy, checked (on the host, before any upload)."""
         if hasattr(a, "detach"):  # a torch tensor
             a = a.detach().cpu().numpy()
         a = np.asarray(a)
@@ -166,12 +182,23 @@ class KernelGPT2:
         if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
             raise ValueError(f"KernelGPT2.forward: {name} must be token ids in [0, {self.config.vocab_size}), "
                              f"got values in [{a.min()}, {a.max()}]")
-        a = np.ascontiguousarray(a, dtype=np.int32)
-        if not is_cuda(self.device):
-            return a
-        dev = self.tokens_memory[slot, :a.size].reshape(a.shape)
-        dev.copy_to_device(a)
-        return dev
+        return np.ascontiguousarray(a, dtype=np.int32)
+
+    def _upload(self, idx: np.ndarray, targets) -> None:
+        """idx, targets (None or (B, T)) and the token runs of idx (kernels.encoder.token_runs) into the
+        preallocated device buffer, in one host-to-device copy; sets self.inputs, self.targets, self.runs."""
+        n, N, host = idx.size, self.capacity[0] * self.capacity[1], self.tokens_host
+        order, starts = token_runs(idx)
+        host[:n] = idx.reshape(-1)
+        if targets is not None:
+            host[N:N + n] = targets.reshape(-1)
+        host[2 * N:2 * N + n] = order
+        host[3 * N:3 * N + starts.size] = starts
+        self.tokens_memory.copy_to_device(host)
+        dev = self.tokens_memory
+        self.inputs = dev[:n].reshape(idx.shape)
+        self.targets = None if targets is None else dev[N:N + n].reshape(idx.shape)
+        self.runs = (dev[2 * N:2 * N + n], dev[3 * N:3 * N + starts.size])
 
     # ------------------------------------------------------------ forward
     def forward(self, idx, targets=None, read_loss: bool = True):
@@ -190,8 +217,10 @@ class KernelGPT2:
         if targets is not None and tuple(np.shape(targets)) != (B, T):
             raise ValueError(f"KernelGPT2.forward: targets must be (B, T) = {(B, T)}, got {tuple(np.shape(targets))}")
         self._ensure_capacity(B, T)
-        self.inputs = self._batch(idx, "idx", 0)
-        self.targets = None if targets is None else self._batch(targets, "targets", 1)
+        self.inputs = self._batch(idx, "idx")
+        self.targets = None if targets is None else self._batch(targets, "targets")
+        if is_cuda(self.device):
+            self._upload(self.inputs, self.targets)
         L, NH = self.config.n_layer, self.config.n_head
         p, a, k = self.params, self.acts, self.kernels
 
@@ -280,7 +309,10 @@ class KernelGPT2:
             k.matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
             k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
                                  p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
-        k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)        # scatter-add on top of lm_head's
+        if self.runs is not None and _takes_runs(k.encoder_backward):   # the token runs came with the batch
+            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs, runs=self.runs)
+        else:
+            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)    # scatter-add on top of lm_head's
 
     # ------------------------------------------------------------ optimizer
     def grad_norm(self) -> float:

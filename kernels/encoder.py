@@ -178,13 +178,19 @@ def encoder_backward_dwpe_kernel_v3(dwpe, dout):
     dwpe[t, i] += acc + comp
 
 
-def _token_runs(inp):
-    """(order, starts) on the device: positions b*T + t sorted by token id (stable), and the index in
-    `order` where each distinct token's run begins, plus len(order) at the end."""
-    ids = on_host(inp).reshape(-1)
+def token_runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts), int32 numpy, of host ids (B, T): positions b*T + t sorted by token id (stable), and
+    the index in `order` where each distinct token's run begins, plus len(order) at the end."""
+    ids = np.asarray(ids).reshape(-1)
     order = np.argsort(ids, kind="stable").astype(np.int32)
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True]).astype(np.int32)
+    return order, starts
+
+
+def _token_runs(inp):
+    """token_runs of inp, on the device (inp copied back to the host for the sort)."""
+    order, starts = token_runs(on_host(inp))
     return cuda.to_device(order), cuda.to_device(starts)
 
 
@@ -242,12 +248,13 @@ def encoder_forward(out, inp, wte, wpe):
         encoder_forward_cpu(out, inp, wte, wpe)
 
 
-def encoder_backward(dwte, dwpe, dout, inp, version=None):
+def encoder_backward(dwte, dwpe, dout, inp, version=None, runs=None):
     """dwte[inp[b, t]] += dout[b, t]; dwpe[t] += dout[b, t] (scatter-add, accumulates).
 
     dwte (V, C), dwpe (maxT, C), dout (B, T, C) float32; inp (B, T) int32 in [0, V), T <= maxT.
     Numpy runs on the CPU, device arrays on the GPU; `version` one of the module docstring's (None:
-    DEFAULT_VERSION).
+    DEFAULT_VERSION). runs (CUDA v3 only): `token_runs(ids)` of the same ids, already on the device (the model
+    uploads them with the batch), so v3 need not copy inp back and upload its sort in the middle of a step.
     """
     op = "encoder_backward"
     V, C = check_array(op, "dwte", dwte, (None, None), dims="V,C").shape
@@ -263,7 +270,7 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
     elif version == "v2":
         encoder_backward_kernel_v2[ceil_div(C, BLOCK), BLOCK](dwte, dwpe, dout, inp)
     elif B * T:  # v3
-        order, starts = _token_runs(inp)
+        order, starts = runs if runs is not None else _token_runs(inp)
         encoder_backward_dwte_kernel_v3[(starts.size - 1, ceil_div(C, RUN_THREADS)), RUN_THREADS](
             dwte, dout, inp, order, starts)
         encoder_backward_dwpe_kernel_v3[ceil_div(T * C, BLOCK), BLOCK](dwpe, dout)

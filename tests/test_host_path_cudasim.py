@@ -3,6 +3,8 @@
 One training step (NumbaBackend.loss_and_grads + optimizer_step) of a micro model on device "cudasim", once
 as the default path and once with fused=True (the fused classifier and the one-launch AdamW). Checked:
 
+* the step allocates no device memory (the buffers are made for the batch shape first, as the first forward
+  would), uploads the batch in one host-to-device copy and copies one thing back (the loss and grad norm);
 * the launch counter (kernels._cuda.launch_count) sees every kernel launch and memset of the step, and the
   fused options take fewer (the classifier's forward + backward + dlosses fill become one kernel, AdamW's 16
   launches one);
@@ -24,11 +26,12 @@ MICRO = dict(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
 X = [[3, 1, 7, 2], [0, 5, 9, 4]]
 Y = [[1, 7, 10, 3], [2, 2, 8, 6]]
 TOL = (1e-6, 1e-5)
-# launches of the first step of this model (kernels and memsets): a change in the model's kernel calls shows
-# here. Default: 48 in loss_and_grads (encoder, 10 per block forward + backward, head, memsets, the read-back
-# reduction) + 16 AdamW launches. Fused: crossentropy forward + backward become one kernel plus a once-per-
-# batch-shape fill of dlosses, the per-backward dlosses fill goes, and AdamW is one launch.
-LAUNCHES = {"default": 48 + 16, "fused": 47 + 1}
+# launches of one step of this model (kernels and memsets), its buffers made: a change in the model's kernel
+# calls shows here. Default: 46 in loss_and_grads (encoder, the blocks' and head's forward and backward,
+# 2 memsets, the one read-back reduction) + 16 AdamW launches, one per tensor. Fused: crossentropy forward +
+# backward become one kernel (plus a once-per-batch-shape fill of dlosses, this being the first step), the
+# per-backward dlosses fill goes, and AdamW is one launch.
+LAUNCHES = {"default": 46 + 16, "fused": 45 + 1}
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np
@@ -37,23 +40,43 @@ SCRIPT = textwrap.dedent("""
     sys.setswitchinterval(1e-4)
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
+    from numba import cuda
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
     from gpt2lab.kernels._cuda import launch_count
+    from gpt2lab.kernels.matmul import _no_bias
+    calls = {{}}
+
+    def counted(owner, attr):   # count calls of owner.attr (device allocations and copies)
+        fn = getattr(owner, attr)
+        def wrapper(*a, **k):
+            calls[attr] = calls.get(attr, 0) + 1
+            return fn(*a, **k)
+        setattr(owner, attr, wrapper)
+    for attr in ("to_device", "device_array", "device_array_like", "pinned_array"):
+        counted(cuda, attr)
+    for attr in ("copy_to_host", "copy_to_device"):
+        counted(FakeCUDAArray, attr)
     out = {{}}
+    x, y = np.array({x}), np.array({y})
     for name, fused in (("default", False), ("fused", True)):
         b = NumbaBackend(GPTConfig(**{micro}), seed=0, device="cudasim", fused=fused)
         m = b.model
         m.write_probs = True
-        n0 = launch_count()
-        out[name + ":loss"] = np.array(b.loss_and_grads(np.array({x}), np.array({y})))
-        out[name + ":grads"] = m.grads_memory.memory.copy_to_host()
+        m._ensure_capacity(*x.shape)   # the buffers for this batch shape, as the first forward makes them
+        _no_bias()                     # matmul's placeholder for a missing bias: made once per process
+        n0, calls = launch_count(), {{}}
+        out[name + ":loss"] = np.array(b.loss_and_grads(x, y))
         norm = b.optimizer_step(1e-2)
         out[name + ":launches"] = np.array(launch_count() - n0)
+        out[name + ":calls"] = np.array(sorted(calls.items()), dtype=object).astype(str)
+        out[name + ":grads"] = m.grads_memory.memory.copy_to_host()
         out[name + ":norm"] = np.array(norm)
         for k in ("losses", "probs"):
             out[name + ":" + k] = m.acts[k].copy_to_host()
         out[name + ":dlogits"] = m.grads_acts["logits"].copy_to_host()
         out[name + ":params"] = m.params_memory.memory.copy_to_host()
     np.savez(sys.argv[1], **out)
+    print(out["default:calls"], out["fused:calls"])
 """).format(micro=MICRO, x=X, y=Y)
 
 
@@ -65,6 +88,16 @@ def steps(tmp_path_factory):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return dict(np.load(path))
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("name", ["default", "fused"])
+def test_a_step_allocates_nothing_and_copies_once_each_way(steps, name):
+    calls = {k: int(v) for k, v in steps[name + ":calls"]}
+    # copy_to_host: the loss and grad norm (buffers.StepScalars.read); copy_to_device: the batch and its token
+    # runs (KernelGPT2._upload); allocated: only attention_backward v3's scratch D (B, NH, T), one per layer
+    # per step, inside kernels/attention.py (not the model's doing; MICRO has 1 layer)
+    assert calls == {"copy_to_host": 1, "copy_to_device": 1, "device_array": MICRO["n_layer"]}, calls
 
 
 @pytest.mark.cudasim
