@@ -145,7 +145,7 @@ def _arg_key(a):
     scalar by class. None for a numpy array: numba copies those to the device per call (slow anyway) and types
     them by more flags (read-only, aligned), so they always take numba's own path."""
     ndim = getattr(a, "ndim", None)
-    if ndim is None:
+    if ndim is None or isinstance(a, np.generic):   # numpy scalars have ndim 0 (and no layout)
         return a.__class__
     if isinstance(a, np.ndarray):
         return None
