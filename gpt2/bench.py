@@ -85,8 +85,9 @@ def _time_steps(backend, batches, warm: int, sync) -> dict:
     return out
 
 
-def _ours_cuda(cfg, batches, warm: int) -> dict:
-    """Our CUDA step (NumbaBackend on cuda): ms, launches and host ms per step, GPU memory."""
+def _ours_cuda(cfg, batches, warm: int, fused: bool = False) -> dict:
+    """Our CUDA step (NumbaBackend on cuda): ms, launches and host ms per step, GPU memory. fused: with the
+    fused classifier and one-launch AdamW (KernelGPT2's fused=True); its fields are then named fused_*."""
     import gc
 
     from numba import cuda
@@ -95,7 +96,7 @@ def _ours_cuda(cfg, batches, warm: int) -> dict:
     from .train import OptimConfig
     ctx = cuda.current_context()
     free0, _ = ctx.get_memory_info()
-    ours = NumbaBackend(cfg, OptimConfig(), seed=0, device="cuda")
+    ours = NumbaBackend(cfg, OptimConfig(), seed=0, device="cuda", fused=fused)
     t = _time_steps(ours, batches, warm, cuda.synchronize)
     free1, _ = ctx.get_memory_info()
     m = ours.model
@@ -105,9 +106,15 @@ def _ours_cuda(cfg, batches, warm: int) -> dict:
     row = {"ours_ms": float(np.median(t["seconds"]) * 1e3), "ours_losses": t["losses"],
            "launches_per_step": int(np.median(t["launches"])), "ours_host_ms": float(np.median(host) * 1e3),
            "ours_gpu_mib": (free0 - free1) / 2**20, "ours_buffers_mib": buffers / 2**20}
+    if fused:
+        row = {"fused_ms": row["ours_ms"], "fused_losses": row["ours_losses"],
+               "fused_launches_per_step": row["launches_per_step"], "fused_host_ms": row["ours_host_ms"]}
     del ours, m
     gc.collect()
-    ctx.deallocations.clear()   # numba frees device memory lazily: give it back before torch's turn
+    for owner in (getattr(ctx, "memory_manager", None), ctx):   # numba frees device memory lazily: give it
+        pending = getattr(owner, "deallocations", None)          # back before the next side's turn
+        if pending is not None:
+            pending.clear()
     return row
 
 
@@ -136,19 +143,22 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
     peak), our launches per step (kernels and memsets, kernels._cuda.launch_count) and host ms per step (from
     the step's start until its last call returned, minus the time the host waited for the GPU in the one
     read-back: the host's own work), and the largest |loss difference| over the steps (the two follow each
-    other up to float32 rounding)."""
+    other up to float32 rounding). The fused_* fields: our step again with fused=True (the fused classifier
+    and the one-launch AdamW, not the default until timed here)."""
     rows = []
     for name in configs:
         cfg = GPTConfig.preset(name)
         batches = _batches(cfg, B, T, warm + reps)
         row = {"config": name, "B": B, "T": T, "device": "cuda", **_ours_cuda(cfg, batches, warm),
-               **_torch_cuda(cfg, batches, warm)}
-        row["ratio"] = row["ours_ms"] / row["torch_ms"]
+               **_ours_cuda(cfg, batches, warm, fused=True), **_torch_cuda(cfg, batches, warm)}
+        row["ratio"], row["fused_ratio"] = row["ours_ms"] / row["torch_ms"], row["fused_ms"] / row["torch_ms"]
         row["ours_tok_s"], row["torch_tok_s"] = B * T / row["ours_ms"] * 1e3, B * T / row["torch_ms"] * 1e3
         row["max_loss_diff"] = max(abs(a - b) for a, b in zip(row["ours_losses"], row["torch_losses"]))
         rows.append(row)
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.2f} ms ({row['ours_tok_s']:8.0f} tok/s, "
                  f"{row['launches_per_step']} launches, host {row['ours_host_ms']:.2f} ms, "
                  f"{row['ours_gpu_mib']:.0f} MiB)  torch {row['torch_ms']:8.2f} ms ({row['torch_tok_s']:8.0f} tok/s, "
-                 f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}")
+                 f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; fused=True {row['fused_ms']:.2f} ms "
+                 f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms), "
+                 f"ratio {row['fused_ratio']:.2f}")
     return rows
