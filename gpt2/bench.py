@@ -158,7 +158,8 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.2f} ms ({row['ours_tok_s']:8.0f} tok/s, "
                  f"{row['launches_per_step']} launches, host {row['ours_host_ms']:.2f} ms, "
                  f"{row['ours_gpu_mib']:.0f} MiB)  torch {row['torch_ms']:8.2f} ms ({row['torch_tok_s']:8.0f} tok/s, "
-                 f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; fused=True {row['fused_ms']:.2f} ms "
+                 f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; "
+                 f"fused=True {row['fused_ms']:.2f} ms "
                  f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms), "
                  f"ratio {row['fused_ratio']:.2f}")
     return rows

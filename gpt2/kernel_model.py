@@ -41,12 +41,18 @@ from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, StepScalars, act_shapes,
+from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES, FlatBuffer, StepScalars,
+                      act_shapes,
                       fill, from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
                       to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
+
+
+def _layer_views(views: dict, names, L: int) -> list[dict]:
+    """[{name: views[name][l] for name in names} for each layer l]: the per-layer slices, made once."""
+    return [{name: views[name][l] for name in names} for l in range(L)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -113,7 +119,8 @@ class KernelGPT2:
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
         if fused and not is_cuda(device):
-            raise ValueError(f"KernelGPT2: fused=True is a CUDA path (device 'cuda' or 'cudasim'), got device {device!r}")
+            raise ValueError(f"KernelGPT2: fused=True is a CUDA path (device 'cuda' or 'cudasim'), "
+                             f"got device {device!r}")
         self.config, self.device, self.fused = config, device, fused
         self.write_probs = False                     # fused: also write probs (live parity reads them)
         self.dlosses_for = None                      # fused: the (B, T) dlosses = 1/(B*T) was filled for
@@ -125,6 +132,11 @@ class KernelGPT2:
         self.v_memory = FlatBuffer(shapes, device)   # AdamW second moment
         self.params = self.params_memory.views()
         self.grads = self.grads_memory.views()
+        # block l's own views, made once: slicing a device array makes a new object each time (host time in
+        # every step, hundreds of slices), so forward and backward index these lists instead
+        self.layer_params = _layer_views(self.params, LAYER_NAMES, config.n_layer)
+        self.layer_grads = _layer_views(self.grads, LAYER_NAMES, config.n_layer)
+        self.layer_acts, self.layer_grads_acts = [], []
         self.step = 0                                # AdamW steps taken (bias correction uses step + 1 next)
         # activations are allocated by the first forward, for its (B, T)
         self.acts_memory = self.grads_acts_memory = None
@@ -167,6 +179,10 @@ class KernelGPT2:
             shapes = act_shapes(self.config, B, T)
             self.acts = self.acts_memory.views(shapes)
             self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
+            L = self.config.n_layer
+            self.layer_acts = _layer_views(self.acts, LAYER_ACT_NAMES, L)
+            self.layer_grads_acts = _layer_views(self.grads_acts, [n for n in GRAD_ACT_NAMES if n in LAYER_ACT_NAMES],
+                                                 L)
             self.B, self.T = B, T
 
     def _batch(self, a, name: str):
@@ -226,22 +242,24 @@ class KernelGPT2:
 
         k.encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
         for l in range(L):
-            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]        # the block's input stream
+            la, lp = self.layer_acts[l], self.layer_params[l]   # block l's views, made once (see _layer_views)
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]   # the block's input stream
             # x + attn(ln_1(x))
-            k.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
-                                p["ln1w"][l], p["ln1b"][l])
-            k.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
-            k.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
-            k.matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
-            k.residual_forward(a["residual2"][l], residual, a["attproj"][l])
+            k.layernorm_forward(la["ln1"], la["ln1_mean"], la["ln1_rstd"], residual,
+                                lp["ln1w"], lp["ln1b"])
+            k.matmul_forward(la["qkv"], la["ln1"], lp["qkvw"], lp["qkvb"])
+            k.attention_forward(la["atty"], la["att"], la["qkv"], NH)
+            k.matmul_forward(la["attproj"], la["atty"], lp["attprojw"], lp["attprojb"])
+            k.residual_forward(la["residual2"], residual, la["attproj"])
             # x + mlp(ln_2(x))
-            k.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
-                                p["ln2w"][l], p["ln2b"][l])
-            k.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
-            k.gelu_forward(a["fch_gelu"][l], a["fch"][l])
-            k.matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
-            k.residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l])
-        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
+            k.layernorm_forward(la["ln2"], la["ln2_mean"], la["ln2_rstd"], la["residual2"],
+                                lp["ln2w"], lp["ln2b"])
+            k.matmul_forward(la["fch"], la["ln2"], lp["fcw"], lp["fcb"])
+            k.gelu_forward(la["fch_gelu"], la["fch"])
+            k.matmul_forward(la["fcproj"], la["fch_gelu"], lp["fcprojw"], lp["fcprojb"])
+            k.residual_forward(la["residual3"], la["residual2"], la["fcproj"])
+        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], self.layer_acts[L - 1]["residual3"], p["lnfw"],
+                            p["lnfb"])
         k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
 
         self.mean_loss, self.loss_pending = None, False
@@ -288,27 +306,28 @@ class KernelGPT2:
             fill(ga["losses"], 1.0 / (B * T))
             k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
         k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
-        k.layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
-                             p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
+                             self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(L)):
-            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
-            dresidual = ga["encoded"] if l == 0 else ga["residual3"][l - 1]
+            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self.layer_grads_acts[l]
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
+            dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
             # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
-            k.residual_backward(ga["residual2"][l], ga["fcproj"][l], ga["residual3"][l])
-            k.matmul_backward(ga["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], ga["fcproj"][l],
-                              a["fch_gelu"][l], p["fcprojw"][l])
-            k.gelu_backward(ga["fch"][l], a["fch"][l], ga["fch_gelu"][l])
-            k.matmul_backward(ga["ln2"][l], g["fcw"][l], g["fcb"][l], ga["fch"][l], a["ln2"][l], p["fcw"][l])
-            k.layernorm_backward(ga["residual2"][l], g["ln2w"][l], g["ln2b"][l], ga["ln2"][l], a["residual2"][l],
-                                 p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l])
+            k.residual_backward(lga["residual2"], lga["fcproj"], lga["residual3"])
+            k.matmul_backward(lga["fch_gelu"], lg["fcprojw"], lg["fcprojb"], lga["fcproj"],
+                              la["fch_gelu"], lp["fcprojw"])
+            k.gelu_backward(lga["fch"], la["fch"], lga["fch_gelu"])
+            k.matmul_backward(lga["ln2"], lg["fcw"], lg["fcb"], lga["fch"], la["ln2"], lp["fcw"])
+            k.layernorm_backward(lga["residual2"], lg["ln2w"], lg["ln2b"], lga["ln2"], la["residual2"],
+                                 lp["ln2w"], la["ln2_mean"], la["ln2_rstd"])
             # back through x + attn(ln_1(x))
-            k.residual_backward(dresidual, ga["attproj"][l], ga["residual2"][l])
-            k.matmul_backward(ga["atty"][l], g["attprojw"][l], g["attprojb"][l], ga["attproj"][l],
-                              a["atty"][l], p["attprojw"][l])
-            k.attention_backward(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["att"][l], NH)
-            k.matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
-            k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
-                                 p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
+            k.residual_backward(dresidual, lga["attproj"], lga["residual2"])
+            k.matmul_backward(lga["atty"], lg["attprojw"], lg["attprojb"], lga["attproj"],
+                              la["atty"], lp["attprojw"])
+            k.attention_backward(lga["qkv"], lga["atty"], la["qkv"], la["att"], NH)
+            k.matmul_backward(lga["ln1"], lg["qkvw"], lg["qkvb"], lga["qkv"], la["ln1"], lp["qkvw"])
+            k.layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], residual,
+                                 lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
         if self.runs is not None and _takes_runs(k.encoder_backward):   # the token runs came with the batch
             k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs, runs=self.runs)
         else:
