@@ -216,12 +216,12 @@ def fused_classifier_kernel(losses, dlogits, probs, logits, targets, dlosses, wr
     buf_m = cuda.shared.array(BLOCK, float32)
     buf_s = cuda.shared.array(BLOCK, float32)
     n = cuda.blockIdx.x
-    tid = cuda.threadIdx.x
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x   # blockDim: a power of two <= BLOCK
     V = logits.shape[1]
     # pass 1: this thread's (max, sum of exp(x - max)); the sum compensated, and rescaled with its compensation
     # whenever the max grows (both parts of total + comp are relative to the same max)
     m, s, comp = float32(-math.inf), float32(0.0), float32(0.0)
-    for v in range(tid, V, BLOCK):
+    for v in range(tid, V, threads):
         x = logits[n, v]
         if x > m:
             scale = math.exp(m - x)   # exp(-inf) = 0 the first time
@@ -229,7 +229,7 @@ def fused_classifier_kernel(losses, dlogits, probs, logits, targets, dlosses, wr
         s, comp = compensated_add(s, comp, math.exp(x - m))
     buf_m[tid], buf_s[tid] = m, s + comp
     cuda.syncthreads()
-    stride = BLOCK // 2
+    stride = threads // 2
     while stride > 0:   # the tree of v3 over (max, sum) pairs
         if tid < stride:
             buf_m[tid], buf_s[tid] = _combine(buf_m[tid], buf_s[tid], buf_m[tid + stride], buf_s[tid + stride])
@@ -242,7 +242,7 @@ def fused_classifier_kernel(losses, dlogits, probs, logits, targets, dlosses, wr
     # pass 2: the gradient straight from the logits
     inv_total = float32(1.0) / total
     dloss = dlosses[n]
-    for v in range(tid, V, BLOCK):
+    for v in range(tid, V, threads):
         p = math.exp(logits[n, v] - m) * inv_total
         if write_probs:
             probs[n, v] = p
@@ -340,7 +340,10 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
         raise TypeError("fused_classifier: a CUDA kernel: pass CUDA device arrays (on the CPU, crossentropy_forward "
                         "then crossentropy_backward)")
     N = B * T
-    fused_classifier_kernel[N, BLOCK](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
+    # numba's simulator runs every thread as a Python thread: 32 per row there (the kernel takes any power of two)
+    from numba import config
+    threads = 32 if config.ENABLE_CUDASIM else BLOCK
+    fused_classifier_kernel[N, threads](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
                                       logits.reshape(N, V), targets.reshape(N), dlosses.reshape(N), bool(write_probs))
 
 

@@ -10,7 +10,9 @@ as the default path and once with fused=True (the fused classifier and the one-l
   launches one);
 * the fused step computes what the default one does: loss, grad norm, per-token losses, probs (written
   because write_probs is set, as live parity sets it), dlogits, every gradient and every parameter after
-  AdamW, within the simulator test's rule (the same float32 math, sums in another order).
+  AdamW, within the simulator test's rule (the same float32 math, sums in another order);
+* live parity (VerifiedBackend) passes on the fused path, reading probs, losses and dlogits from the fused
+  classifier itself.
 """
 import os
 import subprocess
@@ -75,6 +77,15 @@ SCRIPT = textwrap.dedent("""
             out[name + ":" + k] = m.acts[k].copy_to_host()
         out[name + ":dlogits"] = m.grads_acts["logits"].copy_to_host()
         out[name + ":params"] = m.params_memory.memory.copy_to_host()
+    # live parity on the fused path: a second step, verified (probs are written because the step is verified)
+    from gpt2lab.gpt2.kernel_backend import VerifiedBackend
+    verified = VerifiedBackend(b, every=1)
+    m.write_probs = False
+    verified.loss_and_grads(x, y)
+    verified.optimizer_step(1e-2)
+    report = verified.reports[-1]
+    out["parity:rows"] = np.array(sorted({{r.tensor for r in report.rows}}))
+    out["parity:failures"] = np.array([r.describe() for r in report.failures], dtype=str)
     np.savez(sys.argv[1], **out)
     print(out["default:calls"], out["fused:calls"])
 """).format(micro=MICRO, x=X, y=Y)
@@ -119,3 +130,9 @@ def test_fused_step_equals_the_default_step(steps):
     # and the step did something: the parameters moved, the gradients are not all zero
     assert np.abs(steps["default:grads"]).max() > 1e-3
     assert np.abs(steps["fused:dlogits"]).max() > 1e-3
+
+
+@pytest.mark.cudasim
+def test_live_parity_checks_the_fused_path(steps):
+    assert {"probs", "losses", "dlogits", "loss"} <= set(steps["parity:rows"])
+    assert steps["parity:failures"].size == 0, steps["parity:failures"]
