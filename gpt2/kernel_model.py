@@ -14,6 +14,13 @@ CPU, or CUDA when the buffers are device arrays). The model is four flat float32
 gradient arrives from two places and is summed, and wte's gradient gets the lm_head matmul's part and then the
 encoder's scatter-add on top.
 
+On a GPU the host does as little as it can per step (issue 14's lean host path): every buffer is made once
+for the batch shape (the batch itself goes into a preallocated device buffer, with the encoder backward's
+token runs, in one copy), each block's views are made once, zeroing is one driver memset per buffer, the
+kernels are launched through `@cuda_kernel` (no per-call type dispatch) and the loss and grad norm are
+reduced on the device and come back in one small copy: `forward(..., read_loss=False)`, backward, then
+`loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
+
     >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
     >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
     >>> model.zero_grad(); model.backward(); model.adamw_step(lr=1e-3)
@@ -30,8 +37,8 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
-from gpt2lab.kernels._validate import on_host
 from gpt2lab.kernels._cuda import memset_zero
+from gpt2lab.kernels._validate import on_host
 from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
 from gpt2lab.kernels.attention import attention_backward, attention_forward
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward, fused_classifier
@@ -42,9 +49,8 @@ from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
 from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES, FlatBuffer, StepScalars,
-                      act_shapes,
-                      fill, from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
-                      to_reference_names)
+                      act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
+                      sum_of_squares, to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
