@@ -1,5 +1,7 @@
 """One training step of the numba backend against the torch backend, timed side by side (`gpt2lab bench`).
 
+On the CPU (`bench_steps`) and on a GPU (`bench_steps_cuda`: our CUDA kernels against PyTorch on CUDA).
+
 Both are the trainer's own backends (train.TorchBackend, kernel_backend.NumbaBackend) with the same config,
 seed, batch and optimizer settings, so this is the step `gpt2lab train` takes: forward, backward, gradient
 clip and AdamW. The two steps alternate (kernels.bench.side_by_side), so a busy machine slows both alike.
@@ -29,9 +31,8 @@ def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps
 
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig, TorchBackend
-    if device != "cpu":
-        progress("  training step: the torch backend runs on the CPU only; comparing on cpu")
-        kernels = None  # a GPU-only matmul (cublas) cannot run in this CPU step
+    if device == "cuda":
+        return bench_steps_cuda(configs, B, T, reps, progress=progress, kernels=kernels)
     torch.set_flush_denormal(True)
     rows = []
     for name in configs:
@@ -51,4 +52,121 @@ def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps
         rows.append(row)
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
                  f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
+    return rows
+
+
+# ---------------------------------------------------------------- on a GPU
+def _batches(cfg, B: int, T: int, n: int) -> list:
+    rng = np.random.default_rng(0)
+    return [(rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64),
+             rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)) for _ in range(n)]
+
+
+def _time_steps(backend, batches, warm: int, sync) -> dict:
+    """One training step per batch (lr 1e-4), each between two sync() (the GPU idle), so a step's time is the
+    whole step's, not its launches'. Lists over the steps after `warm`: "seconds" (wall), "issue" (until
+    the last call returned, before the final sync), "launches" and "wait" (kernel launches, and seconds the
+    host waited in the model's read-back; only for our backend, else 0); "losses" of every step."""
+    import time
+
+    from gpt2lab.kernels._cuda import launch_count
+    scalars = getattr(getattr(backend, "model", None), "scalars", None)
+
+    def waited():
+        return scalars.wait_seconds if scalars is not None else 0.0
+    out = {"seconds": [], "issue": [], "launches": [], "wait": [], "losses": []}
+    for i, (x, y) in enumerate(batches):
+        sync()
+        n0, w0, t0 = launch_count(), waited(), time.perf_counter()
+        out["losses"].append(float(backend.loss_and_grads(x, y)))
+        backend.optimizer_step(1e-4)
+        t1 = time.perf_counter()
+        sync()
+        t2 = time.perf_counter()
+        if i >= warm:
+            for key, value in (("seconds", t2 - t0), ("issue", t1 - t0), ("launches", launch_count() - n0),
+                               ("wait", waited() - w0)):
+                out[key].append(value)
+    return out
+
+
+def _ours_cuda(cfg, batches, warm: int, fused: bool = False, kernels=None) -> dict:
+    """Our CUDA step (NumbaBackend on cuda): ms, launches and host ms per step, GPU memory. fused: with the
+    fused classifier and one-launch AdamW (KernelGPT2's fused=True); its fields are then named fused_*."""
+    import gc
+
+    from numba import cuda
+
+    from .kernel_backend import NumbaBackend
+    from .train import OptimConfig
+    ctx = cuda.current_context()
+    free0, _ = ctx.get_memory_info()
+    ours = NumbaBackend(cfg, OptimConfig(), seed=0, device="cuda", fused=fused, kernels=kernels)
+    t = _time_steps(ours, batches, warm, cuda.synchronize)
+    free1, _ = ctx.get_memory_info()
+    m = ours.model
+    buffers = sum(b.memory.nbytes for b in (m.params_memory, m.grads_memory, m.m_memory, m.v_memory,
+                                            m.acts_memory, m.grads_acts_memory))
+    host = [issue - wait for issue, wait in zip(t["issue"], t["wait"])]
+    row = {"ours_ms": float(np.median(t["seconds"]) * 1e3), "ours_losses": t["losses"],
+           "launches_per_step": int(np.median(t["launches"])), "ours_host_ms": float(np.median(host) * 1e3),
+           "ours_gpu_mib": (free0 - free1) / 2**20, "ours_buffers_mib": buffers / 2**20}
+    if fused:
+        row = {"fused_ms": row["ours_ms"], "fused_losses": row["ours_losses"],
+               "fused_launches_per_step": row["launches_per_step"], "fused_host_ms": row["ours_host_ms"]}
+    del ours, m
+    gc.collect()
+    for owner in (getattr(ctx, "memory_manager", None), ctx):   # numba frees device memory lazily: give it
+        pending = getattr(owner, "deallocations", None)          # back before the next side's turn
+        if pending is not None:
+            pending.clear()
+    return row
+
+
+def _torch_cuda(cfg, batches, warm: int) -> dict:
+    """PyTorch's step on the GPU (train.TorchBackend on cuda: fp32, TF32 off, fused AdamW): ms, peak memory."""
+    import torch
+
+    from .train import OptimConfig, TorchBackend
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    backend = TorchBackend(cfg, OptimConfig(), seed=0, device="cuda")
+    t = _time_steps(backend, batches, warm, torch.cuda.synchronize)
+    row = {"torch_ms": float(np.median(t["seconds"]) * 1e3), "torch_losses": t["losses"],
+           "torch_peak_mib": torch.cuda.max_memory_allocated() / 2**20,
+           "torch_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
+    del backend
+    torch.cuda.empty_cache()
+    return row
+
+
+def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=2, progress=print,
+                     kernels=None) -> list[dict]:
+    """Whole training steps on the GPU: our CUDA kernels (NumbaBackend on cuda) against PyTorch on CUDA, the same
+    init (seed 0), the same `warm + reps` batches and optimizer settings; ours first, then torch's, each on
+    an otherwise empty GPU. One row per config: median ms/step, tokens/s, ours/torch, memory (ours: what the
+    driver reports in use after our steps minus before, and our flat buffers alone; torch: its allocator's
+    peak), our launches per step (kernels and memsets, kernels._cuda.launch_count) and host ms per step (from
+    the step's start until its last call returned, minus the time the host waited for the GPU in the one
+    read-back: the host's own work), and the largest |loss difference| over the steps (the two follow each
+    other up to float32 rounding). The fused_* fields: our step again with fused=True (the fused classifier
+    and the one-launch AdamW, not the default until timed here). kernels: our model's entry points for both
+    of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul)."""
+    rows = []
+    for name in configs:
+        cfg = GPTConfig.preset(name)
+        batches = _batches(cfg, B, T, warm + reps)
+        row = {"config": name, "B": B, "T": T, "device": "cuda", **_ours_cuda(cfg, batches, warm, kernels=kernels),
+               **_ours_cuda(cfg, batches, warm, fused=True, kernels=kernels), **_torch_cuda(cfg, batches, warm)}
+        row["ratio"], row["fused_ratio"] = row["ours_ms"] / row["torch_ms"], row["fused_ms"] / row["torch_ms"]
+        row["ours_tok_s"], row["torch_tok_s"] = B * T / row["ours_ms"] * 1e3, B * T / row["torch_ms"] * 1e3
+        row["max_loss_diff"] = max(abs(a - b) for a, b in zip(row["ours_losses"], row["torch_losses"]))
+        rows.append(row)
+        progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.2f} ms ({row['ours_tok_s']:8.0f} tok/s, "
+                 f"{row['launches_per_step']} launches, host {row['ours_host_ms']:.2f} ms, "
+                 f"{row['ours_gpu_mib']:.0f} MiB)  torch {row['torch_ms']:8.2f} ms ({row['torch_tok_s']:8.0f} tok/s, "
+                 f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; "
+                 f"fused=True {row['fused_ms']:.2f} ms "
+                 f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms), "
+                 f"ratio {row['fused_ratio']:.2f}")
     return rows

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the matmul 'ours' runs on cuda: our kernels (default) or cuBLAS on the same memory")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
+    # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)
+    p.add_argument("--batch", type=int, default=4, help="whole step: sequences per batch B")
+    p.add_argument("--seq", type=int, default=64, help="whole step: tokens per sequence T (<= each config's context)")
 
 
 def run(args) -> int:
@@ -45,10 +48,20 @@ def run(args) -> int:
         print(f"gpt2lab bench: --steps {','.join(unknown)}: unknown config; choose from {', '.join(PRESETS)} "
               f"(comma-separated, '' to skip)", file=sys.stderr)
         return 2
+    if args.batch <= 0 or args.seq <= 0:
+        print(f"gpt2lab bench: --batch and --seq must be positive, got {args.batch} and {args.seq}", file=sys.stderr)
+        return 2
+    too_long = [c for c in args.steps.split(",") if c and args.seq > PRESETS[c]["block_size"]]
+    if too_long:
+        print(f"gpt2lab bench: --seq {args.seq} is longer than the context of --steps {','.join(too_long)}",
+              file=sys.stderr)
+        return 2
     if args.device == "cuda":
+        import torch
         from numba import cuda
-        if not cuda.is_available():
-            print("gpt2lab bench: --device cuda needs an NVIDIA GPU and driver; none found", file=sys.stderr)
+        if not (cuda.is_available() and torch.cuda.is_available()):
+            print("gpt2lab bench: --device cuda needs an NVIDIA GPU that numba and PyTorch both see; none found "
+                  f"(numba: {cuda.is_available()}, torch: {torch.cuda.is_available()})", file=sys.stderr)
             return 2
     error = _matmul_error(args)
     if error:
@@ -67,8 +80,8 @@ def run(args) -> int:
     if configs:
         from .bench import bench_steps
         say("one training step (forward, backward, AdamW):")
-        out["steps"] = bench_steps(args.device, configs, reps=max(1, args.reps // 2), progress=say,
-                                   kernels=_step_kernels(args.matmul))
+        out["steps"] = bench_steps(args.device, configs, B=args.batch, T=args.seq, reps=max(1, args.reps // 2),
+                                   progress=say, kernels=_step_kernels(args.matmul))
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)

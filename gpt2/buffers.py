@@ -35,8 +35,10 @@ import math
 
 import numpy as np
 from numba import config as numba_config
-from numba import cuda, njit, prange
+from numba import cuda, float64, njit, prange
 
+from gpt2lab.kernels._cuda import block_sum, memset_zero
+from gpt2lab.kernels._cuda import kernel as cuda_kernel
 from gpt2lab.kernels._validate import on_host
 
 from .config import GPTConfig, decays
@@ -129,7 +131,7 @@ def is_cuda(device: str) -> bool:
     return device in ("cuda", "cudasim")
 
 
-@cuda.jit
+@cuda_kernel
 def fill_kernel(a, value, n):
     """a[i] = value for i < n: zeroing a gradient buffer, or dlosses = 1/(B*T). Grid-stride loop."""
     i = cuda.grid(1)
@@ -139,7 +141,7 @@ def fill_kernel(a, value, n):
         i += stride
 
 
-@cuda.jit
+@cuda_kernel
 def scale_kernel(a, factor, n):
     """a[i] *= factor: gradient clipping."""
     i = cuda.grid(1)
@@ -149,7 +151,7 @@ def scale_kernel(a, factor, n):
         i += stride
 
 
-@cuda.jit
+@cuda_kernel
 def sumsq_kernel(total, a, n):
     """total[0] += sum(a[i]^2), each thread over its grid-stride share then one float64 atomic per thread."""
     i = cuda.grid(1)
@@ -162,11 +164,76 @@ def sumsq_kernel(total, a, n):
     cuda.atomic.add(total, 0, acc)
 
 
+SCALAR_BLOCK = 256  # threads per block of step_scalars_kernel (a power of two, for block_sum's tree)
+
+
+@cuda_kernel
+def step_scalars_kernel(out, losses, n_losses, grads, n_grads):
+    """out[0] = sum(losses[:n_losses]); out[1 + b] = one share of sum(grads[:n_grads]^2) for b < gridDim - 1.
+
+    The two numbers a training step reports, in one launch: block 0 sums the per-token losses, blocks 1.. the
+    squared gradients (a grid-stride loop over their own share). float64 accumulators and block_sum's tree in
+    shared memory; each block writes its own slot, so nothing needs zeroing first, there are no atomics and
+    the result has the same bits every run. The host adds the slots (float64) after one copy.
+    """
+    scratch = cuda.shared.array(SCALAR_BLOCK, float64)
+    tid, block = cuda.threadIdx.x, cuda.blockIdx.x
+    acc = float64(0.0)
+    if block == 0:
+        i = tid
+        while i < n_losses:
+            acc += float64(losses[i])
+            i += cuda.blockDim.x
+    else:
+        i = (block - 1) * cuda.blockDim.x + tid
+        stride = (cuda.gridDim.x - 1) * cuda.blockDim.x
+        while i < n_grads:
+            g = float64(grads[i])
+            acc += g * g
+            i += stride
+    total = block_sum(scratch, acc)
+    if tid == 0:
+        out[block] = total
+
+
 CUDA_KERNELS = (
     (fill_kernel, "void(float32[::1], float32, int64)"),
     (scale_kernel, "void(float32[::1], float32, int64)"),
     (sumsq_kernel, "void(float64[::1], float32[::1], int64)"),
+    (step_scalars_kernel, "void(float64[::1], float32[::1], int64, float32[::1], int64)"),
 )
+
+
+class StepScalars:
+    """The loss sum and the squared grad norm of a step, computed on the device and read back in one copy.
+
+    Allocated once per model (a float64 device array of 1 + G slots and its host mirror): a read allocates
+    nothing. `wait_seconds` adds up the time the host spent in the read (waiting for the GPU to finish the
+    work queued before it, then the copy): a step's wall time minus it is the host's own time per step.
+    """
+
+    def __init__(self):
+        simulated = bool(numba_config.ENABLE_CUDASIM)
+        # the simulator runs every thread as a Python thread: a few small blocks are by far the fastest
+        self.block, self.grad_blocks = (32, 2) if simulated else (SCALAR_BLOCK, 264)  # 2 blocks per H100 SM
+        self.device = cuda.device_array(1 + self.grad_blocks, dtype=np.float64)
+        self.host = np.zeros(1 + self.grad_blocks, dtype=np.float64)
+        self.wait_seconds = 0.0
+
+    def read(self, losses=None, grads=None) -> tuple[float, float]:
+        """(sum of losses, sum of grads^2), each 0.0 when its array is None; losses, grads: flat float32 device
+        arrays. One launch, one device-to-host copy (which waits for the queued work)."""
+        import time
+        dummy = losses if losses is not None else grads
+        n_losses = 0 if losses is None else losses.size
+        n_grads = 0 if grads is None else grads.size
+        blocks = 1 + (self.grad_blocks if n_grads else 0)
+        step_scalars_kernel[blocks, self.block](self.device, dummy if losses is None else losses, n_losses,
+                                               dummy if grads is None else grads, n_grads)
+        t0 = time.perf_counter()
+        self.device.copy_to_host(self.host)
+        self.wait_seconds += time.perf_counter() - t0
+        return float(self.host[0]), float(self.host[1:blocks].sum())
 
 
 def _launch(kernel, n: int, *args) -> None:
@@ -182,6 +249,8 @@ def fill(a, value: float) -> None:
     """Set every element of the (contiguous) array `a` to `value`, on the host or the device."""
     if isinstance(a, np.ndarray):
         a.fill(value)
+    elif value == 0 and a.is_c_contiguous():
+        memset_zero(a)  # one driver memset, no kernel
     else:
         flat = a.reshape(a.size)
         _launch(fill_kernel, a.size, flat, np.float32(value))

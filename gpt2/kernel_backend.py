@@ -92,25 +92,37 @@ class NumbaBackend:
     """The trainer's backend protocol over KernelGPT2 (numba kernels on the CPU, or CUDA with device="cuda")."""
     name = "numba"
 
-    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None):
+    def __init__(self, config: GPTConfig, optim=None, seed: int = 0, device: str = "cpu", kernels=None,
+                 fused: bool = False):
         if device == "cpu":
             flush_denormals()
         self.config, self.optim = config, optim or OptimConfig()
-        self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels)
+        # fused: the fused classifier and the one-launch AdamW (CUDA only; see KernelGPT2)
+        self.model = KernelGPT2(config, device=device, seed=seed, kernels=kernels, fused=fused)
+        self._norm = None   # the grad norm loss_and_grads read back with the loss
 
     def loss_and_grads(self, x, y) -> float:
-        """Forward and backward on one batch x, y: (B, T) ints; leaves the gradients in model.grads."""
-        loss = self.model.forward(x, y)
-        self.model.zero_grad()
-        self.model.backward()
+        """Forward and backward on one batch x, y: (B, T) ints; leaves the gradients in model.grads.
+
+        On a GPU the loss and the grad norm are reduced there after the backward and come back in one copy,
+        the step's only device-to-host copy (the norm is kept for optimizer_step)."""
+        m = self.model
+        m.forward(x, y, read_loss=False)
+        m.zero_grad()
+        m.backward()
+        loss, self._norm = m.loss_and_grad_norm()
         return loss
 
     def optimizer_step(self, lr: float) -> float:
         """Clip (if OptimConfig.grad_clip) and one AdamW update. Returns the global grad norm before clipping."""
-        o = self.optim
-        norm = self.model.clip_grad_norm(o.grad_clip) if o.grad_clip is not None else self.model.grad_norm()
-        check_finite("gradient norm", norm, self.model.step + 1)  # before AdamW: the params stay as they were
-        self.model.adamw_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay)
+        o, m = self.optim, self.model
+        norm, self._norm = self._norm, None   # loss_and_grads' norm, unless the grads changed since
+        if norm is None:
+            norm = m.grad_norm()
+        check_finite("gradient norm", norm, m.step + 1)  # before AdamW: the params stay as they were
+        if o.grad_clip is not None and norm > o.grad_clip:
+            m.scale_grads(o.grad_clip / (norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s formula, on the device
+        m.adamw_step(lr, o.beta1, o.beta2, o.eps, o.weight_decay)
         return norm
 
     def eval_loss(self, x, y) -> float:
@@ -163,6 +175,8 @@ class VerifiedBackend:
         self._extras = {}
         step = self.backend.model.step + 1          # the optimizer step this batch is for (1-based)
         self._step = step if (step - 1) % self.every == 0 else None
+        # the fused classifier writes probs only when asked: on the verified steps, so parity can read them
+        self.backend.model.write_probs = self._step is not None
         if self._step is None:
             return self.backend.loss_and_grads(x, y)
         self.monitor.reference_step(x, y)

@@ -14,12 +14,22 @@ CPU, or CUDA when the buffers are device arrays). The model is four flat float32
 gradient arrives from two places and is summed, and wte's gradient gets the lm_head matmul's part and then the
 encoder's scatter-add on top.
 
+On a GPU the host does as little as it can per step (issue 14's lean host path): every buffer is made once
+for the batch shape (the batch itself goes into a preallocated device buffer, with the encoder backward's
+token runs, in one copy), each block's views are made once, zeroing is one driver memset per buffer, the
+kernels are launched through `@cuda_kernel` (no per-call type dispatch) and the loss and grad norm are
+reduced on the device and come back in one small copy: `forward(..., read_loss=False)`, backward, then
+`loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
+
     >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
     >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
     >>> model.zero_grad(); model.backward(); model.adamw_step(lr=1e-3)
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,22 +37,39 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
-from gpt2lab.kernels._validate import on_host, to_host
-from gpt2lab.kernels.adamw import adamw_update
+from gpt2lab.kernels._cuda import memset_zero
+from gpt2lab.kernels._validate import on_host
+from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
 from gpt2lab.kernels.attention import attention_backward, attention_forward
-from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward
-from gpt2lab.kernels.encoder import encoder_backward, encoder_forward
+from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward, fused_classifier
+from gpt2lab.kernels.encoder import encoder_backward, encoder_forward, token_runs
 from gpt2lab.kernels.gelu import gelu_backward, gelu_forward
 from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, PARAM_NAMES, FlatBuffer, act_shapes, fill,
-                      from_reference_names, is_cuda, named_view, param_shapes, scale, sum_of_squares,
-                      to_reference_names)
+from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES, FlatBuffer, StepScalars,
+                      act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
+                      sum_of_squares, to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
+
+
+def _layer_views(views: dict, names, L: int) -> list[dict]:
+    """[{name: views[name][l] for name in names} for each layer l]: the per-layer slices, made once."""
+    return [{name: views[name][l] for name in names} for l in range(L)]
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_runs(fn) -> bool:
+    """Whether an encoder_backward entry point accepts runs= (ours and the injected faults do; a learner's
+    plugged-in kernel may not, and then gets the plain call)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "runs" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 @dataclass
@@ -67,6 +94,9 @@ class Kernels:
     crossentropy_forward: Callable = crossentropy_forward
     crossentropy_backward: Callable = crossentropy_backward
     adamw_update: Callable = adamw_update
+    # the fused path's (KernelGPT2(..., fused=True), CUDA only)
+    fused_classifier: Callable = fused_classifier
+    adamw_update_flat: Callable = adamw_update_flat
 
 
 class KernelGPT2:
@@ -77,10 +107,14 @@ class KernelGPT2:
     numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
     reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
     kernels: the entry points to call (default: gpt2lab.kernels'); `model.kernels` can be swapped later too.
+    fused (CUDA devices only; off by default, as nothing untimed on a GPU becomes a default, docs/kernels.md):
+    the forward with targets runs the fused classifier (loss and dlogits in one kernel, probs not written
+    unless `write_probs` is set, as live parity does) in place of crossentropy_forward + _backward, and AdamW
+    is one launch over the flat buffers (adamw_update_flat) in place of one per tensor.
     """
 
     def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True,
-                 kernels: Kernels | None = None):
+                 kernels: Kernels | None = None, fused: bool = False):
         if device not in DEVICES:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
@@ -90,7 +124,12 @@ class KernelGPT2:
             install()  # warp shuffles and race-free shared arrays for numba's simulator
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
-        self.config, self.device = config, device
+        if fused and not is_cuda(device):
+            raise ValueError(f"KernelGPT2: fused=True is a CUDA path (device 'cuda' or 'cudasim'), "
+                             f"got device {device!r}")
+        self.config, self.device, self.fused = config, device, fused
+        self.write_probs = False                     # fused: also write probs (live parity reads them)
+        self.dlosses_for = None                      # fused: the (B, T) dlosses = 1/(B*T) was filled for
         self.kernels = kernels if kernels is not None else Kernels()
         shapes = param_shapes(config)
         self.params_memory = FlatBuffer(shapes, device)
@@ -99,6 +138,11 @@ class KernelGPT2:
         self.v_memory = FlatBuffer(shapes, device)   # AdamW second moment
         self.params = self.params_memory.views()
         self.grads = self.grads_memory.views()
+        # block l's own views, made once: slicing a device array makes a new object each time (host time in
+        # every step, hundreds of slices), so forward and backward index these lists instead
+        self.layer_params = _layer_views(self.params, LAYER_NAMES, config.n_layer)
+        self.layer_grads = _layer_views(self.grads, LAYER_NAMES, config.n_layer)
+        self.layer_acts, self.layer_grads_acts = [], []
         self.step = 0                                # AdamW steps taken (bias correction uses step + 1 next)
         # activations are allocated by the first forward, for its (B, T)
         self.acts_memory = self.grads_acts_memory = None
@@ -106,7 +150,18 @@ class KernelGPT2:
         self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
         self.B = self.T = 0
         self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
+        # on a GPU: the batch's device buffer and its host staging copy, int32, N = B*T of the capacity:
+        # [idx (N) | targets (N) | order (N) | starts (N + 1)] (order, starts: the encoder backward's token runs)
+        self.tokens_memory = self.tokens_host = None
+        self.runs = None                             # (order, starts) views of the last batch, on the device
         self.mean_loss = None
+        self.loss_pending = False                    # forward(..., read_loss=False): the loss is on the device
+        # on a GPU: the loss sum and grad norm of a step, computed there and read back in one small copy
+        self.scalars = StepScalars() if is_cuda(device) else None
+        if fused:   # adamw_update_flat's tensor table: where each tensor ends, and whether it is decayed
+            ends = np.cumsum([math.prod(shape) for shape in shapes.values()]).astype(np.int64)
+            self.region_end = cuda.to_device(ends)
+            self.region_decay = cuda.to_device(np.array([n in DECAYED for n in shapes], dtype=np.float32))
         if init:
             from .model import init_params
             self.load_params(init_params(config, seed))
@@ -121,15 +176,23 @@ class KernelGPT2:
             shapes = act_shapes(self.config, capB, capT)
             self.acts_memory = FlatBuffer(shapes, self.device)
             self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
+            if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
+                self.tokens_memory = cuda.device_array(4 * capB * capT + 1, dtype=np.int32)
+                self.tokens_host = np.zeros(4 * capB * capT + 1, dtype=np.int32)
             self.capacity = (capB, capT)
+            self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
             shapes = act_shapes(self.config, B, T)
             self.acts = self.acts_memory.views(shapes)
             self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
+            L = self.config.n_layer
+            self.layer_acts = _layer_views(self.acts, LAYER_ACT_NAMES, L)
+            self.layer_grads_acts = _layer_views(self.grads_acts, [n for n in GRAD_ACT_NAMES if n in LAYER_ACT_NAMES],
+                                                 L)
             self.B, self.T = B, T
 
     def _batch(self, a, name: str):
-        """(B, T) token ids -> int32 C-contiguous, on the model's device."""
+        """(B, T) token ids -> int32 C-contiguous numpy, checked (on the host, before any upload)."""
         if hasattr(a, "detach"):  # a torch tensor
             a = a.detach().cpu().numpy()
         a = np.asarray(a)
@@ -141,15 +204,32 @@ class KernelGPT2:
         if a.size and (a.min() < 0 or a.max() >= self.config.vocab_size):
             raise ValueError(f"KernelGPT2.forward: {name} must be token ids in [0, {self.config.vocab_size}), "
                              f"got values in [{a.min()}, {a.max()}]")
-        a = np.ascontiguousarray(a, dtype=np.int32)
-        return cuda.to_device(a) if is_cuda(self.device) else a
+        return np.ascontiguousarray(a, dtype=np.int32)
+
+    def _upload(self, idx: np.ndarray, targets) -> None:
+        """idx, targets (None or (B, T)) and the token runs of idx (kernels.encoder.token_runs) into the
+        preallocated device buffer, in one host-to-device copy; sets self.inputs, self.targets, self.runs."""
+        n, N, host = idx.size, self.capacity[0] * self.capacity[1], self.tokens_host
+        order, starts = token_runs(idx)
+        host[:n] = idx.reshape(-1)
+        if targets is not None:
+            host[N:N + n] = targets.reshape(-1)
+        host[2 * N:2 * N + n] = order
+        host[3 * N:3 * N + starts.size] = starts
+        self.tokens_memory.copy_to_device(host)
+        dev = self.tokens_memory
+        self.inputs = dev[:n].reshape(idx.shape)
+        self.targets = None if targets is None else dev[N:N + n].reshape(idx.shape)
+        self.runs = (dev[2 * N:2 * N + n], dev[3 * N:3 * N + starts.size])
 
     # ------------------------------------------------------------ forward
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, read_loss: bool = True):
         """idx: (B, T) int token ids, T <= block_size; targets: (B, T) int or None.
 
         Fills every activation (self.acts; the logits are self.logits, (B, T, V)). Returns the mean
-        cross-entropy loss as a float, or None without targets.
+        cross-entropy loss as a float, or None without targets. read_loss=False (a GPU step): leave the
+        per-token losses on the device and return None; `loss_and_grad_norm()` reads the loss later, in the
+        same copy as the grad norm, so a training step makes one device-to-host copy.
         """
         if np.ndim(idx) != 2:
             raise ValueError(f"KernelGPT2.forward: idx must be (B, T) token ids, got shape {tuple(np.shape(idx))}")
@@ -161,34 +241,49 @@ class KernelGPT2:
         self._ensure_capacity(B, T)
         self.inputs = self._batch(idx, "idx")
         self.targets = None if targets is None else self._batch(targets, "targets")
+        if is_cuda(self.device):
+            self._upload(self.inputs, self.targets)
         L, NH = self.config.n_layer, self.config.n_head
         p, a, k = self.params, self.acts, self.kernels
 
         k.encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
         for l in range(L):
-            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]        # the block's input stream
+            la, lp = self.layer_acts[l], self.layer_params[l]   # block l's views, made once (see _layer_views)
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]   # the block's input stream
             # x + attn(ln_1(x))
-            k.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
-                                p["ln1w"][l], p["ln1b"][l])
-            k.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l])
-            k.attention_forward(a["atty"][l], a["att"][l], a["qkv"][l], NH)
-            k.matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l])
-            k.residual_forward(a["residual2"][l], residual, a["attproj"][l])
+            k.layernorm_forward(la["ln1"], la["ln1_mean"], la["ln1_rstd"], residual,
+                                lp["ln1w"], lp["ln1b"])
+            k.matmul_forward(la["qkv"], la["ln1"], lp["qkvw"], lp["qkvb"])
+            k.attention_forward(la["atty"], la["att"], la["qkv"], NH)
+            k.matmul_forward(la["attproj"], la["atty"], lp["attprojw"], lp["attprojb"])
+            k.residual_forward(la["residual2"], residual, la["attproj"])
             # x + mlp(ln_2(x))
-            k.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
-                                p["ln2w"][l], p["ln2b"][l])
-            k.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l])
-            k.gelu_forward(a["fch_gelu"][l], a["fch"][l])
-            k.matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l])
-            k.residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l])
-        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1], p["lnfw"], p["lnfb"])
+            k.layernorm_forward(la["ln2"], la["ln2_mean"], la["ln2_rstd"], la["residual2"],
+                                lp["ln2w"], lp["ln2b"])
+            k.matmul_forward(la["fch"], la["ln2"], lp["fcw"], lp["fcb"])
+            k.gelu_forward(la["fch_gelu"], la["fch"])
+            k.matmul_forward(la["fcproj"], la["fch_gelu"], lp["fcprojw"], lp["fcprojb"])
+            k.residual_forward(la["residual3"], la["residual2"], la["fcproj"])
+        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], self.layer_acts[L - 1]["residual3"], p["lnfw"],
+                            p["lnfb"])
         k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
 
-        self.mean_loss = None
-        if self.targets is not None:
+        self.mean_loss, self.loss_pending = None, False
+        if self.targets is not None and self.fused:   # loss and dlogits (for backward) in one kernel
+            if self.dlosses_for != (B, T):   # once per batch shape: the fused backward never zeroes it
+                fill(self.grads_acts["losses"], 1.0 / (B * T))
+                self.dlosses_for = (B, T)
+            k.fused_classifier(a["losses"], self.grads_acts["logits"], a["probs"], a["logits"], self.targets,
+                               self.grads_acts["losses"], self.write_probs)
+        elif self.targets is not None:
             k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
-            # the mean over B*T tokens; (B, T) numbers, cheap to bring to the host
-            self.mean_loss = float(to_host(a["losses"]).astype(np.float64).mean())
+        if self.targets is not None:
+            if not read_loss:
+                self.loss_pending = True
+            elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
+                self.mean_loss = self.scalars.read(losses=a["losses"].reshape(B * T))[0] / (B * T)
+            else:                            # the mean over B*T tokens, in float64
+                self.mean_loss = float(a["losses"].astype(np.float64).mean())
         return self.mean_loss
 
     @property
@@ -203,43 +298,65 @@ class KernelGPT2:
 
     def backward(self) -> None:
         """Accumulate d mean_loss / d param into self.grads, from the activations of the last forward(idx, targets)."""
-        if self.mean_loss is None:
+        if self.mean_loss is None and not self.loss_pending:
             raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
         p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
-        fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
-
-        # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
-        fill(ga["losses"], 1.0 / (B * T))
-        k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        if self.fused:
+            # dlogits came with the loss (the fused classifier wrote it); zero what lies before it: the
+            # activation-gradient regions are laid out with logits and losses last (buffers.GRAD_ACT_NAMES)
+            memset_zero(self.grads_acts_memory.memory[:self.grads_acts_memory.offsets["logits"]])
+        else:
+            fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
+            # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
+            fill(ga["losses"], 1.0 / (B * T))
+            k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
         k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
-        k.layernorm_backward(ga["residual3"][L - 1], g["lnfw"], g["lnfb"], ga["lnf"], a["residual3"][L - 1],
-                             p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
+                             self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(L)):
-            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]
-            dresidual = ga["encoded"] if l == 0 else ga["residual3"][l - 1]
+            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self.layer_grads_acts[l]
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
+            dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
             # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
-            k.residual_backward(ga["residual2"][l], ga["fcproj"][l], ga["residual3"][l])
-            k.matmul_backward(ga["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], ga["fcproj"][l],
-                              a["fch_gelu"][l], p["fcprojw"][l])
-            k.gelu_backward(ga["fch"][l], a["fch"][l], ga["fch_gelu"][l])
-            k.matmul_backward(ga["ln2"][l], g["fcw"][l], g["fcb"][l], ga["fch"][l], a["ln2"][l], p["fcw"][l])
-            k.layernorm_backward(ga["residual2"][l], g["ln2w"][l], g["ln2b"][l], ga["ln2"][l], a["residual2"][l],
-                                 p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l])
+            k.residual_backward(lga["residual2"], lga["fcproj"], lga["residual3"])
+            k.matmul_backward(lga["fch_gelu"], lg["fcprojw"], lg["fcprojb"], lga["fcproj"],
+                              la["fch_gelu"], lp["fcprojw"])
+            k.gelu_backward(lga["fch"], la["fch"], lga["fch_gelu"])
+            k.matmul_backward(lga["ln2"], lg["fcw"], lg["fcb"], lga["fch"], la["ln2"], lp["fcw"])
+            k.layernorm_backward(lga["residual2"], lg["ln2w"], lg["ln2b"], lga["ln2"], la["residual2"],
+                                 lp["ln2w"], la["ln2_mean"], la["ln2_rstd"])
             # back through x + attn(ln_1(x))
-            k.residual_backward(dresidual, ga["attproj"][l], ga["residual2"][l])
-            k.matmul_backward(ga["atty"][l], g["attprojw"][l], g["attprojb"][l], ga["attproj"][l],
-                              a["atty"][l], p["attprojw"][l])
-            k.attention_backward(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["att"][l], NH)
-            k.matmul_backward(ga["ln1"][l], g["qkvw"][l], g["qkvb"][l], ga["qkv"][l], a["ln1"][l], p["qkvw"][l])
-            k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], ga["ln1"][l], residual,
-                                 p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
-        k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)        # scatter-add on top of lm_head's
+            k.residual_backward(dresidual, lga["attproj"], lga["residual2"])
+            k.matmul_backward(lga["atty"], lg["attprojw"], lg["attprojb"], lga["attproj"],
+                              la["atty"], lp["attprojw"])
+            k.attention_backward(lga["qkv"], lga["atty"], la["qkv"], la["att"], NH)
+            k.matmul_backward(lga["ln1"], lg["qkvw"], lg["qkvb"], lga["qkv"], la["ln1"], lp["qkvw"])
+            k.layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], residual,
+                                 lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
+        if self.runs is not None and _takes_runs(k.encoder_backward):   # the token runs came with the batch
+            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs, runs=self.runs)
+        else:
+            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)    # scatter-add on top of lm_head's
 
     # ------------------------------------------------------------ optimizer
     def grad_norm(self) -> float:
         """The global L2 norm of all parameter gradients (wte once: it is one tensor)."""
+        if self.scalars is not None:   # on the device, into the preallocated scalars: nothing allocated
+            return math.sqrt(self.scalars.read(grads=self.grads_memory.memory)[1])
         return float(np.sqrt(sum_of_squares(self.grads_memory.memory)))
+
+    def loss_and_grad_norm(self) -> tuple[float, float]:
+        """(mean loss, global grad norm) after forward(idx, targets, read_loss=False) and backward: both
+        reduced on the device and read back in one copy (on the CPU: computed here). Sets mean_loss."""
+        if self.loss_pending and self.scalars is not None:
+            N = self.B * self.T
+            loss_sum, sumsq = self.scalars.read(losses=self.acts["losses"].reshape(N), grads=self.grads_memory.memory)
+            self.mean_loss, self.loss_pending = loss_sum / N, False
+            return self.mean_loss, math.sqrt(sumsq)
+        if self.loss_pending:
+            self.mean_loss, self.loss_pending = float(self.acts["losses"].astype(np.float64).mean()), False
+        return self.mean_loss, self.grad_norm()
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all gradients so their global norm is at most max_norm (torch's clip_grad_norm_ formula).
@@ -247,13 +364,22 @@ class KernelGPT2:
         Returns the norm before clipping."""
         norm = self.grad_norm()
         if norm > max_norm:
-            scale(self.grads_memory.memory, max_norm / (norm + 1e-6))
+            self.scale_grads(max_norm / (norm + 1e-6))
         return norm
+
+    def scale_grads(self, factor: float) -> None:
+        """grads *= factor (one kernel over the flat buffer on a GPU)."""
+        scale(self.grads_memory.memory, factor)
 
     def adamw_step(self, lr: float, beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8,
                    weight_decay: float = 0.1) -> None:
         """One AdamW update of every parameter from self.grads; weight decay on the matrices only (DECAYED)."""
         self.step += 1  # 1-based inside the kernel: bias corrections 1 - beta^step
+        if self.fused:
+            self.kernels.adamw_update_flat(self.params_memory.memory, self.grads_memory.memory, self.m_memory.memory,
+                                           self.v_memory.memory, self.region_end, self.region_decay, self.step, lr,
+                                           beta1, beta2, eps, weight_decay)
+            return
         for name in PARAM_NAMES:
             decay = weight_decay if name in DECAYED else 0.0
             self.kernels.adamw_update(self.params_memory.flat(name), self.grads_memory.flat(name),

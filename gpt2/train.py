@@ -82,28 +82,54 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The reference backend: GPT2 in PyTorch eager mode with a hand-written AdamW (so the numba one can match it
-    line for line)."""
+    """The reference backend: GPT2 in PyTorch eager mode.
+
+    device "cpu": a hand-written AdamW (so the numba one can match it line for line). device "cuda": the model,
+    its batches and the optimizer on the GPU, float32 with TF32 off (so its matmuls round like ours),
+    torch.optim.AdamW(fused=True) (one kernel for the whole update, what a PyTorch user would run) with the
+    same decay groups, betas, eps and clipping; state_dict() is numpy on the CPU either way, so a checkpoint of
+    a GPU run loads anywhere.
+    """
     name = "torch"
 
-    def __init__(self, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0):
+    def __init__(self, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0, device: str = "cpu"):
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"TorchBackend: device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("TorchBackend: device 'cuda' but torch sees no CUDA GPU (torch.cuda.is_available() "
+                             "is False)")
         # tiny gradients squared in AdamW's v fall into the denormal range and slow CPU steps several-fold
         torch.set_flush_denormal(True)
-        self.config, self.optim = config, optim
+        self.config, self.optim, self.device = config, optim, torch.device(device)
         self.model = GPT2(config)
         self.model.load_params_numpy(init_params(config, seed))
+        self.model.to(self.device)
         self.params = dict(self.model.named_parameters())
-        self.m = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW first moment
-        self.v = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW second moment
         self.t = 0                                                          # AdamW steps taken
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False  # float32 matmuls, as our kernels compute them
+            torch.backends.cudnn.allow_tf32 = False
+            self.opt = self._fused_adamw()
+        else:
+            self.opt = None
+            self.m = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW first moment
+            self.v = {n: torch.zeros_like(p) for n, p in self.params.items()}  # AdamW second moment
+
+    def _fused_adamw(self):
+        o = self.optim
+        groups = [{"params": [p for n, p in self.params.items() if decays(n, p.shape) == d],
+                   "weight_decay": o.weight_decay if d else 0.0} for d in (True, False)]
+        return torch.optim.AdamW(groups, lr=1e-3, betas=(o.beta1, o.beta2), eps=o.eps, fused=True)
+
+    def _tokens(self, x) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x, dtype=np.int64)).to(self.device)
 
     def loss_and_grads(self, x, y) -> float:
         """Forward and backward on one batch x, y: (B, T) int64; leaves .grad on every parameter."""
         self.model.train()
         for p in self.params.values():
             p.grad = None
-        _, loss = self.model(torch.from_numpy(np.asarray(x, dtype=np.int64)),
-                             torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        _, loss = self.model(self._tokens(x), self._tokens(y))
         loss.backward()
         return loss.item()
 
@@ -111,12 +137,23 @@ class TorchBackend:
     def optimizer_step(self, lr: float) -> float:
         """Clip (optional) and one AdamW update at learning rate lr. Returns the global grad norm before clipping."""
         o = self.optim
-        norm = torch.sqrt(sum((p.grad * p.grad).sum() for p in self.params.values())).item()
+        grads = [p.grad for p in self.params.values()]
+        if self.opt is None:
+            norm = torch.sqrt(sum((g * g).sum() for g in grads)).item()
+        else:  # clip_grad_norm_'s way on a GPU: one norm per tensor in one foreach launch, then their norm
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
         check_finite("gradient norm", norm, self.t + 1)  # before AdamW: the params stay as they were
         scale = 1.0
         if o.grad_clip is not None and norm > o.grad_clip:
             scale = o.grad_clip / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_'s formula
         self.t += 1
+        if self.opt is not None:
+            if scale != 1.0:
+                torch._foreach_mul_(grads, scale)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            self.opt.step()
+            return norm
         bc1, bc2 = 1.0 - o.beta1 ** self.t, 1.0 - o.beta2 ** self.t  # bias corrections of the zero-started moments
         for name, p in self.params.items():
             g = p.grad if scale == 1.0 else p.grad * scale
@@ -131,31 +168,61 @@ class TorchBackend:
     @torch.no_grad()
     def eval_loss(self, x, y) -> float:
         self.model.eval()
-        _, loss = self.model(torch.from_numpy(np.asarray(x, dtype=np.int64)),
-                             torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        _, loss = self.model(self._tokens(x), self._tokens(y))
         return loss.item()
 
+    @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  seed: int = 0) -> np.ndarray:
         self.model.eval()
-        out = self.model.generate(torch.from_numpy(np.asarray(idx, dtype=np.int64)), max_new_tokens,
-                                  temperature, top_k, generator=torch.Generator().manual_seed(seed))
-        return out.numpy()
+        generator = torch.Generator().manual_seed(seed)
+        if self.device.type == "cpu":
+            out = self.model.generate(torch.from_numpy(np.asarray(idx, dtype=np.int64)), max_new_tokens,
+                                      temperature, top_k, generator=generator)
+            return out.numpy()
+        # on a GPU: the forward there, the draw on the CPU with the CPU generator (as the numba backend does),
+        # so the same weights and seed give the same tokens on either device
+        from .model import sample_next
+        idx = np.asarray(idx, dtype=np.int64)
+        for _ in range(max_new_tokens):
+            logits, _ = self.model(self._tokens(idx[:, -self.config.block_size:]))
+            idx_next = sample_next(logits[:, -1, :].float().cpu(), temperature, top_k, generator)
+            idx = np.concatenate([idx, idx_next.numpy()], axis=1)
+        return idx
+
+    def _moments(self) -> tuple[dict, dict]:
+        """AdamW's m and v by parameter name (the fused optimizer's state on a GPU; zeros before its first step)."""
+        if self.opt is None:
+            return self.m, self.v
+        state = [self.opt.state.get(p, {}) for p in self.params.values()]
+        m = {n: s.get("exp_avg", torch.zeros_like(p)) for (n, p), s in zip(self.params.items(), state)}
+        v = {n: s.get("exp_avg_sq", torch.zeros_like(p)) for (n, p), s in zip(self.params.items(), state)}
+        return m, v
 
     def state_dict(self) -> dict:
         def np_copy(d):
-            return {n: t.detach().numpy().copy() for n, t in d.items()}
-        return {"params": np_copy(self.params), "optim": {"step": self.t, "m": np_copy(self.m), "v": np_copy(self.v)}}
+            return {n: t.detach().cpu().numpy().copy() for n, t in d.items()}
+        m, v = self._moments()
+        return {"params": np_copy(self.params), "optim": {"step": self.t, "m": np_copy(m), "v": np_copy(v)}}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         self.model.load_params_numpy(state["params"])
         o = state.get("optim")
-        if o is not None:
+        if o is None:
+            return
+        self.t = int(o["step"])
+
+        def tensor(a, like):
+            return torch.from_numpy(np.asarray(a, dtype=np.float32)).to(like.device)
+        if self.opt is None:
             for name in self.params:
-                self.m[name].copy_(torch.from_numpy(np.asarray(o["m"][name], dtype=np.float32)))
-                self.v[name].copy_(torch.from_numpy(np.asarray(o["v"][name], dtype=np.float32)))
-            self.t = int(o["step"])
+                self.m[name].copy_(tensor(o["m"][name], self.m[name]))
+                self.v[name].copy_(tensor(o["v"][name], self.v[name]))
+            return
+        for name, p in self.params.items():  # the fused optimizer's own state layout (step: a float32 tensor)
+            self.opt.state[p] = {"step": torch.tensor(float(self.t), dtype=torch.float32, device=p.device),
+                                 "exp_avg": tensor(o["m"][name], p), "exp_avg_sq": tensor(o["v"][name], p)}
 
 
 # name -> "module:Class", imported only when chosen. Adding a backend is one line here; its class takes
@@ -165,7 +232,7 @@ BACKENDS = {
     "numba": "gpt2lab.gpt2.kernel_backend:NumbaBackend",
 }
 BACKEND_CHOICES = ("torch", "numba")
-DEVICES = {"torch": ("cpu",), "numba": ("cpu", "cuda")}
+DEVICES = {"torch": ("cpu", "cuda"), "numba": ("cpu", "cuda")}
 
 
 def make_backend(name: str, config: GPTConfig, optim: OptimConfig = OptimConfig(), seed: int = 0, **options):
@@ -601,7 +668,8 @@ def train(backend, data: TokenData, run: RunConfig, out=None, *, resume: bool = 
 
 def add_arguments(p) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch", help="model implementation")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: numba backend on an NVIDIA GPU")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: an NVIDIA GPU (numba: our CUDA kernels; torch: PyTorch on CUDA, fp32, TF32 off)")
     p.add_argument("--config", default="tiny", help=f"model shape: one of {', '.join(PRESETS)}")
     p.add_argument("--data", default="shakespeare",
                    help='"shakespeare" (9 plays), "shakespeare-full" (all 38) or a UTF-8 text file')
@@ -741,10 +809,15 @@ def _check_matmul(args, fault) -> None:
 def _check_resources(args, config: GPTConfig) -> None:
     """One line, before anything is built, for a run this machine cannot do: no GPU, or too little memory."""
     if args.device == "cuda":
-        from numba import cuda
-        if not cuda.is_available():
-            raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
-                               "is False); use --device cpu")
+        if args.backend == "torch":
+            if not torch.cuda.is_available():
+                raise CommandError("--device cuda: no NVIDIA GPU that PyTorch can use here "
+                                   "(torch.cuda.is_available() is False); use --device cpu")
+        else:
+            from numba import cuda
+            if not cuda.is_available():
+                raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
+                                   "is False); use --device cpu")
     need, have = memory_needed(config, args.batch, args.seq), _memory_available(args.device)
     if have is not None and need > have:
         where = "the GPU" if args.device == "cuda" else "this machine"

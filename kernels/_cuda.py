@@ -1,4 +1,5 @@
-"""Small helpers shared by the CUDA kernels: launch geometry and running a kernel from numpy."""
+"""Small helpers shared by the CUDA kernels: launch geometry, running a kernel from numpy, and `kernel`, the
+decorator every CUDA kernel of gpt2lab is defined with (a lean launch path with a launch counter)."""
 from __future__ import annotations
 
 import functools
@@ -118,3 +119,139 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     bounds = getattr(kernel, "targetoptions", {}).get("launch_bounds")
     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=bounds)
     return ptx
+
+
+# ---------------------------------------------------------------- @kernel: launches without per-call dispatch
+# numba's `kernel[grid, block](*args)` does, on every call: type each argument (numba `typeof`: a Python-level
+# call per device array), look the types up among the compiled overloads, then marshal the arguments and
+# launch. Measured on an H100 (shared/guide/RECIPES.md): 26.8 us per launch that way, 16.7 us with an explicit
+# signature, 15.1 us when the configured `kernel[grid, block]` object is also reused; a GPT-2 step makes
+# hundreds of launches, so that is milliseconds per step. `@kernel` keeps the kernel a plain numba kernel
+# (same source, same compiler, same `.py_func` for compile_ptx and the simulator) and changes only the
+# launch: `[grid, block]` returns a launcher cached per configuration, which finds the compiled kernel from a
+# cheap key of the arguments (class, dtype, rank, contiguity: what numba's typing would decide on) and calls
+# numba's compiled-kernel launch directly. The first call with a new key goes through numba's own path
+# (which compiles) and remembers the compiled kernel it used.
+_LAUNCHES = [0]   # kernel launches and memsets since the process started (a list: one cheap in-place add)
+
+
+def launch_count() -> int:
+    """How many kernel launches (and device memsets, see `memset`) this process made through `@kernel`:
+    take the difference around a step for launches per step."""
+    return _LAUNCHES[0]
+
+
+def _arg_key(a):
+    """What numba's typing of a device-array or scalar kernel argument depends on, cheaply: an array by
+    class, dtype, rank and layout ("C", "F" or "A" as numba's DeviceNDArray._numba_type_ decides it), a
+    scalar by class. None for a numpy array: numba copies those to the device per call (slow anyway) and types
+    them by more flags (read-only, aligned), so they always take numba's own path."""
+    ndim = getattr(a, "ndim", None)
+    if ndim is None or isinstance(a, np.generic):   # numpy scalars have ndim 0 (and no layout)
+        return a.__class__
+    if isinstance(a, np.ndarray):
+        return None
+    broadcast = 0 in a.strides
+    layout = "A" if broadcast else "C" if a.is_c_contiguous() else "F" if a.is_f_contiguous() else "A"
+    return a.__class__, a.dtype, ndim, layout
+
+
+class _Launcher:
+    """`kernel[grid, block]`: launches the compiled kernel that fits the arguments' key."""
+    __slots__ = ("kernel", "configured", "compiled")
+
+    def __init__(self, kernel: "Kernel", configured):
+        self.kernel, self.configured = kernel, configured  # numba's own configured launch (its first call)
+        self.compiled = kernel.compiled                    # arg key -> numba's compiled kernel, shared
+
+    def __call__(self, *args):
+        _LAUNCHES[0] += 1
+        key = tuple(map(_arg_key, args))
+        compiled = self.compiled.get(key)
+        if compiled is None:   # a new key (or a numpy argument): numba's own launch
+            return self.kernel.first_launch(self.configured, key, args)
+        c = self.configured
+        compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
+
+
+class _SimLauncher:
+    """`kernel[grid, block]` in numba's simulator: counted, then numba's own launch (nothing is compiled). The
+    simulator's `k[grid, block]` sets the grid on the one kernel object and returns it, so it is redone at
+    every call rather than kept."""
+    __slots__ = ("dispatcher", "config")
+
+    def __init__(self, dispatcher, config):
+        self.dispatcher, self.config = dispatcher, config
+
+    def __call__(self, *args):
+        _LAUNCHES[0] += 1
+        return self.dispatcher[self.config](*args)
+
+
+class Kernel:
+    """A CUDA kernel defined with `@kernel` (see the comment above): launched as `k[grid, block](*args)`
+    like numba's, with `.py_func` (the Python source, for compile_ptx and the simulator) and `.dispatcher`
+    (numba's own kernel object)."""
+
+    def __init__(self, py_func, **options):
+        functools.update_wrapper(self, py_func)
+        self.py_func = py_func
+        self.dispatcher = cuda.jit(**options)(py_func)
+        self.compiled = {}
+        self.launchers = {}
+
+    def __getitem__(self, config):
+        launcher = self.launchers.get(config)
+        if launcher is None:
+            if _simulated():
+                launcher = _SimLauncher(self.dispatcher, config)
+            else:
+                launcher = _Launcher(self, self.dispatcher[config])
+            self.launchers[config] = launcher
+        return launcher
+
+    def first_launch(self, configured, key, args):
+        """Launch through numba (which types the arguments and compiles if needed), then remember the compiled
+        kernel for `key`: later launches with this key skip numba's dispatch."""
+        configured(*args)
+        if None in key:
+            return
+        argtypes = tuple(self.dispatcher.typeof_pyval(a) for a in args)
+        compiled = self.dispatcher.overloads.get(argtypes)
+        if compiled is not None:   # (numba may have routed the call elsewhere: then keep using its path)
+            self.compiled[key] = compiled
+
+    @property
+    def targetoptions(self) -> dict:
+        """numba's options of the kernel (e.g. launch_bounds, which compile_ptx passes on)."""
+        return getattr(self.dispatcher, "targetoptions", {})
+
+    def __call__(self, *args):
+        raise ValueError(f"{self.__name__}: a CUDA kernel is launched as {self.__name__}[grid, block](...)")
+
+    def __repr__(self):
+        return f"<gpt2lab CUDA kernel {self.__name__}>"
+
+
+def _simulated() -> bool:
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def kernel(py_func=None, **options):
+    """Define a CUDA kernel: `@kernel` where numba has `@cuda.jit` (options, e.g. fastmath=True, go to
+    cuda.jit). Launch it as before, `k[grid, block](*args)`; see the comment above for what changes."""
+    if py_func is None:
+        return functools.partial(kernel, **options)
+    return Kernel(py_func, **options)
+
+
+def memset_zero(a) -> None:
+    """a[...] = 0 for a contiguous device array: one driver memset (asynchronous on the default stream), or
+    a fill kernel in the simulator. Counted as a launch."""
+    if _simulated():
+        a.reshape(a.size)[:] = 0  # the simulator's device arrays are numpy underneath
+    else:
+        from numba.cuda.cudadrv.driver import device_memset
+        device_memset(a, 0, a.nbytes)
+    _LAUNCHES[0] += 1

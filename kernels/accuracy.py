@@ -150,6 +150,10 @@ def _ce_run(inputs, version):
     if version == "loops":
         crossentropy_forward(**args, version=version)
         return {"losses": args["losses"], "probs": args["probs"]}
+    if version == "fused":   # the fused classifier, asked to write probs too (its dlogits are probs - onehot)
+        from .crossentropy import fused_classifier
+        args.update(dlogits=np.zeros_like(logits), dlosses=np.ones(targets.shape, np.float32))
+        return _on_device(lambda **a: fused_classifier(**a, write_probs=True), args, ["losses", "probs"])
     return _on_device(lambda **a: crossentropy_forward(**a, version=version), args, ["losses", "probs"])
 
 
@@ -323,7 +327,7 @@ PROBES = {p.name: p for p in (
                                             **{d: {"N": 8192, "C": 64, "OC": 768} for d in _CPU_CUDA}}),
     Probe("crossentropy", "V exponentials", {"cudasim": {"N": 1, "V": 50257},
                                             **{d: {"N": 64, "V": 50257} for d in _CPU_CUDA}},
-          {"cudasim": ("v1", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("loops",)},
+          {"cudasim": ("v1", "v3", "fused"), "cuda": ("v1", "v2", "v3", "fused"), "cpu": ("loops",)},
           _ce_inputs, _ce_run, _ce_torch),
     Probe("layernorm.params", "N = B*T rows", {"cudasim": {"N": 16384, "C": 3},
                                                **{d: {"N": 8192, "C": 768} for d in _CPU_CUDA}},

@@ -24,6 +24,13 @@ Versions (one per device, so adamw_update takes no `version=`; DEFAULT_VERSION b
 
     CPU  "loops"  one parallel loop over the elements (default)
     CUDA "v1"     one thread per element, a grid-stride loop (default)
+
+`adamw_update_flat` (CUDA only): v1's update over the model's whole flat parameter buffer in ONE launch, where
+the model otherwise calls adamw_update once per tensor (16 launches, each with its host-side checks). Weight
+decay differs per tensor (matrices only), so the kernel gets the tensors' end offsets and a decay flag per
+tensor (two small device arrays made once); each thread's grid-stride index only grows, so it finds its
+tensor by stepping forward through the ends, not by a search. lr, the bias corrections and the decay are
+kernel arguments: nothing is allocated or copied per step.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from ._cuda import grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import reference_dtype
 from ._validate import check_array, check_finite_scalars, check_same_device
 from .check import OpSpec
@@ -79,7 +87,7 @@ def _adamw_cpu(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Elementwise: a grid-stride loop, so a grid of any size covers 124M parameters. Memory-bound: 4 floats
 # read and 3 written per element, a few flops in between.
-@cuda.jit
+@cuda_kernel
 def adamw_kernel(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
                  bias_correction2, eps, weight_decay):
     i = cuda.grid(1)
@@ -95,10 +103,34 @@ def adamw_kernel(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_min
         i += cuda.gridsize(1)
 
 
+# One launch over every tensor of the flat buffer (see the module docstring): tensor r spans
+# [region_end[r - 1], region_end[r]) and is decayed when region_decay[r] is 1.
+@cuda_kernel
+def adamw_flat_kernel(params, grads, m, v, region_end, region_decay, lr, beta1, one_minus_beta1, beta2,
+                      one_minus_beta2, bias_correction1, bias_correction2, eps, weight_decay):
+    i = cuda.grid(1)
+    r = 0
+    while i < params.size:
+        while i >= region_end[r]:
+            r += 1
+        g = grads[i]
+        m_i = beta1 * m[i] + one_minus_beta1 * g
+        v_i = beta2 * v[i] + one_minus_beta2 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        mhat = m_i / bias_correction1
+        vhat = v_i / bias_correction2
+        decay = weight_decay * region_decay[r]
+        params[i] -= lr * (mhat / (math.sqrt(vhat) + eps) + decay * params[i])
+        i += cuda.gridsize(1)
+
+
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
 CUDA_KERNELS = (
     (adamw_kernel, "void(float32[::1], float32[::1], float32[::1], float32[::1], "
                    "float32, float32, float32, float32, float32, float32, float32, float32, float32)"),
+    (adamw_flat_kernel, "void(float32[::1], float32[::1], float32[::1], float32[::1], int64[::1], float32[::1], "
+                        "float32, float32, float32, float32, float32, float32, float32, float32, float32)"),
 )
 
 
@@ -130,6 +162,34 @@ def adamw_update(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
         adamw_kernel[grid_stride(n)](params, grads, m, v, *scalars)
     else:
         _adamw_cpu(params, grads, m, v, *scalars)
+
+
+def _hyper_scalars(step, lr, beta1, beta2, eps, weight_decay) -> list:
+    """adamw_update's float32 kernel arguments (see the comment there)."""
+    return [np.float32(x) for x in (lr, beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1 ** step, 1 - beta2 ** step,
+                                    eps, weight_decay)]
+
+
+def adamw_update_flat(params, grads, m, v, region_end, region_decay, step, lr=1e-3, beta1=0.9, beta2=0.999,
+                      eps=1e-8, weight_decay=0.01):
+    """adamw_update over a flat buffer of several tensors in one CUDA launch (module docstring): region_end
+    (R,) int64 device array, the end offset of each tensor (the last = n); region_decay (R,) float32 device
+    array, 1.0 where the tensor is decayed and 0.0 where not. Device arrays only."""
+    check_array("adamw_update_flat", "params", params, (None,), dims="n")
+    n = params.shape[0]
+    for name, a in (("grads", grads), ("m", m), ("v", v)):
+        check_array("adamw_update_flat", name, a, (n,), dims="n")
+    check_array("adamw_update_flat", "region_end", region_end, (None,), dtype=np.int64, dims="R")
+    check_array("adamw_update_flat", "region_decay", region_decay, (region_end.shape[0],), dims="R")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"adamw_update_flat: step must be an int >= 1 (1-based), got {step!r}")
+    check_finite_scalars("adamw_update_flat", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    if not check_same_device("adamw_update_flat", params=params, grads=grads, m=m, v=v, region_end=region_end,
+                             region_decay=region_decay):
+        raise TypeError("adamw_update_flat: a CUDA kernel: pass CUDA device arrays (on the CPU, adamw_update per "
+                        "tensor)")
+    adamw_flat_kernel[grid_stride(n)](params, grads, m, v, region_end, region_decay,
+                                      *_hyper_scalars(step, lr, beta1, beta2, eps, weight_decay))
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)

@@ -93,6 +93,7 @@ from numba import cuda, float32, njit, prange
 
 from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
@@ -373,7 +374,7 @@ def _online_row(acc, inp, b, t1, h, hs, C, scale):
 
 
 # v1, naive: three passes over the keys, using the att row itself as scratch for the scores.
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v1(out, att, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -412,7 +413,7 @@ def attention_forward_kernel_v1(out, att, inp, n_head):
 # writes its T-long score row to global memory and reads it back twice, and read-modify-writes out in
 # global memory per key; v2 touches att once, a pure store, and pays for it by computing each score twice
 # (arithmetic on k rows that the cache already holds).
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v2(out, att, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -453,7 +454,7 @@ def _load_tile(tile, inp, b, t0, off, hs, T):
             tile[j, i] = inp[b, t0 + j, off + i]
 
 
-@cuda.jit
+@cuda_kernel
 def attention_forward_kernel_v3(out, att, inp, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -510,7 +511,7 @@ def attention_forward_kernel_v3(out, att, inp, n_head):
 
 # The memory-light forward: out and lse (B, NH, T) only. att is never materialised: 4 bytes per query
 # row instead of 4 T (at T=1024, NH=12, B=8: 0.4 MB instead of 400 MB).
-@cuda.jit
+@cuda_kernel
 def attention_forward_online_kernel(out, lse, inp, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -549,7 +550,7 @@ def _att_datt(att, dout, inp, b, h, t1, hs, C):
 # Backward v1: one thread per query row t1. dq[t1] is this thread's own; dk[t2], dv[t2] receive from
 # every query t1 >= t2, i.e. from many threads, so they are added with atomics. datt is recomputed in
 # the second pass instead of stored: no T x T scratch.
-@cuda.jit
+@cuda_kernel
 def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -576,7 +577,7 @@ def attention_backward_kernel_v1(dinp, dout, inp, att, n_head):
 # T x T dpreatt is ever written (the flash-attention backward keeps the same per-row D). Gradients are
 # summed in per-thread local arrays and written once, not read-modify-written in global memory per key.
 # (a) one thread per query row t1: D[t1] and dq[t1] = sum_t2 dpreatt[t1, t2] k[t2].
-@cuda.jit
+@cuda_kernel
 def attention_backward_dq_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -602,7 +603,7 @@ def attention_backward_dq_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
 
 # (b) one thread per key row t2, gathering down its column over the queries t1 >= t2 that see it:
 # dk[t2] = sum_t1 dpreatt[t1, t2] q[t1] and dv[t2] = sum_t1 att[t1, t2] dout[t1]. Runs after (a).
-@cuda.jit
+@cuda_kernel
 def attention_backward_dkv_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -650,7 +651,7 @@ def _att_datt_blocked(att, dout, inp, b, h, t1, hs, C):
     return total + comp
 
 
-@cuda.jit
+@cuda_kernel
 def attention_backward_dq_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -680,7 +681,7 @@ def attention_backward_dq_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
         dinp[b, t1, qo + i] += dq[i]
 
 
-@cuda.jit
+@cuda_kernel
 def attention_backward_dkv_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     idx = cuda.grid(1)
@@ -729,7 +730,7 @@ def attention_backward_dkv_kernel_v3(dinp, att_datt, dout, inp, att, n_head):
 # (l, acc) once to the new max, then sums the tile's exp(s - m) and exp(s - m) v into fresh partials. v3
 # rescales acc (hs multiplies) and calls exp twice per key; v4 once per tile and once per key. The fresh
 # per-tile partials also bound the rounding: ~TILE + T / TILE additions into each running number, not T.
-@cuda.jit
+@cuda_kernel
 def attention_forward_flash_kernel(out, lse, inp, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -794,7 +795,7 @@ def attention_forward_flash_kernel(out, lse, inp, n_head):
 # the forward did (q * scale, then the same dot in the same order), so exp(s - lse) is the forward's att.
 # Accuracy: dk, dv sum over T queries and dq over T keys; each tile's TILE terms go into a fresh partial,
 # the partials into the running sum (~TILE + T / TILE roundings), as v3's blocked sums.
-@cuda.jit
+@cuda_kernel
 def attention_backward_flash_dkv_kernel(dinp, dout, inp, out, lse, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -858,7 +859,7 @@ def attention_backward_flash_dkv_kernel(dinp, dout, inp, out, lse, n_head):
             dinp[b, t2, vo + i] += dv[i]
 
 
-@cuda.jit
+@cuda_kernel
 def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3

@@ -23,7 +23,7 @@ That is why the forward caches probs: the backward needs nothing else (plus the 
 backward accumulates into dlogits. In training dlosses = 1 / (B*T) (the mean over positions).
 
 Shapes: logits, probs, dlogits (B, T, V) float32; losses, dlosses (B, T) float32; targets (B, T) int32,
-each in [0, V) (checked: an out-of-range target would read outside the row).
+each in [0, V) (checked on the host; an out-of-range target would read outside the row).
 
 Versions (`version=` of crossentropy_forward; DEFAULT_VERSION below, chosen by the rule in docs/kernels.md):
 
@@ -32,6 +32,15 @@ Versions (`version=` of crossentropy_forward; DEFAULT_VERSION below, chosen by t
          "v2"     one block per row, shared-memory tree reductions for the max and the sum
          "v3"     v2 with the one-pass online max-and-sum (default)
 The backward is one elementwise kernel for every version.
+
+The fused classifier (`fused_classifier`, CUDA only; llm.c's fused_classifier): the forward and the backward
+in one kernel, one block per row. Pass 1 finds the row's max and sum of exp online (v3's pairs, each thread's
+sum compensated, then the tree); pass 2 writes dlogits = (p - onehot) * dloss directly, p recomputed from the
+logit, so probs (B, T, V) is never written (unless write_probs: the live parity check reads it) and never read
+back: the logits are read twice and dlogits written once, where v3 + backward read 3 and write 2 (B, T, V)
+tensors, in one launch instead of two. It takes dlosses (B, T) like the backward (1/(B*T) everywhere in
+training: the model fills it once per batch shape) and writes dlogits (=, not +=): the model leaves that
+region of its gradient buffer out of the per-step zeroing.
 """
 from __future__ import annotations
 
@@ -41,9 +50,10 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_max, block_sum, ceil_div, grid_stride, run_on_device
+from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
-from ._validate import check_array, check_same_device, on_host, pick_version
+from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
 
@@ -98,7 +108,7 @@ def _crossentropy_backward_cpu(dlogits, dlosses, probs, targets):
 # V = 50257 exponentials is one float32 running sum; simulator (python -m gpt2lab.kernels.accuracy), one
 # row: 34x PyTorch float32's error on the loss, 28x on probs. v2 and v3 sum BLOCK strided parts and join
 # them in a tree: v3 measured 0.76x (loss) and 0.05x (probs).
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v1(losses, probs, logits, targets):
     N, V = logits.shape
     n = cuda.grid(1)
@@ -137,7 +147,7 @@ def _write_probs(losses, probs, logits, targets, n, m, total):
         losses[n] = math.log(total) - (logits[n, targets[n]] - m)
 
 
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
     buf = cuda.shared.array(BLOCK, float32)
     n = cuda.blockIdx.x
@@ -167,7 +177,7 @@ def _combine(m1, s1, m2, s2):
     return m, s1 * math.exp(m1 - m) + s2 * math.exp(m2 - m)
 
 
-@cuda.jit
+@cuda_kernel
 def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
     buf_m = cuda.shared.array(BLOCK, float32)
     buf_s = cuda.shared.array(BLOCK, float32)
@@ -190,7 +200,7 @@ def crossentropy_forward_kernel_v3(losses, probs, logits, targets):
 
 
 # Backward, every version: elementwise over the (N*V) flat arrays, a grid-stride loop.
-@cuda.jit
+@cuda_kernel
 def crossentropy_backward_kernel(dlogits, dlosses, probs, targets, V):
     i = cuda.grid(1)
     while i < dlogits.size:
@@ -200,6 +210,46 @@ def crossentropy_backward_kernel(dlogits, dlosses, probs, targets, V):
         i += cuda.gridsize(1)
 
 
+# The fused classifier (see the module docstring): forward and backward of a row in one block, probs optional.
+@cuda_kernel
+def fused_classifier_kernel(losses, dlogits, probs, logits, targets, dlosses, write_probs):
+    buf_m = cuda.shared.array(BLOCK, float32)
+    buf_s = cuda.shared.array(BLOCK, float32)
+    n = cuda.blockIdx.x
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x   # blockDim: a power of two <= BLOCK
+    V = logits.shape[1]
+    # pass 1: this thread's (max, sum of exp(x - max)); the sum compensated, and rescaled with its compensation
+    # whenever the max grows (both parts of total + comp are relative to the same max)
+    m, s, comp = float32(-math.inf), float32(0.0), float32(0.0)
+    for v in range(tid, V, threads):
+        x = logits[n, v]
+        if x > m:
+            scale = math.exp(m - x)   # exp(-inf) = 0 the first time
+            s, comp, m = s * scale, comp * scale, x
+        s, comp = compensated_add(s, comp, math.exp(x - m))
+    buf_m[tid], buf_s[tid] = m, s + comp
+    cuda.syncthreads()
+    stride = threads // 2
+    while stride > 0:   # the tree of v3 over (max, sum) pairs
+        if tid < stride:
+            buf_m[tid], buf_s[tid] = _combine(buf_m[tid], buf_s[tid], buf_m[tid + stride], buf_s[tid + stride])
+        cuda.syncthreads()
+        stride //= 2
+    m, total = buf_m[0], buf_s[0]
+    y = targets[n]
+    if tid == 0:
+        losses[n] = math.log(total) - (logits[n, y] - m)
+    # pass 2: the gradient straight from the logits
+    inv_total = float32(1.0) / total
+    dloss = dlosses[n]
+    for v in range(tid, V, threads):
+        p = math.exp(logits[n, v] - m) * inv_total
+        if write_probs:
+            probs[n, v] = p
+        onehot = float32(1.0) if v == y else float32(0.0)
+        dlogits[n, v] = (p - onehot) * dloss
+
+
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
 _FWD_SIG = "void(float32[::1], float32[:, ::1], float32[:, ::1], int32[::1])"
 CUDA_KERNELS = (
@@ -207,6 +257,8 @@ CUDA_KERNELS = (
     (crossentropy_forward_kernel_v2, _FWD_SIG),
     (crossentropy_forward_kernel_v3, _FWD_SIG),
     (crossentropy_backward_kernel, "void(float32[::1], float32[::1], float32[::1], int32[::1], int64)"),
+    (fused_classifier_kernel, "void(float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int32[::1], "
+                              "float32[::1], boolean)"),
 )
 CPU_VERSIONS = ("loops",)
 CUDA_VERSIONS = ("v1", "v2", "v3")
@@ -231,9 +283,10 @@ def _check(fn, logits_name, logits, targets, **others):
     check_array(fn, "targets", targets, (B, T), dtype=np.int32, dims="B,T")
     for name, (a, shape, dims) in others.items():
         check_array(fn, name, a, shape(B, T, V), dims=dims)
-    # Device targets are copied back for the check: B*T ints, cheap next to the (B, T, V) logits.
-    t = on_host(targets)
-    if t.size and (t.min() < 0 or t.max() >= V):
+    # The range is checked on the host only, as encoder's ids are: on the GPU it would copy the targets back
+    # at every call (twice per training step); KernelGPT2 checks the batch on the host before uploading it.
+    t = targets
+    if isinstance(t, np.ndarray) and t.size and (t.min() < 0 or t.max() >= V):
         bad = t[(t < 0) | (t >= V)][0]
         raise ValueError(f"{fn}: targets must be in [0, V) = [0, {V}), got {bad}")
     return B, T, V
@@ -274,6 +327,26 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
                                    targets.reshape(N))
 
 
+def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_probs: bool = False):
+    """The fused classifier (module docstring), CUDA device arrays only: losses (B, T) = cross-entropy of
+    logits (B, T, V) at targets (B, T); dlogits (B, T, V) = (softmax(logits) - onehot(targets)) * dlosses[..., None],
+    written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs."""
+    B, T, V = _check("fused_classifier", "logits", logits, targets,
+                     dlogits=(dlogits, lambda B, T, V: (B, T, V), "B,T,V"),
+                     probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"),
+                     dlosses=(dlosses, lambda B, T, V: (B, T), "B,T"))
+    if not check_same_device("fused_classifier", losses=losses, dlogits=dlogits, probs=probs, logits=logits,
+                             targets=targets, dlosses=dlosses):
+        raise TypeError("fused_classifier: a CUDA kernel: pass CUDA device arrays (on the CPU, crossentropy_forward "
+                        "then crossentropy_backward)")
+    N = B * T
+    # numba's simulator runs every thread as a Python thread: 32 per row there (the kernel takes any power of two)
+    from numba import config
+    threads = 32 if config.ENABLE_CUDASIM else BLOCK
+    fused_classifier_kernel[N, threads](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
+                                      logits.reshape(N, V), targets.reshape(N), dlosses.reshape(N), bool(write_probs))
+
+
 # ---------------------------------------------------------------- verification (the harness's SPEC)
 def _inputs(shape, rng):
     B, T, V = shape["B"], shape["T"], shape["V"]
@@ -298,12 +371,20 @@ def _run(inputs, version="loops"):
     return {"losses": args["losses"], "probs": args["probs"], "dlogits": dlogits}
 
 
+def _run_fused(inputs):
+    """The fused classifier on the GPU (probs written too, so all three outputs are checked)."""
+    logits, targets = inputs["logits"], inputs["targets"]
+    args = {"losses": np.zeros(targets.shape, np.float32), "dlogits": np.zeros_like(logits),
+            "probs": np.zeros_like(logits), "logits": logits, "targets": targets, "dlosses": inputs["dlosses"]}
+    return run_on_device(functools.partial(fused_classifier, write_probs=True), args, ["losses", "probs", "dlogits"])
+
+
 SPEC = OpSpec(
     name="crossentropy",
     make_inputs=_inputs,
     reference=lambda i: reference(i["logits"], i["targets"], i["dlosses"]),
     versions={"cpu": {v: functools.partial(_run, version=v) for v in CPU_VERSIONS},
-              "cuda": {v: functools.partial(_run, version=v) for v in CUDA_VERSIONS}},
+              "cuda": {**{v: functools.partial(_run, version=v) for v in CUDA_VERSIONS}, "fused": _run_fused}},
     shapes={
         "cpu": [{"B": 4, "T": 64, "V": 50257}, {"B": 3, "T": 1, "V": 50257}, {"B": 2, "T": 7, "V": 37}],
         "cudasim": [{"B": 2, "T": 2, "V": 37}, {"B": 1, "T": 1, "V": 600}],

@@ -42,6 +42,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import ceil_div, compensated_add, grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, on_host, pick_version
 from .check import OpSpec
@@ -92,7 +93,7 @@ def encoder_backward_cpu(dwte, dwpe, dout, inp):
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Forward: one thread per output element, grid-stride. Element e = (b*T + t)*C + i; neighbouring threads
 # read neighbouring channels of a wte row and a wpe row, so the loads are coalesced.
-@cuda.jit
+@cuda_kernel
 def encoder_forward_kernel(out, inp, wte, wpe):
     B, T, C = out.shape
     n = B * T * C
@@ -110,7 +111,7 @@ def encoder_forward_kernel(out, inp, wte, wpe):
 # (python -m gpt2lab.kernels.accuracy), 2 tokens x 2048 repeats and B = 2048: v2 had 20x (dwte) and 6.3x
 # (dwpe) the error of a float32 cascade sum (PyTorch's CPU embedding backward is a running sum too). v3
 # fixes it.
-@cuda.jit
+@cuda_kernel
 def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
     B, T, C = dout.shape
     n = B * T * C
@@ -128,7 +129,7 @@ def encoder_backward_kernel_v1(dwte, dwpe, dout, inp):
 # column of dwte and dwpe, so plain += is safe and the sum is the same every run. Each step is coalesced
 # (the warp reads 32 neighbouring channels of one dout row), but only C threads run: at C=768 that is a
 # sliver of a GPU, and the B*T steps are sequential.
-@cuda.jit
+@cuda_kernel
 def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
     B, T, C = dout.shape
     i = cuda.grid(1)
@@ -149,7 +150,7 @@ def encoder_backward_kernel_v2(dwte, dwpe, dout, inp):
 # every run. dwpe: one thread per (t, channel) sums over the batch, also compensated. The price: the ids
 # are copied to the host each call (B*T ints) for the argsort. Simulator: 0.75x (dwte) and 0.09x (dwpe)
 # the error of a float32 cascade sum (v2: 20x and 6.3x).
-@cuda.jit
+@cuda_kernel
 def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
     B, T, C = dout.shape
     run = cuda.blockIdx.x  # one token's run of positions
@@ -164,7 +165,7 @@ def encoder_backward_dwte_kernel_v3(dwte, dout, inp, order, starts):
     dwte[inp[first // T, first % T], i] += acc + comp
 
 
-@cuda.jit
+@cuda_kernel
 def encoder_backward_dwpe_kernel_v3(dwpe, dout):
     B, T, C = dout.shape
     e = cuda.grid(1)
@@ -177,13 +178,19 @@ def encoder_backward_dwpe_kernel_v3(dwpe, dout):
     dwpe[t, i] += acc + comp
 
 
-def _token_runs(inp):
-    """(order, starts) on the device: positions b*T + t sorted by token id (stable), and the index in
-    `order` where each distinct token's run begins, plus len(order) at the end."""
-    ids = on_host(inp).reshape(-1)
+def token_runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts), int32 numpy, of host ids (B, T): positions b*T + t sorted by token id (stable), and
+    the index in `order` where each distinct token's run begins, plus len(order) at the end."""
+    ids = np.asarray(ids).reshape(-1)
     order = np.argsort(ids, kind="stable").astype(np.int32)
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1], True]).astype(np.int32)
+    return order, starts
+
+
+def _token_runs(inp):
+    """token_runs of inp, on the device (inp copied back to the host for the sort)."""
+    order, starts = token_runs(on_host(inp))
     return cuda.to_device(order), cuda.to_device(starts)
 
 
@@ -241,12 +248,13 @@ def encoder_forward(out, inp, wte, wpe):
         encoder_forward_cpu(out, inp, wte, wpe)
 
 
-def encoder_backward(dwte, dwpe, dout, inp, version=None):
+def encoder_backward(dwte, dwpe, dout, inp, version=None, runs=None):
     """dwte[inp[b, t]] += dout[b, t]; dwpe[t] += dout[b, t] (scatter-add, accumulates).
 
     dwte (V, C), dwpe (maxT, C), dout (B, T, C) float32; inp (B, T) int32 in [0, V), T <= maxT.
     Numpy runs on the CPU, device arrays on the GPU; `version` one of the module docstring's (None:
-    DEFAULT_VERSION).
+    DEFAULT_VERSION). runs (CUDA v3 only): `token_runs(ids)` of the same ids, already on the device (the model
+    uploads them with the batch), so v3 need not copy inp back and upload its sort in the middle of a step.
     """
     op = "encoder_backward"
     V, C = check_array(op, "dwte", dwte, (None, None), dims="V,C").shape
@@ -262,7 +270,7 @@ def encoder_backward(dwte, dwpe, dout, inp, version=None):
     elif version == "v2":
         encoder_backward_kernel_v2[ceil_div(C, BLOCK), BLOCK](dwte, dwpe, dout, inp)
     elif B * T:  # v3
-        order, starts = _token_runs(inp)
+        order, starts = runs if runs is not None else _token_runs(inp)
         encoder_backward_dwte_kernel_v3[(starts.size - 1, ceil_div(C, RUN_THREADS)), RUN_THREADS](
             dwte, dout, inp, order, starts)
         encoder_backward_dwpe_kernel_v3[ceil_div(T * C, BLOCK), BLOCK](dwpe, dout)

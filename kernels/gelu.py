@@ -39,6 +39,7 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from ._cuda import grid_stride, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from ._vecmath import exp_neg
@@ -109,7 +110,7 @@ def gelu_backward_vector(dinp, inp, dout):
 
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Elementwise: one thread per element, a grid-stride loop so any grid size covers any n.
-@cuda.jit
+@cuda_kernel
 def gelu_forward_kernel(out, inp, n):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -120,7 +121,7 @@ def gelu_forward_kernel(out, inp, n):
         i += stride
 
 
-@cuda.jit
+@cuda_kernel
 def gelu_backward_kernel(dinp, inp, dout, n):
     i = cuda.grid(1)
     stride = cuda.gridsize(1)

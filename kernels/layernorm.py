@@ -49,6 +49,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import block_sum, ceil_div, compensated_add, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
@@ -156,7 +157,7 @@ EPS32 = np.float32(EPS)
 # v1: one thread per row. Simple, and each thread does the CPU loop. Poor on a GPU: only N threads (256
 # rows of GPT-2 at B=4, T=64 barely fill two SMs), and neighbouring threads read addresses C floats apart,
 # so no load is coalesced: each 4-byte read costs a 32-byte memory transaction.
-@cuda.jit
+@cuda_kernel
 def layernorm_forward_kernel_v1(out, mean, rstd, inp, weight, bias):
     r = cuda.grid(1)
     N, C = inp.shape
@@ -182,7 +183,7 @@ def layernorm_forward_kernel_v1(out, mean, rstd, inp, weight, bias):
 # v2: one block per row. Thread `tid` takes channels tid, tid + blockDim, ...: neighbouring threads read
 # neighbouring floats (coalesced), and the sums over the row are shared-memory tree reductions
 # (_cuda.block_sum). N blocks of up to BLOCK threads keep the whole GPU busy.
-@cuda.jit
+@cuda_kernel
 def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
     scratch = cuda.shared.array(BLOCK, float32)
     r = cuda.blockIdx.x
@@ -223,7 +224,7 @@ def warp_sum(value):
 # instead of v2's shared-memory tree with a barrier per step; loads stay coalesced (lane i reads
 # channels i, i + 32, ...). For GPT-2's C = 768 one warp has 24 channels per lane: enough work to hide
 # latency, and N/4 blocks of 128 threads fill the GPU.
-@cuda.jit
+@cuda_kernel
 def layernorm_forward_kernel_v3(out, mean, rstd, inp, weight, bias):
     r = cuda.blockIdx.x * WARPS_PER_BLOCK + cuda.threadIdx.x // WARP
     lane = cuda.threadIdx.x % WARP
@@ -254,7 +255,7 @@ def layernorm_forward_kernel_v3(out, mean, rstd, inp, weight, bias):
 # N = B*T rows; simulator (python -m gpt2lab.kernels.accuracy), N = 16384: 6.2x (dweight) and 43x (dbias)
 # the error of a float32 cascade sum. v2's and v3's atomics are running sums too, in arrival order. v4
 # fixes it.
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_dinp_kernel_v1(dinp, dout, inp, weight, mean, rstd):
     r = cuda.grid(1)
     N, C = inp.shape
@@ -275,7 +276,7 @@ def layernorm_backward_dinp_kernel_v1(dinp, dout, inp, weight, mean, rstd):
         dinp[r, i] += s * (dout[r, i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
 
 
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_params_kernel_v1(dweight, dbias, dout, inp, mean, rstd):
     i = cuda.grid(1)
     N, C = inp.shape
@@ -308,7 +309,7 @@ def _block_dnorm_means(scratch, dout, inp, weight, r, m, s):
     return block_sum(scratch, acc) * inv_c, block_sum(scratch, acc_norm) * inv_c
 
 
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_kernel_v2(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
     scratch = cuda.shared.array(BLOCK, float32)
     r = cuda.blockIdx.x
@@ -325,7 +326,7 @@ def layernorm_backward_kernel_v2(dinp, dweight, dbias, dout, inp, weight, mean, 
 
 
 # Backward v3: one warp per row, the two means as warp shuffles, atomics for dweight and dbias as in v2.
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_kernel_v3(dinp, dweight, dbias, dout, inp, weight, mean, rstd):
     r = cuda.blockIdx.x * WARPS_PER_BLOCK + cuda.threadIdx.x // WARP
     lane = cuda.threadIdx.x % WARP
@@ -361,7 +362,7 @@ PARAM_COLS = 32   # x: one warp reads 32 neighbouring channels of a row (coalesc
 PARAM_LANES = 16  # y: row lanes per column; a power of two for the tree
 
 
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_dinp_kernel_v4(dinp, dout, inp, weight, mean, rstd):
     scratch = cuda.shared.array(BLOCK, float32)
     r = cuda.blockIdx.x
@@ -373,7 +374,7 @@ def layernorm_backward_dinp_kernel_v4(dinp, dout, inp, weight, mean, rstd):
         dinp[r, i] += s * (dout[r, i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean)
 
 
-@cuda.jit
+@cuda_kernel
 def layernorm_backward_params_kernel_v4(dweight, dbias, dout, inp, mean, rstd):
     dw_lanes = cuda.shared.array((PARAM_LANES, PARAM_COLS), float32)
     db_lanes = cuda.shared.array((PARAM_LANES, PARAM_COLS), float32)

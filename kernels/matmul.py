@@ -48,6 +48,7 @@ from numba import cuda, float32, njit, prange
 from . import _cublas
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_no_overlap, check_same_device, pick_version
 from .check import OpSpec
@@ -186,7 +187,7 @@ TILE_PADDED = TILE + 1  # a module constant: shared-array shapes must be compile
 # running sum of K terms. Measured in the simulator (python -m gpt2lab.kernels.accuracy): 8.1x PyTorch
 # float32's error for dinp at OC = 2048, 8.4x for dweight at N = 2048, 16x for dbias at N = 4096, and the
 # gap grows with K (about 100x on an H100 at the lm_head's OC = 50257). v3 fixes that.
-@cuda.jit
+@cuda_kernel
 def matmul_forward_kernel_v1(out, inp, weight, bias, has_bias):
     o, n = cuda.grid(2)
     N, C = inp.shape
@@ -200,7 +201,7 @@ def matmul_forward_kernel_v1(out, inp, weight, bias, has_bias):
         out[n, o] = acc
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dinp_kernel_v1(dinp, dout, weight):
     """dinp[n, c] += sum_o dout[n, o] * weight[o, c], one thread per (n, c)."""
     c, n = cuda.grid(2)
@@ -213,7 +214,7 @@ def matmul_backward_dinp_kernel_v1(dinp, dout, weight):
         dinp[n, c] += acc
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dweight_kernel_v1(dweight, dout, inp):
     """dweight[o, c] += sum_n dout[n, o] * inp[n, c], one thread per (o, c)."""
     c, o = cuda.grid(2)
@@ -233,7 +234,7 @@ def matmul_backward_dweight_kernel_v1(dweight, dout, inp):
 # global traffic drops TILE-fold (16x here). TILE = 16: 256 threads a block and 2 KB of shared memory per
 # operand; 32 would reuse more (32x) but needs 1024 threads a block, leaving the scheduler less freedom.
 # Out-of-range elements are loaded as 0, which adds nothing, so any N, C, OC work.
-@cuda.jit
+@cuda_kernel
 def matmul_forward_kernel_v2(out, inp, weight, bias, has_bias):
     """out[n, o] = sum_c inp[n, c] * weight[o, c] (+ bias[o]); block (x, y) owns out[y-tile, x-tile]."""
     inp_tile = cuda.shared.array((TILE, TILE), float32)
@@ -261,7 +262,7 @@ def matmul_forward_kernel_v2(out, inp, weight, bias, has_bias):
         out[n, o] = acc
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dinp_kernel_v2(dinp, dout, weight):
     """dinp[n, c] += sum_o dout[n, o] * weight[o, c]; the same tiling with K = OC."""
     dout_tile = cuda.shared.array((TILE, TILE), float32)
@@ -285,7 +286,7 @@ def matmul_backward_dinp_kernel_v2(dinp, dout, weight):
         dinp[n, c] += acc
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dweight_kernel_v2(dweight, dout, inp):
     """dweight[o, c] += sum_n dout[n, o] * inp[n, c]; the same tiling with K = N (the batch sum)."""
     dout_tile = cuda.shared.array((TILE, TILE), float32)
@@ -316,7 +317,7 @@ def matmul_backward_dweight_kernel_v2(dweight, dout, inp):
 # a compensated sum (_cuda.compensated_add): the error no longer grows with K. Cost: ~4 flops per TILE
 # multiply-adds. Simulator (python -m gpt2lab.kernels.accuracy): 0.67x PyTorch float32's error for dinp,
 # 0.53x for dweight, 1.3x for dbias (v1: 8.1x, 8.4x, 16x).
-@cuda.jit
+@cuda_kernel
 def matmul_forward_kernel_v3(out, inp, weight, bias, has_bias):
     """v2's forward with the tile parts added by a compensated sum (K = C)."""
     inp_tile = cuda.shared.array((TILE, TILE), float32)
@@ -345,7 +346,7 @@ def matmul_forward_kernel_v3(out, inp, weight, bias, has_bias):
         out[n, o] = acc
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dinp_kernel_v3(dinp, dout, weight):
     """dinp[n, c] += sum_o dout[n, o] * weight[o, c]: v2's tiles, parts added by a compensated sum."""
     dout_tile = cuda.shared.array((TILE, TILE), float32)
@@ -371,7 +372,7 @@ def matmul_backward_dinp_kernel_v3(dinp, dout, weight):
         dinp[n, c] += acc + comp
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dweight_kernel_v3(dweight, dout, inp):
     """dweight[o, c] += sum_n dout[n, o] * inp[n, c]: v2's tiles, parts added by a compensated sum."""
     dout_tile = cuda.shared.array((TILE, TILE), float32)
@@ -400,7 +401,7 @@ def matmul_backward_dweight_kernel_v3(dweight, dout, inp):
 # dbias v1 (used by v1 and v2): a column sum. One thread per column o walking down the N rows; neighbouring
 # threads read neighbouring columns of a row, so each step of the loop is one coalesced read. The running
 # float32 sum over N = B*T rows loses accuracy as N grows (simulator, N = 4096: ~5x PyTorch float32's error).
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dbias_kernel(dbias, dout):
     o = cuda.grid(1)
     N, OC = dout.shape
@@ -412,7 +413,7 @@ def matmul_backward_dbias_kernel(dbias, dout):
 
 
 # dbias v3: the same walk, blocks of TILE rows summed plainly, the block sums added by a compensated sum.
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dbias_kernel_v3(dbias, dout):
     o = cuda.grid(1)
     N, OC = dout.shape
@@ -551,7 +552,7 @@ def _v4_kernel(name, a_k_major, b_k_major):
                     else:
                         out[cuda.blockIdx.z, m, n] = value
     kernel.__name__ = kernel.__qualname__ = name
-    return cuda.jit(**_V4_JIT)(kernel)
+    return cuda_kernel(**_V4_JIT)(kernel)
 
 
 matmul_forward_kernel_v4 = _v4_kernel("matmul_forward_kernel_v4", False, False)  # inp (N, C), weight (OC, C)
@@ -561,7 +562,7 @@ V4_KERNELS = {(False, False): matmul_forward_kernel_v4, (False, True): matmul_ba
               (True, True): matmul_backward_dweight_kernel_v4}
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_split_sum_kernel_v4(dst, parts):
     """dst[i] += sum_s parts[s, i], the S partial sums of a split product added in split order (compensated)."""
     i = cuda.grid(1)
@@ -580,7 +581,7 @@ BIAS_COLS = 32
 BIAS_LANES = 16
 
 
-@cuda.jit
+@cuda_kernel
 def matmul_backward_dbias_kernel_v4(dbias, dout):
     lanes = cuda.shared.array((BIAS_LANES, BIAS_COLS), float32)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y

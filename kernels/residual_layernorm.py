@@ -68,6 +68,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import block_sum, ceil_div, run_on_device
+from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
@@ -141,7 +142,7 @@ def residual_layernorm_backward_cpu(dinp, dweight, dbias, dout, dresidual, resid
 # Against residual_forward + layernorm_forward: one launch instead of two, and 4 (B, T, C) passes over
 # memory (read inp1 and inp2, write residual and out; the re-reads hit the cache) instead of 5 (the
 # LayerNorm reads the stream back from memory).
-@cuda.jit
+@cuda_kernel
 def residual_layernorm_forward_kernel_v1(residual, out, mean, rstd, inp1, inp2, weight, bias):
     scratch = cuda.shared.array(BLOCK, float32)
     r = cuda.blockIdx.x
@@ -171,7 +172,7 @@ def residual_layernorm_forward_kernel_v1(residual, out, mean, rstd, inp1, inp2, 
 # LayerNorm v4's own accurate kernel (compensated sums in row lanes, no atomics). Against residual_backward +
 # layernorm_backward: one launch and one read-modify-write of a (B, T, C) tensor fewer, and no second buffer
 # to write (the branch reads dinp itself as its gradient).
-@cuda.jit
+@cuda_kernel
 def residual_layernorm_backward_dinp_kernel_v1(dinp, dout, dresidual, residual, weight, mean, rstd):
     scratch = cuda.shared.array(BLOCK, float32)
     r = cuda.blockIdx.x

@@ -69,13 +69,34 @@ def test_a_missing_command_module_is_one_line(monkeypatch, capsys):
     (["--steps", "0"], "--steps"),
     (["--batch", "-3"], "--batch"),
     (["--steps", "many"], "--steps"),
-    (["--backend", "torch", "--device", "cuda"], "--device cuda is not supported by --backend torch"),
     (["--backend", "jax"], "--backend"),
     (["--resume"], "--resume: no checkpoint"),
 ])
 def test_train_bad_arguments_end_in_one_line(argv, needle, capsys, tmp_path, corpus):
     base = ["train", "--steps", "2", "--out", str(tmp_path / "run"), "--data", str(corpus)]
     one_line_error(capsys, main(base + argv), needle)
+
+
+def _no_gpu() -> bool:
+    import torch
+    from numba import cuda
+    return not torch.cuda.is_available() and not cuda.is_available()
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU")
+@pytest.mark.parametrize("backend, needle", [("torch", "no NVIDIA GPU that PyTorch can use"),
+                                             ("numba", "no NVIDIA GPU and driver found here")])
+def test_train_on_cuda_without_a_gpu_is_one_line(backend, needle, capsys, tmp_path, corpus):
+    argv = ["train", "--backend", backend, "--device", "cuda", "--steps", "2", "--out", str(tmp_path / "run"),
+            "--data", str(corpus)]
+    one_line_error(capsys, main(argv), "--device cuda:", needle)
+    assert not (tmp_path / "run").exists()  # refused before anything was made
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU")
+def test_bench_on_cuda_without_a_gpu_is_one_line(capsys):
+    one_line_error(capsys, main(["bench", "--device", "cuda", "--no-ops", "--no-tokenizer", "--steps", "tiny"]),
+                   "gpt2lab bench: --device cuda", "no")
 
 
 def test_an_unregistered_backend_is_one_line(monkeypatch, capsys, tmp_path, corpus):

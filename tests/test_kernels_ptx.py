@@ -16,10 +16,12 @@ pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
 
 @pytest.mark.parametrize("op", IMPLEMENTED)
 def test_cuda_kernels_compile_to_ptx(op):
-    from gpt2lab.kernels._cuda import compile_ptx
+    from gpt2lab.kernels._cuda import Kernel, compile_ptx
     mod = importlib.import_module(f"gpt2lab.kernels.{op}")
     assert mod.CUDA_KERNELS, f"{op}: no CUDA kernels listed"
     for kernel, sig in mod.CUDA_KERNELS:
+        # launched through @cuda_kernel (kernels/_cuda.py), not numba's per-call dispatch
+        assert isinstance(kernel, Kernel), f"{op}: {kernel.__name__} is not defined with @cuda_kernel"
         ptx = compile_ptx(kernel, sig)
         assert ".entry" in ptx and ".target sm_90" in ptx, f"{op}: {kernel.__name__}"
         # A Python float constant silently promotes float32 math to float64, which runs at a small
