@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt2lab.gpt2.buffers import fill
+from gpt2lab.gpt2.buffers import fill, is_cuda
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.kernels._validate import to_host
@@ -36,6 +36,8 @@ def fused_forward(model, idx, targets):
     B, T = np.shape(idx)
     model._ensure_capacity(B, T)
     model.inputs, model.targets = model._batch(idx, "idx"), model._batch(targets, "targets")
+    if is_cuda(model.device):   # on a GPU the batch goes into the model's preallocated device buffer
+        model._upload(model.inputs, model.targets)
     L, NH = model.config.n_layer, model.config.n_head
     p, a, k = model.params, model.acts, model.kernels
     k.encoder_forward(a["encoded"], model.inputs, p["wte"], p["wpe"])
