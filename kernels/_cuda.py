@@ -133,6 +133,9 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
 # numba's compiled-kernel launch directly. The first call with a new key goes through numba's own path
 # (which compiles) and remembers the compiled kernel it used.
 _LAUNCHES = [0]   # kernel launches and memsets since the process started (a list: one cheap in-place add)
+# The open kernels.profile.Profile, or None: a launch checks it once; when set, it brackets the launch with
+# CUDA events (kernels/profile.py). Off, that check is all profiling costs.
+_PROFILER = [None]
 
 
 def launch_count() -> int:
@@ -166,6 +169,11 @@ class _Launcher:
 
     def __call__(self, *args):
         _LAUNCHES[0] += 1
+        if _PROFILER[0] is not None:
+            return _PROFILER[0].timed(self.kernel.__name__, self.launch, args)
+        return self.launch(args)
+
+    def launch(self, args):
         key = tuple(map(_arg_key, args))
         compiled = self.compiled.get(key)
         if compiled is None:   # a new key (or a numpy argument): numba's own launch
@@ -178,13 +186,18 @@ class _SimLauncher:
     """`kernel[grid, block]` in numba's simulator: counted, then numba's own launch (nothing is compiled). The
     simulator's `k[grid, block]` sets the grid on the one kernel object and returns it, so it is redone at
     every call rather than kept."""
-    __slots__ = ("dispatcher", "config")
+    __slots__ = ("name", "dispatcher", "config")
 
-    def __init__(self, dispatcher, config):
-        self.dispatcher, self.config = dispatcher, config
+    def __init__(self, name, dispatcher, config):
+        self.name, self.dispatcher, self.config = name, dispatcher, config
 
     def __call__(self, *args):
         _LAUNCHES[0] += 1
+        if _PROFILER[0] is not None:
+            return _PROFILER[0].timed(self.name, self.launch, args)
+        return self.launch(args)
+
+    def launch(self, args):
         return self.dispatcher[self.config](*args)
 
 
@@ -204,7 +217,7 @@ class Kernel:
         launcher = self.launchers.get(config)
         if launcher is None:
             if _simulated():
-                launcher = _SimLauncher(self.dispatcher, config)
+                launcher = _SimLauncher(self.__name__, self.dispatcher, config)
             else:
                 launcher = _Launcher(self, self.dispatcher[config])
             self.launchers[config] = launcher
@@ -248,10 +261,16 @@ def kernel(py_func=None, **options):
 
 def memset_zero(a) -> None:
     """a[...] = 0 for a contiguous device array: one driver memset (asynchronous on the default stream), or
-    a fill kernel in the simulator. Counted as a launch."""
+    a fill kernel in the simulator. Counted as a launch (and timed as one by an open kernels.profile)."""
+    _LAUNCHES[0] += 1
+    if _PROFILER[0] is not None:
+        return _PROFILER[0].timed("memset_zero", _memset_zero, a)
+    _memset_zero(a)
+
+
+def _memset_zero(a) -> None:
     if _simulated():
         a.reshape(a.size)[:] = 0  # the simulator's device arrays are numpy underneath
     else:
         from numba.cuda.cudadrv.driver import device_memset
         device_memset(a, 0, a.nbytes)
-    _LAUNCHES[0] += 1
