@@ -170,3 +170,40 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
                  f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms), "
                  f"ratio {row['fused_ratio']:.2f}")
     return rows
+
+
+def profile_step_cuda(config="gpt2", B: int = 4, T: int = 64, warm: int = 2, kernels=None, progress=print,
+                      device: str = "cuda") -> dict:
+    """Where one training step's GPU time goes, kernel by kernel (kernels/profile.py): our CUDA step
+    (NumbaBackend on cuda) `warm` times first (compiles, makes the buffers), then once inside `profile()`.
+    The dict of Profile.as_dict (clock, launches, step_ms, rows: kernel, calls, ms, pct) plus config, B, T,
+    launch_count (kernels._cuda's counter over the step: equals launches when every launch was profiled) and
+    wall_ms, the host's time for that step including the final synchronize (the events add some host work).
+    config: a preset name or a GPTConfig; device "cudasim" runs it in numba's simulator (the tests)."""
+    import time
+
+    from numba import cuda
+
+    from gpt2lab.kernels._cuda import launch_count
+    from gpt2lab.kernels.profile import profile
+
+    from .kernel_backend import NumbaBackend
+    from .train import OptimConfig
+    cfg = GPTConfig.preset(config) if isinstance(config, str) else config
+    backend = NumbaBackend(cfg, OptimConfig(), seed=0, device=device, kernels=kernels)
+    batches = _batches(cfg, B, T, warm + 1)
+    for x, y in batches[:warm]:
+        backend.loss_and_grads(x, y)
+        backend.optimizer_step(1e-4)
+    x, y = batches[warm]
+    cuda.synchronize()
+    n0, t0 = launch_count(), time.perf_counter()
+    with profile() as prof:
+        backend.loss_and_grads(x, y)
+        backend.optimizer_step(1e-4)
+    wall = time.perf_counter() - t0   # the profile's close synchronizes
+    out = {"config": config if isinstance(config, str) else "custom", "B": B, "T": T, "wall_ms": wall * 1e3,
+           "launch_count": launch_count() - n0, **prof.as_dict()}
+    progress(f"  profile of one step, {out['config']} B={B},T={T} (wall {out['wall_ms']:.2f} ms):")
+    progress("    " + prof.table(top=12).replace("\n", "\n    "))
+    return out

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops
+from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks
 
 
 def bench_tokenizer(progress=print) -> dict:
@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)
     p.add_argument("--batch", type=int, default=4, help="whole step: sequences per batch B")
     p.add_argument("--seq", type=int, default=64, help="whole step: tokens per sequence T (<= each config's context)")
+    p.add_argument("--profile", action="store_true",
+                   help="with --device cuda: time each kernel of one training step of the last --steps config "
+                        "(default gpt2) at --batch, --seq with CUDA events (JSON key 'profile')")
 
 
 def run(args) -> int:
@@ -56,6 +59,13 @@ def run(args) -> int:
         print(f"gpt2lab bench: --seq {args.seq} is longer than the context of --steps {','.join(too_long)}",
               file=sys.stderr)
         return 2
+    if args.profile and args.device != "cuda":
+        print("gpt2lab bench: --profile times CUDA kernels: it needs --device cuda", file=sys.stderr)
+        return 2
+    if args.profile and not configs_of(args):
+        print("gpt2lab bench: --profile profiles a step of the last --steps config, but --steps is empty",
+              file=sys.stderr)
+        return 2
     if args.device == "cuda":
         import torch
         from numba import cuda
@@ -70,24 +80,44 @@ def run(args) -> int:
     matmul_version = None if args.matmul == "numba" else args.matmul
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
     out = {"device": args.device, "matmul": args.matmul}
+    if args.device == "cuda":   # which GPU, and its data-sheet peaks (None: not in kernels.bench.DEVICE_PEAKS)
+        out["gpu"] = gpu_name()
+        out["peaks"] = device_peaks(out["gpu"])
     if not args.no_ops:
         say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
         out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say, matmul_version=matmul_version)
     if args.ladder or (args.ladder is None and args.device == "cuda" and not args.no_ops):
         say(f"matmul versions, forward+backward, median of {args.reps}:")
         out["matmul_ladder"] = bench_matmul_ladder(args.device, args.reps, progress=say)
-    configs = [c for c in args.steps.split(",") if c]
+    configs = configs_of(args)
     if configs:
         from .bench import bench_steps
         say("one training step (forward, backward, AdamW):")
         out["steps"] = bench_steps(args.device, configs, B=args.batch, T=args.seq, reps=max(1, args.reps // 2),
                                    progress=say, kernels=_step_kernels(args.matmul))
+    if args.profile:
+        from .bench import profile_step_cuda
+        say("where one step's GPU time goes (CUDA events around each kernel launch):")
+        out["profile"] = profile_step_cuda(configs[-1], B=args.batch, T=args.seq, progress=say,
+                                           kernels=_step_kernels(args.matmul))
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)
     if args.json:
         print(json.dumps(out, indent=1))
     return 0
+
+
+def gpu_name() -> str:
+    """The name of the GPU numba runs on (e.g. "NVIDIA H100 80GB HBM3")."""
+    from numba import cuda
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def configs_of(args) -> list[str]:
+    """The configs of --steps, in order."""
+    return [c for c in args.steps.split(",") if c]
 
 
 def _matmul_error(args) -> str | None:

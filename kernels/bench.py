@@ -273,9 +273,13 @@ def _bench_crossentropy(c: Case, s):
     return ours, theirs
 
 
+def _adamw_n(device: str) -> int:
+    return 124_475_904 if device == "cuda" else 7_000_000  # 124M on a GPU; ~tiny-config size on the CPU
+
+
 def _bench_adamw(c: Case, s):
     from .adamw import adamw_update
-    n = 124_475_904 if c.device == "cuda" else 7_000_000  # 124M on a GPU; ~tiny-config size on the CPU
+    n = _adamw_n(c.device)
     rng = _rng()
     p, g = _f32(rng, n), _f32(rng, n)
     dP, dG, m, v = c.arr(p.copy()), c.arr(g), c.zeros(n), c.zeros(n)
@@ -300,6 +304,142 @@ OP_BENCHES = {
 }
 
 
+# ------------------------------------------------------------------ the work each op must do
+# What one forward + backward of each op case above must move and compute, to turn its time into a rate.
+# Bytes: every input read once and every output written once (float32 and int32: 4 bytes), the least any
+# kernel can move; the gradients are accumulated (+=, as every backward here is), so a gradient is read and
+# written. Scratch a kernel keeps for itself is not counted (that is the kernel's cost, not the op's).
+# FLOPs: the matmul's and attention's multiply-adds exactly (2 flops each; attention's causal half only,
+# the softmax left out); the other ops are bound by memory, and their flops are the arithmetic per element
+# of their formula, counted by hand (tanh and exp as one), so treat those as "about".
+F32 = 4
+
+
+def _work_encoder(s, device):
+    B, T, C = s["B"], s["T"], s["C"]
+    N = B * T
+    # fwd: idx, N rows of wte, T rows of wpe -> out; bwd: dout, idx -> dwte rows and dwpe (+=)
+    return F32 * ((N + N * C + T * C + N * C) + (N * C + N + 2 * N * C + 2 * T * C)), 3 * N * C
+
+
+def _layernorm_bytes(N, C):
+    # fwd: x, w, b -> out, mean, rstd; bwd: dout, x, w, mean, rstd -> dx, dw, db (+=)
+    return F32 * ((N * C + 2 * C + N * C + 2 * N) + (2 * N * C + C + 2 * N + 2 * N * C + 4 * C))
+
+
+def _work_layernorm(s, device):
+    N, C = s["B"] * s["T"], s["C"]
+    return _layernorm_bytes(N, C), (8 + 14) * N * C   # ~8 flops per element forward, ~14 backward
+
+
+def _matmul_work(N, C, OC):
+    # fwd: inp (N, C), weight (OC, C), bias -> out (N, OC); bwd: dout, inp, weight -> dinp, dweight, dbias (+=)
+    moved = (N * C + OC * C + OC + N * OC) + (N * OC + N * C + OC * C + 2 * N * C + 2 * OC * C + 2 * OC)
+    return F32 * moved, matmul_flops(N, C, OC) + 2 * N * OC   # + the bias add and the dbias sum
+
+
+def _work_matmul(s, device):
+    return _matmul_work(s["B"] * s["T"], s["C"], 4 * s["C"])
+
+
+def _work_matmul_lm_head(s, device):
+    return _matmul_work(s["B"] * s["T"], s["C"], s["V"])
+
+
+def _attention_flops(B, T, C):
+    # per head and pair (t1 >= t2): q.k and att*v forward (2 * hs multiply-adds), their 4 gradients backward;
+    # over the heads hs sums to C; T(T+1)/2 causal pairs
+    return 2 * 6 * B * C * T * (T + 1) // 2
+
+
+def _work_attention(s, device):
+    B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
+    N, A = B * T, B * NH * T * T
+    # fwd: qkv -> out and att (B, NH, T, T); bwd: dout, qkv, att -> dqkv (+=)
+    return F32 * ((3 * N * C + N * C + A) + (N * C + 3 * N * C + A + 6 * N * C)), _attention_flops(B, T, C)
+
+
+def _work_attention_flash(s, device):
+    B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
+    N, L = B * T, B * NH * T
+    # fwd: qkv -> out and lse (B, NH, T); bwd: dout, qkv, out, lse -> dqkv (+=)
+    return (F32 * ((3 * N * C + N * C + L) + (N * C + 3 * N * C + N * C + L + 6 * N * C)),
+            _attention_flops(B, T, C))
+
+
+def _work_residual_layernorm(s, device):
+    N, C = s["B"] * s["T"], s["C"]
+    # fwd: a, b, w, bias -> residual, out, mean, rstd; bwd: dout, dresidual, residual, w, mean, rstd -> dinp,
+    # dw, db (+=)
+    moved = (2 * N * C + 2 * C + 2 * N * C + 2 * N) + (3 * N * C + C + 2 * N + 2 * N * C + 4 * C)
+    return F32 * moved, (8 + 14 + 2) * N * C   # layernorm's, the add forward and the dresidual add backward
+
+
+def _work_gelu(s, device):
+    M = s["B"] * s["T"] * 4 * s["C"]
+    # fwd: x -> out; bwd: x, dout -> dx (+=); ~9 flops per element forward, ~19 backward
+    return F32 * (2 * M + 4 * M), (9 + 19) * M
+
+
+def _work_residual(s, device):
+    M = s["B"] * s["T"] * s["C"]
+    # fwd: a, b -> out; bwd: dout -> da, db (+=)
+    return F32 * (3 * M + 5 * M), 3 * M
+
+
+def _work_crossentropy(s, device):
+    N, V = s["B"] * s["T"], s["V"]
+    # fwd: logits, targets -> losses, probs; bwd: dlosses, probs, targets -> dlogits (+=); ~5 flops per logit
+    # forward (max, exp, sum, divide), 3 backward
+    return F32 * ((2 * N * V + 2 * N) + (3 * N * V + 2 * N)), 8 * N * V
+
+
+def _work_adamw(s, device):
+    n = _adamw_n(device)
+    # p, g, m, v read; p, m, v written; ~16 flops per parameter (both moments, bias corrections, the update)
+    return F32 * 7 * n, 16 * n
+
+
+OP_WORK = {
+    "encoder": _work_encoder, "layernorm": _work_layernorm, "matmul": _work_matmul,
+    "matmul_lm_head": _work_matmul_lm_head, "attention": _work_attention, "gelu": _work_gelu,
+    "residual": _work_residual, "crossentropy": _work_crossentropy, "adamw": _work_adamw,
+    "attention_flash": _work_attention_flash, "residual_layernorm": _work_residual_layernorm,
+}
+
+
+def op_work(name: str, shape: dict, device: str = "cuda") -> tuple[int, int]:
+    """(bytes, flops) one forward + backward of op case `name` at `shape` must move and compute (see above)."""
+    if name not in OP_WORK:
+        raise ValueError(f"op_work: name {name!r} is not an op case; choose from {', '.join(OP_WORK)}")
+    return OP_WORK[name](shape, device)
+
+
+# The device's peaks, from NVIDIA's data sheets (not measured): fp32 TFLOP/s without tensor cores, and
+# memory GB/s. Matched on the name numba reports (cuda.get_current_device().name): every word of a key must
+# appear in it, first match wins, so the specific ones come first.
+DEVICE_PEAKS = (
+    (("H100", "PCIe"), {"name": "H100 PCIe", "tflops_fp32": 51.0, "gbytes_s": 2000.0}),
+    (("H100", "NVL"), {"name": "H100 NVL", "tflops_fp32": 60.0, "gbytes_s": 3900.0}),
+    (("H100",), {"name": "H100 SXM", "tflops_fp32": 67.0, "gbytes_s": 3350.0}),
+    (("H200", "NVL"), {"name": "H200 NVL", "tflops_fp32": 60.0, "gbytes_s": 4800.0}),
+    (("H200",), {"name": "H200 SXM", "tflops_fp32": 67.0, "gbytes_s": 4800.0}),
+    (("A100", "80GB", "PCIe"), {"name": "A100 80GB PCIe", "tflops_fp32": 19.5, "gbytes_s": 1935.0}),
+    (("A100", "80GB"), {"name": "A100 80GB SXM", "tflops_fp32": 19.5, "gbytes_s": 2039.0}),
+    (("A100",), {"name": "A100 40GB", "tflops_fp32": 19.5, "gbytes_s": 1555.0}),
+)
+
+
+def device_peaks(device_name: str) -> dict | None:
+    """The data-sheet peaks of the GPU named `device_name` ({name, tflops_fp32, gbytes_s, source}), None when the
+    table does not know it."""
+    words = device_name.upper()
+    for keys, peaks in DEVICE_PEAKS:
+        if all(k.upper() in words for k in keys):
+            return {**peaks, "source": "NVIDIA data sheet (not measured)"}
+    return None
+
+
 def _sync_for(device):
     if device == "cuda":
         import torch
@@ -313,7 +453,8 @@ def _sync_for(device):
 
 
 def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, matmul_version=None) -> list[dict]:
-    """One row per (op, shape): median ours and torch seconds (forward+backward) and ours/torch.
+    """One row per (op, shape): median ours and torch ms (forward+backward), ours/torch, and the rates ours
+    reached: the op's minimum bytes and flops (op_work) over our time, gbytes_s and tflops.
 
     matmul_version: the matmul version "ours" runs (None: the default; "cublas" with `gpt2lab bench --matmul`)."""
     import torch
@@ -327,11 +468,14 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, mat
                 progress(f"  {name}: skipped ({e})")
                 break
             t_ours, t_torch = side_by_side(ours, theirs, reps, sync)
+            moved, flops = op_work(name, s, device)
             row = {"op": name, "shape": f"B={s['B']},T={s['T']}", "device": device, "ours_ms": t_ours * 1e3,
-                   "torch_ms": t_torch * 1e3, "ratio": t_ours / t_torch}
+                   "torch_ms": t_torch * 1e3, "ratio": t_ours / t_torch, "bytes": moved, "flops": flops,
+                   "gbytes_s": moved / t_ours / 1e9, "tflops": flops / t_ours / 1e12}
             rows.append(row)
             progress(f"  {name:18s} {row['shape']:10s} ours {row['ours_ms']:9.3f} ms  torch "
-                     f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}")
+                     f"{row['torch_ms']:9.3f} ms  ratio {row['ratio']:.2f}  ours {row['gbytes_s']:7.1f} GB/s "
+                     f"{row['tflops']:6.2f} TFLOP/s")
     return rows
 
 
