@@ -7,6 +7,14 @@ its device, date and code. The pictures are computed from the report, never draw
     ops_figure(report)      each op's time, ours / PyTorch, at two sequence lengths (log scale: 1 = as fast)
     launch_figure(report)   what one kernel launch costs on the host, numba's ways and PyTorch's
     rate_figure(report)     the FLOP rate a GPT-2 124M step reaches, against the GPU's fp32 peak
+    ladder_figure(report)   TFLOP/s of each matmul version at GPT-2's matmul shapes
+    profile_figure(report)  where one training step's GPU time goes, kernel by kernel (CUDA events,
+                            `gpt2lab bench --device cuda --profile`), the GPU's idle gaps as their own bar
+    op_rate_figure(report)  each op's achieved memory bandwidth and fp32 FLOP rate as a % of the GPU's
+                            data-sheet peaks (kernels/bench.py's op_work and DEVICE_PEAKS)
+
+A figure whose data the record lacks raises a one-line ValueError naming the command that records it (the
+H100 record of 2026-11-26 predates the profile, the ladder and the per-op rates: those are unmeasured).
 
 Three things to read off them: the matmul (most of the FLOPs) sets the big step's time; small ops cost the
 same at T=64 and T=256, because the host's launch overhead, not the GPU, is what they wait for; and a step of
@@ -62,14 +70,16 @@ def measure_now() -> dict:
 
     from numba import cuda
 
-    from gpt2lab.gpt2.bench import bench_steps
-    from gpt2lab.kernels.bench import bench_matmul_ladder, bench_ops
+    from gpt2lab.gpt2.bench import bench_steps, profile_step_cuda
+    from gpt2lab.kernels.bench import bench_matmul_ladder, bench_ops, device_peaks
     quiet = lambda *_: None  # noqa: E731
+    name = cuda.get_current_device().name
+    name = name.decode() if isinstance(name, bytes) else str(name)
     bench = {"ops": bench_ops("cuda", None, reps=3, progress=quiet),
              "steps": bench_steps("cuda", ("tiny", "gpt2"), B=4, T=64, reps=3, progress=quiet),
-             "matmul_ladder": bench_matmul_ladder("cuda", reps=3, progress=quiet)}
-    name = cuda.get_current_device().name
-    return record_from_bench(bench, device=name.decode() if isinstance(name, bytes) else str(name),
+             "matmul_ladder": bench_matmul_ladder("cuda", reps=3, progress=quiet),
+             "profile": profile_step_cuda("gpt2", B=4, T=64, progress=quiet), "peaks": device_peaks(name)}
+    return record_from_bench(bench, device=name,
                              date=datetime.date.today().isoformat(), software="this environment",
                              code="this checkout")
 
@@ -79,8 +89,9 @@ def _shape_T(shape: str) -> int:
 
 
 def record_from_bench(bench: dict, device: str, date: str, software: str, code: str) -> dict:
-    """A record of gpu_recorded's shape from `gpt2lab bench --device cuda --json`'s object (its "ops", "steps"
-    and "matmul_ladder" lists, each optional), labelled with where, when and on what it was measured."""
+    """A record of gpu_recorded's shape from `gpt2lab bench --device cuda --json`'s object (its "ops", "steps",
+    "matmul_ladder", "profile" and "peaks", each optional), labelled with where, when and on what it was
+    measured. Ops rows with rates (gbytes_s, tflops) become "op_rates"; peaks also set peak_tflops_fp32."""
     record = {"device": device, "date": date, "software": software, "code": code}
     if bench.get("steps"):
         record["steps"] = [{"config": s["config"], "B": s["B"], "T": s["T"], "ours_ms": s["ours_ms"],
@@ -94,9 +105,18 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
             by_op.setdefault(r["op"], {})[_shape_T(r["shape"])] = r["ratio"]
         B = int(bench["ops"][0]["shape"].split("B=")[1].split(",")[0])
         record["op_ratio"] = {"T": Ts, "B": B, **{op: tuple(d.get(t) for t in Ts) for op, d in by_op.items()}}
+        rated = [r for r in bench["ops"] if r.get("gbytes_s") is not None]
+        if rated:
+            record["op_rates"] = [{"op": r["op"], "B": B, "T": _shape_T(r["shape"]), "ms": r["ours_ms"],
+                                   "gbytes_s": r["gbytes_s"], "tflops": r["tflops"]} for r in rated]
     if bench.get("matmul_ladder"):
         record["matmul_ladder"] = [{k: r[k] for k in ("shape", "version", "ms", "tflops", "default")}
                                    for r in bench["matmul_ladder"]]
+    if bench.get("profile"):
+        record["profile"] = bench["profile"]
+    if bench.get("peaks"):
+        record["peaks"] = bench["peaks"]
+        record["peak_tflops_fp32"] = bench["peaks"]["tflops_fp32"]
     return record
 
 
@@ -208,6 +228,88 @@ def ladder_figure(report: SpeedReport):
     return fig
 
 
+TOP_KERNELS = 12   # profile_figure's bars: the slowest kernels, then "other" and the idle gaps
+
+
+def _calls(n: int) -> str:
+    return f"{n} call" + ("" if n == 1 else "s")
+
+
+def _profile_bars(profile: dict, top: int) -> list[tuple[str, float, str]]:
+    """(label, % of the step, kind) per bar: the `top` slowest kernels, the rest as one "other", the idle gaps."""
+    from gpt2lab.kernels.profile import IDLE
+    kernels = [r for r in profile["rows"] if r["kernel"] != IDLE]
+    bars = [(f"{r['kernel']} ({_calls(r['calls'])})", r["pct"], "kernel") for r in kernels[:top]]
+    rest = kernels[top:]
+    if rest:
+        bars.append((f"other ({len(rest)} kernels, {_calls(sum(r['calls'] for r in rest))})",
+                     sum(r["pct"] for r in rest), "other"))
+    bars += [("GPU idle between our kernels", r["pct"], "idle") for r in profile["rows"] if r["kernel"] == IDLE]
+    return bars
+
+
+def profile_figure(report: SpeedReport, top: int = TOP_KERNELS):
+    """Horizontal bars: each kernel's share of one training step's GPU time (calls in brackets), the `top`
+    slowest, the rest as "other", and the time the GPU sat idle between our launches. Raises ValueError when
+    the record has no profile."""
+    profile = report.record.get("profile")
+    if not profile:
+        raise ValueError("profile_figure: no per-kernel profile has been recorded on a GPU yet "
+                         "(gpt2lab bench --device cuda --profile records one)")
+    bars = _profile_bars(profile, top)
+    colour = {"kernel": HEAD_PALETTE[0], "other": "#6b6b6b", "idle": HEAD_PALETTE[1]}
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 0.9 + 0.3 * len(bars)))
+    y = np.arange(len(bars))[::-1]
+    drawn = ax.barh(y, [b[1] for b in bars], color=[colour[b[2]] for b in bars])
+    ax.bar_label(drawn, labels=[f"{b[1]:.1f}%" for b in bars], fontsize=9, padding=2)
+    ax.set_yticks(y, [b[0] for b in bars], fontsize=9)
+    ax.set_xlim(0, max(b[1] for b in bars) * 1.18 + 1)
+    ax.tick_params(labelsize=9)
+    clock = "" if profile["clock"].startswith("cuda events") else f"; clock: {profile['clock']}"
+    ax.set_xlabel(f"% of the step's {profile['step_ms']:.1f} ms on the GPU ({profile['launches']} launches"
+                  f"{clock})", fontsize=9)
+    where = f"{profile.get('config', '?')}, B={profile.get('B', '?')}, T={profile.get('T', '?')}"
+    ax.set_title(_title(report, f"Where one training step's GPU time goes ({where})"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def op_rate_figure(report: SpeedReport, T: int | None = None):
+    """Paired horizontal bars per op at sequence length T (default: the longest recorded): the memory
+    bandwidth and the fp32 FLOP rate ours reached, each as a % of the GPU's data-sheet peak. A memory-bound op
+    is near the top on the first, the matmuls on the second. Raises ValueError without rates or peaks."""
+    rates, peaks = report.record.get("op_rates"), report.record.get("peaks")
+    if not rates:
+        raise ValueError("op_rate_figure: no per-op rates have been recorded on a GPU yet "
+                         "(gpt2lab bench --device cuda records them)")
+    if not peaks:
+        raise ValueError(f"op_rate_figure: no data-sheet peaks for {report.record['device']} "
+                         f"(add it to gpt2lab.kernels.bench.DEVICE_PEAKS)")
+    T = T if T is not None else max(r["T"] for r in rates)
+    rows = [r for r in rates if r["T"] == T]
+    if not rows:
+        raise ValueError(f"op_rate_figure: T={T} has no recorded rates; recorded: "
+                         f"{sorted({r['T'] for r in rates})}")
+    mem = [100 * r["gbytes_s"] / peaks["gbytes_s"] for r in rows]
+    flop = [100 * r["tflops"] / peaks["tflops_fp32"] for r in rows]
+    # constrained layout: the legend goes below the axes, where no bar or label can be under it
+    fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 1.6 + 0.55 * len(rows)), layout="constrained")
+    y, h = np.arange(len(rows))[::-1], 0.38
+    for offset, vals, colour, label in ((h / 2, mem, HEAD_PALETTE[0], f"memory ({peaks['gbytes_s']:.0f} GB/s peak)"),
+                                        (-h / 2, flop, HEAD_PALETTE[1],
+                                         f"fp32 FLOP/s ({peaks['tflops_fp32']:.1f} TFLOP/s peak)")):
+        bars = ax.barh(y + offset, vals, h, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"{v:.1f}%" for v in vals], fontsize=9, padding=2)
+    ax.set_yticks(y, [r["op"] for r in rows], fontsize=9)
+    ax.set_xlim(0, max(100.0, max(mem + flop) * 1.15))
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel(f"% of the {peaks['name']}'s peak ({peaks['source']})", fontsize=9)
+    fig.legend(fontsize=9, loc="outside lower center", ncols=2)
+    ax.set_title(_title(report, f"What each op reaches of the GPU, forward + backward, B={rows[0].get('B', '?')}, "
+                                f"T={T}"), fontsize=10)
+    return fig
+
+
 __all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
            "launch_figure",
-           "rate_figure", "ladder_figure", "record_from_bench"]
+           "rate_figure", "ladder_figure", "profile_figure", "op_rate_figure", "record_from_bench"]

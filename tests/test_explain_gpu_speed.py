@@ -74,3 +74,102 @@ def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
 def test_no_ladder_recorded_says_how_to_record_one():
     with pytest.raises(ValueError, match="bench --device cuda --ladder"):
         gpu_speed.ladder_figure(gpu_speed.speed_report(measure=False))
+
+
+# ---- the per-kernel profile and the per-op rates (synthetic figures, the shapes `gpt2lab bench` writes)
+def _profile(n_kernels=15):
+    """A profile of Profile.as_dict's shape: kernel i takes i + 1 ms, once, plus 4 ms of idle gaps."""
+    from gpt2lab.kernels.profile import IDLE
+    ms = [float(i + 1) for i in range(n_kernels)][::-1]
+    step = sum(ms) + 4.0
+    rows = [{"kernel": f"kernel_{i:02d}_backward_dweight_v3", "calls": 2, "ms": m, "pct": 100 * m / step}
+            for i, m in enumerate(ms)]
+    rows.append({"kernel": IDLE, "calls": 0, "ms": 4.0, "pct": 100 * 4.0 / step})
+    return {"clock": "cuda events (GPU time)", "launches": 2 * n_kernels, "step_ms": step, "rows": rows,
+            "config": "gpt2", "B": 4, "T": 64, "wall_ms": step + 1}
+
+
+PEAKS = {"name": "GPU X", "tflops_fp32": 50.0, "gbytes_s": 2000.0, "source": "NVIDIA data sheet (not measured)"}
+RATED = dict(BENCH, peaks=PEAKS, profile=_profile(), ops=[
+    {"op": "gelu", "shape": "B=4,T=64", "ratio": 1.5, "ours_ms": 1.0, "gbytes_s": 1000.0, "tflops": 0.5},
+    {"op": "gelu", "shape": "B=4,T=256", "ratio": 1.2, "ours_ms": 2.0, "gbytes_s": 1500.0, "tflops": 1.0},
+    {"op": "matmul", "shape": "B=4,T=256", "ratio": 2.0, "ours_ms": 3.0, "gbytes_s": 100.0, "tflops": 20.0}])
+
+
+def _texts(fig):
+    """The texts a reader sees: titles, axis labels, bar labels, legends, and the tick labels inside the axes'
+    limits (matplotlib keeps ticks beyond them, undrawn)."""
+    texts = [t for legend in fig.legends for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += ax.get_legend().get_texts() if ax.get_legend() else []
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = min(lo, hi), max(lo, hi)
+            texts += [t.label1 for t in axis.get_major_ticks() if lo - 1e-9 <= t.get_loc() <= hi + 1e-9]
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def _readable(fig):
+    """Text of at least 9 pt, no wider than the page, and no two texts overlapping."""
+    from gpt2lab.explain.palette import FIGURE_MAX_WIDTH_IN, MIN_FONT_PT
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = _texts(fig)
+    assert min(t.get_fontsize() for t in texts) >= MIN_FONT_PT
+    assert fig.get_size_inches()[0] <= FIGURE_MAX_WIDTH_IN
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    page = fig.bbox
+    for name, b in boxes:
+        assert b.x0 >= page.x0 - 1 and b.x1 <= page.x1 + 1, f"{name!r} runs off the figure"
+    clashes = [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+    assert not clashes, clashes
+
+
+def test_a_bench_run_with_rates_and_a_profile_becomes_a_record():
+    record = gpu_speed.record_from_bench(RATED, device="GPU X", date="2027-01-01", software="s", code="c")
+    assert record["profile"] is RATED["profile"] and record["peaks"] == PEAKS
+    assert record["peak_tflops_fp32"] == 50.0
+    assert record["op_rates"][2] == {"op": "matmul", "B": 4, "T": 256, "ms": 3.0, "gbytes_s": 100.0, "tflops": 20.0}
+    # an older bench JSON (no rates, no profile) gives a record without them
+    old = gpu_speed.record_from_bench(BENCH, device="GPU X", date="d", software="s", code="c")
+    assert not {"op_rates", "profile", "peaks"} & set(old)
+
+
+def test_the_profile_figure_shows_the_top_kernels_other_and_idle():
+    record = gpu_speed.record_from_bench(RATED, device="GPU X", date="2027-01-01", software="s", code="c")
+    fig = gpu_speed.profile_figure(gpu_speed.SpeedReport(record, live=False), top=12)
+    ax = fig.axes[0]
+    widths = [p.get_width() for p in ax.patches]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    step = RATED["profile"]["step_ms"]
+    # 12 kernels (15..4 ms), "other" = the 3 + 2 + 1 ms left, then the 4 ms idle: top to bottom
+    assert len(widths) == 14 and labels[0].startswith("kernel_00_") and labels[0].endswith("(2 calls)")
+    assert labels[-2] == "other (3 kernels, 6 calls)" and labels[-1] == "GPU idle between our kernels"
+    assert widths[12] == pytest.approx(100 * 6 / step) and widths[13] == pytest.approx(100 * 4 / step)
+    assert sum(widths) == pytest.approx(100.0)
+    _readable(fig)
+
+
+def test_the_op_rate_figure_puts_each_op_against_the_peaks():
+    record = gpu_speed.record_from_bench(RATED, device="GPU X", date="2027-01-01", software="s", code="c")
+    fig = gpu_speed.op_rate_figure(gpu_speed.SpeedReport(record, live=False))
+    widths = sorted(round(p.get_width(), 6) for p in fig.axes[0].patches)
+    # T = 256 (the longest): gelu 1500 of 2000 GB/s = 75%, 1 of 50 TFLOP/s = 2%; matmul 5% and 40%
+    assert widths == [2.0, 5.0, 40.0, 75.0]
+    _readable(fig)
+    fig = gpu_speed.op_rate_figure(gpu_speed.SpeedReport(record, live=False), T=64)
+    assert sorted(round(p.get_width(), 6) for p in fig.axes[0].patches) == [1.0, 50.0]
+    with pytest.raises(ValueError, match="T=128 has no recorded rates"):
+        gpu_speed.op_rate_figure(gpu_speed.SpeedReport(record, live=False), T=128)
+
+
+def test_the_recorded_h100_has_no_profile_or_rates_and_the_figures_say_how_to_record_them():
+    report = gpu_speed.speed_report(measure=False)
+    with pytest.raises(ValueError, match=r"^profile_figure: no per-kernel profile .*bench --device cuda --profile"):
+        gpu_speed.profile_figure(report)
+    with pytest.raises(ValueError, match=r"^op_rate_figure: no per-op rates .*bench --device cuda"):
+        gpu_speed.op_rate_figure(report)
+    unknown = dict(gpu_speed.record_from_bench(dict(RATED, peaks=None), device="GPU Y", date="d", software="s",
+                                               code="c"))
+    with pytest.raises(ValueError, match="no data-sheet peaks for GPU Y"):
+        gpu_speed.op_rate_figure(gpu_speed.SpeedReport(unknown, live=False))
