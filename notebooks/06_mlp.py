@@ -246,6 +246,33 @@ else:
     print("No matmul ladder recorded on a GPU yet. On a machine with one: gpt2lab bench --device cuda --ladder")
 
 # %% [markdown]
+# Where does one training step's GPU time go? Every kernel launch of one step, bracketed by two *CUDA events*
+# (markers the GPU stamps with its clock when it reaches them in its queue), grouped by kernel: each bar is
+# that kernel's share of the step. The last bar is the time the GPU sat idle between two of our kernels,
+# waiting for the host to launch the next one: a big idle bar means the step is bound by launches, not by
+# the kernels.
+
+# %%
+if "profile" in report.record:
+    fig = GS.profile_figure(report)
+else:
+    print("No per-kernel profile recorded on a GPU yet. On a machine with one: "
+          "gpt2lab bench --device cuda --profile --steps gpt2")
+
+# %% [markdown]
+# How close does each kernel come to what the GPU can do? Each op must at least read its inputs and write its
+# outputs once, and do its arithmetic: divide by its time and you get the memory bandwidth and FLOP rate it
+# reached, here as a percentage of the GPU's data-sheet peaks. Elementwise ops (gelu, residual, layernorm)
+# can only be limited by memory; the matmuls, by arithmetic. An op far below 100% on its own limit is where
+# a faster kernel can still win.
+
+# %%
+if "op_rates" in report.record and "peaks" in report.record:
+    fig = GS.op_rate_figure(report)
+else:
+    print("No per-op rates recorded on a GPU yet. On a machine with one: gpt2lab bench --device cuda")
+
+# %% [markdown]
 # ## 9. Puzzle: the residual add on the CPU (`@njit` + `prange`)
 #
 # The MLP's output joins the stream: `out = inp1 + inp2`. On the CPU numba's `prange` splits the loop over the
