@@ -1,8 +1,10 @@
 """GPU figures recorded on a real GPU, kept as data so a lesson can show them on a machine without one.
 
 Each record says where and when it was measured and on what code. Nothing here is computed: a new run on a
-GPU (`bash tools/gpu_checks.sh run`, or `gpt2lab bench --device cuda --json`) adds a record; the lesson shows
-the newest one and says which. docs/figures.md has the same figures as tables.
+GPU (`bash tools/gpu_checks.sh run`, or `gpt2lab bench --device cuda --profile --json` turned into a record by
+gpu_speed.record_from_bench) adds a record; the lesson shows the newest one and says which. docs/figures.md
+has the same figures as tables. The record below predates the per-kernel profile ("profile"), the per-op
+rates ("op_rates", "peaks") and the matmul ladder: it has none of them, and none may be added by hand.
 """
 
 H100_2026_11_26 = {
