@@ -101,13 +101,20 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
 
 
 def step_table(report: SpeedReport) -> str:
-    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side."""
+    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side, and
+    (when the record has them) our kernel launches and host ms per step."""
+    steps = report.record["steps"]
+    host = any(s.get("launches") is not None for s in steps)
     lines = [f"{'config':<7} {'B':>2} {'T':>5} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10} "
-             f"{'ours MiB':>9} {'torch MiB':>9}"]
-    for s in report.record["steps"]:
+             f"{'ours MiB':>9} {'torch MiB':>9}" + (f" {'launches':>9} {'host ms':>8}" if host else "")]
+    for s in steps:
         mib = [f"{s[k]:>9,.0f}" if s.get(k) is not None else f"{'-':>9}" for k in ("ours_mib", "torch_mib")]
-        lines.append(f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
-                     f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+        line = (f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
+                f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+        if host:
+            line += (f" {s['launches']:>9}" if s.get("launches") is not None else f" {'-':>9}")
+            line += (f" {s['host_ms']:>8.1f}" if s.get("host_ms") is not None else f" {'-':>8}")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -208,6 +215,33 @@ def ladder_figure(report: SpeedReport):
     return fig
 
 
+def main(argv=None) -> int:
+    """`python -m gpt2lab.explain.gpu_speed BENCH.json [MORE.json ...]`: one record, as JSON, from the outputs of
+    `gpt2lab bench --device cuda --json` (tools/gpu_checks.sh writes them), for gpu_recorded.py."""
+    import argparse
+    import datetime
+    import json
+    p = argparse.ArgumentParser(prog="python -m gpt2lab.explain.gpu_speed", description=main.__doc__)
+    p.add_argument("bench", nargs="+", help="bench --json outputs; their lists are joined")
+    p.add_argument("--device", required=True, help="the GPU, as nvidia-smi names it")
+    p.add_argument("--software", default="", help="versions: numba, numba-cuda, torch, CUDA")
+    p.add_argument("--code", default="", help="the commit measured")
+    p.add_argument("--date", default=datetime.date.today().isoformat())
+    args = p.parse_args(argv)
+    bench: dict = {}
+    for path in args.bench:
+        with open(path) as f:
+            for key, rows in json.load(f).items():
+                if isinstance(rows, list):
+                    bench.setdefault(key, []).extend(rows)
+    print(json.dumps(record_from_bench(bench, args.device, args.date, args.software, args.code), indent=1))
+    return 0
+
+
 __all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
            "launch_figure",
            "rate_figure", "ladder_figure", "record_from_bench"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
