@@ -215,33 +215,6 @@ def ladder_figure(report: SpeedReport):
     return fig
 
 
-def main(argv=None) -> int:
-    """`python -m gpt2lab.explain.gpu_speed BENCH.json [MORE.json ...]`: one record, as JSON, from the outputs of
-    `gpt2lab bench --device cuda --json` (tools/gpu_checks.sh writes them), for gpu_recorded.py."""
-    import argparse
-    import datetime
-    import json
-    p = argparse.ArgumentParser(prog="python -m gpt2lab.explain.gpu_speed", description=main.__doc__)
-    p.add_argument("bench", nargs="+", help="bench --json outputs; their lists are joined")
-    p.add_argument("--device", required=True, help="the GPU, as nvidia-smi names it")
-    p.add_argument("--software", default="", help="versions: numba, numba-cuda, torch, CUDA")
-    p.add_argument("--code", default="", help="the commit measured")
-    p.add_argument("--date", default=datetime.date.today().isoformat())
-    args = p.parse_args(argv)
-    bench: dict = {}
-    for path in args.bench:
-        with open(path) as f:
-            for key, rows in json.load(f).items():
-                if isinstance(rows, list):
-                    bench.setdefault(key, []).extend(rows)
-    print(json.dumps(record_from_bench(bench, args.device, args.date, args.software, args.code), indent=1))
-    return 0
-
-
 __all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
            "launch_figure",
            "rate_figure", "ladder_figure", "record_from_bench"]
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

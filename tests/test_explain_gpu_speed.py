@@ -82,7 +82,8 @@ def test_the_command_line_joins_bench_files_into_one_record(tmp_path, capsys):
     import json
     (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "ops": BENCH["ops"], "steps": BENCH["steps"]}))
     (tmp_path / "b.json").write_text(json.dumps({"device": "cuda", "matmul_ladder": BENCH["matmul_ladder"]}))
-    assert gpu_speed.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--device", "H100",
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--device", "H100",
                            "--date", "2027-01-01"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["device"] == "H100" and len(record["matmul_ladder"]) == 3 and record["op_ratio"]["gelu"] == [1.5, 1.2]

@@ -58,7 +58,7 @@ run)
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
     software=$(python3 -c "import numba, numba_cuda, torch; print(f'numba {numba.__version__}, numba-cuda \
 {numba_cuda.__version__}, torch {torch.__version__}')" 2>/dev/null)
-    python3 -m gpt2lab.explain.gpu_speed "$out"/steps_cuda.json "$out"/steps1024_cuda.json "$out"/ops_cuda.json \
+    python3 -m gpt2lab.explain.gpu_speed_cli "$out"/steps_cuda.json "$out"/steps1024_cuda.json "$out"/ops_cuda.json \
         --device "$device" --software "$software" --code "$(cat .whl/COMMIT 2>/dev/null)" > "$out/record.json"
     echo "record: exit $?" | tee -a "$out/summary.txt" ;;
 *)
