@@ -121,13 +121,20 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
 
 
 def step_table(report: SpeedReport) -> str:
-    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side."""
+    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side, and
+    (when the record has them) our kernel launches and host ms per step."""
+    steps = report.record["steps"]
+    host = any(s.get("launches") is not None for s in steps)
     lines = [f"{'config':<7} {'B':>2} {'T':>5} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10} "
-             f"{'ours MiB':>9} {'torch MiB':>9}"]
-    for s in report.record["steps"]:
+             f"{'ours MiB':>9} {'torch MiB':>9}" + (f" {'launches':>9} {'host ms':>8}" if host else "")]
+    for s in steps:
         mib = [f"{s[k]:>9,.0f}" if s.get(k) is not None else f"{'-':>9}" for k in ("ours_mib", "torch_mib")]
-        lines.append(f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
-                     f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+        line = (f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
+                f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+        if host:
+            line += (f" {s['launches']:>9}" if s.get("launches") is not None else f" {'-':>9}")
+            line += (f" {s['host_ms']:>8.1f}" if s.get("host_ms") is not None else f" {'-':>8}")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -56,7 +56,7 @@ if not SPLIT:
     set_blas_threads = _keep_blas_threads.ctypes
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def gemm(c, a, b, trans_a, trans_b, beta, xxgemm):
     """c (M, N) = op(a) @ op(b) + beta * c, float32 row-major views (unit inner stride); op(x) = x.T if trans_x.
 

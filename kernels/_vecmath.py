@@ -34,7 +34,7 @@ _POW = tuple(np.float32(2.0 ** -(2 ** i)) for i in range(7))   # 2^-1, 2^-2, 2^-
 _B0, _B1, _B2, _B3, _B4, _B5, _B6 = _POW
 
 
-@njit(inline="always", fastmath=True)
+@njit(error_model="numpy", inline="always", fastmath=True)
 def exp_neg(y):
     """exp(y) for float32 y <= 0, as vectorisable arithmetic (relative error ~6e-8)."""
     y = max(y, _FLOOR)

@@ -72,7 +72,7 @@ def reference(params, grads, hyper: dict = HYPER):
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _adamw_cpu(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
                bias_correction2, eps, weight_decay):
     for i in prange(params.size):

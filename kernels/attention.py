@@ -123,7 +123,7 @@ def reference(inp, dout, n_head):
 # Small helpers, inlined by LLVM. Rows are views of contiguous channels, so the inner loops over hs
 # vectorise. No -inf anywhere: with fastmath, LLVM may assume there are no infinities, so the max
 # starts at the first key's score (key 0 is visible to every query).
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def _dot(x, y):
     s = np.float32(0.0)
     for i in range(x.size):
@@ -131,14 +131,14 @@ def _dot(x, y):
     return s
 
 
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def _head_views(x, b, h, hs, C):
     """q, k, v (or dq, dk, dv) of head h in batch b: three (T, hs) views of x (B, T, 3C)."""
     o = h * hs
     return x[b, :, o:o + hs], x[b, :, C + o:C + o + hs], x[b, :, 2 * C + o:2 * C + o + hs]
 
 
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def _head_rows(inp, b, t, h, hs, C):
     """Views of q, k, v of head h at (b, t): three (hs,) rows.
 
@@ -148,7 +148,7 @@ def _head_rows(inp, b, t, h, hs, C):
     return inp[b, t, o:o + hs], inp[b, t, C + o:C + o + hs], inp[b, t, 2 * C + o:2 * C + o + hs]
 
 
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def _softmax_prefix(row, n, scale):
     """row[:n] = softmax(row[:n] * scale) (keys 0..t1 of a query, n = t1 + 1); row[n:] = 0 (masked keys)."""
     maxval = row[0]
@@ -165,7 +165,7 @@ def _softmax_prefix(row, n, scale):
     row[n:] = 0.0  # masked keys: weight exactly 0
 
 
-@njit(fastmath=True, cache=True)
+@njit(error_model="numpy", fastmath=True, cache=True)
 def _causal_softmax_row(att_row, inp, b, t1, h, hs, C, scale):
     """att_row[:t1+1] = softmax(q[t1] . k[:t1+1] * scale), att_row[t1+1:] = 0."""
     q = _head_rows(inp, b, t1, h, hs, C)[0]
@@ -174,7 +174,7 @@ def _causal_softmax_row(att_row, inp, b, t1, h, hs, C, scale):
     _softmax_prefix(att_row, t1 + 1, scale)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_forward_cpu(out, att, inp, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -193,7 +193,7 @@ def _attention_forward_cpu(out, att, inp, n_head):
                 o[i] += a * v[i]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_backward_cpu(dinp, dout, inp, att, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -229,7 +229,7 @@ def _attention_backward_cpu(dinp, dout, inp, att, n_head):
 # The masked upper triangle of S is computed and thrown away, twice the multiply-adds of the loops, but
 # BLAS runs them many times faster than scalar dot products. q, k, v and their gradients are strided views
 # of inp and dinp (row stride 3C): no copies. One single-threaded BLAS call per numba thread, as in matmul.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -246,7 +246,7 @@ def _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads):
         gemm(out[b, :, h * hs:(h + 1) * hs], P, v, False, False, 0.0, xxgemm)  # O = P V
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_threads):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -273,7 +273,7 @@ def _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_thre
         gemm(dk, dS, q, True, False, 1.0, xxgemm)                        # dk += dS^T Q
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_forward_online_cpu(out, lse, inp, n_head):
     B, T, C3 = inp.shape
     C = C3 // 3
@@ -303,7 +303,7 @@ def _attention_forward_online_cpu(out, lse, inp, n_head):
         lse[b, h, t1] = m + math.log(l)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _attention_backward_flash_cpu(dinp, dout, inp, out, lse, n_head):
     """The flash backward's math, readable: att[t1, t2] = exp(preatt - lse[t1]) recomputed where it is
     used, and the softmax backward's row term D[t1] = dout[t1] . out[t1] (see the module docstring)."""

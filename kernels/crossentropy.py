@@ -72,7 +72,7 @@ def reference(logits, targets, dlosses):
 # ---------------------------------------------------------------- CPU (numba @njit)
 # One row (one position) per iteration of a parallel loop: rows are independent, and a row of 50257
 # floats is long enough that each thread's inner loops vectorise.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _crossentropy_forward_cpu(losses, probs, logits, targets):
     """losses (N,), probs (N, V) from logits (N, V) and targets (N,)."""
     N, V = logits.shape
@@ -90,7 +90,7 @@ def _crossentropy_forward_cpu(losses, probs, logits, targets):
         losses[n] = np.log(total) - (x[targets[n]] - m)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _crossentropy_backward_cpu(dlogits, dlosses, probs, targets):
     """dlogits (N, V) += (probs - onehot(targets)) * dlosses[:, None]."""
     N, V = probs.shape

@@ -57,7 +57,7 @@ def reference(inp, wte, wpe, dout):
 
 
 # ---------------------------------------------------------------- CPU (numba @njit)
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def encoder_forward_cpu(out, inp, wte, wpe):
     """The CPU kernel: out (B, T, C), inp (B, T) int32, wte (V, C), wpe (maxT, C). No checks."""
     B, T, C = out.shape
@@ -71,7 +71,7 @@ def encoder_forward_cpu(out, inp, wte, wpe):
 CHANNEL_CHUNK = 64  # 256 bytes of a row per chunk: a few cache lines, long enough to vectorise
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def encoder_backward_cpu(dwte, dwpe, dout, inp):
     """The CPU kernel; accumulates. Threads split the channels, never the positions.
 

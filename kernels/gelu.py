@@ -64,7 +64,7 @@ _ONE = np.float32(1.0)
 
 
 # "loops": one element at a time, the module docstring's formulas line for line.
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def gelu_forward_loops(out, inp):
     x, y = inp.ravel(), out.ravel()
     for i in prange(x.size):
@@ -72,7 +72,7 @@ def gelu_forward_loops(out, inp):
         y[i] = _HALF * x[i] * (_ONE + math.tanh(u))
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def gelu_backward_loops(dinp, inp, dout):
     x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
     for i in prange(x.size):
@@ -83,7 +83,7 @@ def gelu_backward_loops(dinp, inp, dout):
 
 
 # "vector": the same numbers through sigmoid(2u) and an exp that numba vectorises (see the docstring).
-@njit(inline="always", fastmath=True)
+@njit(error_model="numpy", inline="always", fastmath=True)
 def _sigmoid_2u(xi):
     """sigmoid(2u) for u = s (x + 0.044715 x^3), through exp(-|2u|) so it never overflows."""
     t = _TWO_S * (xi + GELU_CUBIC * xi * xi * xi)
@@ -92,14 +92,14 @@ def _sigmoid_2u(xi):
     return r if t >= 0 else e * r
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def gelu_forward_vector(out, inp):
     x, y = inp.ravel(), out.ravel()
     for i in prange(x.size):
         y[i] = x[i] * _sigmoid_2u(x[i])
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def gelu_backward_vector(dinp, inp, dout):
     x, dx, dy = inp.ravel(), dinp.ravel(), dout.ravel()
     for i in prange(x.size):

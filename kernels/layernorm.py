@@ -74,7 +74,7 @@ def reference(inp, weight, bias, dout):
 # ---------------------------------------------------------------- CPU (numba @njit)
 # Rows are independent: one prange iteration per row. A row of 768 floats (3 KB) stays in L1 across the
 # three passes (mean, variance, write), and fastmath lets numba vectorise each pass.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def layernorm_forward_cpu(out, mean, rstd, inp, weight, bias):
     """The CPU kernel on (N, C) views: out, inp (N, C); mean, rstd (N,); weight, bias (C,). No checks."""
     N, C = inp.shape
@@ -100,7 +100,7 @@ def layernorm_forward_cpu(out, mean, rstd, inp, weight, bias):
         rstd[r] = s
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, nchunks):
     """The CPU kernel on (N, C) views; accumulates. nchunks: how many row chunks run in parallel.
 

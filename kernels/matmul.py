@@ -69,7 +69,7 @@ def reference(inp, weight, bias, dout):
 # "loops": the docstring's three sums, one output row at a time. Each sum is accumulated in float64 and
 # rounded to float32 once: a float32 running sum over the lm_head's OC = 50257 terms would lose ~50257
 # roundings (CUDA v1's comment measures that). The inner loops walk contiguous rows of each operand.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def matmul_forward_loops(out, inp, weight, bias):
     """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)): out[n, o] = sum_c inp[n, c] weight[o, c]."""
     N, C = inp.shape
@@ -84,7 +84,7 @@ def matmul_forward_loops(out, inp, weight, bias):
             out[n, o] = acc
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def matmul_backward_loops(dinp, dweight, dbias, dout, inp, weight):
     """dinp += dout @ weight; dweight += dout^T @ inp; dbias += dout summed over rows (dbias may be None)."""
     N, C = inp.shape
@@ -112,7 +112,7 @@ def matmul_backward_loops(dinp, dweight, dbias, dout, inp, weight):
 # caller (_blas.SPLIT is False) there is one slice, and BLAS threads itself.
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def matmul_forward_blas(out, inp, weight, bias, n_slices, xxgemm, set_blas_threads):
     """out (N, OC) = inp (N, C) @ weight (OC, C)^T (+ bias (OC,)); thread j owns out[:, slice j of OC]."""
     OC = weight.shape[0]
@@ -127,7 +127,7 @@ def matmul_forward_blas(out, inp, weight, bias, n_slices, xxgemm, set_blas_threa
             gemm(out[:, lo:hi], inp, weight[lo:hi], False, True, 1.0, xxgemm)
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def matmul_backward_blas(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set_blas_threads):
     """dinp (N, C) += dout (N, OC) @ weight (OC, C);  dweight (OC, C) += dout^T @ inp (N, C).
 
@@ -145,7 +145,7 @@ def matmul_backward_blas(dinp, dweight, dout, inp, weight, n_slices, xxgemm, set
 ROWS_PER_PART = 32  # dbias: rows per first-level partial sum, and first-level parts per second-level one
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _bias_backward_cpu(dbias, dout):
     """dbias (OC,) += dout (N, OC) summed over its N rows.
 

@@ -44,14 +44,14 @@ def reference(inp1, inp2, dout):
 
 # ---------------------------------------------------------------- CPU (numba @njit)
 # Flat loops over the elements: memory bound, one prange over all of them, vectorised by fastmath.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def residual_forward_cpu(out, inp1, inp2):
     """The CPU kernel on flat (n,) views. No checks."""
     for i in prange(out.size):
         out[i] = inp1[i] + inp2[i]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def residual_backward_cpu(dinp1, dinp2, dout):
     """The CPU kernel on flat (n,) views; accumulates."""
     for i in prange(dout.size):

@@ -96,7 +96,7 @@ def reference(inp1, inp2, weight, bias, dout, dresidual):
 
 # ---------------------------------------------------------------- CPU (numba @njit)
 # LayerNorm's CPU loops (kernels/layernorm.py) with the add in the first pass over the row.
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def residual_layernorm_forward_cpu(residual, out, mean, rstd, inp1, inp2, weight, bias):
     """The CPU kernel on (N, C) views. No checks."""
     N, C = inp1.shape
@@ -121,7 +121,7 @@ def residual_layernorm_forward_cpu(residual, out, mean, rstd, inp1, inp2, weight
         rstd[r] = s
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
 def _add_rows(dinp, dresidual):
     for r in prange(dinp.shape[0]):
         for i in range(dinp.shape[1]):

@@ -64,7 +64,9 @@ def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
     assert record["op_ratio"] == {"T": (64, 256), "B": 4, "gelu": (1.5, 1.2), "adamw": (0.4, None)}
     assert record["steps"][0]["ours_mib"] == 900.0 and record["steps"][0]["launches"] == 300
     report = gpu_speed.SpeedReport(record, live=False)
-    assert "2.0" in gpu_speed.step_table(report).splitlines()[1]
+    table = gpu_speed.step_table(report).splitlines()
+    assert table[0].split()[-3:] == ["launches", "host", "ms"] and table[1].split()[5:] == ["2.0", "900", "500", "300",
+                                                                                          "4.0"]
     fig = gpu_speed.ladder_figure(report)
     assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 3.0, 9.0]
     assert any("v3 (the model's)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
@@ -173,3 +175,16 @@ def test_the_recorded_h100_has_no_profile_or_rates_and_the_figures_say_how_to_re
                                                code="c"))
     with pytest.raises(ValueError, match="no data-sheet peaks for GPU Y"):
         gpu_speed.op_rate_figure(gpu_speed.SpeedReport(unknown, live=False))
+
+
+def test_the_command_line_joins_bench_files_into_one_record(tmp_path, capsys):
+    import json
+    (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "ops": BENCH["ops"], "steps": BENCH["steps"]}))
+    (tmp_path / "b.json").write_text(json.dumps({"device": "cuda", "matmul_ladder": BENCH["matmul_ladder"],
+                                                 "profile": _profile(), "peaks": PEAKS, "gpu": "GPU X"}))
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--device", "H100",
+                           "--date", "2027-01-01"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["device"] == "H100" and len(record["matmul_ladder"]) == 3 and record["op_ratio"]["gelu"] == [1.5, 1.2]
+    assert record["profile"] == _profile() and record["peaks"] == PEAKS

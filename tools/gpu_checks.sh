@@ -7,18 +7,23 @@
 #                                         (echo /.whl/ >> .git/info/exclude) and carried to the machine.
 #   bash tools/gpu_checks.sh run          there: writes every result under $OUT (or build/gpu), ~8 minutes
 #
-# What it runs (each with its own time limit, so one slow step cannot eat the others):
-#   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor
-#   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances, on the GPU
-#   gpt2_1024.jsonl    50 steps of the 124M config at B=4, T=1024, every 10th step verified
-#   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU as yardstick
-#   bench_cuda.json    gpt2lab bench --device cuda (per op and whole steps)
-#   ladder_cuda.json   every CUDA matmul version (v1-v4, cublas) at GPT-2's shapes: ms, TFLOP/s, % of cuBLAS
+# What it runs, most important first, each with its own time limit (one slow step cannot eat the others);
+# the limits add up to 540 s, inside one 600 s device call:
+#   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor   90 s
+#   steps_cuda.json    whole steps on the GPU, ours (default and fused) vs torch: tiny and gpt2, B=4, T=64,
+#                      and the per-kernel profile of one gpt2 step ("profile")                            100 s
+#   steps1024_cuda.json  the 124M step at B=4, T=1024 (the issue's headline figure)                    80 s
+#   ops_cuda.json      each op vs torch, and the matmul ladder (v1-v4, cublas: TFLOP/s, % of cuBLAS)    100 s
+#   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU        50 s
+#   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances         60 s
+#   gpt2_1024.jsonl    20 steps of the 124M config at B=4, T=1024, every 5th step verified              60 s
+#   record.json        the bench outputs as one record for explain/gpu_recorded.py (lesson 6 shows it)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
     rm -rf .whl && mkdir -p .whl
+    git rev-parse --short HEAD > .whl/COMMIT
     python3 -m pip wheel -q --no-deps -w .whl . &&
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
@@ -30,24 +35,33 @@ run)
     export PYTHONPATH=/tmp/site NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0 PYTHONUNBUFFERED=1
     gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-    timeout 120 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
+    timeout 90 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
     echo "verify: exit $?" | tee -a "$out/summary.txt"
-    timeout 90 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
+    timeout 100 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --reps 5 \
+        --profile > "$out/steps_cuda.json" 2> "$out/steps_cuda.log"
+    echo "steps: exit $?" | tee -a "$out/summary.txt"
+    timeout 80 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
+        --seq 1024 --reps 3 > "$out/steps1024_cuda.json" 2> "$out/steps1024_cuda.log"
+    echo "steps T=1024: exit $?" | tee -a "$out/summary.txt"
+    timeout 100 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
+        > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
+    echo "ops and matmul ladder: exit $?" | tee -a "$out/summary.txt"
+    timeout 50 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
     echo "accuracy: exit $?" | tee -a "$out/summary.txt"
-    timeout 150 gpt2lab train --backend numba --device cuda --config small --steps 400 --batch 4 --seq 64 \
+    timeout 60 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
         --lr 3e-3 --warmup 20 --verify-every 40 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/small --json-log "$out/small_241.jsonl" > "$out/small_241.log" 2>&1
-    echo "small 400 steps: exit $?" | tee -a "$out/summary.txt"
-    timeout 180 gpt2lab train --backend numba --device cuda --config gpt2 --steps 50 --batch 4 --seq 1024 \
-        --verify-every 10 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
+    echo "small 300 steps: exit $?" | tee -a "$out/summary.txt"
+    timeout 60 gpt2lab train --backend numba --device cuda --config gpt2 --steps 20 --batch 4 --seq 1024 \
+        --verify-every 5 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/gpt2 --json-log "$out/gpt2_1024.jsonl" > "$out/gpt2_1024.log" 2>&1
-    echo "gpt2 50 steps: exit $?" | tee -a "$out/summary.txt"
-    timeout 90 gpt2lab bench --device cuda --json --no-tokenizer --no-ladder --reps 5 > "$out/bench_cuda.json" \
-        2> "$out/bench_cuda.log"
-    echo "bench: exit $?" | tee -a "$out/summary.txt"
-    timeout 150 gpt2lab bench --device cuda --json --no-ops --steps '' --no-tokenizer --ladder --reps 3 \
-        > "$out/ladder_cuda.json" 2> "$out/ladder_cuda.log"
-    echo "matmul ladder: exit $?" | tee -a "$out/summary.txt" ;;
+    echo "gpt2 20 steps: exit $?" | tee -a "$out/summary.txt"
+    device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+    software=$(python3 -c "import numba, numba_cuda, torch; print(f'numba {numba.__version__}, numba-cuda \
+{numba_cuda.__version__}, torch {torch.__version__}')" 2>/dev/null)
+    python3 -m gpt2lab.explain.gpu_speed_cli "$out"/steps_cuda.json "$out"/steps1024_cuda.json "$out"/ops_cuda.json \
+        --device "$device" --software "$software" --code "$(cat .whl/COMMIT 2>/dev/null)" > "$out/record.json"
+    echo "record: exit $?" | tee -a "$out/summary.txt" ;;
 *)
     echo "usage: bash tools/gpu_checks.sh prepare|run" >&2; exit 2 ;;
 esac
