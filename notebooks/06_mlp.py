@@ -226,7 +226,9 @@ fig = GS.launch_figure(report)
 
 # %% [markdown]
 # At 15–35 µs a launch, that is 8–17 ms of host time per step; a PyTorch eager op costs about 6. So the fixes are
-# on the host: launch with a compiled signature, reuse the launcher, fuse kernels (fewer launches). And at
+# on the host: launch with a compiled signature, reuse the launcher, fuse kernels (fewer launches). gpt2lab's
+# kernels now do the first two (`@cuda_kernel` in kernels/_cuda.py) and `fused=True` the third; a record made
+# before them (its first line says) does not show the gain. And at
 # the big size, the FLOP rate: your tiled matmul's idea, taken further (more outputs per thread, so more
 # FLOPs per byte loaded), is what separates the two bars below.
 
