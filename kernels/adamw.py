@@ -87,19 +87,27 @@ def _adamw_cpu(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Elementwise: a grid-stride loop, so a grid of any size covers 124M parameters. Memory-bound: 4 floats
 # read and 3 written per element, a few flops in between.
+@cuda.jit(device=True, inline="always")
+def _adamw_element(i, params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
+                   bias_correction2, eps, weight_decay):
+    """Element i's update, the formula of the module docstring (both CUDA kernels run it)."""
+    g = grads[i]
+    m_i = beta1 * m[i] + one_minus_beta1 * g
+    v_i = beta2 * v[i] + one_minus_beta2 * g * g
+    m[i] = m_i
+    v[i] = v_i
+    mhat = m_i / bias_correction1
+    vhat = v_i / bias_correction2
+    params[i] -= lr * (mhat / (math.sqrt(vhat) + eps) + weight_decay * params[i])
+
+
 @cuda_kernel
 def adamw_kernel(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
                  bias_correction2, eps, weight_decay):
     i = cuda.grid(1)
     while i < params.size:
-        g = grads[i]
-        m_i = beta1 * m[i] + one_minus_beta1 * g
-        v_i = beta2 * v[i] + one_minus_beta2 * g * g
-        m[i] = m_i
-        v[i] = v_i
-        mhat = m_i / bias_correction1
-        vhat = v_i / bias_correction2
-        params[i] -= lr * (mhat / (math.sqrt(vhat) + eps) + weight_decay * params[i])
+        _adamw_element(i, params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                       bias_correction1, bias_correction2, eps, weight_decay)
         i += cuda.gridsize(1)
 
 
@@ -113,15 +121,8 @@ def adamw_flat_kernel(params, grads, m, v, region_end, region_decay, lr, beta1, 
     while i < params.size:
         while i >= region_end[r]:
             r += 1
-        g = grads[i]
-        m_i = beta1 * m[i] + one_minus_beta1 * g
-        v_i = beta2 * v[i] + one_minus_beta2 * g * g
-        m[i] = m_i
-        v[i] = v_i
-        mhat = m_i / bias_correction1
-        vhat = v_i / bias_correction2
-        decay = weight_decay * region_decay[r]
-        params[i] -= lr * (mhat / (math.sqrt(vhat) + eps) + decay * params[i])
+        _adamw_element(i, params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                       bias_correction1, bias_correction2, eps, weight_decay * region_decay[r])
         i += cuda.gridsize(1)
 
 

@@ -85,19 +85,25 @@ def layernorm_forward_cpu(out, mean, rstd, inp, weight, bias):
         for i in range(C):
             m += x[i]
         m *= inv_c
-        # two passes (mean, then the squared deviations) instead of E[x^2] - mean^2, which cancels
-        # catastrophically when |mean| >> std
-        v = np.float32(0.0)
-        for i in range(C):
-            d = x[i] - m
-            v += d * d
-        v *= inv_c
-        s = np.float32(1.0) / np.sqrt(v + np.float32(EPS))
-        y = out[r]
-        for i in range(C):
-            y[i] = (x[i] - m) * s * weight[i] + bias[i]
         mean[r] = m
-        rstd[r] = s
+        rstd[r] = normalise_row(out[r], x, m, inv_c, weight, bias)
+
+
+@njit(error_model="numpy", fastmath=True, inline="always", cache=True)
+def normalise_row(y, x, m, inv_c, weight, bias):
+    """Given a row x and its mean m: y = (x - m) * rstd * weight + bias; returns rstd. Inlined into the
+    row loops (this one and kernels/residual_layernorm.py's), so each pass still vectorises.
+
+    Two passes (the mean, then the squared deviations) instead of E[x^2] - mean^2, which cancels
+    catastrophically when |mean| >> std."""
+    v = np.float32(0.0)
+    for i in range(x.shape[0]):
+        d = x[i] - m
+        v += d * d
+    s = np.float32(1.0) / np.sqrt(v * inv_c + np.float32(EPS))
+    for i in range(x.shape[0]):
+        y[i] = (x[i] - m) * s * weight[i] + bias[i]
+    return s
 
 
 @njit(error_model="numpy", parallel=True, fastmath=True, cache=True)

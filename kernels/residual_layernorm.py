@@ -72,7 +72,7 @@ from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, lau
 from ._torch import autograd
 from ._validate import check_array, check_same_device
 from .check import OpSpec
-from .layernorm import (BLOCK, EPS, PARAM_COLS, PARAM_LANES, block_threads, layernorm_backward_cpu,
+from .layernorm import (BLOCK, EPS, PARAM_COLS, PARAM_LANES, block_threads, layernorm_backward_cpu, normalise_row,
                         layernorm_backward_params_kernel_v4)
 
 EPS32 = np.float32(EPS)
@@ -108,17 +108,8 @@ def residual_layernorm_forward_cpu(residual, out, mean, rstd, inp1, inp2, weight
             x[i] = inp1[r, i] + inp2[r, i]  # the stream, written once
             m += x[i]
         m *= inv_c
-        v = np.float32(0.0)
-        for i in range(C):  # two passes for the variance: see layernorm_forward_cpu
-            d = x[i] - m
-            v += d * d
-        v *= inv_c
-        s = np.float32(1.0) / np.sqrt(v + np.float32(EPS))
-        y = out[r]
-        for i in range(C):
-            y[i] = (x[i] - m) * s * weight[i] + bias[i]
         mean[r] = m
-        rstd[r] = s
+        rstd[r] = normalise_row(out[r], x, m, inv_c, weight, bias)  # LayerNorm's own row pass
 
 
 @njit(error_model="numpy", parallel=True, fastmath=True, cache=True)
