@@ -4,6 +4,7 @@ import pytest
 
 from gpt2lab.gpt2.cli import main
 from gpt2lab.kernels.bench import OP_WORK, OP_BENCHES, SHAPES, device_peaks, matmul_flops, op_work
+from oneline import one_line_error
 
 
 def test_every_op_case_has_its_work():
@@ -55,15 +56,6 @@ def test_device_peaks_by_name(name, label, tflops, gbs):
 
 def test_an_unknown_device_has_no_peaks():
     assert device_peaks("Tesla T4") is None
-
-
-def one_line_error(capsys, code, *needles):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_profile_needs_the_gpu_and_a_config(capsys):

@@ -11,6 +11,7 @@ from gpt2lab.gpt2 import cli
 from gpt2lab.gpt2.cli import COMMANDS, main
 from gpt2lab.gpt2.checkpoint import load_checkpoint
 from interrupt import signal_after_two_steps
+from oneline import one_line_error
 
 CORPUS = ("FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\nALL:\nSpeak, speak.\n\n"
           "FIRST CITIZEN:\nYou are all resolved rather to die than to famish?\n\n") * 40
@@ -30,15 +31,6 @@ def corpus(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text(CORPUS)
     return path
-
-
-def one_line_error(capsys, code, *needles):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_registry_names_the_other_teams_modules():
