@@ -50,8 +50,8 @@ from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 from gpt2lab.kernels.residual_layernorm import residual_layernorm_backward, residual_layernorm_forward
 
-from .buffers import (DECAYED, FUSED_LAYER_ACT_NAMES, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES, FlatBuffer, StepScalars,
-                      act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
+from .buffers import (DECAYED, FUSED_LAYER_ACT_NAMES, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES,
+                      FlatBuffer, StepScalars, act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
                       sum_of_squares, to_reference_names)
 from .config import GPTConfig
 

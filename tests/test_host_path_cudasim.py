@@ -4,8 +4,8 @@ One training step (NumbaBackend.loss_and_grads + optimizer_step) of a micro mode
 as the default path and once with fused=True (flash attention, residual + LayerNorm fused, the fused
 classifier and the one-launch AdamW). Checked:
 
-* the step allocates no device memory (but the default attention backward's scratch) (the buffers are made for the batch shape first, as the first forward
-  would), uploads the batch in one host-to-device copy and copies one thing back (the loss and grad norm);
+* the step allocates no device memory (the buffers are made for the batch shape first, as the first forward
+  would; the default path's attention backward allocates its scratch, the fused path nothing), uploads the batch in one host-to-device copy and copies one thing back (the loss and grad norm);
 * the launch counter (kernels._cuda.launch_count) sees every kernel launch and memset of the step, and the
   fused options take fewer (the classifier's forward + backward + dlosses fill become one kernel, AdamW's 16
   launches one, the residual adds go into the LayerNorms: 62 -> 42 for this 1-layer model);
