@@ -21,6 +21,13 @@ kernels are launched through `@cuda_kernel` (no per-call type dispatch) and the 
 reduced on the device and come back in one small copy: `forward(..., read_loss=False)`, backward, then
 `loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
 
+The fused path, `KernelGPT2(config, fused=True)` (`gpt2lab train --fused`; not the default until timed on a
+GPU): `forward_fused` and `backward_fused`, the same model on fewer, fused kernels -- flash attention (an
+activation "lse" (L, B, NH, T) in place of the T x T att, which is then not allocated) and each residual
+add fused into the LayerNorm that reads it (the residual backward calls disappear), on the CPU and CUDA;
+on CUDA also the fused classifier and the one-launch AdamW (the CPU keeps crossentropy and AdamW per
+tensor: those two have no CPU kernels). docs/kernels.md "The fused path" has the wiring.
+
     >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
     >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
     >>> model.zero_grad(); model.backward(); model.adamw_step(lr=1e-3)
