@@ -752,12 +752,13 @@ def _fmt(loss: float | None) -> str:
     return f"{loss:.4f}" if loss is not None else "n/a"
 
 
-def memory_needed(config: GPTConfig, B: int, T: int) -> int:
+def memory_needed(config: GPTConfig, B: int, T: int, fused: bool = False) -> int:
     """Bytes a training step needs, roughly: parameters, grads and AdamW's two moments (4 float32 copies),
     plus the activations and their gradients, as the kernel model allocates them (buffers.act_shapes and
-    GRAD_ACT_NAMES); PyTorch eager keeps about as much."""
+    GRAD_ACT_NAMES); PyTorch eager keeps about as much. fused: the fused path's lse (NH per token and layer)
+    in place of att (NH * T)."""
     C, L, NH, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * T)   # floats per token
+    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * (1 if fused else T))   # floats per token
     grad_acts = 2 * C + 1 + V + L * 18 * C                  # no grads of att, probs, mean, rstd
     return 4 * (4 * config.num_params() + B * T * (acts + grad_acts))
 
@@ -828,7 +829,7 @@ def _check_resources(args, config: GPTConfig) -> None:
             if not cuda.is_available():
                 raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
                                    "is False); use --device cpu")
-    need, have = memory_needed(config, args.batch, args.seq), _memory_available(args.device)
+    need, have = memory_needed(config, args.batch, args.seq, bool(args.fused)), _memory_available(args.device)
     if have is not None and need > have:
         where = "the GPU" if args.device == "cuda" else "this machine"
         raise CommandError(f"--batch {args.batch} --seq {args.seq} needs about {need / 2**30:,.1f} GiB for the "
@@ -909,8 +910,8 @@ def _run(args, fault) -> int:
         if not isinstance(e, MemoryError) and "allocate memory" not in str(e):
             raise
         raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
-                           f"{memory_needed(config, args.batch, args.seq) / 2**30:,.1f} GiB for the {args.config} "
-                           f"model; lower --batch or --seq") from None
+                           f"{memory_needed(config, args.batch, args.seq, bool(args.fused)) / 2**30:,.1f} GiB for the "
+                           f"{args.config} model; lower --batch or --seq") from None
     if verified is not None:
         if verified.stopped:
             print(verified.stop_report(), file=sys.stderr)
