@@ -4,7 +4,9 @@ On the CPU (`bench_steps`) and on a GPU (`bench_steps_cuda`: our CUDA kernels ag
 
 Both are the trainer's own backends (train.TorchBackend, kernel_backend.NumbaBackend) with the same config,
 seed, batch and optimizer settings, so this is the step `gpt2lab train` takes: forward, backward, gradient
-clip and AdamW. The two steps alternate (kernels.bench.side_by_side), so a busy machine slows both alike.
+clip and AdamW. The steps alternate (kernels.bench.side_by_side's scheme), so a busy machine slows them alike.
+Our step is timed twice: the default path, and the fused path (KernelGPT2(fused=True): flash attention and
+residual + LayerNorm fused, and on a GPU the fused classifier and the one-launch AdamW), the fused_* fields.
 
 Threads: the CPU matmul calls OpenBLAS (through scipy), which starts its own thread pool beside numba's and
 torch's. On a small machine those extra threads spin-wait and the comparison measures that, not the
@@ -16,14 +18,29 @@ import functools
 
 import numpy as np
 
-from gpt2lab.kernels.bench import side_by_side
-
 from .config import GPTConfig
+
+
+def alternating(fns, reps: int) -> list[float]:
+    """Median seconds of each zero-argument function in `fns`, run once to warm up, then `reps` rounds of
+    each in turn, so load hits them alike (kernels.bench.side_by_side for any number of them)."""
+    import statistics
+    import time
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, acc in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print,
                 kernels=None) -> list[dict]:
-    """One row per config: median milliseconds and tokens/s of one step of ours and torch's, and ours/torch.
+    """One row per config: median milliseconds and tokens/s of one step of ours and torch's, and ours/torch;
+    fused_ms, fused_tok_s, fused_ratio: our step on the fused path (KernelGPT2(fused=True)), in the same rounds.
 
     kernels: the numba model's entry points (gpt2.kernel_model.Kernels; None: the defaults), e.g. the cuBLAS
     matmul of `gpt2lab bench --matmul cublas`, which needs the step on the GPU."""
@@ -38,6 +55,7 @@ def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps
     for name in configs:
         cfg = GPTConfig.preset(name)
         ours_b = NumbaBackend(cfg, OptimConfig(), seed=0, kernels=kernels)
+        fused_b = NumbaBackend(cfg, OptimConfig(), seed=0, kernels=kernels, fused=True)
         torch_b = TorchBackend(cfg, OptimConfig(), seed=0)
         rng = np.random.default_rng(0)
         x = rng.integers(0, cfg.vocab_size, (B, T)).astype(np.int64)
@@ -46,12 +64,14 @@ def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps
         def step(backend):
             backend.loss_and_grads(x, y)
             backend.optimizer_step(1e-4)
-        t_ours, t_torch = side_by_side(functools.partial(step, ours_b), functools.partial(step, torch_b), reps)
+        t_ours, t_torch, t_fused = alternating([functools.partial(step, b) for b in (ours_b, torch_b, fused_b)], reps)
         row = {"config": name, "B": B, "T": T, "device": "cpu", "ours_ms": t_ours * 1e3, "torch_ms": t_torch * 1e3,
-               "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch}
+               "ratio": t_ours / t_torch, "ours_tok_s": B * T / t_ours, "torch_tok_s": B * T / t_torch,
+               "fused_ms": t_fused * 1e3, "fused_tok_s": B * T / t_fused, "fused_ratio": t_fused / t_torch}
         rows.append(row)
         progress(f"  step {name:6s} B={B},T={T}  ours {row['ours_ms']:8.1f} ms ({row['ours_tok_s']:7.0f} tok/s)"
-                 f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}")
+                 f"  torch {row['torch_ms']:8.1f} ms ({row['torch_tok_s']:7.0f} tok/s)  ratio {row['ratio']:.2f}"
+                 f"  fused=True {row['fused_ms']:8.1f} ms, ratio {row['fused_ratio']:.2f}")
     return rows
 
 
@@ -91,8 +111,9 @@ def _time_steps(backend, batches, warm: int, sync) -> dict:
 
 
 def _ours_cuda(cfg, batches, warm: int, fused: bool = False, kernels=None) -> dict:
-    """Our CUDA step (NumbaBackend on cuda): ms, launches and host ms per step, GPU memory. fused: with the
-    fused classifier and one-launch AdamW (KernelGPT2's fused=True); its fields are then named fused_*."""
+    """Our CUDA step (NumbaBackend on cuda): ms, launches and host ms per step, GPU memory. fused: on
+    KernelGPT2's fused path (fused=True: flash attention, residual + LayerNorm, the fused classifier, the
+    one-launch AdamW); its fields are then named fused_*."""
     import gc
 
     from numba import cuda
@@ -113,7 +134,8 @@ def _ours_cuda(cfg, batches, warm: int, fused: bool = False, kernels=None) -> di
            "ours_gpu_mib": (free0 - free1) / 2**20, "ours_buffers_mib": buffers / 2**20}
     if fused:
         row = {"fused_ms": row["ours_ms"], "fused_losses": row["ours_losses"],
-               "fused_launches_per_step": row["launches_per_step"], "fused_host_ms": row["ours_host_ms"]}
+               "fused_launches_per_step": row["launches_per_step"], "fused_host_ms": row["ours_host_ms"],
+               "fused_gpu_mib": row["ours_gpu_mib"], "fused_buffers_mib": row["ours_buffers_mib"]}   # no T x T att
     del ours, m
     gc.collect()
     for owner in (getattr(ctx, "memory_manager", None), ctx):   # numba frees device memory lazily: give it
@@ -149,8 +171,9 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
     peak), our launches per step (kernels and memsets, kernels._cuda.launch_count) and host ms per step (from
     the step's start until its last call returned, minus the time the host waited for the GPU in the one
     read-back: the host's own work), and the largest |loss difference| over the steps (the two follow each
-    other up to float32 rounding). The fused_* fields: our step again with fused=True (the fused classifier
-    and the one-launch AdamW, not the default until timed here). kernels: our model's entry points for both
+    other up to float32 rounding). The fused_* fields: our step again with fused=True (flash attention,
+    residual + LayerNorm fused, the fused classifier and the one-launch AdamW; not the default until timed
+    here). kernels: our model's entry points for both
     of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul)."""
     rows = []
     for name in configs:
@@ -167,7 +190,8 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
                  f"{row['ours_gpu_mib']:.0f} MiB)  torch {row['torch_ms']:8.2f} ms ({row['torch_tok_s']:8.0f} tok/s, "
                  f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; "
                  f"fused=True {row['fused_ms']:.2f} ms "
-                 f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms), "
+                 f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms, "
+                 f"{row['fused_gpu_mib']:.0f} MiB), "
                  f"ratio {row['fused_ratio']:.2f}")
     return rows
 

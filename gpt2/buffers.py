@@ -17,7 +17,7 @@ Shapes (V vocab, maxT block_size, L layers, C channels, NH heads, B batch, T tim
     ln1w     (L, C)                      qkv       (L, B, T, 3C)
     ln1b     (L, C)                      atty      (L, B, T, C)       attention output, heads side by side
     qkvw     (L, 3C, C)                  att       (L, B, NH, T, T)   softmax(q k^T / sqrt(hs)), causal
-    qkvb     (L, 3C)                     attproj   (L, B, T, C)
+    qkvb     (L, 3C)                     attproj   (L, B, T, C)       (fused path: lse (L, B, NH, T) in att's place)
     attprojw (L, C, C)                   residual2 (L, B, T, C)       residual + attproj
     attprojb (L, C)                      ln2       (L, B, T, C)       + ln2_mean, ln2_rstd (L, B, T)
     ln2w     (L, C)                      fch       (L, B, T, 4C)
@@ -53,6 +53,8 @@ ACT_NAMES = ("encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "at
 # The activations with a leading layer axis (L, ...): block l's own are acts[name][l].
 LAYER_ACT_NAMES = ("ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "att", "attproj", "residual2",
                    "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3")
+# The fused path's (flash attention): the softmax's log-sum-exp per query row in place of the T x T att.
+FUSED_LAYER_ACT_NAMES = tuple("lse" if n == "att" else n for n in LAYER_ACT_NAMES)
 
 # Activation gradients exist for the tensors a gradient flows through. The LayerNorm caches (mean, rstd) and
 # the softmax cache att and probs are only read by the backward kernels, so they get none.
@@ -99,13 +101,17 @@ def _decayed() -> frozenset[str]:
 DECAYED = _decayed()
 
 
-def act_shapes(config: GPTConfig, B: int, T: int) -> dict[str, tuple]:
-    """name -> shape of every activation for a batch of B sequences of T tokens."""
+def act_shapes(config: GPTConfig, B: int, T: int, fused: bool = False) -> dict[str, tuple]:
+    """name -> shape of every activation for a batch of B sequences of T tokens.
+
+    fused (KernelGPT2's flash-attention path): "lse" (L, B, NH, T), the log-sum-exp of each attention row, in
+    place of "att" (L, B, NH, T, T): the T x T matrix is never stored (the memory point of flash attention)."""
     V, L, C, NH = config.vocab_size, config.n_layer, config.n_embd, config.n_head
+    attention_cache = {"lse": (L, B, NH, T)} if fused else {"att": (L, B, NH, T, T)}
     return {
         "encoded": (B, T, C),
         "ln1": (L, B, T, C), "ln1_mean": (L, B, T), "ln1_rstd": (L, B, T),
-        "qkv": (L, B, T, 3 * C), "atty": (L, B, T, C), "att": (L, B, NH, T, T),
+        "qkv": (L, B, T, 3 * C), "atty": (L, B, T, C), **attention_cache,
         "attproj": (L, B, T, C), "residual2": (L, B, T, C),
         "ln2": (L, B, T, C), "ln2_mean": (L, B, T), "ln2_rstd": (L, B, T),
         "fch": (L, B, T, 4 * C), "fch_gelu": (L, B, T, 4 * C), "fcproj": (L, B, T, C),

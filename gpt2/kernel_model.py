@@ -21,6 +21,13 @@ kernels are launched through `@cuda_kernel` (no per-call type dispatch) and the 
 reduced on the device and come back in one small copy: `forward(..., read_loss=False)`, backward, then
 `loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
 
+The fused path, `KernelGPT2(config, fused=True)` (`gpt2lab train --fused`; not the default until timed on a
+GPU): `forward_fused` and `backward_fused`, the same model on fewer, fused kernels -- flash attention (an
+activation "lse" (L, B, NH, T) in place of the T x T att, which is then not allocated) and each residual
+add fused into the LayerNorm that reads it (the residual backward calls disappear), on the CPU and CUDA;
+on CUDA also the fused classifier and the one-launch AdamW (the CPU keeps crossentropy and AdamW per
+tensor: those two have no CPU kernels). docs/kernels.md "The fused path" has the wiring.
+
     >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
     >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
     >>> model.zero_grad(); model.backward(); model.adamw_step(lr=1e-3)
@@ -40,16 +47,18 @@ from numba import cuda
 from gpt2lab.kernels._cuda import memset_zero
 from gpt2lab.kernels._validate import on_host
 from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
-from gpt2lab.kernels.attention import attention_backward, attention_forward
+from gpt2lab.kernels.attention import (attention_backward, attention_backward_flash, attention_forward,
+                                       attention_forward_flash)
 from gpt2lab.kernels.crossentropy import crossentropy_backward, crossentropy_forward, fused_classifier
 from gpt2lab.kernels.encoder import encoder_backward, encoder_forward, token_runs
 from gpt2lab.kernels.gelu import gelu_backward, gelu_forward
 from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
+from gpt2lab.kernels.residual_layernorm import residual_layernorm_backward, residual_layernorm_forward
 
-from .buffers import (DECAYED, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES, FlatBuffer, StepScalars,
-                      act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
+from .buffers import (DECAYED, FUSED_LAYER_ACT_NAMES, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES,
+                      FlatBuffer, StepScalars, act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
                       sum_of_squares, to_reference_names)
 from .config import GPTConfig
 
@@ -94,9 +103,32 @@ class Kernels:
     crossentropy_forward: Callable = crossentropy_forward
     crossentropy_backward: Callable = crossentropy_backward
     adamw_update: Callable = adamw_update
-    # the fused path's (KernelGPT2(..., fused=True), CUDA only)
+    # the fused path's (KernelGPT2(..., fused=True)): flash attention and residual + LayerNorm on every
+    # device; the fused classifier and the one-launch AdamW on CUDA only (no CPU kernels of them exist)
+    attention_forward_flash: Callable = attention_forward_flash
+    attention_backward_flash: Callable = attention_backward_flash
+    residual_layernorm_forward: Callable = residual_layernorm_forward
+    residual_layernorm_backward: Callable = residual_layernorm_backward
     fused_classifier: Callable = fused_classifier
     adamw_update_flat: Callable = adamw_update_flat
+
+
+# The Kernels entry points each path calls (what an injected fault must hit: gpt2/faults.py asks `calls`).
+_UNFUSED_ONLY = {"attention_forward", "attention_backward", "residual_forward", "residual_backward"}
+_FUSED = {"attention_forward_flash", "attention_backward_flash", "residual_layernorm_forward",
+          "residual_layernorm_backward"}
+_FUSED_CUDA = {"fused_classifier", "adamw_update_flat"}
+_FUSED_CUDA_REPLACES = {"crossentropy_forward", "crossentropy_backward", "adamw_update"}
+
+
+def entry_points(fused: bool, device: str) -> frozenset[str]:
+    """The names of the Kernels entry points a training step of KernelGPT2(fused=..., device=...) calls."""
+    every = {f for f in Kernels.__dataclass_fields__}
+    if not fused:
+        return frozenset(every - _FUSED - _FUSED_CUDA)
+    if is_cuda(device):
+        return frozenset(every - _UNFUSED_ONLY - _FUSED_CUDA_REPLACES)
+    return frozenset(every - _UNFUSED_ONLY - _FUSED_CUDA)
 
 
 class KernelGPT2:
@@ -107,10 +139,15 @@ class KernelGPT2:
     numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
     reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
     kernels: the entry points to call (default: gpt2lab.kernels'); `model.kernels` can be swapped later too.
-    fused (CUDA devices only; off by default, as nothing untimed on a GPU becomes a default, docs/kernels.md):
-    the forward with targets runs the fused classifier (loss and dlogits in one kernel, probs not written
-    unless `write_probs` is set, as live parity does) in place of crossentropy_forward + _backward, and AdamW
-    is one launch over the flat buffers (adamw_update_flat) in place of one per tensor.
+    fused (off by default, as nothing untimed on a GPU becomes a default, docs/kernels.md): forward_fused and
+    backward_fused in place of forward and backward. On every device: flash attention (an activation "lse"
+    (L, B, NH, T) in place of att (L, B, NH, T, T), which is not allocated; the backward rebuilds att from
+    lse) and each residual add fused into the LayerNorm that reads its result (the residual backward calls
+    disappear: the stream's gradient is each branch's dout). On CUDA also: the fused classifier (loss and
+    dlogits in one kernel, probs not written unless `write_probs` is set, as live parity does) in place of
+    crossentropy_forward + _backward, and AdamW as one launch over the flat buffers (adamw_update_flat) in
+    place of one per tensor. On the CPU those two stay crossentropy_forward/_backward and adamw_update per
+    tensor (they have no CPU kernels). `entry_points(fused, device)` names what each path calls.
     """
 
     def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True,
@@ -124,10 +161,11 @@ class KernelGPT2:
             install()  # warp shuffles and race-free shared arrays for numba's simulator
         if device == "cuda" and not (numba_config.ENABLE_CUDASIM or cuda.is_available()):
             raise ValueError("KernelGPT2: device 'cuda' but numba sees no CUDA GPU")
-        if fused and not is_cuda(device):
-            raise ValueError(f"KernelGPT2: fused=True is a CUDA path (device 'cuda' or 'cudasim'), "
-                             f"got device {device!r}")
-        self.config, self.device, self.fused = config, device, fused
+        self.config, self.device, self.fused = config, device, bool(fused)
+        # the fused classifier and the one-launch AdamW: CUDA kernels only, so the CPU's fused path keeps the others
+        self.fused_head = self.fused and is_cuda(device)
+        self.calls = entry_points(self.fused, device)   # the Kernels entry points a step calls
+        self.layer_act_names = FUSED_LAYER_ACT_NAMES if self.fused else LAYER_ACT_NAMES
         self.write_probs = False                     # fused: also write probs (live parity reads them)
         self.dlosses_for = None                      # fused: the (B, T) dlosses = 1/(B*T) was filled for
         self.kernels = kernels if kernels is not None else Kernels()
@@ -158,7 +196,7 @@ class KernelGPT2:
         self.loss_pending = False                    # forward(..., read_loss=False): the loss is on the device
         # on a GPU: the loss sum and grad norm of a step, computed there and read back in one small copy
         self.scalars = StepScalars() if is_cuda(device) else None
-        if fused:   # adamw_update_flat's tensor table: where each tensor ends, and whether it is decayed
+        if self.fused_head:   # adamw_update_flat's tensor table: where each tensor ends, and whether it is decayed
             ends = np.cumsum([math.prod(shape) for shape in shapes.values()]).astype(np.int64)
             self.region_end = cuda.to_device(ends)
             self.region_decay = cuda.to_device(np.array([n in DECAYED for n in shapes], dtype=np.float32))
@@ -173,7 +211,7 @@ class KernelGPT2:
         grown = B > capB or T > capT
         if grown:
             capB, capT = max(B, capB), max(T, capT)
-            shapes = act_shapes(self.config, capB, capT)
+            shapes = act_shapes(self.config, capB, capT, self.fused)
             self.acts_memory = FlatBuffer(shapes, self.device)
             self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
             if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
@@ -182,11 +220,11 @@ class KernelGPT2:
             self.capacity = (capB, capT)
             self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
-            shapes = act_shapes(self.config, B, T)
+            shapes = act_shapes(self.config, B, T, self.fused)
             self.acts = self.acts_memory.views(shapes)
             self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
             L = self.config.n_layer
-            self.layer_acts = _layer_views(self.acts, LAYER_ACT_NAMES, L)
+            self.layer_acts = _layer_views(self.acts, self.layer_act_names, L)
             self.layer_grads_acts = _layer_views(self.grads_acts, [n for n in GRAD_ACT_NAMES if n in LAYER_ACT_NAMES],
                                                  L)
             self.B, self.T = B, T
@@ -230,19 +268,11 @@ class KernelGPT2:
         cross-entropy loss as a float, or None without targets. read_loss=False (a GPU step): leave the
         per-token losses on the device and return None; `loss_and_grad_norm()` reads the loss later, in the
         same copy as the grad norm, so a training step makes one device-to-host copy.
+        A fused model (fused=True) runs forward_fused after taking the batch.
         """
-        if np.ndim(idx) != 2:
-            raise ValueError(f"KernelGPT2.forward: idx must be (B, T) token ids, got shape {tuple(np.shape(idx))}")
-        B, T = np.shape(idx)
-        if T > self.config.block_size:
-            raise ValueError(f"KernelGPT2.forward: T = {T} exceeds block_size {self.config.block_size}")
-        if targets is not None and tuple(np.shape(targets)) != (B, T):
-            raise ValueError(f"KernelGPT2.forward: targets must be (B, T) = {(B, T)}, got {tuple(np.shape(targets))}")
-        self._ensure_capacity(B, T)
-        self.inputs = self._batch(idx, "idx")
-        self.targets = None if targets is None else self._batch(targets, "targets")
-        if is_cuda(self.device):
-            self._upload(self.inputs, self.targets)
+        self._take_batch(idx, targets)
+        if self.fused:
+            return self.forward_fused(read_loss)
         L, NH = self.config.n_layer, self.config.n_head
         p, a, k = self.params, self.acts, self.kernels
 
@@ -267,9 +297,44 @@ class KernelGPT2:
         k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], self.layer_acts[L - 1]["residual3"], p["lnfw"],
                             p["lnfb"])
         k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
+        if self.targets is not None:
+            k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
+        return self._mean_loss(read_loss)
 
-        self.mean_loss, self.loss_pending = None, False
-        if self.targets is not None and self.fused:   # loss and dlogits (for backward) in one kernel
+    def forward_fused(self, read_loss: bool = True):
+        """The fused forward (fused=True) on the batch `forward` took: flash attention (out and lse, no T x T
+        att) and each residual add fused into the LayerNorm that reads its result -- residual2 = x + attproj
+        into ln_2, residual3 = residual2 + fcproj into the next block's ln_1 (after the last block, ln_f). So
+        only block 0's ln_1 is a plain LayerNorm. On CUDA the loss comes from the fused classifier, which
+        also writes dlogits for the backward. Call it through forward(idx, targets)."""
+        B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
+        p, a, k = self.params, self.acts, self.kernels
+
+        k.encoder_forward(a["encoded"], self.inputs, p["wte"], p["wpe"])          # wte[idx] + wpe[t]
+        first = self.layer_acts[0]
+        k.layernorm_forward(first["ln1"], first["ln1_mean"], first["ln1_rstd"], a["encoded"],
+                            self.layer_params[0]["ln1w"], self.layer_params[0]["ln1b"])
+        for l in range(L):
+            la, lp = self.layer_acts[l], self.layer_params[l]
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]   # the block's input stream
+            # x + attn(ln_1(x)), its sum normalised by ln_2 in the same pass
+            k.matmul_forward(la["qkv"], la["ln1"], lp["qkvw"], lp["qkvb"])
+            k.attention_forward_flash(la["atty"], la["lse"], la["qkv"], NH)
+            k.matmul_forward(la["attproj"], la["atty"], lp["attprojw"], lp["attprojb"])
+            k.residual_layernorm_forward(la["residual2"], la["ln2"], la["ln2_mean"], la["ln2_rstd"],
+                                         residual, la["attproj"], lp["ln2w"], lp["ln2b"])
+            # x + mlp(ln_2(x)), its sum normalised by the next LayerNorm: block l+1's ln_1, or ln_f
+            k.matmul_forward(la["fch"], la["ln2"], lp["fcw"], lp["fcb"])
+            k.gelu_forward(la["fch_gelu"], la["fch"])
+            k.matmul_forward(la["fcproj"], la["fch_gelu"], lp["fcprojw"], lp["fcprojb"])
+            if l + 1 < L:
+                na, nlp = self.layer_acts[l + 1], self.layer_params[l + 1]   # the next block's
+                ln, w, b = (na["ln1"], na["ln1_mean"], na["ln1_rstd"]), nlp["ln1w"], nlp["ln1b"]
+            else:
+                ln, w, b = (a["lnf"], a["lnf_mean"], a["lnf_rstd"]), p["lnfw"], p["lnfb"]
+            k.residual_layernorm_forward(la["residual3"], *ln, la["residual2"], la["fcproj"], w, b)
+        k.matmul_forward(a["logits"], a["lnf"], p["wte"], None)                   # lm_head, tied to wte
+        if self.targets is not None and self.fused_head:   # loss and dlogits (for backward) in one kernel
             if self.dlosses_for != (B, T):   # once per batch shape: the fused backward never zeroes it
                 fill(self.grads_acts["losses"], 1.0 / (B * T))
                 self.dlosses_for = (B, T)
@@ -277,13 +342,35 @@ class KernelGPT2:
                                self.grads_acts["losses"], self.write_probs)
         elif self.targets is not None:
             k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
-        if self.targets is not None:
-            if not read_loss:
-                self.loss_pending = True
-            elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
-                self.mean_loss = self.scalars.read(losses=a["losses"].reshape(B * T))[0] / (B * T)
-            else:                            # the mean over B*T tokens, in float64
-                self.mean_loss = float(a["losses"].astype(np.float64).mean())
+        return self._mean_loss(read_loss)
+
+    def _take_batch(self, idx, targets) -> None:
+        """Check idx, targets; size the buffers for (B, T); set self.inputs, self.targets (on a GPU: uploaded)."""
+        if np.ndim(idx) != 2:
+            raise ValueError(f"KernelGPT2.forward: idx must be (B, T) token ids, got shape {tuple(np.shape(idx))}")
+        B, T = np.shape(idx)
+        if T > self.config.block_size:
+            raise ValueError(f"KernelGPT2.forward: T = {T} exceeds block_size {self.config.block_size}")
+        if targets is not None and tuple(np.shape(targets)) != (B, T):
+            raise ValueError(f"KernelGPT2.forward: targets must be (B, T) = {(B, T)}, got {tuple(np.shape(targets))}")
+        self._ensure_capacity(B, T)
+        self.inputs = self._batch(idx, "idx")
+        self.targets = None if targets is None else self._batch(targets, "targets")
+        if is_cuda(self.device):
+            self._upload(self.inputs, self.targets)
+
+    def _mean_loss(self, read_loss: bool):
+        """The forward's mean loss from the per-token losses (None without targets, or left on the device)."""
+        B, T = self.B, self.T
+        self.mean_loss, self.loss_pending = None, False
+        if self.targets is None:
+            return None
+        if not read_loss:
+            self.loss_pending = True
+        elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
+            self.mean_loss = self.scalars.read(losses=self.acts["losses"].reshape(B * T))[0] / (B * T)
+        else:                            # the mean over B*T tokens, in float64
+            self.mean_loss = float(self.acts["losses"].astype(np.float64).mean())
         return self.mean_loss
 
     @property
@@ -297,20 +384,18 @@ class KernelGPT2:
         fill(self.grads_memory.memory, 0.0)
 
     def backward(self) -> None:
-        """Accumulate d mean_loss / d param into self.grads, from the activations of the last forward(idx, targets)."""
+        """Accumulate d mean_loss / d param into self.grads, from the activations of the last forward(idx, targets).
+        A fused model (fused=True) runs backward_fused."""
         if self.mean_loss is None and not self.loss_pending:
             raise RuntimeError("KernelGPT2.backward: call forward(idx, targets) with targets first")
+        if self.fused:
+            return self.backward_fused()
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
         p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
-        if self.fused:
-            # dlogits came with the loss (the fused classifier wrote it); zero what lies before it: the
-            # activation-gradient regions are laid out with logits and losses last (buffers.GRAD_ACT_NAMES)
-            memset_zero(self.grads_acts_memory.memory[:self.grads_acts_memory.offsets["logits"]])
-        else:
-            fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
-            # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
-            fill(ga["losses"], 1.0 / (B * T))
-            k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
+        # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
+        fill(ga["losses"], 1.0 / (B * T))
+        k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
         k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
         k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
                              self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
@@ -334,10 +419,54 @@ class KernelGPT2:
             k.matmul_backward(lga["ln1"], lg["qkvw"], lg["qkvb"], lga["qkv"], la["ln1"], lp["qkvw"])
             k.layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], residual,
                                  lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
+        self._encoder_backward()
+
+    def backward_fused(self) -> None:
+        """The fused backward (fused=True), after forward_fused. The residual backward adds are gone: an add
+        passes its gradient unchanged to both summands, so each branch's last matmul reads the stream's
+        gradient itself as its dout (d fcproj = d residual3, d attproj = d residual2: ga["fcproj"] and
+        ga["attproj"] stay zero), and each fused LayerNorm backward adds the stream's gradient from above to
+        its own dinp. Attention's backward rebuilds att from lse, tile by tile."""
+        B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
+        p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
+        if self.fused_head:
+            # dlogits came with the loss (the fused classifier wrote it); zero what lies before it: the
+            # activation-gradient regions are laid out with logits and losses last (buffers.GRAD_ACT_NAMES)
+            memset_zero(self.grads_acts_memory.memory[:self.grads_acts_memory.offsets["logits"]])
+        else:
+            fill(self.grads_acts_memory.memory, 0.0)
+            fill(ga["losses"], 1.0 / (B * T))
+            k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
+        k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
+        k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
+                             self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        for l in reversed(range(L)):
+            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self.layer_grads_acts[l]
+            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
+            dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
+            # back through x + mlp(ln_2(x)): d fcproj is d residual3 itself
+            k.matmul_backward(lga["fch_gelu"], lg["fcprojw"], lg["fcprojb"], lga["residual3"],
+                              la["fch_gelu"], lp["fcprojw"])
+            k.gelu_backward(lga["fch"], la["fch"], lga["fch_gelu"])
+            k.matmul_backward(lga["ln2"], lg["fcw"], lg["fcb"], lga["fch"], la["ln2"], lp["fcw"])
+            k.residual_layernorm_backward(lga["residual2"], lg["ln2w"], lg["ln2b"], lga["ln2"], lga["residual3"],
+                                          la["residual2"], lp["ln2w"], la["ln2_mean"], la["ln2_rstd"])
+            # back through x + attn(ln_1(x)): d attproj is d residual2 itself
+            k.matmul_backward(lga["atty"], lg["attprojw"], lg["attprojb"], lga["residual2"],
+                              la["atty"], lp["attprojw"])
+            k.attention_backward_flash(lga["qkv"], lga["atty"], la["qkv"], la["atty"], la["lse"], NH)
+            k.matmul_backward(lga["ln1"], lg["qkvw"], lg["qkvb"], lga["qkv"], la["ln1"], lp["qkvw"])
+            k.residual_layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], lga["residual2"],
+                                          residual, lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
+        self._encoder_backward()
+
+    def _encoder_backward(self) -> None:
+        """dwte, dwpe += the encoder's scatter-add of d encoded, on top of lm_head's share of dwte."""
+        g, ga, k = self.grads, self.grads_acts, self.kernels
         if self.runs is not None and _takes_runs(k.encoder_backward):   # the token runs came with the batch
             k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs, runs=self.runs)
         else:
-            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)    # scatter-add on top of lm_head's
+            k.encoder_backward(g["wte"], g["wpe"], ga["encoded"], self.inputs)
 
     # ------------------------------------------------------------ optimizer
     def grad_norm(self) -> float:
@@ -375,7 +504,7 @@ class KernelGPT2:
                    weight_decay: float = 0.1) -> None:
         """One AdamW update of every parameter from self.grads; weight decay on the matrices only (DECAYED)."""
         self.step += 1  # 1-based inside the kernel: bias corrections 1 - beta^step
-        if self.fused:
+        if self.fused_head:
             self.kernels.adamw_update_flat(self.params_memory.memory, self.grads_memory.memory, self.m_memory.memory,
                                            self.v_memory.memory, self.region_end, self.region_decay, self.step, lr,
                                            beta1, beta2, eps, weight_decay)
@@ -435,8 +564,8 @@ class KernelGPT2:
         return self.acts
 
     def layer_activations(self, l: int) -> dict:
-        """Block l's activations: ln1, qkv, att (B, NH, T, T), ..., residual3 (its output)."""
-        return {name: self.acts[name][l] for name in LAYER_ACT_NAMES}
+        """Block l's activations: ln1, qkv, att (B, NH, T, T) (fused: lse (B, NH, T)), ..., residual3 (its output)."""
+        return {name: self.acts[name][l] for name in self.layer_act_names}
 
     # ------------------------------------------------------------ conversions
     def _named(self, buffer: FlatBuffer) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from gpt2lab.kernels._validate import on_host, to_host
+from gpt2lab.kernels.attention import att_from_lse
 from gpt2lab.kernels.check import K, judge
 
 from .buffers import DECAYED, PARAM_NAMES
@@ -70,6 +71,41 @@ HEAD_BACKWARD = (("dlogits", "crossentropy", "act"), ("dlnf", "matmul", "act"),
                  ("dresidual3", "layernorm", "act"), ("dlnfw", "layernorm", "param"),
                  ("dlnfb", "layernorm", "param"))
 EMBED_BACKWARD = (("dwte", "encoder", "param"), ("dwpe", "encoder", "param"))
+
+# The fused path (KernelGPT2(fused=True)) finishes some tensors with other kernels: each residual add and the
+# LayerNorm after it are one op, "residual_layernorm" (its forward writes residual2 with ln_2's outputs, and
+# residual3 with the next block's ln_1 or ln_f; its backward writes the stream's gradients and the LayerNorm
+# parameters' gradients). att is not stored there: its row is att rebuilt from the stored lse
+# (kernels.attention.att_from_lse), which is what the flash backward uses. dattproj and dfcproj are not
+# buffers of their own on that path: an add passes its gradient unchanged to both summands, so they are
+# dresidual2 and dresidual3 of the block, read from there.
+FUSED_FORWARD_OPS = {"residual2": "residual_layernorm", "ln2": "residual_layernorm",
+                     "ln2_mean": "residual_layernorm", "ln2_rstd": "residual_layernorm",
+                     "residual3": "residual_layernorm"}
+FUSED_NEXT_LN = ("ln1", "ln1_mean", "ln1_rstd", "lnf", "lnf_mean", "lnf_rstd")   # but block 0's ln_1
+FUSED_BACKWARD_OPS = {"dresidual2": "residual_layernorm", "dln2w": "residual_layernorm",
+                      "dln2b": "residual_layernorm", "dattproj": "residual_layernorm",
+                      "dresidual": "residual_layernorm", "dln1w": "residual_layernorm",
+                      "dln1b": "residual_layernorm"}
+FUSED_SAME_AS = {"attproj": "residual2", "fcproj": "residual3"}   # d attproj = d residual2, d fcproj = d residual3
+
+
+def forward_op(model, tensor: str, op: str, layer: int | None) -> str:
+    """The op that finished activation `tensor` (of block `layer`) on this model's path."""
+    if not getattr(model, "fused", False):
+        return op
+    if tensor in FUSED_NEXT_LN and layer != 0:   # written by the residual add before it (block 0's ln_1 is plain)
+        return "residual_layernorm"
+    return FUSED_FORWARD_OPS.get(tensor, op)
+
+
+def backward_op(model, tensor: str, op: str, layer: int | None) -> str:
+    """The op that finished gradient `tensor` (of block `layer`) on this model's path."""
+    if not getattr(model, "fused", False):
+        return op
+    if tensor == "dfcproj":   # d residual3 of the block: the next block's fused ln_1 backward, or ln_f's
+        return "layernorm" if layer == model.config.n_layer - 1 else "residual_layernorm"
+    return FUSED_BACKWARD_OPS.get(tensor, op)
 
 # ---------------------------------------------------------------- rows and reports
 @dataclass
@@ -180,6 +216,7 @@ def own_param_grad(model, name: str, layer: int | None) -> np.ndarray:
     as PyTorch's element by element, added up 4-10x more coherently over rows), which no kernel of the
     parameter's op caused. Upstream errors are judged where they arise, in the activation rows."""
     a, ga, l, L = model.acts, model.grads_acts, layer, model.config.n_layer
+    fused = getattr(model, "fused", False)
 
     def act(n, k=None):
         return to_host(a[n] if k is None else a[n][k]).astype(np.float64)
@@ -208,7 +245,7 @@ def own_param_grad(model, name: str, layer: int | None) -> np.ndarray:
         norm = (x - act(f"{ln}_mean", l)[..., None]) * act(f"{ln}_rstd", l)[..., None]
         return (dout * rows(norm)).sum(0)
     out, inp = MATMUL_IO[name[:-1]]
-    dout = rows(grad(out, l))
+    dout = rows(grad(FUSED_SAME_AS.get(out, out) if fused else out, l))   # fused: the stream's gradient
     return dout.sum(0) if name.endswith("b") else dout.T @ rows(act(inp, l))
 
 
@@ -284,16 +321,21 @@ class ParityMonitor:
         return self._forward_rows(step) + self._backward_rows(step)
 
     def _forward_rows(self, step: int) -> list:
-        a, L, row = self.model.acts, self.model.config.n_layer, self._row
+        m, row = self.model, self._row
+        a, L = m.acts, m.config.n_layer
         rows = [row(step, "encoder", None, "fwd", "encoded", on_host(a["encoded"]), lambda r: r.act("encoded"))]
         for l in range(L):
             for name, op in BLOCK_FORWARD:
-                ours = on_host(a[name][l])
+                if name == "att" and m.fused:   # flash attention keeps lse, not att: att rebuilt from it
+                    ours = att_from_lse(on_host(a["qkv"][l]), on_host(a["lse"][l]), m.config.n_head)
+                else:
+                    ours = on_host(a[name][l])
                 if name == "att":  # only t2 <= t1 is part of the contract: the backward reads nothing above
                     ours = np.tril(ours)
-                rows.append(row(step, op, l, "fwd", name, ours, lambda r, n=name, l=l: r.act(n, l)))
-        rows += [row(step, op, None, "fwd", name, on_host(a[name]), lambda r, n=name: r.act(n))
-                 for name, op in HEAD_FORWARD]
+                rows.append(row(step, forward_op(m, name, op, l), l, "fwd", name, ours,
+                                lambda r, n=name, l=l: r.act(n, l)))
+        rows += [row(step, forward_op(m, name, op, None), None, "fwd", name, on_host(a[name]),
+                     lambda r, n=name: r.act(n)) for name, op in HEAD_FORWARD]
         kernel_loss = self.model.mean_loss if self.model.mean_loss is not None else math.nan
         rows.append(row(step, "crossentropy", None, "fwd", "loss", np.float64(kernel_loss),
                         lambda r: r.loss.detach()))
@@ -305,6 +347,7 @@ class ParityMonitor:
 
         def row(tensor, op, where, l=None):
             name = tensor[1:]
+            op = backward_op(m, tensor, op, l)
             if where == "param":
                 ours = on_host(m.grads[name] if l is None else m.grads[name][l])
                 return check_row(step, op, l, "bwd", tensor, ours, self.ref32.param_grad(name, l),
@@ -315,7 +358,8 @@ class ParityMonitor:
             elif l is None and name == "residual3":  # lnf's dinp: the last block's output
                 ours, get = on_host(ga[name][L - 1]), lambda r: r.act_grad(name, L - 1)
             else:
-                ours, get = on_host(ga[name] if l is None else ga[name][l]), lambda r: r.act_grad(name, l)
+                stored = FUSED_SAME_AS.get(name, name) if m.fused else name   # fused: dfcproj is dresidual3
+                ours, get = on_host(ga[stored] if l is None else ga[stored][l]), lambda r: r.act_grad(name, l)
             return self._row(step, op, l, "bwd", tensor, ours, get)
 
         rows = [row(t, op, w) for t, op, w in HEAD_BACKWARD]

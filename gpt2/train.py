@@ -263,6 +263,7 @@ class RunConfig:
     keep_every: int = 0          # >0: also keep ckpt_{step:06d}.pt frames every K steps (and at 0 and the end)
     sample_tokens: int = 32      # 0 = no text sample at eval time
     data: str = "shakespeare"
+    fused: bool = False          # numba backend: KernelGPT2's fused path (--fused); kept by --resume
 
     # Changed on --resume, these change which batches are drawn: refused, the run could not continue exactly.
     EXACT = ("batch", "seq", "data")
@@ -281,6 +282,8 @@ class RunConfig:
         check_number("RunConfig", "min_lr_frac", self.min_lr_frac, low=0.0, high=1.0)
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"RunConfig: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not isinstance(self.fused, bool):
+            raise ValueError(f"RunConfig: fused must be True or False, got {self.fused!r}")
 
 
 @dataclass
@@ -452,6 +455,9 @@ class Trainer:
                            + ": the batches would change; pass the saved value(s) or start a new --out")
         if self.run.schedule == "constant":
             changed.pop("steps", None)  # more steps at a constant lr: exactly the longer run
+        if "fused" in changed:   # the same math on other kernels: the numbers differ from there on by rounding
+            self.say(f"resuming with fused={self.run.fused} (the saved run had {not self.run.fused}): from step "
+                     f"{ckpt['step']} on the kernels differ, so the numbers do by float32 rounding")
         for k, (was, new) in changed.items():
             if k not in RunConfig.SCHEDULE:
                 continue
@@ -702,6 +708,10 @@ def add_arguments(p) -> None:
     p.add_argument("--on-mismatch", choices=("warn", "stop"), default="warn",
                    help="a parity mismatch: print it and go on, or stop (exit code 3; OUT/latest.pt keeps the last "
                         "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
+    p.add_argument("--fused", action="store_const", const=True, default=None,
+                   help="numba: the fused path (flash attention, residual+LayerNorm in one kernel; on cuda also the "
+                        "fused classifier and one-launch AdamW); not the default: untimed on a GPU. Stored in the "
+                        "run: --resume keeps it")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
                    help="numba backend on cuda: our matmul kernels (default) or cuBLAS on the same device memory "
                         "(llm.c's choice), to see what our kernels leave on the table")
@@ -742,12 +752,13 @@ def _fmt(loss: float | None) -> str:
     return f"{loss:.4f}" if loss is not None else "n/a"
 
 
-def memory_needed(config: GPTConfig, B: int, T: int) -> int:
+def memory_needed(config: GPTConfig, B: int, T: int, fused: bool = False) -> int:
     """Bytes a training step needs, roughly: parameters, grads and AdamW's two moments (4 float32 copies),
     plus the activations and their gradients, as the kernel model allocates them (buffers.act_shapes and
-    GRAD_ACT_NAMES); PyTorch eager keeps about as much."""
+    GRAD_ACT_NAMES); PyTorch eager keeps about as much. fused: the fused path's lse (NH per token and layer)
+    in place of att (NH * T)."""
     C, L, NH, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * T)   # floats per token
+    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * (1 if fused else T))   # floats per token
     grad_acts = 2 * C + 1 + V + L * 18 * C                  # no grads of att, probs, mean, rstd
     return 4 * (4 * config.num_params() + B * T * (acts + grad_acts))
 
@@ -818,7 +829,7 @@ def _check_resources(args, config: GPTConfig) -> None:
             if not cuda.is_available():
                 raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
                                    "is False); use --device cpu")
-    need, have = memory_needed(config, args.batch, args.seq), _memory_available(args.device)
+    need, have = memory_needed(config, args.batch, args.seq, bool(args.fused)), _memory_available(args.device)
     if have is not None and need > have:
         where = "the GPU" if args.device == "cuda" else "this machine"
         raise CommandError(f"--batch {args.batch} --seq {args.seq} needs about {need / 2**30:,.1f} GiB for the "
@@ -899,8 +910,8 @@ def _run(args, fault) -> int:
         if not isinstance(e, MemoryError) and "allocate memory" not in str(e):
             raise
         raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
-                           f"{memory_needed(config, args.batch, args.seq) / 2**30:,.1f} GiB for the {args.config} "
-                           f"model; lower --batch or --seq") from None
+                           f"{memory_needed(config, args.batch, args.seq, bool(args.fused)) / 2**30:,.1f} GiB for the "
+                           f"{args.config} model; lower --batch or --seq") from None
     if verified is not None:
         if verified.stopped:
             print(verified.stop_report(), file=sys.stderr)
@@ -913,11 +924,18 @@ def _run(args, fault) -> int:
 
 def _run_in(args, config: GPTConfig, out: Path, fault=None):
     """The run itself, inside its locked folder: (TrainResult, the VerifiedBackend or None)."""
+    saved_run = {}
     if args.resume:
-        saved = load_checkpoint(out / "latest.pt", kind="full")["config"]
+        ckpt = load_checkpoint(out / "latest.pt", kind="full")
+        saved, saved_run = ckpt["config"], dict(ckpt.get("run") or {})
         if saved != config:
             raise CommandError(f"--resume: {out / 'latest.pt'} was trained with a different model shape "
                                f"({saved}); pass the --config it was trained with")
+    # --fused, or on --resume without it the saved run's choice
+    fused = args.fused if args.fused is not None else bool(saved_run.get("fused", False))
+    if fused and args.backend != "numba":
+        raise CommandError(f"--fused is the numba kernel model's fused path: it needs --backend numba, "
+                           f"not {args.backend!r}")
     data = _data_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -926,16 +944,20 @@ def _run_in(args, config: GPTConfig, out: Path, fault=None):
         run_cfg = RunConfig(steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr, schedule=args.schedule,
                             warmup=args.warmup, seed=args.seed, eval_every=args.eval_every,
                             eval_batches=args.eval_batches, ckpt_every=args.ckpt_every, keep_every=args.keep_every,
-                            sample_tokens=args.sample_tokens, data=args.data)
+                            sample_tokens=args.sample_tokens, data=args.data, fused=fused)
+        faulty = kernels_with(fault, fused, args.device) if fault is not None else None
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        raise CommandError(str(e) if fault is None else f"--inject-fault: {e}") from None
     options = {"device": args.device} if args.device != "cpu" else {}
-    kernels = matmul_kernels(args.matmul, kernels_with(fault) if fault is not None else None)
+    kernels = matmul_kernels(args.matmul, faulty)
     if kernels is not None:
         options["kernels"] = kernels
+    if fused:
+        options["fused"] = True
     backend = make_backend(args.backend, config, optim, args.seed, **options)
     from gpt2lab.datasets import gpt2_encoding
-    print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}, "
+    print(f"gpt2lab train: {args.config} ({config.num_params():,} params), backend {args.backend}"
+          f"{' (fused path)' if fused else ''}, "
           f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",
           file=sys.stderr)
     verified = None

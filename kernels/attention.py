@@ -64,9 +64,9 @@ has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_
     k.attention_forward_flash(a["atty"][l], a["lse"][l], a["qkv"][l], NH)
     k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
 
-for the two attention lines (not done here: v4 is untimed on a GPU, docs/kernels.md's rule; the parity
-check, which compares att, would compare att_from_lse's). tests/test_attention_flash.py runs a tiny model
-with its attention lines swapped this way.
+for the two attention lines: that is KernelGPT2(fused=True)'s forward_fused / backward_fused (not the
+default: v4 is untimed on a GPU, docs/kernels.md's rule; live parity compares att_from_lse's att there).
+tests/test_attention_flash.py runs a tiny model with its attention lines swapped this way by hand.
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
 C-contiguous. n_head must divide C.
@@ -81,7 +81,7 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
          "v4"    flash attention: v3's tiles with one rescale per tile, out and lse only; backward recomputing
                  att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
                  (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
-                 loops of the same math); not a default: untimed on a GPU.
+                 loops of the same math); not a default: untimed on a GPU. KernelGPT2(fused=True) calls it.
 `attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations

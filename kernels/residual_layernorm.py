@@ -24,8 +24,9 @@ separate residual backward (dinp1 += dout; dinp2 += dout, five passes over a (B,
 One buffer serves both summands: dinp1 and dinp2 are the same numbers, so the caller passes that buffer
 as the gradient of each (the branch's matmul backward reads it as its dout).
 
-How the model would call them (gpt2/kernel_model.py, not changed here: these kernels are untimed on a
-GPU). Forward, for block l, with ln1 of block 0 still a plain layernorm_forward of `encoded`:
+How the model calls them (gpt2/kernel_model.py, KernelGPT2(fused=True)'s forward_fused / backward_fused;
+not the default path: these kernels are untimed on a GPU). Forward, for block l, with ln1 of block 0 still
+a plain layernorm_forward of `encoded`:
 
     k.residual_layernorm_forward(a["residual2"][l], a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l],
                                  residual, a["attproj"][l], p["ln2w"][l], p["ln2b"][l])
@@ -47,7 +48,8 @@ Backward, for block l (ln_f's layernorm_backward into ga["residual3"][L-1] stays
                                   residual, p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l])
                                                                          replaces ln_1's layernorm_backward
 ga["attproj"] and ga["fcproj"] are then never written (the parity check reads residual2's and residual3's
-gradients in their place). tests/test_residual_layernorm_model.py runs exactly these lines on a tiny model.
+gradients in their place). tests/test_residual_layernorm_model.py runs exactly these lines by hand on a tiny
+model; tests/test_fused_model.py checks the model's own fused path.
 
 Shapes: inp1, inp2, residual, out, dout, dresidual, dinp (B, T, C); mean, rstd (B, T); weight, bias,
 dweight, dbias (C,). float32, C-contiguous.
@@ -57,7 +59,7 @@ Versions (one per device, so the entry points take no `version=`; DEFAULT_VERSIO
     CPU  "loops"  one row per parallel loop iteration (default)
     CUDA "v1"     forward: one block per row, the add in the first pass, LayerNorm v2's tree sums;
                   backward: LayerNorm v4's dinp kernel adding dresidual, and its accurate dweight, dbias
-                  kernel (default; untimed on a GPU, and the model does not call this op yet)
+                  kernel (default; untimed on a GPU; the model calls it on its fused path only)
 """
 from __future__ import annotations
 

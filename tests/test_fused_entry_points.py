@@ -42,6 +42,15 @@ def test_adamw_update_flat_is_cuda_only_and_checks_its_table():
         adamw_update_flat(*flat, ends, decay, step=0)
 
 
-def test_the_fused_model_is_cuda_only():
-    with pytest.raises(ValueError, match="KernelGPT2: fused=True is a CUDA path"):
-        KernelGPT2(GPTConfig(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8), fused=True)
+def test_the_cpu_fused_model_keeps_the_cpu_classifier_and_adamw():
+    """The fused classifier and the flat AdamW are CUDA kernels: a CPU fused model calls neither (it would
+    fail on them, above), only the fused kernels that have CPU loops."""
+    model = KernelGPT2(GPTConfig(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8), fused=True)
+    assert {"crossentropy_forward", "crossentropy_backward", "adamw_update", "attention_forward_flash",
+            "residual_layernorm_backward"} <= model.calls
+    assert not {"fused_classifier", "adamw_update_flat", "attention_forward", "residual_backward"} & model.calls
+    loss = model.forward([[1, 2, 3]], [[2, 3, 4]])
+    model.zero_grad()
+    model.backward()
+    model.adamw_step(1e-3)
+    assert np.isfinite(loss) and model.step == 1

@@ -1,8 +1,9 @@
 """The fused residual + LayerNorm kernels wired into a whole model, exactly as kernels/residual_layernorm.py's
-docstring says gpt2/kernel_model.py would call them, give the model's own (unfused) loss, logits and gradients.
+docstring says gpt2/kernel_model.py calls them, give the model's own (unfused) loss, logits and gradients.
 
-`fused_forward` and `fused_backward` are KernelGPT2's forward and backward with the replacement lines (the
-model itself is not changed: the fused kernels are untimed on a GPU). Two layers, so both kinds of fusion
+`fused_forward` and `fused_backward` are KernelGPT2's default forward and backward with only this fusion's
+replacement lines, by hand (one fusion at a time; the model's own fused path, flash attention and the rest
+included, is KernelGPT2(fused=True), tested in tests/test_fused_model.py). Two layers, so both kinds of fusion
 run: residual2 with ln_2, and residual3 with the next block's ln_1 and, after the last block, with ln_f.
 On the CPU here; in numba's CUDA simulator in its own process (the CUDA kernels; one layer, for time),
 against the CPU model.
