@@ -112,8 +112,9 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
     if bench.get("matmul_ladder"):
         record["matmul_ladder"] = [{k: r[k] for k in ("shape", "version", "ms", "tflops", "default")}
                                    for r in bench["matmul_ladder"]]
-    if bench.get("profile"):
-        record["profile"] = bench["profile"]
+    for key in ("profile", "profile_fused"):
+        if bench.get(key):
+            record[key] = bench[key]
     if bench.get("peaks"):
         record["peaks"] = bench["peaks"]
         record["peak_tflops_fp32"] = bench["peaks"]["tflops_fp32"]

@@ -197,13 +197,14 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
 
 
 def profile_step_cuda(config="gpt2", B: int = 4, T: int = 64, warm: int = 2, kernels=None, progress=print,
-                      device: str = "cuda") -> dict:
+                      device: str = "cuda", fused: bool = False) -> dict:
     """Where one training step's GPU time goes, kernel by kernel (kernels/profile.py): our CUDA step
     (NumbaBackend on cuda) `warm` times first (compiles, makes the buffers), then once inside `profile()`.
     The dict of Profile.as_dict (clock, launches, step_ms, rows: kernel, calls, ms, pct) plus config, B, T,
     launch_count (kernels._cuda's counter over the step: equals launches when every launch was profiled) and
     wall_ms, the host's time for that step including the final synchronize (the events add some host work).
-    config: a preset name or a GPTConfig; device "cudasim" runs it in numba's simulator (the tests)."""
+    config: a preset name or a GPTConfig; device "cudasim" runs it in numba's simulator (the tests).
+    fused: profile the fused path (KernelGPT2(fused=True)) instead of the default one."""
     import time
 
     from numba import cuda
@@ -214,7 +215,7 @@ def profile_step_cuda(config="gpt2", B: int = 4, T: int = 64, warm: int = 2, ker
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig
     cfg = GPTConfig.preset(config) if isinstance(config, str) else config
-    backend = NumbaBackend(cfg, OptimConfig(), seed=0, device=device, kernels=kernels)
+    backend = NumbaBackend(cfg, OptimConfig(), seed=0, device=device, kernels=kernels, fused=fused)
     batches = _batches(cfg, B, T, warm + 1)
     for x, y in batches[:warm]:
         backend.loss_and_grads(x, y)
@@ -226,8 +227,10 @@ def profile_step_cuda(config="gpt2", B: int = 4, T: int = 64, warm: int = 2, ker
         backend.loss_and_grads(x, y)
         backend.optimizer_step(1e-4)
     wall = time.perf_counter() - t0   # the profile's close synchronizes
-    out = {"config": config if isinstance(config, str) else "custom", "B": B, "T": T, "wall_ms": wall * 1e3,
+    out = {"config": config if isinstance(config, str) else "custom", "B": B, "T": T, "fused": fused,
+           "wall_ms": wall * 1e3,
            "launch_count": launch_count() - n0, **prof.as_dict()}
-    progress(f"  profile of one step, {out['config']} B={B},T={T} (wall {out['wall_ms']:.2f} ms):")
+    progress(f"  profile of one step{' (fused)' if fused else ''}, {out['config']} B={B},T={T} "
+             f"(wall {out['wall_ms']:.2f} ms):")
     progress("    " + prof.table(top=12).replace("\n", "\n    "))
     return out

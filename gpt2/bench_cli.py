@@ -98,8 +98,9 @@ def run(args) -> int:
     if args.profile:
         from .bench import profile_step_cuda
         say("where one step's GPU time goes (CUDA events around each kernel launch):")
-        out["profile"] = profile_step_cuda(configs[-1], B=args.batch, T=args.seq, progress=say,
-                                           kernels=_step_kernels(args.matmul))
+        for key, fused in (("profile", False), ("profile_fused", True)):   # the default path, then the fused one
+            out[key] = profile_step_cuda(configs[-1], B=args.batch, T=args.seq, progress=say,
+                                         kernels=_step_kernels(args.matmul), fused=fused)
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)

@@ -28,6 +28,8 @@ SCRIPT = textwrap.dedent("""
     out = profile_step_cuda(GPTConfig(**{micro}), B=2, T=4, warm=0, device="cudasim",
                             progress=lambda m: print(m, file=sys.stderr))
     out.update(closed=_cuda._PROFILER[0] is None, table=table(out, top=5))
+    out["fused"] = profile_step_cuda(GPTConfig(**{micro}), B=2, T=4, warm=0, device="cudasim", fused=True,
+                                     progress=lambda m: None)
     print(json.dumps(out))
 """).format(micro=MICRO)
 
@@ -67,3 +69,13 @@ def test_the_shares_add_up_to_the_step(profiled):
 @pytest.mark.cudasim
 def test_the_profile_is_closed_after_the_step(profiled):
     assert profiled["closed"] and profiled["config"] == "custom" and profiled["wall_ms"] > 0
+
+
+@pytest.mark.cudasim
+def test_the_fused_path_profiles_its_own_kernels_in_fewer_launches(profiled):
+    fused = profiled["fused"]
+    names = {r["kernel"] for r in fused["rows"]}
+    for want in ("attention_forward_flash", "residual_layernorm", "fused_classifier", "adamw_flat"):
+        assert any(want in n for n in names), (want, sorted(names))
+    assert not any(n.startswith("attention_forward_kernel") for n in names)
+    assert fused["fused"] and sum(r["calls"] for r in fused["rows"]) == fused["launch_count"] < profiled["launch_count"]
