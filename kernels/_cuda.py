@@ -112,6 +112,19 @@ def run_on_device(launch, args: dict, outs) -> dict:
     return {k: dev[k].copy_to_host() for k in outs}
 
 
+_SCRATCH: dict = {}
+
+
+def scratch(owner: str, shape, dtype=np.float32):
+    """A device buffer for a kernel's intermediate results (`owner` names whose), made once per (owner, shape,
+    dtype) and then reused, so a training step allocates nothing. Safe because every kernel here runs on the
+    one default stream, in order: two launches never use the same scratch at once."""
+    key = (owner, tuple(shape), np.dtype(dtype).str)
+    if key not in _SCRATCH:
+        _SCRATCH[key] = cuda.device_array(tuple(shape), dtype=dtype)
+    return _SCRATCH[key]
+
+
 def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     """Real PTX for a @cuda.jit kernel, without a GPU (needs numba-cuda with its NVVM wheels)."""
     check_numpy_for_cuda()

@@ -92,7 +92,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._blas import gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import ceil_div, compensated_add, run_on_device, scratch
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -1016,10 +1016,15 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
         _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
     else:
         _check_hs("attention_backward", C, n_head)
-        att_datt = cuda.device_array((B, n_head, T), np.float32)  # D: written by (a), read by (b)
+        att_datt = datt_scratch(B, n_head, T)  # D: written by (a), read by (b)
         dq_kernel, dkv_kernel = BACKWARD_KERNELS[version]
         _launch_rows(dq_kernel, n_rows, dinp, att_datt, dout, inp, att, n_head)
         _launch_rows(dkv_kernel, n_rows, dinp, att_datt, dout, inp, att, n_head)
+
+
+def datt_scratch(B, n_head, T):
+    """v2/v3 backward's D = sum_t2 att datt per row, (B, NH, T): made once per shape, then reused (_cuda.scratch)."""
+    return scratch("attention.datt", (B, n_head, T))
 
 
 def _flash_grid(B, T, n_head):

@@ -47,7 +47,7 @@ from numba import cuda, float32, njit, prange
 
 from . import _cublas
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, run_on_device
+from ._cuda import ceil_div, compensated_add, run_on_device, scratch
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_no_overlap, check_same_device, pick_version
@@ -658,15 +658,9 @@ def splits_v4(M, N, K):
     return (ceil_div(K, k_per_split), k_per_split) if K else (1, BK)
 
 
-_SCRATCH = {}
-
-
 def _split_scratch(S, M, N):
-    """The (S, M, N) partial sums of a split product: allocated once per shape, then reused (one stream, so
-    two products never use it at once)."""
-    if (S, M, N) not in _SCRATCH:
-        _SCRATCH[(S, M, N)] = cuda.device_array((S, M, N), dtype=np.float32)
-    return _SCRATCH[(S, M, N)]
+    """The (S, M, N) partial sums of a split product: allocated once per shape, then reused (_cuda.scratch)."""
+    return scratch("matmul.split", (S, M, N))
 
 
 def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False):

@@ -5,7 +5,7 @@ as the default path and once with fused=True (flash attention, residual + LayerN
 classifier and the one-launch AdamW). Checked:
 
 * the step allocates no device memory (the buffers are made for the batch shape first, as the first forward
-  would; the default path's attention backward allocates its scratch, the fused path nothing), uploads the batch in one host-to-device copy and copies one thing back (the loss and grad norm);
+  would; kernel scratch is made once per shape, _cuda.scratch), uploads the batch in one host-to-device copy and copies one thing back (the loss and grad norm);
 * the launch counter (kernels._cuda.launch_count) sees every kernel launch and memset of the step, and the
   fused options take fewer (the classifier's forward + backward + dlosses fill become one kernel, AdamW's 16
   launches one, the residual adds go into the LayerNorms: 62 -> 42 for this 1-layer model);
@@ -53,6 +53,7 @@ SCRIPT = textwrap.dedent("""
     from numba import cuda
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
     from gpt2lab.kernels._cuda import launch_count
+    from gpt2lab.kernels.attention import datt_scratch
     from gpt2lab.kernels.matmul import _no_bias
     calls = {{}}
 
@@ -74,6 +75,7 @@ SCRIPT = textwrap.dedent("""
         m.write_probs = True
         m._ensure_capacity(*x.shape)   # the buffers for this batch shape, as the first forward makes them
         _no_bias()                     # matmul's placeholder for a missing bias: made once per process
+        datt_scratch(*x.shape[:1], {micro_nh}, x.shape[1])   # attention backward's D: made once per shape
         n0, calls = launch_count(), {{}}
         out[name + ":loss"] = np.array(b.loss_and_grads(x, y))
         norm = b.optimizer_step(1e-2)
@@ -96,7 +98,7 @@ SCRIPT = textwrap.dedent("""
     out["parity:failures"] = np.array([r.describe() for r in report.failures], dtype=str)
     np.savez(sys.argv[1], **out)
     print(out["default:calls"], out["fused:calls"])
-""").format(micro=MICRO, x=X, y=Y)
+""").format(micro=MICRO, x=X, y=Y, micro_nh=MICRO["n_head"])
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +116,9 @@ def steps(tmp_path_factory):
 def test_a_step_allocates_nothing_and_copies_once_each_way(steps, name):
     calls = {k: int(v) for k, v in steps[name + ":calls"]}
     # copy_to_host: the loss and grad norm (buffers.StepScalars.read); copy_to_device: the batch and its token
-    # runs (KernelGPT2._upload); allocated: only attention_backward v3's scratch D (B, NH, T), one per layer
-    # per step, inside kernels/attention.py (not the model's doing; MICRO has 1 layer). The fused path's flash
-    # backward needs no scratch: its step allocates nothing at all.
-    scratch = {"device_array": MICRO["n_layer"]} if name == "default" else {}
-    assert calls == {"copy_to_host": 1, "copy_to_device": 1, **scratch}, calls
+    # runs (KernelGPT2._upload); allocated: nothing (attention_backward v3's scratch D is made once per shape,
+    # _cuda.scratch; the fused path's flash backward needs none).
+    assert calls == {"copy_to_host": 1, "copy_to_device": 1}, calls
 
 
 @pytest.mark.cudasim
