@@ -28,18 +28,24 @@ SCRIPT = textwrap.dedent("""
     out = profile_step_cuda(GPTConfig(**{micro}), B=2, T=4, warm=0, device="cudasim",
                             progress=lambda m: print(m, file=sys.stderr))
     out.update(closed=_cuda._PROFILER[0] is None, table=table(out, top=5))
-    out["fused"] = profile_step_cuda(GPTConfig(**{micro}), B=2, T=4, warm=0, device="cudasim", fused=True,
-                                     progress=lambda m: None)
+    if "fused" in sys.argv:
+        out["fused"] = profile_step_cuda(GPTConfig(**{micro}), B=2, T=4, warm=0, device="cudasim", fused=True,
+                                         progress=lambda m: None)
     print(json.dumps(out))
 """).format(micro=MICRO)
 
 
-@pytest.fixture(scope="module")
-def profiled():
+def _profile(*args):
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    return _profile()
 
 
 @pytest.mark.cudasim
@@ -72,7 +78,9 @@ def test_the_profile_is_closed_after_the_step(profiled):
 
 
 @pytest.mark.cudasim
-def test_the_fused_path_profiles_its_own_kernels_in_fewer_launches(profiled):
+@pytest.mark.slow   # a second simulated step (~10 s); test_host_path_cudasim counts the fused path's launches
+def test_the_fused_path_profiles_its_own_kernels_in_fewer_launches():
+    profiled = _profile("fused")
     fused = profiled["fused"]
     names = {r["kernel"] for r in fused["rows"]}
     for want in ("attention_forward_flash", "residual_layernorm", "fused_classifier", "adamw_flat"):

@@ -153,6 +153,7 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.cudasim
+@pytest.mark.slow   # the model's own fused path runs these kernels in the simulator in test_fused_model.py
 def test_fused_model_in_the_simulator_equals_the_cpu_model(tmp_path):
     out = tmp_path / "fused.npz"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
