@@ -77,7 +77,7 @@ test-unit: setup
 # run, about two minutes on 2 cores), never in a learner's ~/.cache.
 test-notebooks: setup
 	$(PY) tools/build_lab.py --force --out $(NB_BUILD) notebooks/[0-9]*.py
-	GPT2LAB_CACHE=$(CURDIR)/build/cache $(PY) -m pytest --nbval-lax -p no:randomly $(NB_BUILD)
+	GPT2LAB_CACHE=$(CURDIR)/build/cache $(PY) -m pytest --nbval-lax -p no:randomly -p tools.nbval_patience $(NB_BUILD)
 
 # The browser test drives JupyterLab in Debian's chromium; install it where we can (root with apt).
 browser-deps:
