@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .simulator import run_simulated
+from .simulator import child_ready, run_simulated
 
 KERNELS = ("v1", "v2")
 READ_COLOR = "#9ecae1"     # forward blues: a read is light,
@@ -236,10 +235,8 @@ def _run_traced(kernel: str, inp: np.ndarray, block: int, direction: str = "forw
 def main(argv=None) -> int:
     """`python -m gpt2lab.explain.cudatrace KERNEL BLOCK` with inp as JSON on stdin; the trace on stdout."""
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        print("cudatrace: run with NUMBA_ENABLE_CUDASIM=1 (use trace_layernorm from Python)", file=sys.stderr)
+    if not child_ready("cudatrace", "trace_layernorm"):
         return 2
-    sys.setswitchinterval(1e-4)   # simulated threads are Python threads: cheaper barriers
     kernel, block = argv[0], int(argv[1])
     direction = argv[2] if len(argv) > 2 else "forward"
     inp = np.asarray(json.loads(sys.stdin.read()), dtype=np.float32)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from dataclasses import asdict
+
+from .simulator import child_ready
 
 
 def load(name: str, path: str):
@@ -30,10 +31,8 @@ def load(name: str, path: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
-        print("puzzle_sim: run with NUMBA_ENABLE_CUDASIM=1 (use gpt2lab.explain.puzzles from Python)", file=sys.stderr)
+    if not child_ready("puzzle_sim", "gpt2lab.explain.puzzles"):
         return 2
-    sys.setswitchinterval(1e-4)   # simulated threads are Python threads: cheaper barriers
     action, name, path = argv[:3]
     from .exercise import CheckResult
     from .puzzles import run_puzzle_check, train_plugged

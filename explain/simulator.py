@@ -33,6 +33,17 @@ def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: fl
     return proc
 
 
+def child_ready(prog: str, use: str) -> bool:
+    """In a child started by run_simulated: True when the simulator is on, after shortening Python's thread
+    switch interval (simulated threads are Python threads: barriers get cheaper); else one line on stderr
+    saying to run it through `use`, and False."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        print(f"{prog}: run with NUMBA_ENABLE_CUDASIM=1 (use {use} from Python)", file=sys.stderr)
+        return False
+    sys.setswitchinterval(1e-4)
+    return True
+
+
 @dataclass
 class SimulatorCheck:
     """What `verify_in_simulator` found: the verification rows (dicts, as `gpt2lab verify --json` prints them),
@@ -69,4 +80,4 @@ def verify_in_simulator(op: str, version: str | None = None, timeout: float = 60
     return SimulatorCheck(op, json.loads(proc.stdout), proc.returncode == 0, time.perf_counter() - t0)
 
 
-__all__ = ["run_simulated", "SimulatorCheck", "verify_in_simulator"]
+__all__ = ["run_simulated", "child_ready", "SimulatorCheck", "verify_in_simulator"]

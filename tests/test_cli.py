@@ -1,6 +1,5 @@
 """`gpt2lab`: the subcommand registry, one-line errors with exit code 2, train -> resume -> generate end to end."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -2,12 +2,11 @@
 
 Each check runs in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is imported).
 """
-import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
+from simulated import run_in_simulator
 
 # Every thread of one block writes its id into a shared array, a barrier, thread 0 sums the array. The
 # allocation is made slow (numpy.empty sleeps and fills with NaN), so that every thread reaches
@@ -101,9 +100,7 @@ BLOCK_REDUCTIONS = textwrap.dedent("""
 
 
 def _run_simulated(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return run_in_simulator("-c", script, *args, timeout=300, check=False)
 
 
 @pytest.mark.cudasim

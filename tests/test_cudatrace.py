@@ -2,7 +2,6 @@
 events say which thread touched what (v1: a thread walks its own row; v2: a block per row, a tree
 reduction whose stride halves), the simulator never leaks into this process, and the diagrams draw."""
 import os
-import sys
 
 import matplotlib
 import numpy as np

@@ -9,9 +9,6 @@ one-launch AdamW among them) equals the CPU's fused step, live parity passes on 
 variants are caught (the launches per step of both paths: tests/test_host_path_cudasim.py).
 """
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -23,6 +20,7 @@ from gpt2lab.gpt2.kernel_backend import NumbaBackend, VerifiedBackend
 from gpt2lab.gpt2.kernel_model import KernelGPT2, Kernels
 from gpt2lab.kernels.attention import attention_backward_flash
 from gpt2lab.kernels.check import compare
+from simulated import run_in_simulator
 
 MICRO = dict(block_size=8, vocab_size=17, n_layer=2, n_head=2, n_embd=8)
 SIM_MICRO = dict(MICRO, n_layer=1)   # the simulator is slow: one block still runs every fused kernel
@@ -217,10 +215,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     path = tmp_path_factory.mktemp("fused") / "fused.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True, env=env,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_in_simulator("-c", SCRIPT, str(path), timeout=900)
     return dict(np.load(path))
 
 

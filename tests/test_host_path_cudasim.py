@@ -15,15 +15,13 @@ classifier and the one-launch AdamW). Checked:
 * live parity (VerifiedBackend) passes on the fused path, reading probs, losses and dlogits from the fused
   classifier itself.
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from gpt2lab.kernels.check import compare
+from simulated import run_in_simulator
 
 MICRO = dict(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
 X = [[3, 1, 7, 2], [0, 5, 9, 4]]
@@ -104,10 +102,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory):
     path = tmp_path_factory.mktemp("host") / "steps.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_in_simulator("-c", SCRIPT, str(path), timeout=600)
     return dict(np.load(path))
 
 

@@ -5,9 +5,6 @@ in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is imported and mu
 the loss, the logits, every gradient and the grad norm must equal the CPU kernel model's, and AdamW from the
 same gradients must update every parameter alike.
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.kernels.check import compare
+from simulated import run_in_simulator
 
 MICRO = dict(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
 IDX = [[3, 1, 7]]
@@ -46,10 +44,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.cudasim
 def test_cudasim_model_matches_cpu_model(tmp_path):
     out = tmp_path / "cudasim.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_in_simulator("-c", SCRIPT, str(out))
     sim = dict(np.load(out))
 
     model = KernelGPT2(GPTConfig(**MICRO), device="cpu", seed=0)

@@ -8,13 +8,11 @@ PyTorch float32's. The accurate version (the default the model uses) must stay w
 naive one must not, which shows the check can fail.
 """
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from gpt2lab.kernels import accuracy
+from simulated import measure_in_simulator
 
 # probe -> (naive version, accurate version = the model's default). Attention's v2 errs only 1.7-3x
 # PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there;
@@ -22,16 +20,6 @@ from gpt2lab.kernels import accuracy
 VERSIONS = {"matmul.dinp": ("v1", "v3"), "matmul.dweight": ("v1", "v3"), "matmul.dbias": ("v1", "v3"),
             "crossentropy": ("v1", "v3"), "layernorm.params": ("v1", "v4"), "encoder": ("v2", "v3"),
             "attention": (None, "v3"), "attention.flash": (None, "v4")}
-
-
-def measure_in_simulator(probe, versions):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    cmd = [sys.executable, "-m", "gpt2lab.kernels.accuracy", "--device", "cudasim", "--probe", probe, "--json"]
-    for v in versions:
-        cmd += ["--version", v]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
 
 
 def test_every_probe_is_tested():

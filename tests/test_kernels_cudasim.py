@@ -4,19 +4,16 @@ Each check runs `gpt2lab verify --device cudasim` in its own process: the simula
 environment variable read when numba is imported, and must never leak into the CPU tests.
 """
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from kernel_ops import IMPLEMENTED
+from simulated import run_in_simulator
 
 
 def run_verify(*args):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    return subprocess.run([sys.executable, "-m", "gpt2lab.kernels.verify_cli", "--device", "cudasim", *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return run_in_simulator("-m", "gpt2lab.kernels.verify_cli", "--device", "cudasim", *args, timeout=900,
+                            check=False)   # exit 1 = a FAIL row, which the test shows itself
 
 
 @pytest.mark.cudasim

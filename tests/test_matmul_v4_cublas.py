@@ -7,14 +7,12 @@ version needs a GPU; its code runs here on CPU torch tensors through the same fu
 the transposes, the bias, the accumulation and that it writes our buffers in place.
 """
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from gpt2lab.kernels import _cublas, matmul
+from simulated import measure_in_simulator, run_in_simulator
 
 # B*T = 6 rows (one partial tile), C = 37 (two k-tiles, one partial), OC = 65 (two tiles across). dinp sums
 # K = 65 over a single tile: split into 64 + 1; dweight (65, 37) spans two row tiles.
@@ -35,10 +33,7 @@ print(json.dumps([asdict(r) for r in check_op(matmul.SPEC, "cudasim", version="v
 def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape():
     M, N, K = AWKWARD["B"] * AWKWARD["T"], AWKWARD["C"], AWKWARD["OC"]
     assert matmul.splits_v4(M, N, K)[0] == 2, "the shape must exercise the split path"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", _SIM_SCRIPT, json.dumps(AWKWARD)], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_in_simulator("-c", _SIM_SCRIPT, json.dumps(AWKWARD))
     rows = json.loads(proc.stdout)
     assert {r["tensor"] for r in rows} == {"out", "dinp", "dweight", "dbias"}
     assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
@@ -48,12 +43,7 @@ def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape():
 def test_v4_dbias_as_accurate_as_pytorch_over_4096_rows():
     """The dbias probe (N = 4096 rows in one column sum) in the simulator; dinp and dweight's probes take
     minutes there for v4 (a whole 64 x 64 tile of threads per block), see docs/kernels.md for their figures."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    cmd = [sys.executable, "-m", "gpt2lab.kernels.accuracy", "--device", "cudasim", "--probe", "matmul.dbias",
-           "--version", "v1", "--version", "v4", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["version"]: r for r in json.loads(proc.stdout)}
+    rows = {r["version"]: r for r in measure_in_simulator("matmul.dbias", ["v1", "v4"])}
     assert rows["v4"]["ok"] and rows["v4"]["ratio"] < 2, rows
     assert not rows["v1"]["ok"], rows  # the same probe fails a running sum: it can fail
 

@@ -7,12 +7,10 @@ shares add up to the step, the result says its clock is the wall clock (the simu
 time), and the profile is closed afterwards.
 """
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from simulated import run_in_simulator
 
 MICRO = dict(block_size=4, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
 
@@ -36,10 +34,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _profile(*args):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_in_simulator("-c", SCRIPT, *args)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -8,9 +8,6 @@ run: residual2 with ln_2, and residual3 with the next block's ln_1 and, after th
 On the CPU here; in numba's CUDA simulator in its own process (the CUDA kernels; one layer, for time),
 against the CPU model.
 """
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from gpt2lab.kernels._validate import to_host
 from gpt2lab.kernels.check import compare
 from gpt2lab.kernels.layernorm import layernorm_backward, layernorm_forward
 from gpt2lab.kernels.residual_layernorm import residual_layernorm_backward, residual_layernorm_forward
+from simulated import run_in_simulator
 
 MICRO = dict(block_size=4, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
 SIM_MICRO = dict(MICRO, n_layer=1)  # the simulator is slow: one block still runs both fused kernels
@@ -156,10 +154,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.slow   # the model's own fused path runs these kernels in the simulator in test_fused_model.py
 def test_fused_model_in_the_simulator_equals_the_cpu_model(tmp_path):
     out = tmp_path / "fused.npz"
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(Path(__file__).parent)],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_in_simulator("-c", SCRIPT, str(out), str(Path(__file__).parent))
     want = run_model(KernelGPT2(GPTConfig(**SIM_MICRO), device="cpu", seed=0), fused=False)
     got = dict(np.load(out))
     assert not mismatches(got, want), mismatches(got, want)
