@@ -711,7 +711,9 @@ def add_arguments(p) -> None:
     p.add_argument("--fused", action="store_const", const=True, default=None,
                    help="numba: the fused path (flash attention, residual+LayerNorm in one kernel; on cuda also the "
                         "fused classifier and one-launch AdamW); not the default: untimed on a GPU. Stored in the "
-                        "run: --resume keeps it")
+                        "run: --resume keeps it, --resume --no-fused goes back to the default kernels")
+    p.add_argument("--no-fused", dest="fused", action="store_const", const=False,
+                   help="numba: the default kernels; with --resume, takes a --fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
                    help="numba backend on cuda: our matmul kernels (default) or cuBLAS on the same device memory "
                         "(llm.c's choice), to see what our kernels leave on the table")

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from gpt2lab.gpt2 import cli
 from gpt2lab.gpt2.cli import COMMANDS, main
 from gpt2lab.gpt2.checkpoint import load_checkpoint
 from interrupt import signal_after_two_steps

@@ -166,6 +166,11 @@ def test_cli_train_fused_runs_and_resume_keeps_it(tmp_path, capsys, monkeypatch)
     assert made == [True, True]
     assert [json.loads(r)["step"] for r in (tmp_path / "b.jsonl").read_text().splitlines()] == [4]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["run"]["fused"] is True
+    # --no-fused takes a fused run back to the default kernels, and says so
+    assert main(cli_args(tmp_path, "--steps", "5", "--resume", "--no-fused")) == 0
+    assert made == [True, True, False]
+    assert "resuming with fused=False (the saved run had True)" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["run"]["fused"] is False
 
 
 def test_cli_fused_refuses_torch_and_a_fault_it_cannot_show(tmp_path, capsys):
