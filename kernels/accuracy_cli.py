@@ -8,12 +8,18 @@ import sys
 from .accuracy import DEVICES, PROBES, format_rows, measure
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (tests/test_gpu_checks.py parses tools/gpu_checks.sh's line with it)."""
     parser = argparse.ArgumentParser(prog="python -m gpt2lab.kernels.accuracy", description=__doc__)
     parser.add_argument("--device", choices=DEVICES, default="cudasim")
     parser.add_argument("--probe", choices=sorted(PROBES), action="append", help="default: every probe")
     parser.add_argument("--version", action="append", help="kernel versions (default: the probe's list)")
     parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cudasim":
         from numba import config

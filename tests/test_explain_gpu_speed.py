@@ -188,3 +188,17 @@ def test_the_command_line_joins_bench_files_into_one_record(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["device"] == "H100" and len(record["matmul_ladder"]) == 3 and record["op_ratio"]["gelu"] == [1.5, 1.2]
     assert record["profile"] == _profile() and record["peaks"] == PEAKS
+
+
+def test_a_bench_file_a_time_limit_cut_short_is_left_out_in_one_line(tmp_path, capsys):
+    """tools/gpu_checks.sh's record step after a bench step was killed: the record of the others, exit 1."""
+    import json
+    (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "steps": BENCH["steps"]}))
+    (tmp_path / "cut.json").write_text('{"device": "cuda", "ops": [')
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "cut.json"), str(tmp_path / "none.json"),
+                 "--device", "H100"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["steps"][0]["ours_ms"] == 10.0 and "op_ratio" not in json.loads(out)
+    assert err.splitlines()[0].startswith(f"gpu_speed_cli: left out {tmp_path / 'cut.json'}: not a bench --json")
+    assert f"{tmp_path / 'none.json'}: not a bench --json output (FileNotFoundError" in err.splitlines()[1]

@@ -3,8 +3,9 @@
 #
 #   bash tools/gpu_checks.sh prepare      here (no GPU needed): .whl/ gets the project wheel and what the GPU
 #                                         image lacks (numpy 2.4.6: numba-cuda 0.30 fails with numpy 2.5;
-#                                         the tokenizer and corpus packages). .whl/ must be git-ignored
-#                                         (echo /.whl/ >> .git/info/exclude) and carried to the machine.
+#                                         the tokenizer and corpus packages). .whl/ is git-ignored
+#                                         (.gitignore) and carried to the machine; .whl/COMMIT names the
+#                                         commit built, and says so when the tree had uncommitted changes.
 #   bash tools/gpu_checks.sh run          there: writes every result under $OUT (or build/gpu), ~8 minutes
 #
 # What it runs, most important first, each with its own time limit (one slow step cannot eat the others);
@@ -18,12 +19,14 @@
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances         60 s
 #   gpt2_1024.jsonl    20 steps of the 124M config at B=4, T=1024, every 5th step verified              60 s
 #   record.json        the bench outputs as one record for explain/gpu_recorded.py (lesson 6 shows it)
+# tests/test_gpu_checks.py checks all this without a GPU: every command line parses and passes the checks made
+# before the GPU, the limits add up, and the record step gives lesson 6 every section from bench's JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 prepare)
     rm -rf .whl && mkdir -p .whl
-    git rev-parse --short HEAD > .whl/COMMIT
+    echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with uncommitted changes')" > .whl/COMMIT
     python3 -m pip wheel -q --no-deps -w .whl . &&
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
@@ -33,7 +36,10 @@ run)
     out=${OUT:-build/gpu}; mkdir -p "$out"
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0 PYTHONUNBUFFERED=1
-    gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }
+    # `timeout` runs a program, never a shell function: gpt2lab is a file on PATH
+    bin=/tmp/gpt2lab-bin; mkdir -p "$bin"
+    printf '#!/bin/sh\nexec python3 -m gpt2lab.gpt2.cli "$@"\n' > "$bin/gpt2lab" && chmod +x "$bin/gpt2lab"
+    export PATH="$bin:$PATH"
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1
     timeout 90 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
     echo "verify: exit $?" | tee -a "$out/summary.txt"

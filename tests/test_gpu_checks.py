@@ -1,0 +1,322 @@
+"""tools/gpu_checks.sh, checked without a GPU: a borrowed GPU has 15 minutes in all, and a typo'd flag or a
+bench JSON the record step cannot read would waste them.
+
+The `run` branch's command lines are read from the script's text (backslash continuations joined, `timeout N`
+taken off, "$out" and the other shell variables replaced) and each is parsed by the real argument parser of
+the command it calls; the gpt2lab ones are also run here up to their "no GPU" refusal, so every check made
+before the GPU is reached passes too. Then the time limits, the files the record step reads, and the record
+step itself on bench JSON of the shape `gpt2lab bench --device cuda --json` writes.
+"""
+import ast
+import contextlib
+import io
+import json
+import pathlib
+import re
+import shlex
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "gpu_checks.sh"
+DEVICE_CALL_S = 600   # one device call; the limits must leave room for the wheel install and the record step
+LIMITS_S = 540
+SHELL_VARS = {"device": "NVIDIA H100 80GB HBM3", "software": "numba 0.68, numba-cuda 0.30.4, torch 2.11"}
+REDIRECT = re.compile(r"^\d*>|^<|^&>|^\|")   # the first token of `> file`, `2> file`, `2>&1`, `| tee ...`
+
+
+def run_branch(text: str) -> list[str]:
+    """The logical lines (backslash continuations joined) of the script's `run)` branch, up to its `;;`."""
+    body = text.split("\nrun)\n", 1)[1].split(";;", 1)[0]
+    return [line.strip() for line in body.replace("\\\n", "").splitlines() if line.strip()]
+
+
+def _expand(token: str, out: str) -> str:
+    """A shell word with its variables replaced: "$out" by `out`, $device and $software by plausible values,
+    $(...) by a fixed word. An unknown variable fails (KeyError names it): the script sets no other."""
+    token = re.sub(r"\$\(.*\)", "0123abc", token)
+    values = dict(SHELL_VARS, out=out)
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], token)
+
+
+@pytest.fixture(scope="module")
+def script_text() -> str:
+    return SCRIPT.read_text()
+
+
+def commands(text: str, out: str) -> list[dict]:
+    """Each gpt2lab command of the run branch: {line, limit (the timeout, None without), kind ("gpt2lab" or the
+    module of `python3 -m`), argv, stdout (the file its stdout goes to, or None)}. pip and python3 -c are left out."""
+    found = []
+    for line in run_branch(text):
+        words = shlex.split(line)
+        limit = None
+        if words[:1] == ["timeout"]:
+            limit, words = int(words[1]), words[2:]
+        if words[:1] == ["gpt2lab"]:
+            kind, start = "gpt2lab", 1
+        elif words[:2] == ["python3", "-m"] and words[2].startswith("gpt2lab."):
+            kind, start = words[2], 3
+        else:
+            continue
+        cut = next((i for i, w in enumerate(words) if REDIRECT.match(w)), len(words))
+        argv, rest = [_expand(w, out) for w in words[start:cut]], words[cut:]
+        stdout = next((_expand(rest[i + 1], out) for i, w in enumerate(rest[:-1]) if w == ">"), None)
+        found.append({"line": line, "limit": limit, "kind": kind, "argv": argv, "stdout": stdout})
+    return found
+
+
+def _parsers():
+    from gpt2lab.explain import gpu_speed_cli
+    from gpt2lab.kernels import accuracy_cli
+    return {"gpt2lab.kernels.accuracy": accuracy_cli.build_parser,
+            "gpt2lab.explain.gpu_speed_cli": gpu_speed_cli.build_parser}
+
+
+def parse(command: dict):
+    """The argparse Namespace of one command line, by the parser its program uses; AssertionError with
+    argparse's own message when it rejects the line."""
+    from gpt2lab.gpt2 import cli
+    if command["kind"] == "gpt2lab":
+        parser = cli.build_parser(command["argv"][0])[0]
+    else:
+        parsers = _parsers()
+        assert command["kind"] in parsers, f"no parser known for python3 -m {command['kind']}: {command['line']}"
+        parser = parsers[command["kind"]]()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(command["argv"])
+    except SystemExit:
+        raise AssertionError(f"{command['line']}\n  {err.getvalue().strip()}") from None
+
+
+# ---- every command line parses
+
+def functions_under_timeout(text: str) -> list[str]:
+    """The shell functions the run branch defines and then runs under `timeout`, which cannot run them (it
+    execs a program: "failed to run command", exit 127, every time)."""
+    lines = run_branch(text)
+    defined = {m.group(1) for line in lines for m in [re.match(r"(\w+)\s*\(\)\s*\{", line)] if m}
+    return [line for line in lines if re.match(r"timeout \d+ (\w+)", line)
+            and re.match(r"timeout \d+ (\w+)", line).group(1) in defined]
+
+
+def test_no_shell_function_runs_under_timeout(script_text):
+    assert functions_under_timeout(script_text) == []
+    as_a_function = script_text.replace('    # `timeout` runs', '    gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }\n'
+                                        '    # `timeout` runs', 1)
+    assert len(functions_under_timeout(as_a_function)) == 6   # verify, three bench, two train
+
+
+def test_the_gpt2lab_on_path_runs_under_timeout(script_text, tmp_path):
+    """The run branch's lines from `bin=` to `export PATH=` (bin in tmp_path), then `timeout 60 gpt2lab --help`
+    with this venv's python3 first on PATH: the program the GPU steps call, called as they call it."""
+    import os
+    import subprocess
+    import sys
+    lines = run_branch(script_text)
+    start = next(i for i, line in enumerate(lines) if line.startswith("bin="))
+    end = next(i for i, line in enumerate(lines) if line.startswith("export PATH="))
+    setup = [re.sub(r"^bin=\S+;", f"bin={shlex.quote(str(tmp_path))};", lines[start]), *lines[start + 1:end + 1]]
+    env = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-c", "\n".join([*setup, "timeout 60 gpt2lab --help"])], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train" in proc.stdout and (tmp_path / "gpt2lab").is_file()
+
+
+def test_every_command_line_of_the_run_branch_parses(script_text, tmp_path):
+    found = commands(script_text, str(tmp_path))
+    kinds = sorted({c["kind"] if c["kind"] != "gpt2lab" else c["argv"][0] for c in found})
+    assert kinds == ["bench", "gpt2lab.explain.gpu_speed_cli", "gpt2lab.kernels.accuracy", "train", "verify"]
+    for command in found:
+        parse(command)
+
+
+@pytest.mark.parametrize("good, bad", [("--verify-every 40", "--verify-evry 40"), ("--no-ladder", "--no-laddr"),
+                                       ("--device cuda > ", "--device gpu > "),
+                                       ("gpt2lab.kernels.accuracy", "gpt2lab.kernels.acuracy"),
+                                       ('--software "$software"', '--sofware "$software"')])
+def test_a_misspelled_flag_fails_the_check(script_text, tmp_path, good, bad):
+    assert good in script_text
+    broken = script_text.replace(good, bad, 1)
+    with pytest.raises(AssertionError, match=re.escape(bad.split()[0].strip('"'))):
+        for command in commands(broken, str(tmp_path)):
+            parse(command)
+
+
+def _no_gpu_here() -> bool:
+    from numba import config, cuda
+    return not config.ENABLE_CUDASIM and not cuda.is_available()
+
+
+def test_the_gpt2lab_commands_pass_every_check_made_before_the_gpu(script_text, tmp_path, capsys):
+    """`gpt2lab train/bench/verify --device cuda` here: each refuses in one line for want of a GPU (exit 2), so
+    what they check first (the config, --seq against its context, --profile with --steps) has passed."""
+    if not _no_gpu_here():
+        pytest.skip("a GPU (or the simulator) is here: the commands would run for real")
+    from gpt2lab.gpt2 import cli
+    for command in commands(script_text, str(tmp_path)):
+        if command["kind"] != "gpt2lab":
+            continue
+        assert cli.main(command["argv"]) == 2, command["line"]
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "GPU" in err, f"{command['line']}\n  {err}"
+
+
+def test_an_argument_wrong_for_the_model_fails_before_the_gpu(script_text, tmp_path, capsys):
+    if not _no_gpu_here():
+        pytest.skip("a GPU (or the simulator) is here: the commands would run for real")
+    from gpt2lab.gpt2 import cli
+    broken = script_text.replace("--config gpt2 --steps 20 --batch 4 --seq 1024",
+                                 "--config small --steps 20 --batch 4 --seq 1024", 1)
+    train = [c for c in commands(broken, str(tmp_path)) if c["argv"][:1] == ["train"]][-1]
+    assert cli.main(train["argv"]) == 2
+    assert "--seq 1024 is longer than the small model's context" in capsys.readouterr().err
+
+
+# ---- the time limits and the files
+
+def test_the_limits_fit_one_device_call(script_text, tmp_path):
+    found = commands(script_text, str(tmp_path))
+    on_gpu = [c for c in found if "cuda" in c["argv"]]
+    assert on_gpu and all(c["limit"] for c in on_gpu), [c["line"] for c in on_gpu if not c["limit"]]
+    total = sum(c["limit"] for c in found if c["limit"])
+    assert total <= LIMITS_S < DEVICE_CALL_S, f"the time limits add up to {total} s"
+    # the header says what each step may take: it must agree with the commands
+    assert f"the limits add up to {total} s" in script_text
+
+
+def test_the_limits_check_can_fail(script_text, tmp_path):
+    broken = script_text.replace("timeout 90 gpt2lab verify", "timeout 190 gpt2lab verify", 1)
+    with pytest.raises(AssertionError, match="add up to 640 s"):
+        test_the_limits_fit_one_device_call(broken, tmp_path)
+
+
+def _record_inputs(found):
+    record = [c for c in found if c["kind"] == "gpt2lab.explain.gpu_speed_cli"]
+    assert len(record) == 1
+    return record[0], parse(record[0]).bench
+
+
+def test_every_file_the_record_step_reads_is_written_by_an_earlier_bench(script_text, tmp_path):
+    found = commands(script_text, str(tmp_path))
+    record, inputs = _record_inputs(found)
+    earlier = found[:found.index(record)]
+    writers = {c["stdout"]: c for c in earlier if c["stdout"]}
+    for path in inputs:
+        assert path in writers, f"the record step reads {path}, which no earlier step writes"
+        assert writers[path]["argv"][0] == "bench" and "--json" in writers[path]["argv"], writers[path]["line"]
+    assert record["stdout"] == f"{tmp_path}/record.json"
+    broken = script_text.replace('"$out"/ops_cuda.json \\', '"$out"/op_cuda.json \\', 1)
+    _, inputs = _record_inputs(commands(broken, str(tmp_path)))
+    assert f"{tmp_path}/op_cuda.json" in inputs and f"{tmp_path}/op_cuda.json" not in writers
+
+
+# ---- the record step, on bench JSON of the cuda shape
+
+# The keys record_from_bench reads from a step row of `gpt2lab bench --device cuda` (s["..."] and s.get("...")).
+STEP_KEYS = {"config", "B", "T", "ours_ms", "torch_ms", "ours_gpu_mib", "torch_peak_mib", "launches_per_step",
+             "ours_host_ms"}
+
+
+def _step_row(config, B, T):
+    return {"config": config, "B": B, "T": T, "ours_ms": 20.0 * T / 64, "torch_ms": 10.0 * T / 64,
+            "ours_gpu_mib": 900.0, "torch_peak_mib": 500.0, "launches_per_step": 300, "ours_host_ms": 4.0}
+
+
+def test_the_step_keys_the_record_reads_are_the_ones_the_cuda_bench_writes():
+    """record_from_bench reads a step row with .get for the optional fields: a key renamed in gpt2/bench.py would
+    silently become null in every record. So: the keys it reads (each gives a value, none null) are among the
+    string keys bench_steps_cuda and its two halves put in a row."""
+    from gpt2lab.explain.gpu_speed import record_from_bench
+    row = _step_row("gpt2", 4, 64)
+    assert set(row) == STEP_KEYS
+    step = record_from_bench({"steps": [row]}, "x", "d", "s", "c")["steps"][0]
+    assert None not in step.values()
+    written = set()
+    tree = ast.parse((ROOT / "gpt2" / "bench.py").read_text())
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and fn.name in ("bench_steps_cuda", "_ours_cuda", "_torch_cuda"):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Dict):
+                    written |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+                    written |= {node.slice.value} if isinstance(node.slice, ast.Constant) else set()
+    assert STEP_KEYS <= written, STEP_KEYS - written
+    assert "ours_gpu_mb" not in written   # the check can fail: a name bench does not write is not there
+
+
+def _fake_measurements(monkeypatch):
+    """bench_cli's measuring functions replaced by rows of the shapes they return on a GPU (numbers made up),
+    and numba and torch told a GPU is here: what is left is bench_cli's own logic of which keys its JSON has."""
+    import numba.cuda
+    import torch
+
+    from gpt2lab.gpt2 import bench, bench_cli
+
+    def ops(device, op, reps, progress, matmul_version=None):
+        return [{"op": name, "shape": f"B=4,T={T}", "device": device, "ours_ms": 1.0, "torch_ms": 0.5,
+                 "ratio": 2.0, "bytes": 10**9, "flops": 10**9, "gbytes_s": 1000.0, "tflops": 1.0}
+                for name in ("gelu", "matmul") for T in (64, 256)]
+
+    def ladder(device, reps, progress):
+        return [{"shape": "c_fc", "N": 4096, "C": 768, "OC": 3072, "device": device, "version": v, "ms": 1.0,
+                 "tflops": 10.0, "pct_of_reference": 50.0, "reference": "cublas", "default": v == "v3"}
+                for v in ("v1", "v3", "cublas")]
+
+    def steps(device, configs, B, T, reps, progress, kernels=None):
+        return [_step_row(c, B, T) for c in configs]
+
+    def profile(config, B, T, progress, kernels=None, fused=False):
+        return {"config": config, "B": B, "T": T, "fused": fused, "clock": "cuda events (GPU time)",
+                "launches": 2, "step_ms": 3.0, "wall_ms": 3.5, "launch_count": 2,
+                "rows": [{"kernel": "matmul_forward_v3", "calls": 2, "ms": 3.0, "pct": 100.0}]}
+    monkeypatch.setattr(bench_cli, "bench_ops", ops)
+    monkeypatch.setattr(bench_cli, "bench_matmul_ladder", ladder)
+    monkeypatch.setattr(bench_cli, "gpu_name", lambda: SHELL_VARS["device"])
+    monkeypatch.setattr(bench, "bench_steps", steps)
+    monkeypatch.setattr(bench, "profile_step_cuda", profile)
+    monkeypatch.setattr(numba.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+def _run_to_file(main, argv, path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0, argv
+    pathlib.Path(path).write_text(out.getvalue())
+
+
+def record_of_the_script(text, tmp_path, monkeypatch) -> dict:
+    """The record the script's record step writes, from its bench steps run with their own flags on faked
+    measurements."""
+    from gpt2lab.explain import gpu_speed_cli
+    from gpt2lab.gpt2 import cli
+    _fake_measurements(monkeypatch)
+    found = commands(text, str(tmp_path))
+    record, inputs = _record_inputs(found)
+    for command in found:
+        if command["stdout"] in inputs:
+            _run_to_file(cli.main, command["argv"], command["stdout"])
+    _run_to_file(gpu_speed_cli.main, record["argv"], record["stdout"])
+    return json.loads(pathlib.Path(record["stdout"]).read_text())
+
+
+def test_the_record_step_writes_every_section_lesson_6_draws(script_text, tmp_path, monkeypatch):
+    record = record_of_the_script(script_text, tmp_path, monkeypatch)
+    assert record["device"] == SHELL_VARS["device"] and record["software"] == SHELL_VARS["software"]
+    for key in ("steps", "op_ratio", "op_rates", "peaks", "peak_tflops_fp32", "matmul_ladder", "profile",
+                "profile_fused"):
+        assert record.get(key), f"the record has no {key!r}"
+    # the issue's headline figures: tiny and gpt2 at T=64, and the 124M step at B=4, T=1024
+    assert {(s["config"], s["B"], s["T"]) for s in record["steps"]} == {("tiny", 4, 64), ("gpt2", 4, 64),
+                                                                         ("gpt2", 4, 1024)}
+    assert record["profile"]["config"] == "gpt2" and record["peaks"]["name"] == "H100 SXM"
+
+
+def test_a_bench_step_without_the_ladder_leaves_it_out_of_the_record(script_text, tmp_path, monkeypatch):
+    broken = script_text.replace("--no-tokenizer --ladder --reps 3", "--no-tokenizer --no-ladder --reps 3", 1)
+    assert broken != script_text
+    assert "matmul_ladder" not in record_of_the_script(broken, tmp_path, monkeypatch)
