@@ -26,12 +26,13 @@ help:
 	@echo "make test  - set up .venv and run the whole test suite"
 	@echo "make setup - only create .venv and install gpt2lab with its extras"
 
-# The package's modules. The editable install is strict (a link tree of these files under build/, so static
-# tools such as Pylance see gpt2lab.kernels where kernels/ is, and no top-level `kernels` is importable): a
-# module added later is not in the tree until the install runs again. So the stamp depends on this list,
-# kept in $(MODULES) and rewritten only when it changes.
+# The package's modules and data files. The editable install is strict (a link tree of these files under build/,
+# so static tools such as Pylance see gpt2lab.kernels where kernels/ is, and no top-level `kernels` is
+# importable): a module or GPU record added later is not in the tree until the install runs again. So the stamp
+# depends on this list, kept in $(MODULES) and rewritten only when it changes.
 MODULES := $(VENV)/.modules
-MODULE_FILES := $(sort $(wildcard gpt2lab/*.py datasets/*.py kernels/*.py gpt2/*.py explain/*.py widgets/*.py))
+MODULE_FILES := $(sort $(wildcard gpt2lab/*.py datasets/*.py kernels/*.py gpt2/*.py explain/*.py widgets/*.py \
+                                  explain/gpu_records/*.json))
 
 $(MODULES): FORCE
 	@mkdir -p $(VENV)

@@ -1,8 +1,8 @@
 """Your kernels on a GPU: where a training step's time goes, from figures measured on a real GPU.
 
 A lesson cell asks for a `SpeedReport`: measured here when this machine has a CUDA GPU (`gpt2lab bench
---device cuda` underneath), else the newest record in gpu_recorded.py, measured on a real GPU and labelled with
-its device, date and code. The pictures are computed from the report, never drawn by hand:
+--device cuda` underneath), else the newest record in gpu_records/ (read by gpu_recorded.py), measured on a real
+GPU and labelled with its device, date and code. The pictures are computed from the report, never drawn by hand:
 
     ops_figure(report)      each op's time, ours / PyTorch, at two sequence lengths (log scale: 1 = as fast)
     launch_figure(report)   what one kernel launch costs on the host, numba's ways and PyTorch's

@@ -1,5 +1,6 @@
 """`python -m gpt2lab.explain.gpu_speed_cli BENCH.json [MORE.json ...] --device NAME`: one record for
-explain/gpu_recorded.py from the outputs of `gpt2lab bench --device cuda --json` (tools/gpu_checks.sh runs it)."""
+explain/gpu_records/ (gpu_recorded.py reads them) from the outputs of `gpt2lab bench --device cuda --json`
+(tools/gpu_checks.sh runs it)."""
 from __future__ import annotations
 
 import argparse

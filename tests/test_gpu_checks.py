@@ -305,10 +305,11 @@ def record_of_the_script(text, tmp_path, monkeypatch) -> dict:
 
 
 def test_the_record_step_writes_every_section_lesson_6_draws(script_text, tmp_path, monkeypatch):
+    from gpt2lab.explain.gpu_recorded import check_record
     record = record_of_the_script(script_text, tmp_path, monkeypatch)
     assert record["device"] == SHELL_VARS["device"] and record["software"] == SHELL_VARS["software"]
-    for key in ("steps", "op_ratio", "op_rates", "peaks", "peak_tflops_fp32", "matmul_ladder", "profile",
-                "profile_fused"):
+    check_record(record, "record.json")   # what `cp record.json explain/gpu_records/` must pass
+    for key in ("op_rates", "peaks", "peak_tflops_fp32", "matmul_ladder", "profile", "profile_fused"):
         assert record.get(key), f"the record has no {key!r}"
     # the headline figures: tiny and gpt2 at T=64, and the 124M step at B=4, T=1024
     assert {(s["config"], s["B"], s["T"]) for s in record["steps"]} == {("tiny", 4, 64), ("gpt2", 4, 64),

@@ -88,9 +88,12 @@ def _lesson_figures():
     yield "position_similarity", embeddings.position_similarity_figure(embeddings.position_similarity(wpe, 16))
     yield "cuda_reduction", _reduction_stand_in(cudatrace)
     from gpt2lab.explain import gpu_speed
-    report = gpu_speed.speed_report(measure=False)
-    for draw in (gpu_speed.ops_figure, gpu_speed.launch_figure, gpu_speed.rate_figure):
-        yield draw.__name__, draw(report)
+    from gpt2lab.explain import gpu_recorded
+    # each figure from the newest record that has its data (a newer record may lack a section)
+    for draw, section in ((gpu_speed.ops_figure, "op_ratio"), (gpu_speed.launch_figure, "launch_us"),
+                          (gpu_speed.rate_figure, "tflops")):
+        record = next(r for r in reversed(gpu_recorded.RECORDS) if section in r)
+        yield draw.__name__, draw(gpu_speed.SpeedReport(record, live=False))
 
 
 def _reduction_stand_in(cudatrace):

@@ -18,7 +18,9 @@
 #   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU        50 s
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances         60 s
 #   gpt2_1024.jsonl    20 steps of the 124M config at B=4, T=1024, every 5th step verified              60 s
-#   record.json        the bench outputs as one record for explain/gpu_recorded.py (lesson 6 shows it)
+#   record.json        the bench outputs as one record (lesson 6 shows the newest). To keep it, here:
+#                      cp $OUT/record.json explain/gpu_records/<device>_<date>.json; make setup;
+#                      pytest tests/test_gpu_recorded.py; and its figures into docs/figures.md by hand
 # tests/test_gpu_checks.py checks all this without a GPU: every command line parses and passes the checks made
 # before the GPU, the limits add up, and the record step gives lesson 6 every section from bench's JSON.
 set -uo pipefail
