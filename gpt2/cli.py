@@ -185,4 +185,7 @@ def run_generate(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gpt2lab.gpt2.cli` runs this file as __main__, whose CommandError is not the class the commands
+    # import and raise: main must come from the module itself, or a user error would end in a traceback
+    from gpt2lab.gpt2.cli import main as package_main
+    sys.exit(package_main())

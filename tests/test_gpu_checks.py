@@ -124,6 +124,13 @@ def test_the_gpt2lab_on_path_runs_under_timeout(script_text, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train" in proc.stdout and (tmp_path / "gpt2lab").is_file()
+    # a user error (here: no such checkpoint) ends in one line and exit 2, as with the installed gpt2lab: a
+    # traceback (exit 1) would hide, e.g., train's one-line refusal of a --batch the GPU cannot hold
+    missing = tmp_path / "none.pt"
+    proc = subprocess.run(["bash", "-c", "\n".join([*setup, f"timeout 60 gpt2lab generate --ckpt {missing}"])],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"gpt2lab generate: error: no such checkpoint: " \
+                                                          f"'{missing}'", proc.stderr[-2000:]
 
 
 def test_every_command_line_of_the_run_branch_parses(script_text, tmp_path):
