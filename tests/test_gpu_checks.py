@@ -233,25 +233,42 @@ def _step_row(config, B, T):
             "ours_gpu_mib": 900.0, "torch_peak_mib": 500.0, "launches_per_step": 300, "ours_host_ms": 4.0}
 
 
-def test_the_step_keys_the_record_reads_are_the_ones_the_cuda_bench_writes():
-    """record_from_bench reads a step row with .get for the optional fields: a key renamed in gpt2/bench.py would
-    silently become null in every record. So: the keys it reads (each gives a value, none null) are among the
-    string keys bench_steps_cuda and its two halves put in a row."""
-    from gpt2lab.explain.gpu_speed import record_from_bench
-    row = _step_row("gpt2", 4, 64)
-    assert set(row) == STEP_KEYS
-    step = record_from_bench({"steps": [row]}, "x", "d", "s", "c")["steps"][0]
-    assert None not in step.values()
+def keys_written(path: pathlib.Path, functions: tuple) -> set:
+    """The string keys the named functions of a module put in dicts: {"k": ...} and row["k"] = ..."""
     written = set()
-    tree = ast.parse((ROOT / "gpt2" / "bench.py").read_text())
-    for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef) and fn.name in ("bench_steps_cuda", "_ours_cuda", "_torch_cuda"):
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, ast.FunctionDef) and fn.name in functions:
             for node in ast.walk(fn):
                 if isinstance(node, ast.Dict):
                     written |= {k.value for k in node.keys if isinstance(k, ast.Constant)}
                 elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
                     written |= {node.slice.value} if isinstance(node.slice, ast.Constant) else set()
-    assert STEP_KEYS <= written, STEP_KEYS - written
+    return written
+
+
+# The keys record_from_bench reads of each kind of bench row, and where bench writes them.
+ROW_KEYS = {"steps": (STEP_KEYS, "gpt2/bench.py", ("bench_steps_cuda", "_ours_cuda", "_torch_cuda")),
+            "ops": ({"op", "shape", "ratio", "ours_ms", "gbytes_s", "tflops"}, "kernels/bench.py", ("bench_ops",)),
+            "matmul_ladder": ({"shape", "version", "ms", "tflops", "default"}, "kernels/bench.py",
+                              ("bench_matmul_ladder",))}
+ROWS = {"steps": _step_row("gpt2", 4, 64),
+        "ops": {"op": "gelu", "shape": "B=4,T=64", "ratio": 2.0, "ours_ms": 1.0, "gbytes_s": 900.0, "tflops": 0.1},
+        "matmul_ladder": {"shape": "c_fc", "version": "v3", "ms": 1.0, "tflops": 10.0, "default": True}}
+
+
+@pytest.mark.parametrize("kind", list(ROW_KEYS))
+def test_the_keys_the_record_reads_are_the_ones_the_cuda_bench_writes(kind):
+    """record_from_bench reads the optional fields of a bench row with .get: a key renamed in bench would
+    silently become null (or a section missing) in every record. So: a row of exactly the keys it reads gives
+    a record section with no null, and those keys are among the ones bench's functions put in a row."""
+    from gpt2lab.explain.gpu_speed import record_from_bench
+    keys, module, functions = ROW_KEYS[kind]
+    assert set(ROWS[kind]) == keys
+    record = record_from_bench({kind: [ROWS[kind]]}, "x", "d", "s", "c")
+    section = {"steps": "steps", "ops": "op_rates", "matmul_ladder": "matmul_ladder"}[kind]
+    assert None not in record[section][0].values()
+    written = keys_written(ROOT / module, functions)
+    assert keys <= written, keys - written
     assert "ours_gpu_mb" not in written   # the check can fail: a name bench does not write is not there
 
 
