@@ -22,6 +22,10 @@ Where the numbers come from, without a GPU:
     run at a small config would not). A simulator run would also understate: numba's simulator runs a thread
     per Python thread, and the launchers pick smaller blocks there (fused_classifier: 32 threads, not BLOCK).
     No kernel uses dynamic shared memory (no launch passes a third configuration value), so it is 0.
+    tests/test_kernels_resources.py checks the table against real launches: in the simulator, with every
+    kernel's body skipped (the host side alone, seconds), the model at GPT-2's width (default and fused), the
+    verification harness's shapes of every op and version, and a split matmul v4; no recorded launch may be
+    larger than the table, and every listed kernel must be launched.
 
 `python -m gpt2lab.kernels.resources` prints the table (docs/figures.md keeps one);
 tests/test_kernels_resources.py asserts every listed kernel fits, and that an oversized one does not.

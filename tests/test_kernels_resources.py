@@ -1,12 +1,15 @@
 """Every CUDA kernel launches on an H100 at its largest block (kernels/resources.py): ptxas's registers and
 shared memory against compute capability 9.0's limits, checked here so a GPU run does not find it first."""
 import importlib
+import json
 import os
+import textwrap
 
 import pytest
 
 from kernel_ops import IMPLEMENTED
 from ptx_cache import ptx_of
+from simulated import run_in_simulator
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 needs_real_numba = pytest.mark.skipif(SIMULATED, reason="PTX needs the real numba.cuda, not the simulator")
@@ -58,6 +61,57 @@ def test_the_launch_table_lists_exactly_the_listed_kernels():
     table = set(launch_table())
     assert not listed - table, f"no largest launch for {sorted(k.__name__ for k in listed - table)}"
     assert not table - listed, f"not in any CUDA_KERNELS: {sorted(k.__name__ for k in table - listed)}"
+
+
+# ---------------------------------------------------------------- the table against real launches
+# The launches themselves, recorded in numba's simulator with every kernel's body skipped (only the host side
+# runs: ~5 s): the model at GPT-2's width (C = 768, where layernorm.block_threads reaches its cap), default and
+# fused paths; the verification harness's shapes of every op and version; one split matmul v4 product.
+# `Kernel.launchers` holds every (grid, block) a kernel was launched with. The simulator picks smaller blocks
+# for fused_classifier and the buffers' kernels (32 threads), so this bounds the table from below; the table
+# (read from the launchers' constants) stays the source.
+RECORD = textwrap.dedent("""
+    import gc, json, math, numpy as np
+    from numba import config, cuda
+    assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
+    from gpt2lab.kernels import _cuda, matmul
+    _cuda._SimLauncher.launch = lambda self, args: None   # keep the configuration, run nothing
+    from gpt2lab.gpt2.config import GPTConfig
+    from gpt2lab.gpt2.kernel_model import KernelGPT2
+    from gpt2lab.kernels.check import verify
+    for fused in (False, True):
+        model = KernelGPT2(GPTConfig(block_size=4, vocab_size=64, n_layer=1, n_head=12, n_embd=768),
+                           device="cudasim", seed=0, fused=fused)
+        model.forward(np.array([[3, 1, 7, 2]]), np.array([[1, 7, 10, 3]]))
+        model.zero_grad(); model.backward(); model.adamw_step(lr=1e-2)
+    verify(device="cudasim")
+    dweight = matmul.backward_launchers("v4")[1]   # 1 tile of output, K = 2048: split into partial sums
+    dweight(*(cuda.to_device(np.zeros(s, np.float32)) for s in ((64, 64), (2048, 64), (2048, 64))))
+    largest = {}
+    for k in gc.get_objects():   # every @cuda_kernel that was launched, listed in a CUDA_KERNELS or not
+        if isinstance(k, _cuda.Kernel):
+            for config in k.launchers:
+                block, dynamic = config[1], (config[3] if len(config) > 3 else 0)
+                threads = math.prod(block) if isinstance(block, tuple) else block
+                t, d = largest.get(k.__name__, (0, 0))
+                largest[k.__name__] = (max(t, threads), max(d, dynamic))
+    print(json.dumps(largest))
+""")
+NEVER_LAUNCHED = {"scale_kernel", "sumsq_kernel"}  # buffers' helpers a training step does not call
+
+
+@needs_real_numba
+@pytest.mark.cudasim
+def test_no_launch_is_larger_than_the_table():
+    recorded = json.loads(run_in_simulator("-c", RECORD, timeout=300).stdout.splitlines()[-1])
+    table = {k.__name__: launch for k, launch in launch_table().items()}
+    unlisted = set(recorded) - set(table)
+    assert not unlisted, f"launched but in no CUDA_KERNELS (so never checked): {sorted(unlisted)}"
+    larger = {name: (recorded[name], (t.threads, t.dynamic_smem)) for name, t in table.items()
+              if name in recorded and (recorded[name][0] > t.threads or recorded[name][1] > t.dynamic_smem)}
+    assert not larger, f"launched with more (threads, dynamic smem) than the table says: {larger}"
+    unseen = set(table) - set(recorded) - NEVER_LAUNCHED
+    assert not unseen, f"never launched by the recording run, so the table is unchecked for: {sorted(unseen)}"
 
 
 # ---------------------------------------------------------------- the check can fail
