@@ -139,14 +139,13 @@ def ptxas_usage(ptx: str, ptxas: str | None = None, limits: Limits = H100) -> Us
 def parse_ptxas(text: str) -> Usage:
     """The Usage in ptxas -v's output for one entry function (its "Used N registers" line and the
     "bytes stack frame" line before it; shared memory only when it has some)."""
+    errors = tuple(line.strip() for line in text.splitlines() if re.search(r"\b(error|fatal)\b", line))
     used = re.search(r"Used (\d+) registers(.*)", text)
     if used is None:
-        errors = tuple(line.strip() for line in text.splitlines() if "error" in line or "fatal" in line)
         return Usage(registers=0, errors=errors or (f"no 'Used N registers' line in ptxas's output: {text[:200]}",))
     smem = re.search(r"(\d+) bytes smem", used.group(2))
     frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text)
     stack, stores, loads = map(int, frame.groups()) if frame else (0, 0, 0)
-    errors = tuple(line.strip() for line in text.splitlines() if "ptxas error" in line or "fatal" in line)
     return Usage(registers=int(used.group(1)), smem=int(smem.group(1)) if smem else 0, stack=stack,
                  spill_stores=stores, spill_loads=loads, errors=errors)
 
@@ -194,7 +193,7 @@ def blocks_per_sm(usage: Usage, threads: int, dynamic_smem: int = 0, limits: Lim
 # ---------------------------------------------------------------- the launches
 def largest_blocks() -> dict:
     """kernel -> its largest Launch, for every kernel in the ops' CUDA_KERNELS (see the module docstring)."""
-    from . import attention, crossentropy, encoder, layernorm, matmul
+    from . import adamw, attention, crossentropy, encoder, gelu, layernorm, matmul, residual, residual_layernorm
     from ._cuda import GRID_STRIDE_BLOCK
     ln_rows = Launch(layernorm.BLOCK, "layernorm.block_threads(C) <= layernorm.BLOCK")
     grid_stride = Launch(GRID_STRIDE_BLOCK, "_cuda.grid_stride")
@@ -224,7 +223,6 @@ def largest_blocks() -> dict:
         crossentropy.crossentropy_backward_kernel: grid_stride,
         crossentropy.fused_classifier_kernel: Launch(crossentropy.BLOCK, "crossentropy.BLOCK (32 in the simulator)"),
     }
-    from . import adamw, gelu, residual, residual_layernorm
     for mod in (adamw, gelu, residual):
         table.update({k: grid_stride for k, _ in mod.CUDA_KERNELS})
     table.update({k: ln_rows for k, _ in residual_layernorm.CUDA_KERNELS})

@@ -107,7 +107,7 @@ def test_no_launch_is_larger_than_the_table():
     table = {k.__name__: launch for k, launch in launch_table().items()}
     unlisted = set(recorded) - set(table)
     assert not unlisted, f"launched but in no CUDA_KERNELS (so never checked): {sorted(unlisted)}"
-    larger = {name: (recorded[name], (t.threads, t.dynamic_smem)) for name, t in table.items()
+    larger = {name: (recorded[name], (t.threads, t.dynamic_smem), t.where) for name, t in table.items()
               if name in recorded and (recorded[name][0] > t.threads or recorded[name][1] > t.dynamic_smem)}
     assert not larger, f"launched with more (threads, dynamic smem) than the table says: {larger}"
     unseen = set(table) - set(recorded) - NEVER_LAUNCHED
@@ -179,7 +179,8 @@ def test_parse_ptxas_reads_registers_smem_stack_and_spills():
     usage = parse_ptxas(text)
     assert (usage.registers, usage.smem, usage.stack, usage.spill_stores, usage.spill_loads) == (128, 16640, 72, 72, 68)
     assert parse_ptxas(text.replace(", 16640 bytes smem", "")).smem == 0
-    assert parse_ptxas("ptxas fatal   : Unsupported .version 9.5\n").errors == ("ptxas fatal   : Unsupported .version 9.5",)
+    fatal = "ptxas fatal   : Unsupported .version 9.5"
+    assert parse_ptxas(fatal + "\n").errors == (fatal,)
 
 
 def test_without_ptxas_the_command_says_so_in_one_line(monkeypatch, capsys):
