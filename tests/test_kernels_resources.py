@@ -100,7 +100,7 @@ RECORD = textwrap.dedent("""
 NEVER_LAUNCHED = {"scale_kernel", "sumsq_kernel"}  # buffers' helpers a training step does not call
 
 
-@needs_real_numba
+@pytest.mark.skipif(SIMULATED, reason="starts its own simulator process: run it from the CPU test process")
 @pytest.mark.cudasim
 def test_no_launch_is_larger_than_the_table():
     recorded = json.loads(run_in_simulator("-c", RECORD, timeout=300).stdout.splitlines()[-1])
