@@ -37,7 +37,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda, float64, njit, prange
 
-from gpt2lab.kernels._cuda import block_sum, memset_zero
+from gpt2lab.kernels._cuda import GRID_STRIDE_BLOCK, block_sum, memset_zero
 from gpt2lab.kernels._cuda import kernel as cuda_kernel
 from gpt2lab.kernels._validate import on_host
 
@@ -248,7 +248,7 @@ def _launch(kernel, n: int, *args) -> None:
         # the simulator runs every thread as a Python thread: one small block is by far the fastest
         kernel[1, 32](*args, n)
     else:
-        kernel[max(1, min(math.ceil(n / 256), 1024)), 256](*args, n)
+        kernel[max(1, min(math.ceil(n / GRID_STRIDE_BLOCK), 1024)), GRID_STRIDE_BLOCK](*args, n)
 
 
 def fill(a, value: float) -> None:

@@ -32,7 +32,10 @@ def ceil_div(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def grid_stride(n: int, block: int = 256) -> tuple[int, int]:
+GRID_STRIDE_BLOCK = 256  # threads per block of the grid-stride (elementwise) kernels
+
+
+def grid_stride(n: int, block: int = GRID_STRIDE_BLOCK) -> tuple[int, int]:
     """(blocks, threads) to launch a grid-stride kernel over n elements: enough blocks to give every element
     its own thread, capped at 65535 (the kernel's stride loop covers the rest)."""
     return min(ceil_div(n, block), 65535), block

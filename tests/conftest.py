@@ -11,6 +11,10 @@ import pytest
 if "GPT2LAB_CACHE" not in os.environ:
     os.environ["GPT2LAB_CACHE"] = tempfile.mkdtemp(prefix="gpt2lab-test-cache-")
     atexit.register(shutil.rmtree, os.environ["GPT2LAB_CACHE"], ignore_errors=True)
+# Each kernel's PTX, compiled once per session (tests/ptx_cache.py); made and removed like the cache above.
+if "GPT2LAB_TEST_PTX" not in os.environ:
+    os.environ["GPT2LAB_TEST_PTX"] = tempfile.mkdtemp(prefix="gpt2lab-test-ptx-")
+    atexit.register(shutil.rmtree, os.environ["GPT2LAB_TEST_PTX"], ignore_errors=True)
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     # The simulator runs each CUDA thread as a Python thread; a short switch interval makes
