@@ -86,9 +86,12 @@ browser-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: chromium is not installed; the browser test needs it (apt-get install chromium)"
 
+# The two halves run side by side: the unit tests keep both cores busy except in their tail, and the notebooks
+# spend most of their time in one process (the tour trains the course model first), so together they finish
+# minutes sooner than one after the other. --output-sync prints each half's log whole, when it is done.
 test: setup browser-deps
-	$(MAKE) test-unit
-	$(MAKE) test-notebooks
+	@echo "make test: unit tests and notebooks run side by side; each prints its log when it is done"
+	$(MAKE) -j2 --output-sync=target test-unit test-notebooks
 
 # build/ also holds the strict editable install's link tree: removing it means installing again.
 clean:
