@@ -98,9 +98,14 @@ from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
 from .check import OpSpec
 
-# The CUDA v2 and online kernels keep a running row (out, or dq/dk/dv) in a per-thread local array,
-# whose size must be a compile-time constant: head sizes up to HS_MAX (GPT-2 uses 64).
-HS_MAX = 128
+# The CUDA v2 and online kernels keep a running row (out, or dq/dk/dv) in a per-thread local array, and the
+# tiled ones (v3, flash) a tile of TILE rows in shared memory, whose sizes must be compile-time constants:
+# head sizes up to HS_MAX. Every GPT-2 (124M to 1.5B) has 64-float heads, and so do the presets here (tiny:
+# 32). 64 rather than a roomier 128 because the size is paid whatever the head: at 128 the flash kernels'
+# tiles took 32 KiB of shared memory a block, which let only 6 blocks of 32 threads share an SM (ptxas, sm_90;
+# docs/figures.md). A config with larger heads is refused on the GPU in one line (_check_hs); the CPU
+# versions take any head size.
+HS_MAX = 64
 
 
 # ---------------------------------------------------------------- the PyTorch reference
@@ -949,7 +954,7 @@ def _check_qkv(op, inp, n_head):
 
 def _check_hs(op, C, n_head):
     if C // n_head > HS_MAX:
-        raise ValueError(f"{op}: the v2/online CUDA kernels support head size <= {HS_MAX}, got {C // n_head}")
+        raise ValueError(f"{op}: the CUDA kernels after v1 support head size <= {HS_MAX}, got {C // n_head}")
 
 
 def attention_forward(out, att, inp, n_head, version=None):

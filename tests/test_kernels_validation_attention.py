@@ -72,3 +72,15 @@ def test_backward_accumulates():
     attention_backward(a["dinp"], dout, inp, a["att"], NH)
     np.testing.assert_allclose(a["dinp"], 2 * once, rtol=1e-5, atol=1e-6)
     assert np.abs(once).max() > 0
+
+
+def test_cuda_head_size_limit_fits_every_preset_and_refuses_more_in_one_line():
+    # HS_MAX sizes the CUDA kernels' per-thread rows and shared tiles at compile time (kernels/attention.py)
+    from gpt2lab.gpt2.config import PRESETS
+    from gpt2lab.kernels.attention import HS_MAX, _check_hs
+    for name, p in PRESETS.items():
+        assert p["n_embd"] // p["n_head"] <= HS_MAX, f"preset {name}: its heads do not fit the CUDA kernels"
+        _check_hs("attention_forward", p["n_embd"], p["n_head"])
+    with pytest.raises(ValueError, match=rf"attention_forward: the CUDA kernels after v1 support head size "
+                                         rf"<= {HS_MAX}, got {HS_MAX + 1}"):
+        _check_hs("attention_forward", 2 * (HS_MAX + 1), 2)
