@@ -88,16 +88,29 @@ def _shape_T(shape: str) -> int:
     return int(shape.split("T=")[1].split(",")[0])
 
 
+def _step_record(s: dict, matmul: str | None) -> dict:
+    """One step row of a record from one of bench's: both sides' ms and memory, our launches and host ms, and,
+    when bench timed it, the fused path's (fused_*). "matmul": the row's own (gpu_speed_cli tags each row with
+    its file's `--matmul` when it joins files), else the bench object's; left out when neither says."""
+    row = {"config": s["config"], "B": s["B"], "T": s["T"], "ours_ms": s["ours_ms"], "torch_ms": s["torch_ms"],
+           "ours_mib": s.get("ours_gpu_mib"), "torch_mib": s.get("torch_peak_mib"),
+           "launches": s.get("launches_per_step"), "host_ms": s.get("ours_host_ms")}
+    if s.get("fused_ms") is not None:
+        row.update(fused_ms=s["fused_ms"], fused_mib=s.get("fused_gpu_mib"),
+                   fused_launches=s.get("fused_launches_per_step"), fused_host_ms=s.get("fused_host_ms"))
+    matmul = s.get("matmul", matmul)
+    if matmul is not None:
+        row["matmul"] = matmul
+    return row
+
+
 def record_from_bench(bench: dict, device: str, date: str, software: str, code: str) -> dict:
     """A record of gpu_recorded's shape from `gpt2lab bench --device cuda --json`'s object (its "ops", "steps",
-    "matmul_ladder", "profile" and "peaks", each optional), labelled with where, when and on what it was
+    "matmul_ladder", "profile" and "peaks", each optional, and "matmul", which the step rows carry), labelled with where, when and on what it was
     measured. Ops rows with rates (gbytes_s, tflops) become "op_rates"; peaks also set peak_tflops_fp32."""
     record = {"device": device, "date": date, "software": software, "code": code}
     if bench.get("steps"):
-        record["steps"] = [{"config": s["config"], "B": s["B"], "T": s["T"], "ours_ms": s["ours_ms"],
-                            "torch_ms": s["torch_ms"], "ours_mib": s.get("ours_gpu_mib"),
-                            "torch_mib": s.get("torch_peak_mib"), "launches": s.get("launches_per_step"),
-                            "host_ms": s.get("ours_host_ms")} for s in bench["steps"]]
+        record["steps"] = [_step_record(s, bench.get("matmul")) for s in bench["steps"]]
     if bench.get("ops"):
         Ts = tuple(sorted({_shape_T(r["shape"]) for r in bench["ops"]}))
         by_op: dict = {}
@@ -121,20 +134,33 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
     return record
 
 
+def _cell(value, width: int, fmt: str) -> str:
+    """`value` right-aligned in `width` with `fmt`, or "-" when the record lacks it (null or absent)."""
+    return f" {value:>{width}{fmt}}" if value is not None else f" {'-':>{width}}"
+
+
 def step_table(report: SpeedReport) -> str:
-    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side, and
-    (when the record has them) our kernel launches and host ms per step."""
+    """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side, and,
+    when the record has them, the matmul each row used (numba: our kernels, cublas: `--matmul cublas`), the
+    fused path's ms and its ratio to torch (fused=True: not the default), our kernel launches and host ms."""
     steps = report.record["steps"]
+    matmul = any("matmul" in s for s in steps)
+    fused = any(s.get("fused_ms") is not None for s in steps)
     host = any(s.get("launches") is not None for s in steps)
-    lines = [f"{'config':<7} {'B':>2} {'T':>5} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10} "
-             f"{'ours MiB':>9} {'torch MiB':>9}" + (f" {'launches':>9} {'host ms':>8}" if host else "")]
+    head = f"{'config':<7} {'B':>2} {'T':>5}" + (f" {'matmul':>6}" if matmul else "")
+    head += f" {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}"
+    head += f" {'fused ms':>9} {'fused/torch':>11}" if fused else ""
+    head += f" {'ours MiB':>9} {'torch MiB':>9}" + (f" {'launches':>9} {'host ms':>8}" if host else "")
+    lines = [head]
     for s in steps:
-        mib = [f"{s[k]:>9,.0f}" if s.get(k) is not None else f"{'-':>9}" for k in ("ours_mib", "torch_mib")]
-        line = (f"{s['config']:<7} {s['B']:>2} {s['T']:>5} {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} "
-                f"{s['ours_ms'] / s['torch_ms']:>10.1f} {mib[0]} {mib[1]}")
+        line = f"{s['config']:<7} {s['B']:>2} {s['T']:>5}" + (_cell(s.get("matmul"), 6, "") if matmul else "")
+        line += f" {s['ours_ms']:>9.1f} {s['torch_ms']:>9.1f} {s['ours_ms'] / s['torch_ms']:>10.2f}"
+        if fused:
+            f_ms = s.get("fused_ms")
+            line += _cell(f_ms, 9, ".1f") + _cell(None if f_ms is None else f_ms / s["torch_ms"], 11, ".2f")
+        line += _cell(s.get("ours_mib"), 9, ",.0f") + _cell(s.get("torch_mib"), 9, ",.0f")
         if host:
-            line += (f" {s['launches']:>9}" if s.get("launches") is not None else f" {'-':>9}")
-            line += (f" {s['host_ms']:>8.1f}" if s.get("host_ms") is not None else f" {'-':>8}")
+            line += _cell(s.get("launches"), 9, "") + _cell(s.get("host_ms"), 8, ".1f")
         lines.append(line)
     return "\n".join(lines)
 

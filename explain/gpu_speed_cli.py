@@ -37,7 +37,7 @@ def read_bench(path: str) -> dict:
 
 def main(argv=None) -> int:
     """Print the record as JSON; the bench files' lists (ops, steps, matmul_ladder) are joined, their objects
-    (profile, peaks) taken from the last file that has them. A file that cannot be read is left out with one
+    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul". A file that cannot be read is left out with one
     line on stderr and exit code 1: the record of the steps that did finish is still printed."""
     args = build_parser().parse_args(argv)
     bench: dict = {}
@@ -49,6 +49,9 @@ def main(argv=None) -> int:
             print(f"gpu_speed_cli: left out {e}", file=sys.stderr)
             skipped += 1
             continue
+        for row in one.get("steps") or []:   # which matmul each step row ran: files may differ (--matmul cublas)
+            if isinstance(row, dict) and "matmul" in one:
+                row.setdefault("matmul", one["matmul"])
         for key, value in one.items():
             if isinstance(value, list):
                 bench.setdefault(key, []).extend(value)

@@ -28,7 +28,7 @@ def test_the_step_table_computes_the_ratio_from_the_times():
                          "torch_mib": 10}]}
     table = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=True))
     row = table.splitlines()[1].split()
-    assert row[:7] == ["tiny", "8", "64", "30.0", "6.0", "5.0", "-"]
+    assert row[:7] == ["tiny", "8", "64", "30.0", "6.0", "5.00", "-"]
     assert gpu_speed.SpeedReport(record, live=True).source() == "measured now on this machine's x"
 
 
@@ -65,12 +65,41 @@ def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
     assert record["steps"][0]["ours_mib"] == 900.0 and record["steps"][0]["launches"] == 300
     report = gpu_speed.SpeedReport(record, live=False)
     table = gpu_speed.step_table(report).splitlines()
-    assert table[0].split()[-3:] == ["launches", "host", "ms"] and table[1].split()[5:] == ["2.0", "900", "500", "300",
+    assert table[0].split()[-3:] == ["launches", "host", "ms"] and table[1].split()[5:] == ["2.00", "900", "500", "300",
                                                                                           "4.0"]
     fig = gpu_speed.ladder_figure(report)
     assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 3.0, 9.0]
     assert any("v3 (the model's)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
     gpu_speed.ops_figure(report)
+
+
+FUSED = {"fused_ms": 8.0, "fused_gpu_mib": 700.0, "fused_launches_per_step": 120, "fused_host_ms": 2.0}
+
+
+def test_a_record_keeps_the_fused_path_and_the_matmul_of_each_step():
+    """What the next session picks defaults from: the fused path's figures and which matmul each row ran."""
+    bench = dict(BENCH, matmul="cublas", steps=[dict(BENCH["steps"][0], **FUSED)])
+    record = gpu_speed.record_from_bench(bench, device="GPU X", date="2027-01-01", software="s", code="c")
+    row = record["steps"][0]
+    assert {k: row[k] for k in ("fused_ms", "fused_mib", "fused_launches", "fused_host_ms", "matmul")} == \
+        {"fused_ms": 8.0, "fused_mib": 700.0, "fused_launches": 120, "fused_host_ms": 2.0, "matmul": "cublas"}
+    head, line = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=False)).splitlines()
+    assert head.split()[:5] == ["config", "B", "T", "matmul", "ours"] and "fused/torch" in head
+    assert line.split()[:9] == ["tiny", "4", "64", "cublas", "10.0", "5.0", "2.00", "8.0", "1.60"]
+    # a bench row without the fused path (an older bench) gives a record and a table without it
+    old = gpu_speed.record_from_bench(BENCH, device="GPU X", date="2027-01-01", software="s", code="c")
+    assert "fused_ms" not in old["steps"][0] and "matmul" not in old["steps"][0]
+    assert "fused" not in gpu_speed.step_table(gpu_speed.SpeedReport(old, live=False))
+
+
+def test_the_step_table_marks_what_a_row_lacks():
+    record = {"steps": [{"config": "gpt2", "B": 4, "T": 1024, "ours_ms": 150.0, "torch_ms": 100.0, "matmul": "numba",
+                         "fused_ms": 120.0},
+                        {"config": "gpt2", "B": 4, "T": 1024, "ours_ms": 110.0, "torch_ms": 100.0,
+                         "matmul": "cublas"}]}
+    lines = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=False)).splitlines()
+    assert lines[1].split()[3:9] == ["numba", "150.0", "100.0", "1.50", "120.0", "1.20"]
+    assert lines[2].split()[3:9] == ["cublas", "110.0", "100.0", "1.10", "-", "-"]
 
 
 def test_no_ladder_recorded_says_how_to_record_one():
@@ -188,6 +217,17 @@ def test_the_command_line_joins_bench_files_into_one_record(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["device"] == "H100" and len(record["matmul_ladder"]) == 3 and record["op_ratio"]["gelu"] == [1.5, 1.2]
     assert record["profile"] == _profile() and record["peaks"] == PEAKS
+
+
+def test_the_command_line_tags_each_step_row_with_its_files_matmul(tmp_path, capsys):
+    import json
+    (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "matmul": "numba", "steps": BENCH["steps"]}))
+    (tmp_path / "b.json").write_text(json.dumps({"device": "cuda", "matmul": "cublas", "steps": BENCH["steps"]}))
+    (tmp_path / "old.json").write_text(json.dumps({"device": "cuda", "steps": BENCH["steps"]}))
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / f) for f in ("a.json", "b.json", "old.json")] + ["--device", "H100"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [s.get("matmul") for s in steps] == ["numba", "cublas", None]
 
 
 def test_a_bench_file_a_time_limit_cut_short_is_left_out_in_one_line(tmp_path, capsys):
