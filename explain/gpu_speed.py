@@ -165,6 +165,70 @@ def step_table(report: SpeedReport) -> str:
     return "\n".join(lines)
 
 
+# The goals of issue 14 a GPU record can be checked against: (what, config, B, T, matmul, the most ours/torch may
+# be). The memory goal (GPU memory <= MEMORY_GOAL x torch's peak at every config) is checked over every step row.
+STEP_GOALS = (("124M at B=4, T=1024: our step <= 1.5x torch", "gpt2", 4, 1024, "numba", 1.5),
+              ("124M at B=4, T=1024 with --matmul cublas: <= 1.1x torch", "gpt2", 4, 1024, "cublas", 1.1),
+              ("tiny at B=8, T=64: <= 1.0x torch", "tiny", 8, 64, "numba", 1.0))
+MEMORY_GOAL = 1.2
+
+
+def _where(s: dict) -> str:
+    return f"{s['config']} B={s['B']}, T={s['T']}, {s.get('matmul', 'numba')}"
+
+
+def _step_goal(steps: list, goal: str, config: str, B: int, T: int, matmul: str, most: float) -> dict:
+    """One goal row for the step of `config` at B, T on `matmul` (a row without "matmul" ran ours: records
+    before the field predate --matmul cublas). Judged on the default path; the fused path's ratio is shown
+    beside it (not the default yet, so it does not meet a goal for the step the trainer runs)."""
+    found = [s for s in steps if (s["config"], s["B"], s["T"], s.get("matmul", "numba")) == (config, B, T, matmul)]
+    if not found:
+        other = [f"{_where(s)}: {s['ours_ms'] / s['torch_ms']:.2f}x" for s in steps
+                 if s["config"] == config and s.get("matmul", "numba") == matmul]
+        measured = "not measured" + (f" (measured only at {'; '.join(other)})" if other else "")
+        return {"goal": goal, "value": None, "measured": measured, "met": "unknown"}
+    s = found[-1]
+    ratio = s["ours_ms"] / s["torch_ms"]
+    measured = f"{ratio:.2f}x ({s['ours_ms']:.1f} vs {s['torch_ms']:.1f} ms)"
+    if s.get("fused_ms") is not None:
+        measured += f"; fused path {s['fused_ms'] / s['torch_ms']:.2f}x"
+    return {"goal": goal, "value": ratio, "measured": measured, "met": "yes" if ratio <= most else "no"}
+
+
+def _memory_goal(steps: list) -> dict:
+    """GPU memory <= MEMORY_GOAL x torch's peak at every config: "no" when a row exceeds it, "unknown" when none
+    does but a row lacks either side's memory, "yes" when every row has both and is within it."""
+    goal = f"GPU memory <= {MEMORY_GOAL}x torch's peak at every config"
+    rows = [(s["ours_mib"] / s["torch_mib"], s) for s in steps if s.get("ours_mib") is not None and s.get("torch_mib")]
+    unmeasured = [_where(s) for s in steps if s.get("ours_mib") is None or not s.get("torch_mib")]
+    if not rows:
+        return {"goal": goal, "value": None, "measured": "not measured", "met": "unknown"}
+    worst, s = max(rows, key=lambda r: r[0])
+    measured = f"worst {worst:.2f}x ({_where(s)}: {s['ours_mib']:,.0f} vs {s['torch_mib']:,.0f} MiB)"
+    if unmeasured:
+        measured += f"; not measured at {'; '.join(unmeasured)}"
+    met = "no" if worst > MEMORY_GOAL else ("unknown" if unmeasured else "yes")
+    return {"goal": goal, "value": worst, "measured": measured, "met": met}
+
+
+def goals(record: dict) -> list[dict]:
+    """Issue 14's GPU goals checked against a record: one row per goal, {goal, value (ours/torch, None when the
+    record lacks it), measured (the figure as text, or "not measured" and what was measured instead), met
+    ("yes", "no" or "unknown")}. A step measured at another B or T is named, never taken for the goal's."""
+    steps = record.get("steps") or []
+    return [*(_step_goal(steps, *g) for g in STEP_GOALS), _memory_goal(steps)]
+
+
+def goals_table(record: dict) -> str:
+    """goals(record) as aligned text, headed by where and when the record was measured."""
+    rows = goals(record)
+    width = max(len(r["goal"]) for r in rows)
+    lines = [f"issue 14's goals on {record.get('device', '?')}, {record.get('date', '?')}:",
+             f"{'goal':<{width}}  {'met':<7}  measured"]
+    lines += [f"{r['goal']:<{width}}  {r['met']:<7}  {r['measured']}" for r in rows]
+    return "\n".join(lines)
+
+
 def _title(report: SpeedReport, what: str) -> str:
     r = report.record
     return f"{what}\n{'measured now' if report.live else 'recorded'}: {r['device']}, {r['date']}"
@@ -346,4 +410,5 @@ def op_rate_figure(report: SpeedReport, T: int | None = None):
 
 __all__ = ["SpeedReport", "gpu_available", "speed_report", "measure_now", "step_table", "ops_figure",
            "launch_figure",
-           "rate_figure", "ladder_figure", "profile_figure", "op_rate_figure", "record_from_bench"]
+           "rate_figure", "ladder_figure", "profile_figure", "op_rate_figure", "record_from_bench", "goals",
+           "goals_table"]

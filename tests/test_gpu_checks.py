@@ -357,6 +357,22 @@ def test_the_cublas_step_is_the_only_one_on_cublas_and_the_record_says_so(script
     assert {s["matmul"] for s in record_of_the_script(broken, tmp_path, monkeypatch)["steps"]} == {"numba"}
 
 
+def test_the_script_measures_every_goal_and_ends_its_summary_with_them(script_text, tmp_path, monkeypatch):
+    """Every goal of the issue gets a verdict from the script's record (none "unknown"), the record step writes
+    them to goals.txt, and the run branch's last line appends that to summary.txt."""
+    record = record_of_the_script(script_text, tmp_path, monkeypatch)
+    from gpt2lab.explain.gpu_speed import goals
+    assert [r["met"] for r in goals(record)] == ["no"] * 4   # the faked figures miss every goal
+    written = (tmp_path / "goals.txt").read_text()
+    assert all(r["goal"] in written for r in goals(record)) and "unknown" not in written
+    assert run_branch(script_text)[-1].startswith('cat "$out/goals.txt" >> "$out/summary.txt"')
+    # tiny at the bench's default B=4 is no measure of the goal at B=8
+    broken = script_text.replace("--steps tiny,gpt2 --batch 8", "--steps tiny,gpt2", 1)
+    assert broken != script_text
+    tiny = goals(record_of_the_script(broken, tmp_path, monkeypatch))[2]
+    assert tiny["met"] == "unknown" and "measured only at tiny B=4, T=64" in tiny["measured"]
+
+
 def test_a_bench_step_without_the_ladder_leaves_it_out_of_the_record(script_text, tmp_path, monkeypatch):
     broken = script_text.replace("--no-tokenizer --ladder --reps 3", "--no-tokenizer --no-ladder --reps 3", 1)
     assert broken != script_text

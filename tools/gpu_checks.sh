@@ -23,8 +23,9 @@
 #   cublas1024_cuda.json  the same with --matmul cublas (the goal <= 1.1x torch); the matmuls are
 #                      cuBLAS's, so fewer kernels compile and the steps are faster                        60 s
 #   ops_cuda.json      each op vs torch, and the matmul ladder (v1-v4, cublas: TFLOP/s, % of cuBLAS)     90 s
-#   record.json        the four bench outputs as one record (lesson 6 shows the newest). No limit: it
-#                      reads files (a second). To keep the record, here:
+#   record.json        the four bench outputs as one record (lesson 6 shows the newest), and goals.txt:
+#                      the issue's goals checked against it (gpu_speed.goals), appended to summary.txt at
+#                      the end. No limit: it reads files (a second). To keep the record, here:
 #                      cp $OUT/record.json explain/gpu_records/<device>_<date>.json; make setup;
 #                      pytest tests/test_gpu_recorded.py; and its figures into docs/figures.md by hand
 #   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU; few
@@ -73,7 +74,7 @@ run)
 {numba_cuda.__version__}, torch {torch.__version__}')" 2>/dev/null)
     python3 -m gpt2lab.explain.gpu_speed_cli "$out"/steps_cuda.json "$out"/steps1024_cuda.json \
         "$out"/cublas1024_cuda.json "$out"/ops_cuda.json --device "$device" --software "$software" \
-        --code "$(cat .whl/COMMIT 2>/dev/null)" > "$out/record.json"
+        --code "$(cat .whl/COMMIT 2>/dev/null)" --goals "$out/goals.txt" > "$out/record.json"
     echo "record: exit $?" | tee -a "$out/summary.txt"
     timeout 40 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
     echo "accuracy: exit $?" | tee -a "$out/summary.txt"
@@ -84,7 +85,8 @@ run)
     timeout 40 gpt2lab train --backend numba --device cuda --config gpt2 --steps 10 --batch 4 --seq 1024 \
         --verify-every 5 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/gpt2 --json-log "$out/gpt2_1024.jsonl" > "$out/gpt2_1024.log" 2>&1
-    echo "gpt2 10 steps: exit $?" | tee -a "$out/summary.txt" ;;
+    echo "gpt2 10 steps: exit $?" | tee -a "$out/summary.txt"
+    cat "$out/goals.txt" >> "$out/summary.txt" 2>&1 ;;   # a missing goals.txt says so there
 *)
     echo "usage: bash tools/gpu_checks.sh prepare|run" >&2; exit 2 ;;
 esac
