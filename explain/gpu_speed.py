@@ -106,8 +106,9 @@ def _step_record(s: dict, matmul: str | None) -> dict:
 
 def record_from_bench(bench: dict, device: str, date: str, software: str, code: str) -> dict:
     """A record of gpu_recorded's shape from `gpt2lab bench --device cuda --json`'s object (its "ops", "steps",
-    "matmul_ladder", "profile" and "peaks", each optional, and "matmul", which the step rows carry), labelled with where, when and on what it was
-    measured. Ops rows with rates (gbytes_s, tflops) become "op_rates"; peaks also set peak_tflops_fp32."""
+    "matmul_ladder", "profile" and "peaks", each optional, and "matmul", which the step rows carry), labelled
+    with where, when and on what it was measured. Ops rows with rates (gbytes_s, tflops) become "op_rates";
+    peaks also set peak_tflops_fp32."""
     record = {"device": device, "date": date, "software": software, "code": code}
     if bench.get("steps"):
         record["steps"] = [_step_record(s, bench.get("matmul")) for s in bench["steps"]]

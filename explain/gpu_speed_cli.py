@@ -39,9 +39,10 @@ def read_bench(path: str) -> dict:
 
 def main(argv=None) -> int:
     """Print the record as JSON; the bench files' lists (ops, steps, matmul_ladder) are joined, their objects
-    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul". A file that cannot be read is left out with one
-    line on stderr and exit code 1: the record of the steps that did finish is still printed. --goals: the
-    issue's goals against that record, in a file (tools/gpu_checks.sh appends it to summary.txt)."""
+    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul". A
+    file that cannot be read is left out with one line on stderr and exit code 1: the record of the steps that
+    did finish is still printed. --goals: the issue's goals against that record, in a file
+    (tools/gpu_checks.sh appends it to summary.txt)."""
     args = build_parser().parse_args(argv)
     bench: dict = {}
     skipped = 0
