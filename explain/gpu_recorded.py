@@ -19,7 +19,9 @@ What a record holds (gpu_records/README.md says the same, beside the files):
     steps       one training step (forward, backward, AdamW) per config, ours and torch, same init and
                 batches: config, B, T, ours_ms, torch_ms; ours_mib = the GPU memory in use after our step,
                 torch_mib = torch's peak allocated (null: not measured); newer records also launches (our
-                kernel launches per step) and host_ms (our host time per step)
+                kernel launches per step) and host_ms (our host time per step), the same of the fused path
+                (fused_ms, fused_mib, fused_launches, fused_host_ms: KernelGPT2(fused=True)), and matmul
+                ("numba": our matmul kernels, "cublas": `--matmul cublas`)
     op_ratio    `gpt2lab bench --device cuda`: forward + backward of each op at GPT-2 124M's shapes, ours /
                 torch: "T" the sequence lengths, "B" the batch, then per op one ratio per T (null: measured
                 at one T only, e.g. AdamW, which does not depend on T)
@@ -72,7 +74,8 @@ def _date(value) -> bool:
 def _what(test) -> str:
     """What a value passing `test` is, for an error message."""
     return {_number: "a number", _optional_number: "a number or null", _int: "an integer", _bool: "true or false",
-            _text: "a non-empty string", _date: "a date YYYY-MM-DD"}.get(test, "a value of another kind")
+            _text: "a non-empty string", _date: "a date YYYY-MM-DD", _optional_int: "an integer or null",
+            _matmul: f"one of {', '.join(MATMULS)}"}.get(test, "a value of another kind")
 
 
 def _expect(ok: bool, where: str, what: str, value) -> None:
@@ -124,11 +127,35 @@ def _profile(profile, where: str) -> None:
     _rows({"kernel": _text, "calls": _int, "ms": _number, "pct": _number})(profile.get("rows"), f"{where}.rows")
 
 
+MATMULS = ("numba", "cublas")   # a step row's "matmul": our kernels, or cuBLAS (`--matmul cublas`)
+
+
+def _optional_int(value) -> bool:
+    return value is None or _int(value)
+
+
+def _matmul(value) -> bool:
+    return value in MATMULS
+
+
+# A step row's fields a record may lack (the H100 record of 2026-11-26 has only the memory), each checked when
+# present: gpu_speed.step_table and gpu_speed.goals read them.
+STEP_OPTIONAL = {"ours_mib": _optional_number, "torch_mib": _optional_number, "launches": _optional_int,
+                 "host_ms": _optional_number, "fused_ms": _number, "fused_mib": _optional_number,
+                 "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul}
+
+
+def _steps(value, where: str) -> None:
+    _rows({"config": _text, "B": _int, "T": _int, "ours_ms": _number, "torch_ms": _number})(value, where)
+    for i, row in enumerate(value):
+        _fields(row, {k: test for k, test in STEP_OPTIONAL.items() if k in row}, f"{where}[{i}]")
+
+
 # What explain/gpu_speed.py reads of each section: lesson 6 draws the REQUIRED ones always, an OPTIONAL one
 # only when the record has it (and tests/test_gpu_recorded.py checks every record file against both).
 REQUIRED = {
     "device": _scalar(_text), "date": _scalar(_date), "software": _scalar(_text), "code": _scalar(_text),
-    "steps": _rows({"config": _text, "B": _int, "T": _int, "ours_ms": _number, "torch_ms": _number}),
+    "steps": _steps,
     "op_ratio": _op_ratio,
 }
 OPTIONAL = {

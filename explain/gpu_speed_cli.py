@@ -8,7 +8,7 @@ import datetime
 import json
 import sys
 
-from .gpu_speed import record_from_bench
+from .gpu_speed import goals_table, record_from_bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--software", default="", help="versions: numba, numba-cuda, torch, CUDA")
     p.add_argument("--code", default="", help="the commit measured")
     p.add_argument("--date", default=datetime.date.today().isoformat())
+    p.add_argument("--goals", metavar="PATH", help="also write issue 14's goals checked against the record "
+                                                   "(gpu_speed.goals_table) to PATH")
     return p
 
 
@@ -37,8 +39,10 @@ def read_bench(path: str) -> dict:
 
 def main(argv=None) -> int:
     """Print the record as JSON; the bench files' lists (ops, steps, matmul_ladder) are joined, their objects
-    (profile, peaks) taken from the last file that has them. A file that cannot be read is left out with one
-    line on stderr and exit code 1: the record of the steps that did finish is still printed."""
+    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul". A
+    file that cannot be read is left out with one line on stderr and exit code 1: the record of the steps that
+    did finish is still printed. --goals: the issue's goals against that record, in a file
+    (tools/gpu_checks.sh appends it to summary.txt)."""
     args = build_parser().parse_args(argv)
     bench: dict = {}
     skipped = 0
@@ -49,12 +53,19 @@ def main(argv=None) -> int:
             print(f"gpu_speed_cli: left out {e}", file=sys.stderr)
             skipped += 1
             continue
+        for row in one.get("steps") or []:   # which matmul each step row ran: files may differ (--matmul cublas)
+            if isinstance(row, dict) and "matmul" in one:
+                row.setdefault("matmul", one["matmul"])
         for key, value in one.items():
             if isinstance(value, list):
                 bench.setdefault(key, []).extend(value)
             elif isinstance(value, dict):   # "profile", "peaks": one per run, the last file's kept
                 bench[key] = value
-    print(json.dumps(record_from_bench(bench, args.device, args.date, args.software, args.code), indent=1))
+    record = record_from_bench(bench, args.device, args.date, args.software, args.code)
+    print(json.dumps(record, indent=1))
+    if args.goals:
+        with open(args.goals, "w") as f:
+            f.write(goals_table(record) + "\n")
     return 1 if skipped else 0
 
 

@@ -28,7 +28,7 @@ def test_the_step_table_computes_the_ratio_from_the_times():
                          "torch_mib": 10}]}
     table = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=True))
     row = table.splitlines()[1].split()
-    assert row[:7] == ["tiny", "8", "64", "30.0", "6.0", "5.0", "-"]
+    assert row[:7] == ["tiny", "8", "64", "30.0", "6.0", "5.00", "-"]
     assert gpu_speed.SpeedReport(record, live=True).source() == "measured now on this machine's x"
 
 
@@ -65,12 +65,41 @@ def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
     assert record["steps"][0]["ours_mib"] == 900.0 and record["steps"][0]["launches"] == 300
     report = gpu_speed.SpeedReport(record, live=False)
     table = gpu_speed.step_table(report).splitlines()
-    assert table[0].split()[-3:] == ["launches", "host", "ms"] and table[1].split()[5:] == ["2.0", "900", "500", "300",
+    assert table[0].split()[-3:] == ["launches", "host", "ms"] and table[1].split()[5:] == ["2.00", "900", "500", "300",
                                                                                           "4.0"]
     fig = gpu_speed.ladder_figure(report)
     assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 3.0, 9.0]
     assert any("v3 (the model's)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
     gpu_speed.ops_figure(report)
+
+
+FUSED = {"fused_ms": 8.0, "fused_gpu_mib": 700.0, "fused_launches_per_step": 120, "fused_host_ms": 2.0}
+
+
+def test_a_record_keeps_the_fused_path_and_the_matmul_of_each_step():
+    """What the next session picks defaults from: the fused path's figures and which matmul each row ran."""
+    bench = dict(BENCH, matmul="cublas", steps=[dict(BENCH["steps"][0], **FUSED)])
+    record = gpu_speed.record_from_bench(bench, device="GPU X", date="2027-01-01", software="s", code="c")
+    row = record["steps"][0]
+    assert {k: row[k] for k in ("fused_ms", "fused_mib", "fused_launches", "fused_host_ms", "matmul")} == \
+        {"fused_ms": 8.0, "fused_mib": 700.0, "fused_launches": 120, "fused_host_ms": 2.0, "matmul": "cublas"}
+    head, line = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=False)).splitlines()
+    assert head.split()[:5] == ["config", "B", "T", "matmul", "ours"] and "fused/torch" in head
+    assert line.split()[:9] == ["tiny", "4", "64", "cublas", "10.0", "5.0", "2.00", "8.0", "1.60"]
+    # a bench row without the fused path (an older bench) gives a record and a table without it
+    old = gpu_speed.record_from_bench(BENCH, device="GPU X", date="2027-01-01", software="s", code="c")
+    assert "fused_ms" not in old["steps"][0] and "matmul" not in old["steps"][0]
+    assert "fused" not in gpu_speed.step_table(gpu_speed.SpeedReport(old, live=False))
+
+
+def test_the_step_table_marks_what_a_row_lacks():
+    record = {"steps": [{"config": "gpt2", "B": 4, "T": 1024, "ours_ms": 150.0, "torch_ms": 100.0, "matmul": "numba",
+                         "fused_ms": 120.0},
+                        {"config": "gpt2", "B": 4, "T": 1024, "ours_ms": 110.0, "torch_ms": 100.0,
+                         "matmul": "cublas"}]}
+    lines = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=False)).splitlines()
+    assert lines[1].split()[3:9] == ["numba", "150.0", "100.0", "1.50", "120.0", "1.20"]
+    assert lines[2].split()[3:9] == ["cublas", "110.0", "100.0", "1.10", "-", "-"]
 
 
 def test_no_ladder_recorded_says_how_to_record_one():
@@ -190,6 +219,17 @@ def test_the_command_line_joins_bench_files_into_one_record(tmp_path, capsys):
     assert record["profile"] == _profile() and record["peaks"] == PEAKS
 
 
+def test_the_command_line_tags_each_step_row_with_its_files_matmul(tmp_path, capsys):
+    import json
+    (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "matmul": "numba", "steps": BENCH["steps"]}))
+    (tmp_path / "b.json").write_text(json.dumps({"device": "cuda", "matmul": "cublas", "steps": BENCH["steps"]}))
+    (tmp_path / "old.json").write_text(json.dumps({"device": "cuda", "steps": BENCH["steps"]}))
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / f) for f in ("a.json", "b.json", "old.json")] + ["--device", "H100"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [s.get("matmul") for s in steps] == ["numba", "cublas", None]
+
+
 def test_a_bench_file_a_time_limit_cut_short_is_left_out_in_one_line(tmp_path, capsys):
     """tools/gpu_checks.sh's record step after a bench step was killed: the record of the others, exit 1."""
     import json
@@ -202,3 +242,70 @@ def test_a_bench_file_a_time_limit_cut_short_is_left_out_in_one_line(tmp_path, c
     assert json.loads(out)["steps"][0]["ours_ms"] == 10.0 and "op_ratio" not in json.loads(out)
     assert err.splitlines()[0].startswith(f"gpu_speed_cli: left out {tmp_path / 'cut.json'}: not a bench --json")
     assert f"{tmp_path / 'none.json'}: not a bench --json output (FileNotFoundError" in err.splitlines()[1]
+
+
+# ---- issue 14's goals, checked against a record
+def _step(config, B, T, ours, torch, matmul="numba", mib=(100.0, 100.0), **more):
+    return {"config": config, "B": B, "T": T, "ours_ms": ours, "torch_ms": torch, "matmul": matmul,
+            "ours_mib": mib[0], "torch_mib": mib[1], **more}
+
+
+def _verdicts(steps):
+    return [(r["met"], r["value"]) for r in gpu_speed.goals({"steps": steps})]
+
+
+def test_goals_are_met_by_a_record_within_every_one():
+    steps = [_step("gpt2", 4, 1024, 150.0, 100.0, mib=(120.0, 100.0), fused_ms=90.0),
+             _step("gpt2", 4, 1024, 110.0, 100.0, "cublas"), _step("tiny", 8, 64, 6.0, 6.0)]
+    assert _verdicts(steps) == [("yes", 1.5), ("yes", 1.1), ("yes", 1.0), ("yes", 1.2)]
+    rows = gpu_speed.goals({"steps": steps})
+    assert rows[0]["measured"] == "1.50x (150.0 vs 100.0 ms); fused path 0.90x"
+
+
+def test_each_goal_fails_on_its_own():
+    base = [_step("gpt2", 4, 1024, 150.0, 100.0), _step("gpt2", 4, 1024, 110.0, 100.0, "cublas"),
+            _step("tiny", 8, 64, 6.0, 6.0)]
+    for i, (config, matmul) in enumerate((("gpt2", "numba"), ("gpt2", "cublas"), ("tiny", "numba"))):
+        steps = [dict(s, ours_ms=s["ours_ms"] * 1.05) if (s["config"], s["matmul"]) == (config, matmul) else s
+                 for s in base]
+        assert [m for m, _ in _verdicts(steps)] == ["yes"] * i + ["no"] + ["yes"] * (3 - i), (config, matmul)
+    # the fused path under the goal does not meet it: the trainer's step is the default path
+    assert _verdicts([dict(base[0], ours_ms=160.0, fused_ms=100.0)])[0][0] == "no"
+    fat = [dict(base[1], ours_mib=121.0)] + base[::2]
+    assert _verdicts(fat)[3] == ("no", 1.21)
+    assert "worst 1.21x (gpt2 B=4, T=1024, cublas: 121 vs 100 MiB)" in gpu_speed.goals({"steps": fat})[3]["measured"]
+
+
+def test_a_goal_the_record_lacks_is_unknown_and_says_what_was_measured():
+    steps = [_step("tiny", 4, 64, 12.0, 6.0), _step("gpt2", 4, 1024, 150.0, 100.0, mib=(100.0, None))]
+    rows = gpu_speed.goals({"steps": steps})
+    assert [r["met"] for r in rows] == ["yes", "unknown", "unknown", "unknown"]
+    assert rows[1]["measured"] == "not measured" and rows[1]["value"] is None
+    # tiny at B=4 is not a measure of the goal at B=8: named, not taken
+    assert rows[2]["measured"] == "not measured (measured only at tiny B=4, T=64, numba: 2.00x)"
+    assert rows[3]["measured"] == "worst 1.00x (tiny B=4, T=64, numba: 100 vs 100 MiB); not measured at gpt2 " \
+                                  "B=4, T=1024, numba"
+    # a row over the memory goal is "no" even where another lacks its memory
+    assert gpu_speed.goals({"steps": [dict(steps[0], ours_mib=200.0), steps[1]]})[3]["met"] == "no"
+    assert [r["met"] for r in gpu_speed.goals({"steps": []})] == ["unknown"] * 4
+
+
+def test_the_recorded_h100_fails_the_goals_it_measured():
+    """The record of 2026-11-26: before any speed work, and no cuBLAS step (a row without "matmul" ran ours)."""
+    rows = gpu_speed.goals(gpu_recorded.RECORDS[0])
+    assert [r["met"] for r in rows] == ["no", "unknown", "no", "no"]
+    assert rows[0]["value"] == pytest.approx(1717 / 108) and rows[2]["value"] == pytest.approx(38.4 / 6.3)
+    table = gpu_speed.goals_table(gpu_recorded.RECORDS[0]).splitlines()
+    assert table[0] == "issue 14's goals on one NVIDIA H100 (80 GB), 2026-11-26:" and len(table) == 6
+
+
+def test_the_command_line_writes_the_goals_beside_the_record(tmp_path, capsys):
+    import json
+    (tmp_path / "a.json").write_text(json.dumps({"device": "cuda", "matmul": "cublas", "steps": [
+        {"config": "gpt2", "B": 4, "T": 1024, "ours_ms": 105.0, "torch_ms": 100.0}]}))
+    from gpt2lab.explain.gpu_speed_cli import main
+    assert main([str(tmp_path / "a.json"), "--device", "H100", "--date", "2027-01-01",
+                 "--goals", str(tmp_path / "goals.txt")]) == 0
+    lines = (tmp_path / "goals.txt").read_text().splitlines()
+    assert lines[0] == "issue 14's goals on H100, 2027-01-01:"
+    assert lines[3].split()[-6:] == ["yes", "1.05x", "(105.0", "vs", "100.0", "ms)"]

@@ -80,6 +80,31 @@ def test_the_newer_sections_are_checked_when_present():
             gpu_recorded.check_record(broken, "new.json")
 
 
+def test_the_step_rows_fused_path_and_matmul_are_checked_when_present():
+    from test_explain_gpu_speed import FUSED
+    record = _newer()
+    record["steps"][0].update(fused_ms=8.0, fused_mib=700.0, fused_launches=120, fused_host_ms=2.0, matmul="cublas")
+    gpu_recorded.check_record(record, "new.json")
+    for field, value, message in (("fused_ms", None, "fused_ms: expected a number, got None"),
+                                  ("fused_launches", 1.5, "fused_launches: expected an integer or null"),
+                                  ("fused_host_ms", "2", "fused_host_ms: expected a number or null"),
+                                  ("matmul", "cuBLAS", "matmul: expected one of numba, cublas, got 'cuBLAS'"),
+                                  ("launches", "300", "launches: expected an integer or null")):
+        broken = copy.deepcopy(record)
+        broken["steps"][0][field] = value
+        with pytest.raises(ValueError, match=rf"^new\.json: steps\[0\]\.{message}"):
+            gpu_recorded.check_record(broken, "new.json")
+    # a record from the script's faked bench output keeps them, through JSON
+    row = dict(gpu_speed.record_from_bench({"steps": [dict(_newer_step(), **FUSED)], "matmul": "numba"},
+                                           device="x", date="2027-01-01", software="s", code="c")["steps"][0])
+    assert row["fused_launches"] == FUSED["fused_launches_per_step"] and row["matmul"] == "numba"
+
+
+def _newer_step():
+    from test_explain_gpu_speed import BENCH
+    return copy.deepcopy(BENCH["steps"][0])
+
+
 def test_records_load_checked_and_the_newest_is_latest(tmp_path):
     (tmp_path / "b_2026-11-26.json").write_text(json.dumps(_h100()))
     (tmp_path / "a_2027-01-01.json").write_text(json.dumps(_newer("2027-01-01")))
