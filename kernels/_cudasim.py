@@ -1,13 +1,16 @@
 """Every change gpt2lab makes to numba's CUDA simulator, in one place, installed explicitly.
 
 numba's simulator (NUMBA_ENABLE_CUDASIM=1, read when numba is first imported) runs each CUDA thread as a
-Python thread. Two things it lacks, our kernels need:
+Python thread. Two things it lacks, our kernels need, and one it does slowly:
 
 * warp shuffles (cuda.shfl_sync, shfl_down_sync, shfl_xor_sync): layernorm v3's warp sums;
 * a race-free cuda.shared.array: numba looks the block's array up and inserts it unlocked, so two threads
-  switched between the two steps each get a private "shared" array (`shared_array_method`).
+  switched between the two steps each get a private "shared" array (`shared_array_method`);
+* a block barrier that waits instead of polling (`_install_waiting_barrier`): numba's block manager spins,
+  asking every thread of the block again and again whether it is alive or blocked in syncthreads, and that
+  loop took about half the CPU time of a simulated model step.
 
-`install()` adds both; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
+`install()` adds all three; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
 atomics with recording ones. Nothing here runs on import: whoever runs kernels in the simulator calls
 `install()` first (the verification CLI, the model on device "cudasim", the simulator tests), and on a real
 GPU it does nothing.
@@ -23,7 +26,8 @@ from numba.np import numpy_support
 
 
 def install() -> None:
-    """Make numba's CUDA simulator fit for our kernels: warp shuffles, and shared arrays without a race.
+    """Make numba's CUDA simulator fit for our kernels: warp shuffles, shared arrays without a race, and a
+    block barrier that waits instead of polling.
 
     A no-op on a real GPU (or when the simulator is off). Idempotent.
     """
@@ -34,6 +38,7 @@ def install() -> None:
     if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
         return
     _install_warp_shuffles(FakeCUDAModule)
+    _install_waiting_barrier()
     FakeCUDAShared.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
                                                fallback=FakeCUDAShared.array)
     FakeCUDAModule._gpt2lab_patched = True
@@ -63,6 +68,86 @@ def _install_warp_shuffles(module_class) -> None:
     module_class.shfl_sync = exchange(lambda lane, src: src)
     module_class.shfl_down_sync = exchange(lambda lane, delta: lane + delta)
     module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
+
+
+class _BlockBarrier:
+    """cuda.syncthreads for one simulated block, with numba's rule: the barrier opens when every thread of
+    the block that has not finished is waiting at it (a thread that returned early does not hold it shut).
+    A thread that fails opens it for good: the others raise, as numba's manager makes them, instead of
+    waiting for a thread that will never come."""
+
+    def __init__(self, n_threads: int):
+        self.cond = threading.Condition()
+        self.running = n_threads   # threads of the block not finished
+        self.waiting = 0           # of those, how many wait at the barrier now
+        self.opened = 0            # how many times it opened: a waiter leaves when this moves on
+        self.failed = None         # the first thread that raised: its error is the launch's
+
+    def _open(self) -> None:
+        self.waiting = 0
+        self.opened += 1
+        self.cond.notify_all()
+
+    def wait(self) -> None:
+        with self.cond:
+            if self.failed is not None:
+                raise RuntimeError("abort flag set on syncthreads call")
+            opened = self.opened
+            self.waiting += 1
+            if self.waiting == self.running:
+                self._open()
+            while opened == self.opened and self.failed is None:
+                self.cond.wait()
+            if self.failed is not None:
+                raise RuntimeError("abort flag set on syncthreads clear")
+
+    def leave(self, thread, failed: bool) -> None:
+        with self.cond:
+            self.running -= 1
+            if failed and self.failed is None:
+                self.failed = thread
+                self.cond.notify_all()
+            elif self.running and self.waiting == self.running:
+                self._open()
+
+
+def _install_waiting_barrier() -> None:
+    """Replace numba's polling block manager: every CUDA thread is still its own Python thread, started in
+    the same order with the same blockIdx and threadIdx, but syncthreads waits on a `_BlockBarrier` and the
+    block's launch joins its threads, so no thread spins while the others compute. An exception in a thread
+    is raised with its tid and ctaid, as numba raises it. Same results, bit for bit, on a model step."""
+    from numba.cuda.simulator import kernel
+
+    def syncthreads(self):
+        self._block_barrier.wait()
+
+    def run_thread(self):
+        try:
+            threading.Thread.run(self)
+        except Exception as e:   # numba's message: which thread of which block failed
+            where = f"tid={list(self.threadIdx)} ctaid={list(self.blockIdx)}"
+            self.exception = (type(e)(f"{where}: {e}" if str(e) else where), sys.exc_info()[2])
+        finally:
+            self._block_barrier.leave(self, failed=self.exception is not None)
+
+    def run_block(self, grid_point, *args):
+        points = list(np.ndindex(*self._block_dim))
+        barrier = _BlockBarrier(len(points))
+        threads = []
+        for block_point in points:
+            t = kernel.BlockThread(lambda: self._f(*args), self, grid_point, block_point, self._debug)
+            t._block_barrier = barrier
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        if barrier.failed is not None:   # the thread that failed first, not one it aborted
+            error, traceback = barrier.failed.exception
+            raise error.with_traceback(traceback)
+
+    kernel.BlockThread.syncthreads = syncthreads
+    kernel.BlockThread.run = run_thread
+    kernel.BlockManager.run = run_block
 
 
 _SHARED_LOCK = threading.Lock()

@@ -127,3 +127,61 @@ def test_warp_shuffles_read_the_source_lane():
 def test_block_reductions_give_every_thread_its_blocks_total():
     proc = _run_simulated(BLOCK_REDUCTIONS)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+# install()'s barrier (_cudasim._BlockBarrier) keeps numba's rules: threads that return early do not hold it
+# shut, every barrier call orders all running threads (each round reads what every thread wrote before it),
+# and a thread that raises is named in the launch's error while the others leave their barrier instead of
+# waiting for it. Run twice: with install(), and with numba's own polling manager (the same rules).
+BARRIER_RULES = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from numba import cuda, float32
+    if sys.argv[1:] == ["install"]:
+        from gpt2lab.kernels._cudasim import install
+        install()
+
+    @cuda.jit
+    def rounds(out, n_rounds):
+        # every round: each thread writes its value, a barrier, reads its left neighbour's, a barrier.
+        # Threads 40.. return at once (a block's tail past the data), so they never reach a barrier.
+        buf = cuda.shared.array(64, float32)
+        tid = cuda.threadIdx.x
+        if tid >= 40:
+            return
+        v = float32(tid)
+        for r in range(n_rounds):
+            buf[tid] = v
+            cuda.syncthreads()
+            v = buf[(tid + 39) % 40]
+            cuda.syncthreads()
+        out[cuda.blockIdx.x, tid] = v
+
+    out = np.zeros((2, 40), np.float32)
+    rounds[2, 64](out, 5)
+    np.testing.assert_array_equal(out, np.tile((np.arange(40) - 5) % 40, (2, 1)))   # 5 shifts to the right
+
+    @cuda.jit
+    def one_fails(out):
+        tid = cuda.threadIdx.x
+        cuda.syncthreads()
+        if tid == 7:
+            raise ValueError("thread seven")
+        cuda.syncthreads()
+        out[tid] = 1
+
+    try:
+        one_fails[1, 16](np.zeros(16, np.float32))
+    except ValueError as e:
+        print("raised:", e)
+    else:
+        raise AssertionError("the failing thread's error was not raised")
+""")
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("installed", [True, False], ids=["install", "numba"])
+def test_barriers_keep_numbas_rules(installed):
+    proc = _run_simulated(BARRIER_RULES, *(["install"] if installed else []))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "raised: tid=[7, 0, 0] ctaid=[0, 0, 0]: thread seven" in proc.stdout, proc.stdout
