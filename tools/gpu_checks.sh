@@ -10,9 +10,10 @@
 #
 # What it runs, most important first (correctness, then the record's inputs, then the training runs), each
 # with its own time limit so one slow step cannot eat the others; the limits add up to 550 s, inside one 600 s
-# device call with ~10 s for the wheel install and some margin. Every process compiles its CUDA kernels afresh
-# (numba keeps no CUDA cache across processes: 2-6 s a kernel, ~45 s for all of them, RECIPES.md), so each
-# limit is that compile plus the work:
+# device call with ~10 s for the wheel install and some margin. Every process compiles the CUDA kernels it
+# uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX on the 2-core CPU machine, all 59 in
+# ~27 s in tests/test_kernels_ptx.py; verify compiled and checked every op in ~45 s on the H100, RECIPES.md),
+# so each limit is that compile plus the work:
 #   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor.
 #                      ~45 s on the H100 (RECIPES.md), doubled                                           90 s
 #   steps_cuda.json    whole steps on the GPU, ours (default and fused) vs torch, tiny and gpt2 at B=8,
