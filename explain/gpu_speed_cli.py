@@ -53,6 +53,9 @@ def main(argv=None) -> int:
             print(f"gpu_speed_cli: left out {e}", file=sys.stderr)
             skipped += 1
             continue
+        if one.get("interrupted"):   # bench keeps the rows it finished before a SIGTERM (its time limit)
+            print(f"gpu_speed_cli: {path} was cut short ({one['interrupted']}): only the rows it finished are in "
+                  f"the record", file=sys.stderr)
         for row in one.get("steps") or []:   # which matmul each step row ran: files may differ (--matmul cublas)
             if isinstance(row, dict) and "matmul" in one:
                 row.setdefault("matmul", one["matmul"])

@@ -38,20 +38,22 @@ def alternating(fns, reps: int) -> list[float]:
 
 
 def bench_steps(device="cpu", configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, progress=print,
-                kernels=None) -> list[dict]:
+                kernels=None, rows: list | None = None) -> list[dict]:
     """One row per config: median milliseconds and tokens/s of one step of ours and torch's, and ours/torch;
     fused_ms, fused_tok_s, fused_ratio: our step on the fused path (KernelGPT2(fused=True)), in the same rounds.
 
     kernels: the numba model's entry points (gpt2.kernel_model.Kernels; None: the defaults), e.g. the cuBLAS
-    matmul of `gpt2lab bench --matmul cublas`, which needs the step on the GPU."""
+    matmul of `gpt2lab bench --matmul cublas`, which needs the step on the GPU. rows: the list each row is
+    appended to the moment it is measured (gpt2lab bench passes its output's, so an interrupt keeps every
+    finished row); returned."""
     import torch
 
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig, TorchBackend
     if device == "cuda":
-        return bench_steps_cuda(configs, B, T, reps, progress=progress, kernels=kernels)
+        return bench_steps_cuda(configs, B, T, reps, progress=progress, kernels=kernels, rows=rows)
     torch.set_flush_denormal(True)
-    rows = []
+    rows = [] if rows is None else rows
     for name in configs:
         cfg = GPTConfig.preset(name)
         ours_b = NumbaBackend(cfg, OptimConfig(), seed=0, kernels=kernels)
@@ -163,7 +165,7 @@ def _torch_cuda(cfg, batches, warm: int) -> dict:
 
 
 def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=2, progress=print,
-                     kernels=None) -> list[dict]:
+                     kernels=None, rows: list | None = None) -> list[dict]:
     """Whole training steps on the GPU: our CUDA kernels (NumbaBackend on cuda) against PyTorch on CUDA, the same
     init (seed 0), the same `warm + reps` batches and optimizer settings; ours first, then torch's, each on
     an otherwise empty GPU. One row per config: median ms/step, tokens/s, ours/torch, memory (ours: what the
@@ -174,8 +176,8 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
     other up to float32 rounding). The fused_* fields: our step again with fused=True (flash attention,
     residual + LayerNorm fused, the fused classifier and the one-launch AdamW; not the default until timed
     here). kernels: our model's entry points for both
-    of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul)."""
-    rows = []
+    of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul). rows: as bench_steps'."""
+    rows = [] if rows is None else rows
     for name in configs:
         cfg = GPTConfig.preset(name)
         batches = _batches(cfg, B, T, warm + reps)

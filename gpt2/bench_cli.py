@@ -6,8 +6,11 @@ whole step, numba backend against torch backend), datasets/bench_bpe.py (our BPE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 
 from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks
 
@@ -77,24 +80,42 @@ def run(args) -> int:
     if error:
         print(f"gpt2lab bench: {error}", file=sys.stderr)
         return 2
-    matmul_version = None if args.matmul == "numba" else args.matmul
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
     out = {"device": args.device, "matmul": args.matmul}
     if args.device == "cuda":   # which GPU, and its data-sheet peaks (None: not in kernels.bench.DEVICE_PEAKS)
         out["gpu"] = gpu_name()
         out["peaks"] = device_peaks(out["gpu"])
+    code = 0
+    try:
+        with _signal_as_interrupt("SIGTERM"):
+            measure(args, out, say)
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (e.g. a time limit): keep what was measured
+        code, out["interrupted"] = (143, "SIGTERM") if str(e) == "SIGTERM" else (130, "SIGINT")
+        say(f"gpt2lab bench: stopped by {out['interrupted']}: the figures measured before it are kept"
+            + (" (the JSON below)" if args.json else ""))
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return code
+
+
+def measure(args, out: dict, say) -> None:
+    """Run the benchmarks args asks for, filling `out` one finished row at a time (an op at a shape, a ladder
+    shape, a step config, a profile): each benchmark appends a row to out's list the moment it has it, so an
+    interrupt keeps every row finished before it."""
+    matmul_version = None if args.matmul == "numba" else args.matmul
     if not args.no_ops:
         say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
-        out["ops"] = bench_ops(args.device, args.op, args.reps, progress=say, matmul_version=matmul_version)
+        bench_ops(args.device, args.op, args.reps, progress=say, matmul_version=matmul_version,
+                  rows=out.setdefault("ops", []))
     if args.ladder or (args.ladder is None and args.device == "cuda" and not args.no_ops):
         say(f"matmul versions, forward+backward, median of {args.reps}:")
-        out["matmul_ladder"] = bench_matmul_ladder(args.device, args.reps, progress=say)
+        bench_matmul_ladder(args.device, args.reps, progress=say, rows=out.setdefault("matmul_ladder", []))
     configs = configs_of(args)
     if configs:
         from .bench import bench_steps
         say("one training step (forward, backward, AdamW):")
-        out["steps"] = bench_steps(args.device, configs, B=args.batch, T=args.seq, reps=max(1, args.reps // 2),
-                                   progress=say, kernels=_step_kernels(args.matmul))
+        bench_steps(args.device, configs, B=args.batch, T=args.seq, reps=max(1, args.reps // 2), progress=say,
+                    kernels=_step_kernels(args.matmul), rows=out.setdefault("steps", []))
     if args.profile:
         from .bench import profile_step_cuda
         say("where one step's GPU time goes (CUDA events around each kernel launch):")
@@ -104,9 +125,23 @@ def run(args) -> int:
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)
-    if args.json:
-        print(json.dumps(out, indent=1))
-    return 0
+
+
+@contextlib.contextmanager
+def _signal_as_interrupt(name: str):
+    """Inside the block, signal `name` raises KeyboardInterrupt(name), as Ctrl-C raises KeyboardInterrupt: a
+    `timeout` or a container stop then ends the benchmark the way Ctrl-C does, keeping what it measured."""
+    def handle(signum, frame):
+        raise KeyboardInterrupt(name)
+    if threading.current_thread() is not threading.main_thread():   # signals reach the main thread only
+        yield
+        return
+    old = signal.signal(getattr(signal, name), handle)
+    try:
+        yield
+    finally:
+        if old is not None:   # None: a handler installed outside Python, which cannot be put back
+            signal.signal(getattr(signal, name), old)
 
 
 def gpu_name() -> str:

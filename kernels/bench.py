@@ -452,14 +452,17 @@ def _sync_for(device):
     return lambda: None
 
 
-def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, matmul_version=None) -> list[dict]:
+def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, matmul_version=None,
+              rows: list | None = None) -> list[dict]:
     """One row per (op, shape): median ours and torch ms (forward+backward), ours/torch, and the rates ours
     reached: the op's minimum bytes and flops (op_work) over our time, gbytes_s and tflops.
 
-    matmul_version: the matmul version "ours" runs (None: the default; "cublas" with `gpt2lab bench --matmul`)."""
+    matmul_version: the matmul version "ours" runs (None: the default; "cublas" with `gpt2lab bench --matmul`).
+    rows: the list each row is appended to the moment it is measured (gpt2lab bench passes its output's, so an
+    interrupt keeps every finished row); returned."""
     import torch
     torch.set_flush_denormal(True)
-    rows, sync = [], _sync_for(device)
+    rows, sync = [] if rows is None else rows, _sync_for(device)
     for name in ops or OP_BENCHES:
         for s in shapes if name != "adamw" else shapes[:1]:
             try:
@@ -518,14 +521,16 @@ def _ladder_case(c: Case, s, version):
     return fwd_bwd
 
 
-def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progress=print) -> list[dict]:
+def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progress=print,
+                        rows: list | None = None) -> list[dict]:
     """One row per (shape, version): median ms of forward + backward, achieved TFLOP/s, and the version's speed
     as a percentage of the reference's (LADDER_REFERENCE: cuBLAS on cuda, "blas" on cpu); "default" marks
-    the version the model runs."""
+    the version the model runs. rows: as bench_ops' (a shape's rows are appended when all its versions are
+    timed)."""
     from . import matmul as mm
     versions = versions or (mm.CUDA_VERSIONS if device == "cuda" else mm.CPU_VERSIONS)
     reference, default = LADDER_REFERENCE[device], mm.DEFAULT_VERSION[device]
-    sync, rows = _sync_for(device), []
+    sync, rows = _sync_for(device), [] if rows is None else rows
     for s in shapes or LADDER_SHAPES[device]:
         seconds = {v: median_time(_ladder_case(Case(device), s, v), reps, sync) for v in versions}
         for v, t in seconds.items():

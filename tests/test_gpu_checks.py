@@ -276,6 +276,14 @@ def test_the_keys_the_record_reads_are_the_ones_the_cuda_bench_writes(kind):
     assert "ours_gpu_mb" not in written   # the check can fail: a name bench does not write is not there
 
 
+def _into(rows, new):
+    """What the measuring functions do with rows=: append each new row to the caller's list."""
+    if rows is None:
+        return new
+    rows.extend(new)
+    return rows
+
+
 def _fake_measurements(monkeypatch):
     """bench_cli's measuring functions replaced by rows of the shapes they return on a GPU (numbers made up),
     and numba and torch told a GPU is here: what is left is bench_cli's own logic of which keys its JSON has."""
@@ -284,18 +292,18 @@ def _fake_measurements(monkeypatch):
 
     from gpt2lab.gpt2 import bench, bench_cli
 
-    def ops(device, op, reps, progress, matmul_version=None):
-        return [{"op": name, "shape": f"B=4,T={T}", "device": device, "ours_ms": 1.0, "torch_ms": 0.5,
+    def ops(device, op, reps, progress, matmul_version=None, rows=None):
+        return _into(rows, [{"op": name, "shape": f"B=4,T={T}", "device": device, "ours_ms": 1.0, "torch_ms": 0.5,
                  "ratio": 2.0, "bytes": 10**9, "flops": 10**9, "gbytes_s": 1000.0, "tflops": 1.0}
-                for name in ("gelu", "matmul") for T in (64, 256)]
+                for name in ("gelu", "matmul") for T in (64, 256)])
 
-    def ladder(device, reps, progress):
-        return [{"shape": "c_fc", "N": 4096, "C": 768, "OC": 3072, "device": device, "version": v, "ms": 1.0,
+    def ladder(device, reps, progress, rows=None):
+        return _into(rows, [{"shape": "c_fc", "N": 4096, "C": 768, "OC": 3072, "device": device, "version": v, "ms": 1.0,
                  "tflops": 10.0, "pct_of_reference": 50.0, "reference": "cublas", "default": v == "v3"}
-                for v in ("v1", "v3", "cublas")]
+                for v in ("v1", "v3", "cublas")])
 
-    def steps(device, configs, B, T, reps, progress, kernels=None):
-        return [_step_row(c, B, T) for c in configs]
+    def steps(device, configs, B, T, reps, progress, kernels=None, rows=None):
+        return _into(rows, [_step_row(c, B, T) for c in configs])
 
     def profile(config, B, T, progress, kernels=None, fused=False):
         return {"config": config, "B": B, "T": T, "fused": fused, "clock": "cuda events (GPU time)",
