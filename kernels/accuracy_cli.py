@@ -28,6 +28,12 @@ def main(argv=None) -> int:
         sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make barriers cheap
         from ._cudasim import install
         install()
+    if args.device == "cuda":
+        from numba import cuda
+        if not cuda.is_available():
+            print("python -m gpt2lab.kernels.accuracy: --device cuda needs an NVIDIA GPU and driver; none found "
+                  "(--device cudasim runs the probes in numba's simulator)", file=sys.stderr)
+            return 2
     rows = [r for name in args.probe or PROBES for r in measure(name, args.device, args.version)]
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
     return 0

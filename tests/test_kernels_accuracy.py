@@ -13,3 +13,13 @@ def test_cpu_kernel_as_accurate_as_pytorch(probe, one_torch_thread):
     assert rows
     bad = [r for r in rows if not r["ok"]]
     assert not bad, accuracy.format_rows(bad)
+
+
+def test_cuda_probes_without_a_gpu_say_so_in_one_line(capsys):
+    from numba import cuda
+
+    from gpt2lab.kernels.accuracy_cli import main
+    from oneline import one_line_error
+    if cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    one_line_error(capsys, main(["--device", "cuda"]), "--device cuda needs an NVIDIA GPU", "--device cudasim")
