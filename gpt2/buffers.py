@@ -218,10 +218,15 @@ class StepScalars:
     work queued before it, then the copy): a step's wall time minus it is the host's own time per step.
     """
 
-    def __init__(self):
+    def __init__(self, block: int | None = None, grad_blocks: int | None = None):
+        """block (a power of two <= SCALAR_BLOCK), grad_blocks: the launch; None: SCALAR_BLOCK and 264 (2 blocks
+        per H100 SM) on a GPU, 32 and 2 in the simulator, which runs every thread as a Python thread
+        (tests/test_gpu_launches_cudasim.py runs the GPU's block there too)."""
         simulated = bool(numba_config.ENABLE_CUDASIM)
-        # the simulator runs every thread as a Python thread: a few small blocks are by far the fastest
-        self.block, self.grad_blocks = (32, 2) if simulated else (SCALAR_BLOCK, 264)  # 2 blocks per H100 SM
+        self.block = block or (32 if simulated else SCALAR_BLOCK)
+        self.grad_blocks = grad_blocks or (2 if simulated else 264)
+        if self.block > SCALAR_BLOCK or self.block & (self.block - 1):
+            raise ValueError(f"StepScalars: block must be a power of two <= {SCALAR_BLOCK}, got {self.block}")
         self.device = cuda.device_array(1 + self.grad_blocks, dtype=np.float64)
         self.host = np.zeros(1 + self.grad_blocks, dtype=np.float64)
         self.wait_seconds = 0.0
@@ -242,13 +247,19 @@ class StepScalars:
         return float(self.host[0]), float(self.host[1:blocks].sum())
 
 
+def launch_config(n: int, simulated: bool) -> tuple[int, int]:
+    """(blocks, threads) of a grid-stride kernel over n elements: on a GPU enough blocks of GRID_STRIDE_BLOCK
+    for a thread per element, at most 1024 (the loop covers the rest); in the simulator, which runs every
+    thread as a Python thread, one block of 32, by far the fastest there. tests/test_gpu_launches_cudasim.py
+    runs the GPU's configuration in the simulator too."""
+    if simulated:
+        return 1, 32
+    return max(1, min(math.ceil(n / GRID_STRIDE_BLOCK), 1024)), GRID_STRIDE_BLOCK
+
+
 def _launch(kernel, n: int, *args) -> None:
     """kernel[grid, block](*args, n) with a grid-stride loop inside, so any grid covers any n."""
-    if numba_config.ENABLE_CUDASIM:
-        # the simulator runs every thread as a Python thread: one small block is by far the fastest
-        kernel[1, 32](*args, n)
-    else:
-        kernel[max(1, min(math.ceil(n / GRID_STRIDE_BLOCK), 1024)), GRID_STRIDE_BLOCK](*args, n)
+    kernel[launch_config(n, bool(numba_config.ENABLE_CUDASIM))](*args, n)
 
 
 def fill(a, value: float) -> None:

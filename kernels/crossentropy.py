@@ -330,10 +330,13 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
                                    targets.reshape(N))
 
 
-def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_probs: bool = False):
+def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_probs: bool = False,
+                     threads: int | None = None):
     """The fused classifier (module docstring), CUDA device arrays only: losses (B, T) = cross-entropy of
     logits (B, T, V) at targets (B, T); dlogits (B, T, V) = (softmax(logits) - onehot(targets)) * dlosses[..., None],
-    written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs."""
+    written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs. threads: a row's block, a power
+    of two <= BLOCK (None: BLOCK on a GPU; 32 in numba's simulator, which runs every thread as a Python thread;
+    tests/test_gpu_launches_cudasim.py runs BLOCK there too)."""
     B, T, V = _check("fused_classifier", "logits", logits, targets,
                      dlogits=(dlogits, lambda B, T, V: (B, T, V), "B,T,V"),
                      probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"),
@@ -343,9 +346,11 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
         raise TypeError("fused_classifier: a CUDA kernel: pass CUDA device arrays (on the CPU, crossentropy_forward "
                         "then crossentropy_backward)")
     N = B * T
-    # numba's simulator runs every thread as a Python thread: 32 per row there (the kernel takes any power of two)
-    from numba import config
-    threads = 32 if config.ENABLE_CUDASIM else BLOCK
+    if threads is None:
+        from numba import config
+        threads = 32 if config.ENABLE_CUDASIM else BLOCK
+    if not isinstance(threads, int) or threads < 1 or threads > BLOCK or threads & (threads - 1):
+        raise ValueError(f"fused_classifier: threads must be a power of two <= {BLOCK}, got {threads!r}")
     fused_classifier_kernel[N, threads](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
                                       logits.reshape(N, V), targets.reshape(N), dlosses.reshape(N), bool(write_probs))
 
