@@ -15,7 +15,11 @@ def bench_until_a_row_then(sig) -> tuple[int, dict, str]:
     """Start a CPU whole-step bench of two configs; once the first config's row is printed, send sig."""
     cmd = [sys.executable, "-m", "gpt2lab.gpt2.cli", "bench", "--json", "--no-ops", "--no-ladder", "--no-tokenizer",
            "--steps", "tiny,gpt2", "--reps", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background jobs (`make -j2`, CI runners) start with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child Ctrl-C's default, as a terminal does (train's tests need not:
+    # train installs its own handlers)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines, deadline = [], time.time() + 240
         while not any(ln.lstrip().startswith("step tiny") for ln in lines):   # the progress goes to stderr
