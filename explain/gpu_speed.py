@@ -68,13 +68,10 @@ def measure_now() -> dict:
     at its benchmark shapes, whole steps of tiny and gpt2 at B=4, T=64, and the matmul ladder."""
     import datetime
 
-    from numba import cuda
-
     from gpt2lab.gpt2.bench import bench_steps, profile_step_cuda
-    from gpt2lab.kernels.bench import bench_matmul_ladder, bench_ops, device_peaks
+    from gpt2lab.kernels.bench import bench_matmul_ladder, bench_ops, device_peaks, gpu_name
     quiet = lambda *_: None  # noqa: E731
-    name = cuda.get_current_device().name
-    name = name.decode() if isinstance(name, bytes) else str(name)
+    name = gpu_name()
     bench = {"ops": bench_ops("cuda", None, reps=3, progress=quiet),
              "steps": bench_steps("cuda", ("tiny", "gpt2"), B=4, T=64, reps=3, progress=quiet),
              "matmul_ladder": bench_matmul_ladder("cuda", reps=3, progress=quiet),

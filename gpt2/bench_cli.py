@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks
+from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks, gpu_name
 
 
 def bench_tokenizer(progress=print) -> dict:
@@ -142,13 +142,6 @@ def _signal_as_interrupt(name: str):
     finally:
         if old is not None:   # None: a handler installed outside Python, which cannot be put back
             signal.signal(getattr(signal, name), old)
-
-
-def gpu_name() -> str:
-    """The name of the GPU numba runs on (e.g. "NVIDIA H100 80GB HBM3")."""
-    from numba import cuda
-    name = cuda.get_current_device().name
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def configs_of(args) -> list[str]:

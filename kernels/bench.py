@@ -430,6 +430,13 @@ DEVICE_PEAKS = (
 )
 
 
+def gpu_name() -> str:
+    """The name of the GPU numba runs on (e.g. "NVIDIA H100 80GB HBM3"), the name DEVICE_PEAKS is matched on."""
+    from numba import cuda
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def device_peaks(device_name: str) -> dict | None:
     """The data-sheet peaks of the GPU named `device_name` ({name, tflops_fp32, gbytes_s, source}), None when the
     table does not know it."""
