@@ -6,13 +6,12 @@ whole step, numba backend against torch backend), datasets/bench_bpe.py (our BPE
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
-import threading
 
 from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks, gpu_name
+from gpt2lab.signals import handling
 
 
 def bench_tokenizer(progress=print) -> dict:
@@ -87,7 +86,7 @@ def run(args) -> int:
         out["peaks"] = device_peaks(out["gpu"])
     code = 0
     try:
-        with _signal_as_interrupt("SIGTERM"):
+        with handling(("SIGTERM",), _raise_interrupt):
             measure(args, out, say)
     except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (e.g. a time limit): keep what was measured
         code, out["interrupted"] = (143, "SIGTERM") if str(e) == "SIGTERM" else (130, "SIGINT")
@@ -127,21 +126,10 @@ def measure(args, out: dict, say) -> None:
         out["tokenizer"] = bench_tokenizer(progress=say)
 
 
-@contextlib.contextmanager
-def _signal_as_interrupt(name: str):
-    """Inside the block, signal `name` raises KeyboardInterrupt(name), as Ctrl-C raises KeyboardInterrupt: a
-    `timeout` or a container stop then ends the benchmark the way Ctrl-C does, keeping what it measured."""
-    def handle(signum, frame):
-        raise KeyboardInterrupt(name)
-    if threading.current_thread() is not threading.main_thread():   # signals reach the main thread only
-        yield
-        return
-    old = signal.signal(getattr(signal, name), handle)
-    try:
-        yield
-    finally:
-        if old is not None:   # None: a handler installed outside Python, which cannot be put back
-            signal.signal(getattr(signal, name), old)
+def _raise_interrupt(signum, frame):
+    """A signal ends the benchmark the way Ctrl-C does (KeyboardInterrupt, named after the signal): a `timeout`
+    or a container stop then keeps what was measured."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def configs_of(args) -> list[str]:

@@ -29,7 +29,6 @@ import numbers
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
+from gpt2lab.signals import handling
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
@@ -313,12 +313,11 @@ class _StopFlag:
     SIGNALS = ("SIGINT", "SIGTERM")
 
     def __init__(self):
-        self.requested, self.signal, self._old = False, None, {}
+        self.requested, self.signal = False, None
+        self._handling = handling(self.SIGNALS, self._handle)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                self._old[name] = signal.signal(getattr(signal, name), self._handle)
+        self._handling.__enter__()
         return self
 
     def _handle(self, signum, frame):
@@ -327,10 +326,7 @@ class _StopFlag:
         self.requested, self.signal = True, signal.Signals(signum).name
 
     def __exit__(self, *exc):
-        for name, old in self._old.items():
-            if old is not None:  # None: a handler installed outside Python, which cannot be put back
-                signal.signal(getattr(signal, name), old)
-        return False
+        return self._handling.__exit__(*exc)
 
 
 def val_loss(backend, data: TokenData, run: RunConfig) -> float:
