@@ -39,7 +39,7 @@ from numba import cuda, float64, njit, prange
 
 from gpt2lab.kernels._cuda import GRID_STRIDE_BLOCK, block_sum, memset_zero
 from gpt2lab.kernels._cuda import kernel as cuda_kernel
-from gpt2lab.kernels._validate import on_host
+from gpt2lab.kernels._validate import check_block, on_host
 
 from .config import GPTConfig, decays
 
@@ -225,8 +225,7 @@ class StepScalars:
         simulated = bool(numba_config.ENABLE_CUDASIM)
         self.block = block or (32 if simulated else SCALAR_BLOCK)
         self.grad_blocks = grad_blocks or (2 if simulated else 264)
-        if self.block > SCALAR_BLOCK or self.block & (self.block - 1):
-            raise ValueError(f"StepScalars: block must be a power of two <= {SCALAR_BLOCK}, got {self.block}")
+        check_block("StepScalars", "block", self.block, SCALAR_BLOCK)
         self.device = cuda.device_array(1 + self.grad_blocks, dtype=np.float64)
         self.host = np.zeros(1 + self.grad_blocks, dtype=np.float64)
         self.wait_seconds = 0.0

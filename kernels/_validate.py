@@ -90,6 +90,13 @@ def check_finite_scalars(op: str, **scalars) -> None:
             raise ValueError(f"{op}: {name} must be a finite number, got {v!r}")
 
 
+def check_block(op: str, name: str, threads, most: int) -> None:
+    """ValueError in one line unless `threads` is a power of two (1, 2, 4, ...) <= `most`: a block whose
+    threads halve down a tree reduction, over shared memory sized for `most`."""
+    if not isinstance(threads, (int, np.integer)) or threads < 1 or threads > most or threads & (threads - 1):
+        raise ValueError(f"{op}: {name} must be a power of two <= {most}, got {threads!r}")
+
+
 def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions, default: dict) -> str:
     """The version an entry point runs: `version` when it names one for the arrays' device, else the default.
 

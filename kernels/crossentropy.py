@@ -54,7 +54,7 @@ from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride,
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._vecmath import exp_neg
-from ._validate import check_array, check_same_device, pick_version
+from ._validate import check_array, check_block, check_same_device, pick_version
 from .check import OpSpec
 
 
@@ -349,8 +349,7 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
     if threads is None:
         from numba import config
         threads = 32 if config.ENABLE_CUDASIM else BLOCK
-    if not isinstance(threads, int) or threads < 1 or threads > BLOCK or threads & (threads - 1):
-        raise ValueError(f"fused_classifier: threads must be a power of two <= {BLOCK}, got {threads!r}")
+    check_block("fused_classifier", "threads", threads, BLOCK)
     fused_classifier_kernel[N, threads](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
                                       logits.reshape(N, V), targets.reshape(N), dlosses.reshape(N), bool(write_probs))
 

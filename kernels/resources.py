@@ -42,6 +42,8 @@ import shutil
 import subprocess
 import tempfile
 
+from ._cuda import ceil_div
+
 KIB = 1024
 
 
@@ -153,8 +155,8 @@ def parse_ptxas(text: str) -> Usage:
 # ---------------------------------------------------------------- the check
 def registers_per_block(registers: int, threads: int, limits: Limits = H100) -> int:
     """Registers a block of `threads` takes: whole warps, each rounded up to the allocation unit."""
-    warps = -(-threads // limits.warp)
-    per_warp = -(-registers * limits.warp // limits.register_unit) * limits.register_unit
+    warps = ceil_div(threads, limits.warp)
+    per_warp = ceil_div(registers * limits.warp, limits.register_unit) * limits.register_unit
     return warps * per_warp
 
 
@@ -181,7 +183,7 @@ def blocks_per_sm(usage: Usage, threads: int, dynamic_smem: int = 0, limits: Lim
     """(resident blocks per SM, what limits them: "threads", "registers", "smem" or "blocks"), with the
     largest shared-memory carve-out."""
     smem = usage.smem + dynamic_smem + limits.smem_reserved_per_block
-    warps = -(-threads // limits.warp)
+    warps = ceil_div(threads, limits.warp)
     by = {"blocks": limits.blocks_per_sm,
           "threads": limits.threads_per_sm // (warps * limits.warp),
           "registers": limits.registers_per_sm // max(1, registers_per_block(usage.registers, threads, limits)),
@@ -292,7 +294,7 @@ def format_table(rows: list[Row], limits: Limits = H100) -> str:
     lines = ["| kernel | registers | smem (B) | stack, spill st/ld (B) | threads | blocks/SM (limit) | "
              "occupancy | launches |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        warps = r.blocks_per_sm * -(-r.launch.threads // limits.warp)
+        warps = r.blocks_per_sm * ceil_div(r.launch.threads, limits.warp)
         occupancy = f"{100 * warps * limits.warp // limits.threads_per_sm}%"
         verdict = "yes" if not r.problems else "NO: " + "; ".join(r.problems)
         lines.append(f"| {r.name} | {r.usage.registers} | {r.usage.smem} | {spills(r.usage) or '-'} | "
