@@ -333,14 +333,13 @@ def _calls(n: int) -> str:
 
 def _profile_bars(profile: dict, top: int) -> list[tuple[str, float, str]]:
     """(label, % of the step, kind) per bar: the `top` slowest kernels, the rest as one "other", the idle gaps."""
-    from gpt2lab.kernels.profile import IDLE
-    kernels = [r for r in profile["rows"] if r["kernel"] != IDLE]
-    bars = [(f"{r['kernel']} ({_calls(r['calls'])})", r["pct"], "kernel") for r in kernels[:top]]
-    rest = kernels[top:]
+    from gpt2lab.kernels.profile import split_rows
+    kernels, rest, idle = split_rows(profile, top)
+    bars = [(f"{r['kernel']} ({_calls(r['calls'])})", r["pct"], "kernel") for r in kernels]
     if rest:
         bars.append((f"other ({len(rest)} kernels, {_calls(sum(r['calls'] for r in rest))})",
                      sum(r["pct"] for r in rest), "other"))
-    bars += [("GPU idle between our kernels", r["pct"], "idle") for r in profile["rows"] if r["kernel"] == IDLE]
+    bars += [("GPU idle between our kernels", r["pct"], "idle") for r in idle]
     return bars
 
 

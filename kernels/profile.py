@@ -105,14 +105,21 @@ class Profile:
         return self._ms
 
 
+def split_rows(profile: dict, top: int | None = None) -> tuple[list, list, list]:
+    """A profile's rows (slowest first) as (the `top` slowest kernels, the other kernels, the IDLE row): how the
+    table and lesson 6's profile figure show the kernels below the top as one "other"."""
+    kernels = [r for r in profile["rows"] if r["kernel"] != IDLE]
+    idle = [r for r in profile["rows"] if r["kernel"] == IDLE]
+    cut = len(kernels) if top is None else top
+    return kernels[:cut], kernels[cut:], idle
+
+
 def table(profile: dict, top: int | None = None) -> str:
     """A profile's dict (Profile.as_dict, or a recorded one) as aligned text, the clock named in its header."""
-    rows = [r for r in profile["rows"] if r["kernel"] != IDLE]
-    idle = [r for r in profile["rows"] if r["kernel"] == IDLE]
-    if top is not None and len(rows) > top:
-        rest = rows[top:]
-        rows = rows[:top] + [{"kernel": f"other ({len(rest)} kernels)", "calls": sum(r["calls"] for r in rest),
-                              "ms": sum(r["ms"] for r in rest), "pct": sum(r["pct"] for r in rest)}]
+    rows, rest, idle = split_rows(profile, top)
+    if rest:
+        rows = rows + [{"kernel": f"other ({len(rest)} kernels)", "calls": sum(r["calls"] for r in rest),
+                        "ms": sum(r["ms"] for r in rest), "pct": sum(r["pct"] for r in rest)}]
     width = max(len(r["kernel"]) for r in rows + idle)
     lines = [f"one step: {profile['step_ms']:.3f} ms, {profile['launches']} launches; clock: {profile['clock']}",
              f"{'kernel':<{width}} {'calls':>6} {'ms':>9} {'% step':>7}"]
