@@ -4,33 +4,28 @@ keeps what it measured: the JSON of every row finished before the signal, marked
 a second too early lost a whole GPU step's figures."""
 import json
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
+
+from interrupt import signal_when
 
 
 def bench_until_a_row_then(sig) -> tuple[int, dict, str]:
     """Start a CPU whole-step bench of two configs; once the first config's row is printed, send sig."""
     cmd = [sys.executable, "-m", "gpt2lab.gpt2.cli", "bench", "--json", "--no-ops", "--no-ladder", "--no-tokenizer",
            "--steps", "tiny,gpt2", "--reps", "2"]
+    lines = []
+
+    def first_row_printed(proc):   # the progress goes to stderr
+        lines.append(proc.stderr.readline())
+        return lines[-1].lstrip().startswith("step tiny")
     # A shell's background jobs (`make -j2`, CI runners) start with SIGINT ignored, and Python then installs no
     # KeyboardInterrupt handler: give the child Ctrl-C's default, as a terminal does (train's tests need not:
     # train installs its own handlers)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        lines, deadline = [], time.time() + 240
-        while not any(ln.lstrip().startswith("step tiny") for ln in lines):   # the progress goes to stderr
-            assert time.time() < deadline and proc.poll() is None, "".join(lines)
-            lines.append(proc.stderr.readline())
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, json.loads(out), "".join(lines) + err
+    returncode, out, err = signal_when(cmd, first_row_printed, sig, wait=240, finish=120,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return returncode, json.loads(out), "".join(lines) + err
 
 
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
