@@ -7,7 +7,8 @@ CPU, or CUDA when the buffers are device arrays). The model is four flat float32
     grads        the same views: d loss / d param  (zeroed by zero_grad, accumulated by backward)
     m, v         AdamW's first and second moments, the same views again
     acts         encoded, ln1, ..., probs, losses  sized for (B, T); per-layer tensors have a leading L axis
-    grads_acts   d loss / d activation for the tensors a gradient flows through
+    grads_acts   d loss / d activation for the tensors a gradient flows through; lean (the default): the
+                 blocks share one block's worth, as only the stream's gradient passes between blocks
 
 `forward` and `backward` read top to bottom like llm.c's gpt2_forward / gpt2_backward. The backward kernels
 *accumulate* (d += ...), which is what makes the residual stream and the tied embedding simple: the residual
@@ -57,9 +58,9 @@ from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 from gpt2lab.kernels.residual import residual_backward, residual_forward
 from gpt2lab.kernels.residual_layernorm import residual_layernorm_backward, residual_layernorm_forward
 
-from .buffers import (DECAYED, FUSED_LAYER_ACT_NAMES, GRAD_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES,
-                      FlatBuffer, StepScalars, act_shapes, fill, from_reference_names, is_cuda, named_view, param_shapes, scale,
-                      sum_of_squares, to_reference_names)
+from .buffers import (BLOCK_GRAD_NAMES, DECAYED, FUSED_LAYER_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES,
+                      FlatBuffer, StepScalars, act_shapes, fill, from_reference_names, grad_act_shapes, is_cuda,
+                      named_view, param_shapes, scale, sum_of_squares, to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
@@ -148,10 +149,14 @@ class KernelGPT2:
     crossentropy_forward + _backward, and AdamW as one launch over the flat buffers (adamw_update_flat) in
     place of one per tensor. On the CPU those two stay crossentropy_forward/_backward and adamw_update per
     tensor (they have no CPU kernels). `entry_points(fused, device)` names what each path calls.
+    lean (on by default): keep only what a training step needs. Every block's backward reuses one block's
+    activation gradients (buffers.BLOCK_GRAD_NAMES; only the stream's, residual3, is kept per block), and the
+    fused classifier's path has no probs buffer. A ParityMonitor sets `model.lean = False` (it reads every
+    block's gradients and the probs); the next forward then allocates the full buffers.
     """
 
     def __init__(self, config: GPTConfig, device: str = "cpu", seed: int = 0, init: bool = True,
-                 kernels: Kernels | None = None, fused: bool = False):
+                 kernels: Kernels | None = None, fused: bool = False, lean: bool = True):
         if device not in DEVICES:
             raise ValueError(f"KernelGPT2: device must be one of {DEVICES}, got {device!r}")
         if device == "cudasim" and not numba_config.ENABLE_CUDASIM:
@@ -186,6 +191,7 @@ class KernelGPT2:
         self.acts_memory = self.grads_acts_memory = None
         self.acts, self.grads_acts = {}, {}
         self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
+        self._lean = self.allocated_lean = bool(lean)  # wanted, and what the buffers were made for
         self.B = self.T = 0
         self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
         # on a GPU: the batch's device buffer and its host staging copy, int32, N = B*T of the capacity:
@@ -205,28 +211,47 @@ class KernelGPT2:
             self.load_params(init_params(config, seed))
 
     # ------------------------------------------------------------ memory
+    @property
+    def lean(self) -> bool:
+        """Whether the blocks share one block's activation gradients and the fused classifier keeps no probs."""
+        return self._lean
+
+    @lean.setter
+    def lean(self, value: bool) -> None:
+        self._lean = bool(value)   # the next forward reallocates when the buffers were made the other way
+
+    def _shapes(self, B: int, T: int) -> tuple[dict, dict]:
+        """(activation shapes, activation-gradient shapes) for (B, T) in the current lean setting."""
+        acts = act_shapes(self.config, B, T, self.fused, probs=not (self._lean and self.fused_head))
+        return acts, grad_act_shapes(self.config, B, T, self._lean)
+
     def _ensure_capacity(self, B: int, T: int) -> None:
-        """Make the activation buffers hold (B, T): reallocate only when B or T grows past what they hold."""
+        """Make the activation buffers hold (B, T): reallocate only when B or T grows past what they hold, or
+        `lean` changed."""
         capB, capT = self.capacity
-        grown = B > capB or T > capT
+        grown = B > capB or T > capT or self._lean != self.allocated_lean
         if grown:
             capB, capT = max(B, capB), max(T, capT)
-            shapes = act_shapes(self.config, capB, capT, self.fused)
-            self.acts_memory = FlatBuffer(shapes, self.device)
-            self.grads_acts_memory = FlatBuffer({k: shapes[k] for k in GRAD_ACT_NAMES}, self.device)
+            self.acts_memory = self.grads_acts_memory = None   # free the old pair before making the new one
+            acts, grads = self._shapes(capB, capT)
+            self.acts_memory = FlatBuffer(acts, self.device)
+            self.grads_acts_memory = FlatBuffer(grads, self.device)
+            self.allocated_lean = self._lean
+            self.block_grads_span = self.grads_acts_memory.span(BLOCK_GRAD_NAMES)   # zeroed per block when lean
             if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
                 self.tokens_memory = cuda.device_array(4 * capB * capT + 1, dtype=np.int32)
                 self.tokens_host = np.zeros(4 * capB * capT + 1, dtype=np.int32)
             self.capacity = (capB, capT)
             self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
-            shapes = act_shapes(self.config, B, T, self.fused)
-            self.acts = self.acts_memory.views(shapes)
-            self.grads_acts = self.grads_acts_memory.views({k: shapes[k] for k in GRAD_ACT_NAMES})
+            acts, grads = self._shapes(B, T)
+            self.acts = self.acts_memory.views(acts)
+            self.grads_acts = self.grads_acts_memory.views(grads)
             L = self.config.n_layer
             self.layer_acts = _layer_views(self.acts, self.layer_act_names, L)
-            self.layer_grads_acts = _layer_views(self.grads_acts, [n for n in GRAD_ACT_NAMES if n in LAYER_ACT_NAMES],
-                                                 L)
+            # block l's gradient views; lean: the block gradients are one block's, [0], the same for every l
+            self.layer_grads_acts = [{n: self.grads_acts[n][0 if self._lean and n in BLOCK_GRAD_NAMES else l]
+                                      for n in BLOCK_GRAD_NAMES + ("residual3",)} for l in range(L)]
             self.B, self.T = B, T
 
     def _batch(self, a, name: str):
@@ -338,7 +363,7 @@ class KernelGPT2:
             if self.dlosses_for != (B, T):   # once per batch shape: the fused backward never zeroes it
                 fill(self.grads_acts["losses"], 1.0 / (B * T))
                 self.dlosses_for = (B, T)
-            k.fused_classifier(a["losses"], self.grads_acts["logits"], a["probs"], a["logits"], self.targets,
+            k.fused_classifier(a["losses"], self.grads_acts["logits"], a.get("probs"), a["logits"], self.targets,
                                self.grads_acts["losses"], self.write_probs)
         elif self.targets is not None:
             k.crossentropy_forward(a["losses"], a["probs"], a["logits"], self.targets)
@@ -400,7 +425,7 @@ class KernelGPT2:
         k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
                              self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(L)):
-            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self.layer_grads_acts[l]
+            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self._block_grads(l)
             residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
             dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
             # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
@@ -441,7 +466,7 @@ class KernelGPT2:
         k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
                              self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
         for l in reversed(range(L)):
-            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self.layer_grads_acts[l]
+            la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self._block_grads(l)
             residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
             dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
             # back through x + mlp(ln_2(x)): d fcproj is d residual3 itself
@@ -459,6 +484,14 @@ class KernelGPT2:
             k.residual_layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], lga["residual2"],
                                           residual, lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
         self._encoder_backward()
+
+    def _block_grads(self, l: int) -> dict:
+        """Block l's activation-gradient views, ready for its backward (whose kernels accumulate). lean: they
+        are the one block's every block shares, still holding block l+1's sums, so they are zeroed first (block
+        L-1's were zeroed with the rest of the buffer)."""
+        if self._lean and l < self.config.n_layer - 1:
+            fill(self.block_grads_span, 0.0)
+        return self.layer_grads_acts[l]
 
     def _encoder_backward(self) -> None:
         """dwte, dwpe += the encoder's scatter-add of d encoded, on top of lm_head's share of dwte."""

@@ -289,11 +289,14 @@ class ParityMonitor:
     model: a gpt2lab.gpt2.kernel_model.KernelGPT2. Use `verify_step` for a whole verified training step on
     the model itself, or the phases around someone else's step (what VerifiedBackend does):
     `reference_step(x, y)` before it, `compare(step)` after forward + backward, `snapshot_optimizer()` before
-    the optimizer step and `compare_adamw(step, lr, ...)` after it.
+    the optimizer step and `compare_adamw(step, lr, ...)` after it. It sets `model.lean = False`: it reads
+    every block's activation gradients, which a lean model does not keep.
     """
 
     def __init__(self, model):
         self.model = model
+        if hasattr(model, "lean"):   # a learner's stand-in model may have no such setting
+            model.lean = False
         device = torch_device(model.device)
         self.ref64 = Reference(model.config, torch.float64, device)
         self.ref32 = Reference(model.config, torch.float32, device)

@@ -40,6 +40,7 @@ import torch
 from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
 from gpt2lab.signals import handling
 
+from .buffers import step_bytes
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
 from .config import PRESETS, GPTConfig, OptimConfig, check_number, decays  # noqa: F401 (re-exported)
@@ -750,15 +751,18 @@ def _fmt(loss: float | None) -> str:
     return f"{loss:.4f}" if loss is not None else "n/a"
 
 
-def memory_needed(config: GPTConfig, B: int, T: int, fused: bool = False) -> int:
-    """Bytes a training step needs, roughly: parameters, grads and AdamW's two moments (4 float32 copies),
-    plus the activations and their gradients, as the kernel model allocates them (buffers.act_shapes and
-    GRAD_ACT_NAMES); PyTorch eager keeps about as much. fused: the fused path's lse (NH per token and layer)
-    in place of att (NH * T)."""
-    C, L, NH, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    acts = 2 * C + 3 + 2 * V + L * (19 * C + 4 + NH * (1 if fused else T))   # floats per token
-    grad_acts = 2 * C + 1 + V + L * 18 * C                  # no grads of att, probs, mean, rstd
-    return 4 * (4 * config.num_params() + B * T * (acts + grad_acts))
+def memory_needed(config: GPTConfig, B: int, T: int, fused: bool = False, lean: bool = True,
+                  device: str = "cpu") -> int:
+    """Bytes a training step needs, roughly: the kernel model's buffers (buffers.step_bytes: parameters,
+    grads, AdamW's two moments, activations and their gradients; lean unless live parity runs); PyTorch
+    eager keeps about as much."""
+    return sum(step_bytes(config, B, T, fused, lean, fused_head=fused and device == "cuda").values())
+
+
+def _memory_needed(config: GPTConfig, args) -> int:
+    """memory_needed for a `train` command line (--verify-every: live parity keeps the full buffers)."""
+    return memory_needed(config, args.batch, args.seq, bool(args.fused), lean=not args.verify_every,
+                         device=args.device)
 
 
 def _memory_available(device: str = "cpu") -> int | None:
@@ -827,7 +831,7 @@ def _check_resources(args, config: GPTConfig) -> None:
             if not cuda.is_available():
                 raise CommandError("--device cuda: no NVIDIA GPU and driver found here (numba.cuda.is_available() "
                                    "is False); use --device cpu")
-    need, have = memory_needed(config, args.batch, args.seq, bool(args.fused)), _memory_available(args.device)
+    need, have = _memory_needed(config, args), _memory_available(args.device)
     if have is not None and need > have:
         where = "the GPU" if args.device == "cuda" else "this machine"
         raise CommandError(f"--batch {args.batch} --seq {args.seq} needs about {need / 2**30:,.1f} GiB for the "
@@ -908,7 +912,7 @@ def _run(args, fault) -> int:
         if not isinstance(e, MemoryError) and "allocate memory" not in str(e):
             raise
         raise CommandError(f"out of memory: --batch {args.batch} --seq {args.seq} needs about "
-                           f"{memory_needed(config, args.batch, args.seq, bool(args.fused)) / 2**30:,.1f} GiB for the "
+                           f"{_memory_needed(config, args) / 2**30:,.1f} GiB for the "
                            f"{args.config} model; lower --batch or --seq") from None
     if verified is not None:
         if verified.stopped:

@@ -334,9 +334,14 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
                      threads: int | None = None):
     """The fused classifier (module docstring), CUDA device arrays only: losses (B, T) = cross-entropy of
     logits (B, T, V) at targets (B, T); dlogits (B, T, V) = (softmax(logits) - onehot(targets)) * dlosses[..., None],
-    written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs. threads: a row's block, a power
-    of two <= BLOCK (None: BLOCK on a GPU; 32 in numba's simulator, which runs every thread as a Python thread;
-    tests/test_gpu_launches_cudasim.py runs BLOCK there too)."""
+    written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs (else probs may be None: a
+    lean model keeps no probs buffer). threads: a row's block, a power of two <= BLOCK (None: BLOCK on a GPU; 32
+    in numba's simulator, which runs every thread as a Python thread; tests/test_gpu_launches_cudasim.py runs
+    BLOCK there too)."""
+    if probs is None:
+        if write_probs:
+            raise ValueError("fused_classifier: write_probs=True needs a probs array (B, T, V), got None")
+        probs = dlogits   # never touched when write_probs is False; the same type, so the same compiled kernel
     B, T, V = _check("fused_classifier", "logits", logits, targets,
                      dlogits=(dlogits, lambda B, T, V: (B, T, V), "B,T,V"),
                      probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"),

@@ -70,7 +70,7 @@ SCRIPT = textwrap.dedent("""
     for name, fused in (("default", False), ("fused", True)):
         b = NumbaBackend(GPTConfig(**{micro}), seed=0, device="cudasim", fused=fused)
         m = b.model
-        m.write_probs = True
+        m.lean, m.write_probs = False, True   # the probs buffer, and probs written, as live parity sets them
         m._ensure_capacity(*x.shape)   # the buffers for this batch shape, as the first forward makes them
         _no_bias()                     # matmul's placeholder for a missing bias: made once per process
         datt_scratch(*x.shape[:1], {micro_nh}, x.shape[1])   # attention backward's D: made once per shape

@@ -96,6 +96,7 @@ def run_model(model, fused):
     """Loss, logits and every parameter gradient (numpy) of one forward and backward."""
     model.zero_grad()
     if fused:
+        model.lean = False   # this file's own wiring indexes every block's activation gradients, [l]
         loss = fused_forward(model, np.array(IDX), np.array(TARGETS))
         fused_backward(model)
     else:
