@@ -105,7 +105,7 @@ def _label_segments(ax, y: int, groups: dict, xmax: float) -> None:
     left = 0.0
     for g in GROUPS:
         width = groups[g] / GiB
-        if width >= 0.06 * xmax:   # about 0.45 in: room for four digits at 9 pt
+        if width >= 0.05 * xmax:   # about 0.33 in: room for four digits at 9 pt
             dark = g in ("attention matrix att", "logits and probs", "activation gradients", "parameters")
             ax.text(left + width / 2, y, f"{width:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if dark else "black")

@@ -104,3 +104,15 @@ def test_the_table_gives_each_ways_gib_and_its_ratio_to_a_measured_peak():
     assert gpt2.split() == ["gpt2", "4", "1024", *" ".join(want).split(), "9.30"]
     assert "(" not in tiny and tiny.split()[-1] == "-"
     assert table.splitlines()[-1] == "torch peak: measured on GPU X, 2027-01-02"
+
+
+def test_lesson_6_cites_the_figures_numbers():
+    """The prose beside the figure quotes its GiB: when the buffers change, the words must change with them."""
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "notebooks" / "06_mlp.py").read_text(encoding="utf-8")
+    parity, lean, _ = (r["groups"] for r in SM.step_memory(GPTConfig.preset("gpt2"), 4, 1024))
+    gib = lambda b: f"{b / SM.GiB:.2f}"  # noqa: E731
+    assert f"{gib(lean['attention matrix att'])} GiB over 12 layers" in text
+    assert f"{gib(lean['logits and probs'] / 2)} GiB apiece" in text
+    assert f"{gib(lean['activation gradients'])} GiB in place of {gib(parity['activation gradients'])}" in text
+    assert 'SM.memory_figure("gpt2", B=4, T=1024, record=report.record)' in text
