@@ -116,3 +116,13 @@ def test_lesson_6_cites_the_figures_numbers():
     assert f"{gib(lean['logits and probs'] / 2)} GiB apiece" in text
     assert f"{gib(lean['activation gradients'])} GiB in place of {gib(parity['activation gradients'])}" in text
     assert 'SM.memory_figure("gpt2", B=4, T=1024, record=report.record)' in text
+
+
+@pytest.mark.parametrize("name, B, T", SM.DOC_CASES + (("tiny", 4, 128),))
+def test_the_figure_reads_at_every_recorded_size(name, B, T):
+    """9 pt text at most the page's width, nothing off the figure, no two texts overlapping (gpu_speed's check),
+    with the torch lines where the record has them and without where it does not."""
+    from test_explain_gpu_speed import _readable
+    fig = SM.memory_figure(name, B, T, record=gpu_recorded.latest())
+    _readable(fig)
+    plt.close(fig)
