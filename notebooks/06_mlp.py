@@ -210,6 +210,30 @@ print(report.source())
 print(GS.step_table(report))
 
 # %% [markdown]
+# The MiB columns are memory. Where does a step's go? The bars below *count* it, buffer by buffer, from the
+# shapes the model allocates (`gpt2/buffers.py`; kernel scratch left out), for GPT-2 124M at B = 4, T = 1024,
+# run three ways. Read three groups:
+#
+# - **the attention matrix att** (dark blue): every layer keeps softmax(q kᵀ) for its backward, B·NH·T·T
+#   floats, 2.25 GiB over 12 layers, nearly as much as all the other activations together. It grows as T², and
+#   it is the bar flash attention removes: the fused path recomputes each row in the backward and keeps one
+#   number per row instead.
+# - **logits and probs** (blue): B·T·50257 floats each, 0.77 GiB apiece. The fused classifier computes the
+#   loss and dlogits in one pass and keeps no probs.
+# - **activation gradients** (orange): a block's gradients are needed only while that block's backward runs;
+#   only the stream's passes on to the block below. So the lean model (the default; llm.c does the same)
+#   gives all 12 blocks one block's worth, zeroed before each: 1.13 GiB in place of 3.32, most of it dlogits.
+#
+# When the record has this size, the solid line is PyTorch's peak there, *measured*, and the dashed one 1.2×
+# it, the goal: the first way's buffers alone pass it, the lean default's sit at PyTorch's, the fused path's
+# well below.
+
+# %%
+from gpt2lab.explain import step_memory as SM
+
+fig = SM.memory_figure("gpt2", B=4, T=1024, record=report.record)
+
+# %% [markdown]
 # Per op, forward plus backward at GPT-2 124M's shapes, as ours ÷ PyTorch's time (1 = as fast). Two things to
 # read: the matmuls (most of the FLOPs) and attention at T = 256 are where the big step loses. And layernorm,
 # gelu and residual: in the recorded run they took as many milliseconds at T = 256 as at T = 64 (four times the
