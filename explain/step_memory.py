@@ -28,7 +28,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpt2lab.gpt2.buffers import act_shapes, grad_act_shapes, param_shapes, step_bytes
+from gpt2lab.gpt2.buffers import act_shapes, grad_act_shapes, keeps_probs, param_shapes, step_bytes
 from gpt2lab.gpt2.config import GPTConfig
 
 from .gpu_speed import MEMORY_GOAL
@@ -67,8 +67,7 @@ def way_groups(config: GPTConfig, B: int, T: int, fused: bool = False, lean: boo
     Adds up to sum(step_bytes(config, B, T, fused, lean, fused_head).values()); ValueError if it does not (the
     buffers changed under this grouping: a group would be left out or counted twice)."""
     counted = step_bytes(config, B, T, fused=fused, lean=lean, fused_head=fused_head)
-    # step_bytes' rule: the fused classifier of a lean model keeps no probs
-    acts = act_shapes(config, B, T, fused, probs=not (lean and fused_head))
+    acts = act_shapes(config, B, T, fused, probs=keeps_probs(lean, fused_head))
     params = _bytes(param_shapes(config))
     groups = dict.fromkeys(GROUPS, 0)
     groups.update({"parameters": params, "gradients": params, "AdamW m and v": 2 * params,

@@ -60,7 +60,7 @@ from gpt2lab.kernels.residual_layernorm import residual_layernorm_backward, resi
 
 from .buffers import (BLOCK_GRAD_NAMES, DECAYED, FUSED_LAYER_ACT_NAMES, LAYER_ACT_NAMES, LAYER_NAMES, PARAM_NAMES,
                       FlatBuffer, StepScalars, act_shapes, fill, from_reference_names, grad_act_shapes, is_cuda,
-                      named_view, param_shapes, scale, sum_of_squares, to_reference_names)
+                      keeps_probs, named_view, param_shapes, scale, sum_of_squares, to_reference_names)
 from .config import GPTConfig
 
 DEVICES = ("cpu", "cuda", "cudasim")
@@ -222,7 +222,7 @@ class KernelGPT2:
 
     def _shapes(self, B: int, T: int) -> tuple[dict, dict]:
         """(activation shapes, activation-gradient shapes) for (B, T) in the current lean setting."""
-        acts = act_shapes(self.config, B, T, self.fused, probs=not (self._lean and self.fused_head))
+        acts = act_shapes(self.config, B, T, self.fused, probs=keeps_probs(self._lean, self.fused_head))
         return acts, grad_act_shapes(self.config, B, T, self._lean)
 
     def _ensure_capacity(self, B: int, T: int) -> None:
