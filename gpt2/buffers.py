@@ -296,10 +296,26 @@ def _launch(kernel, n: int, *args) -> None:
     kernel[launch_config(n, bool(numba_config.ENABLE_CUDASIM))](*args, n)
 
 
+# On the CPU with numba's threads: numpy's fill and *= run on one core, and zeroing a step's activation
+# gradients (the tiny config's 51 MB of dlogits among them) took 8 ms of a 136 ms step that way, 2.4 ms so.
+@njit(parallel=True, fastmath=True, cache=True)
+def _fill_cpu(a, value):
+    for i in prange(a.size):
+        a[i] = value
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _scale_cpu(a, factor):
+    for i in prange(a.size):
+        a[i] *= factor
+
+
 def fill(a, value: float) -> None:
     """Set every element of the (contiguous) array `a` to `value`, on the host or the device."""
-    if isinstance(a, np.ndarray):
-        a.fill(value)
+    if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        a.fill(value)   # a strided view: reshape would copy, and the fill would land in the copy
+    elif isinstance(a, np.ndarray):
+        _fill_cpu(a.reshape(-1), a.dtype.type(value))
     elif value == 0 and a.is_c_contiguous():
         memset_zero(a)  # one driver memset, no kernel
     else:
@@ -309,8 +325,10 @@ def fill(a, value: float) -> None:
 
 def scale(a, factor: float) -> None:
     """a *= factor, on the host or the device."""
-    if isinstance(a, np.ndarray):
-        a *= np.float32(factor)
+    if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        a *= a.dtype.type(factor)
+    elif isinstance(a, np.ndarray):
+        _scale_cpu(a.reshape(-1), a.dtype.type(factor))
     else:
         _launch(scale_kernel, a.size, a.reshape(a.size), np.float32(factor))
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2lab.gpt2.buffers import (ACT_NAMES, DECAYED, PARAM_NAMES, FlatBuffer, act_shapes, param_shapes,
-                                  reference_names)
+from gpt2lab.gpt2.buffers import (ACT_NAMES, DECAYED, PARAM_NAMES, FlatBuffer, act_shapes, fill, param_shapes,
+                                  reference_names, scale)
 from gpt2lab.gpt2.config import GPTConfig
 from gpt2lab.gpt2.kernel_model import KernelGPT2
 from gpt2lab.gpt2.model import GPT2, init_params
@@ -90,6 +90,23 @@ def test_flat_buffer_layout(config):
     C = config.n_embd
     assert buf.memory[buf.offsets["qkvw"] + 3 * C * C + 2 * C + 3] == 7.0
     assert set(act_shapes(config, 2, 3)) == set(ACT_NAMES)
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_fill_and_scale_reach_every_element_on_the_cpu(strided):
+    """buffers.fill and scale run numba's threads over a contiguous array; a 2-D view of some columns, which
+    reshape(-1) would copy (the writes then lost in the copy), takes numpy's own path. Nothing around the
+    array changes."""
+    memory = np.arange(1, 31 * 40 + 1, dtype=np.float32).reshape(31, 40)
+    a = memory[:, 5:9] if strided else memory[3:20]
+    inside = np.zeros(memory.shape, bool)
+    inside[(slice(None), slice(5, 9)) if strided else slice(3, 20)] = True
+    before = memory.copy()
+    scale(a, 3.0)
+    assert np.array_equal(memory[inside], 3 * before[inside])
+    fill(a, 0.25)
+    assert (memory[inside] == 0.25).all()
+    assert np.array_equal(memory[~inside], before[~inside])
 
 
 def test_activation_buffers_shrink_without_realloc_and_grow_with():
