@@ -21,7 +21,8 @@ What a record holds (gpu_records/README.md says the same, beside the files):
                 torch_mib = torch's peak allocated (null: not measured); newer records also launches (our
                 kernel launches per step) and host_ms (our host time per step), the same of the fused path
                 (fused_ms, fused_mib, fused_launches, fused_host_ms: KernelGPT2(fused=True)), and matmul
-                ("numba": our matmul kernels, "cublas": `--matmul cublas`)
+                ("numba": our matmul kernels, "cublas": `--matmul cublas`); buffers_mib, fused_buffers_mib: the
+                part of ours_mib, fused_mib that is our flat buffers (the rest: kernel scratch, CUDA modules)
     op_ratio    `gpt2lab bench --device cuda`: forward + backward of each op at GPT-2 124M's shapes, ours /
                 torch: "T" the sequence lengths, "B" the batch, then per op one ratio per T (null: measured
                 at one T only, e.g. AdamW, which does not depend on T)
@@ -142,7 +143,8 @@ def _matmul(value) -> bool:
 # present: gpu_speed.step_table and gpu_speed.goals read them.
 STEP_OPTIONAL = {"ours_mib": _optional_number, "torch_mib": _optional_number, "launches": _optional_int,
                  "host_ms": _optional_number, "fused_ms": _number, "fused_mib": _optional_number,
-                 "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul}
+                 "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul,
+                 "buffers_mib": _optional_number, "fused_buffers_mib": _optional_number}
 
 
 def _steps(value, where: str) -> None:

@@ -91,9 +91,10 @@ def _step_record(s: dict, matmul: str | None) -> dict:
     its file's `--matmul` when it joins files), else the bench object's; left out when neither says."""
     row = {"config": s["config"], "B": s["B"], "T": s["T"], "ours_ms": s["ours_ms"], "torch_ms": s["torch_ms"],
            "ours_mib": s.get("ours_gpu_mib"), "torch_mib": s.get("torch_peak_mib"),
-           "launches": s.get("launches_per_step"), "host_ms": s.get("ours_host_ms")}
+           "launches": s.get("launches_per_step"), "host_ms": s.get("ours_host_ms"),
+           "buffers_mib": s.get("ours_buffers_mib")}
     if s.get("fused_ms") is not None:
-        row.update(fused_ms=s["fused_ms"], fused_mib=s.get("fused_gpu_mib"),
+        row.update(fused_ms=s["fused_ms"], fused_mib=s.get("fused_gpu_mib"), fused_buffers_mib=s.get("fused_buffers_mib"),
                    fused_launches=s.get("fused_launches_per_step"), fused_host_ms=s.get("fused_host_ms"))
     matmul = s.get("matmul", matmul)
     if matmul is not None:

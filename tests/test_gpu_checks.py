@@ -226,13 +226,15 @@ def test_every_file_the_record_step_reads_is_written_by_an_earlier_bench(script_
 
 # The keys record_from_bench reads from a step row of `gpt2lab bench --device cuda` (s["..."] and s.get("...")).
 STEP_KEYS = {"config", "B", "T", "ours_ms", "torch_ms", "ours_gpu_mib", "torch_peak_mib", "launches_per_step",
-             "ours_host_ms", "fused_ms", "fused_gpu_mib", "fused_launches_per_step", "fused_host_ms"}
+             "ours_host_ms", "fused_ms", "fused_gpu_mib", "fused_launches_per_step", "fused_host_ms", "ours_buffers_mib",
+             "fused_buffers_mib"}
 
 
 def _step_row(config, B, T):
     return {"config": config, "B": B, "T": T, "ours_ms": 20.0 * T / 64, "torch_ms": 10.0 * T / 64,
             "ours_gpu_mib": 900.0, "torch_peak_mib": 500.0, "launches_per_step": 300, "ours_host_ms": 4.0,
-            "fused_ms": 15.0 * T / 64, "fused_gpu_mib": 800.0, "fused_launches_per_step": 150, "fused_host_ms": 2.0}
+            "fused_ms": 15.0 * T / 64, "fused_gpu_mib": 800.0, "fused_launches_per_step": 150, "fused_host_ms": 2.0,
+            "ours_buffers_mib": 850.0, "fused_buffers_mib": 600.0}
 
 
 def keys_written(path: pathlib.Path, functions: tuple) -> set:
@@ -270,7 +272,8 @@ def test_the_keys_the_record_reads_are_the_ones_the_cuda_bench_writes(kind):
     section = {"steps": "steps", "ops": "op_rates", "matmul_ladder": "matmul_ladder"}[kind]
     assert None not in record[section][0].values()
     if kind == "steps":   # the fused path's figures and the matmul: what the next session picks defaults from
-        assert {"fused_ms", "fused_mib", "fused_launches", "fused_host_ms", "matmul"} <= set(record["steps"][0])
+        assert {"fused_ms", "fused_mib", "fused_launches", "fused_host_ms", "matmul", "buffers_mib",
+                "fused_buffers_mib"} <= set(record["steps"][0])
     written = keys_written(ROOT / module, functions)
     assert keys <= written, keys - written
     assert "ours_gpu_mb" not in written   # the check can fail: a name bench does not write is not there
