@@ -416,18 +416,15 @@ class KernelGPT2:
         if self.fused:
             return self.backward_fused()
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
-        p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
+        a, ga, k = self.acts, self.grads_acts, self.kernels
         fill(self.grads_acts_memory.memory, 0.0)  # activation gradients are per batch: start each backward at 0
         # loss = mean of B*T per-token losses, so each one's gradient is 1 / (B*T)
         fill(ga["losses"], 1.0 / (B * T))
         k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
-        k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
-        k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
-                             self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        self._head_backward()
         for l in reversed(range(L)):
             la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self._block_grads(l)
-            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
-            dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
+            residual, dresidual = self._block_input(l)
             # back through x + mlp(ln_2(x)): the stream's gradient goes both ways round the residual
             k.residual_backward(lga["residual2"], lga["fcproj"], lga["residual3"])
             k.matmul_backward(lga["fch_gelu"], lg["fcprojw"], lg["fcprojb"], lga["fcproj"],
@@ -453,7 +450,7 @@ class KernelGPT2:
         ga["attproj"] stay zero), and each fused LayerNorm backward adds the stream's gradient from above to
         its own dinp. Attention's backward rebuilds att from lse, tile by tile."""
         B, T, L, NH = self.B, self.T, self.config.n_layer, self.config.n_head
-        p, g, a, ga, k = self.params, self.grads, self.acts, self.grads_acts, self.kernels
+        a, ga, k = self.acts, self.grads_acts, self.kernels
         if self.fused_head:
             # dlogits came with the loss (the fused classifier wrote it); zero what lies before it: the
             # activation-gradient regions are laid out with logits and losses last (buffers.GRAD_ACT_NAMES)
@@ -462,13 +459,10 @@ class KernelGPT2:
             fill(self.grads_acts_memory.memory, 0.0)
             fill(ga["losses"], 1.0 / (B * T))
             k.crossentropy_backward(ga["logits"], ga["losses"], a["probs"], self.targets)
-        k.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])  # lm_head's share of dwte
-        k.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
-                             self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+        self._head_backward()
         for l in reversed(range(L)):
             la, lp, lg, lga = self.layer_acts[l], self.layer_params[l], self.layer_grads[l], self._block_grads(l)
-            residual = a["encoded"] if l == 0 else self.layer_acts[l - 1]["residual3"]
-            dresidual = ga["encoded"] if l == 0 else self.layer_grads_acts[l - 1]["residual3"]
+            residual, dresidual = self._block_input(l)
             # back through x + mlp(ln_2(x)): d fcproj is d residual3 itself
             k.matmul_backward(lga["fch_gelu"], lg["fcprojw"], lg["fcprojb"], lga["residual3"],
                               la["fch_gelu"], lp["fcprojw"])
@@ -484,6 +478,19 @@ class KernelGPT2:
             k.residual_layernorm_backward(dresidual, lg["ln1w"], lg["ln1b"], lga["ln1"], lga["residual2"],
                                           residual, lp["ln1w"], la["ln1_mean"], la["ln1_rstd"])
         self._encoder_backward()
+
+    def _head_backward(self) -> None:
+        """From dlogits back through lm_head (its share of dwte) and ln_f, into the last block's stream gradient."""
+        p, g, a, ga, L = self.params, self.grads, self.acts, self.grads_acts, self.config.n_layer
+        self.kernels.matmul_backward(ga["lnf"], g["wte"], None, ga["logits"], a["lnf"], p["wte"])
+        self.kernels.layernorm_backward(self.layer_grads_acts[L - 1]["residual3"], g["lnfw"], g["lnfb"], ga["lnf"],
+                                        self.layer_acts[L - 1]["residual3"], p["lnfw"], a["lnf_mean"], a["lnf_rstd"])
+
+    def _block_input(self, l: int) -> tuple:
+        """(block l's input stream, its gradient): the embeddings' for block 0, else block l-1's output's."""
+        if l == 0:
+            return self.acts["encoded"], self.grads_acts["encoded"]
+        return self.layer_acts[l - 1]["residual3"], self.layer_grads_acts[l - 1]["residual3"]
 
     def _block_grads(self, l: int) -> dict:
         """Block l's activation-gradient views, ready for its backward (whose kernels accumulate). lean: they
