@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.add_argument("--matmul", choices=("numba", "cublas"), default="numba",
-                   help="the matmul 'ours' runs on cuda: our kernels (default) or cuBLAS on the same memory")
+                   help="the matmuls 'ours' runs on cuda: our kernels (default) or cuBLAS on the same memory "
+                        "(the linear layers and attention's q k^T and att v)")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
     # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)

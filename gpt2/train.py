@@ -713,7 +713,8 @@ def add_arguments(p) -> None:
                    help="numba: the default kernels; with --resume, takes a --fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
                    help="numba backend on cuda: our matmul kernels (default) or cuBLAS on the same device memory "
-                        "(llm.c's choice), to see what our kernels leave on the table")
+                        "for the linear layers and attention's q k^T and att v (llm.c's choice; the fused path keeps "
+                        "flash attention), to see what our kernels leave on the table")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
@@ -776,13 +777,17 @@ def _memory_available(device: str = "cpu") -> int | None:
         return None
 
 
-# --matmul: which matmul the numba backend calls on the GPU, through the model's one swap point (Kernels).
+# --matmul: which matmuls the numba backend calls on the GPU, through the model's one swap point (Kernels).
 MATMULS = ("numba", "cublas")
+# The ops whose products cuBLAS takes over, as in llm.c: the linear layers, and the default path's attention
+# (q k^T and att v as batched GEMMs; the fused path's flash attention stays ours)
+CUBLAS_OPS = ("matmul", "attention")
 
 
 def matmul_kernels(choice: str, kernels=None):
-    """`kernels` (None: the defaults) with `choice`'s matmul in place: "numba" leaves them as they are (None
-    stays None), "cublas" puts in matmul's "cublas" version (cuBLAS via torch on the same device arrays)."""
+    """`kernels` (None: the defaults) with `choice`'s matmuls in place: "numba" leaves them as they are (None
+    stays None), "cublas" puts in the "cublas" versions of matmul and attention (CUBLAS_OPS: cuBLAS via torch
+    on the same device arrays)."""
     if choice not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {choice!r}")
     if choice == "numba":
@@ -790,11 +795,13 @@ def matmul_kernels(choice: str, kernels=None):
     import dataclasses
     import functools
 
+    from gpt2lab.kernels.attention import attention_backward, attention_forward
     from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 
     from .kernel_model import Kernels
-    return dataclasses.replace(kernels or Kernels(), matmul_forward=functools.partial(matmul_forward, version=choice),
-                               matmul_backward=functools.partial(matmul_backward, version=choice))
+    swapped = {fn.__name__: functools.partial(fn, version=choice)
+               for fn in (matmul_forward, matmul_backward, attention_forward, attention_backward)}
+    return dataclasses.replace(kernels or Kernels(), **swapped)
 
 
 def check_cublas_usable(flag: str = "--matmul cublas") -> None:
@@ -813,9 +820,9 @@ def _check_matmul(args, fault) -> None:
     if args.backend != "numba" or args.device != "cuda":
         raise CommandError(f"--matmul {args.matmul} swaps the numba backend's matmul on the GPU: it needs "
                            f"--backend numba --device cuda")
-    if fault is not None and fault.op == "matmul":
-        raise CommandError(f"--inject-fault {fault.name} breaks our matmul kernel: run it without --matmul "
-                           f"{args.matmul}")
+    if fault is not None and fault.op in CUBLAS_OPS:
+        raise CommandError(f"--inject-fault {fault.name} breaks our {fault.op} kernel, which --matmul {args.matmul} "
+                           f"replaces: run it without --matmul {args.matmul}")
     check_cublas_usable(f"--matmul {args.matmul}")
 
 

@@ -82,15 +82,20 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
                  (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
                  loops of the same math); not a default: untimed on a GPU. KernelGPT2(fused=True) calls it.
+         "cublas" q k^T and att v as cuBLAS's batched GEMMs through PyTorch on the same device memory, torch's
+                 softmax and its backward between them (kernels/_cublas.py; TF32 off): llm.c's choice, and
+                 `gpt2lab train --matmul cublas`'s, with matmul's "cublas". Not run here: no GPU was lent
 `attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
+from . import _cublas
 from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device, scratch
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
@@ -928,7 +933,7 @@ CUDA_KERNELS = (
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 CPU_VERSIONS = ("rows", "blas")
-CUDA_VERSIONS = ("v1", "v2", "v3")
+CUDA_VERSIONS = ("v1", "v2", "v3", "cublas")
 # Backward v3: as accurate as PyTorch's float32. The forward stays v2 until v3 has been timed on a real GPU
 # (v3 was written without one; both are online softmax, equally accurate).
 DEFAULT_VERSION = {"cpu": "blas", "cuda": {"attention_forward": "v2", "attention_backward": "v3"}}
@@ -973,6 +978,8 @@ def attention_forward(out, att, inp, n_head, version=None):
         _attention_forward_cpu(out, att, inp, n_head)
     elif version == "blas":
         _attention_forward_blas(out, att, inp, n_head, xxgemm, set_blas_threads)
+    elif version == "cublas":
+        _cublas.attention_forward(out, att, inp, n_head)
     elif version == "v1":
         _launch_rows(attention_forward_kernel_v1, B * n_head * T, out, att, inp, n_head)
     elif version == "v2":
@@ -1017,6 +1024,8 @@ def attention_backward(dinp, dout, inp, att, n_head, version=None):
         _attention_backward_cpu(dinp, dout, inp, att, n_head)
     elif version == "blas":
         _attention_backward_blas(dinp, dout, inp, att, n_head, xxgemm, set_blas_threads)
+    elif version == "cublas":
+        _cublas.attention_backward(dinp, dout, inp, att, n_head)
     elif version == "v1":
         _launch_rows(attention_backward_kernel_v1, n_rows, dinp, dout, inp, att, n_head)
     else:
@@ -1202,7 +1211,8 @@ SPEC = OpSpec(
         "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
                  "v3": lambda i: _run(i, "v3", "v3"),
                  "online": lambda i: _run_online(i, device=True),
-                 "v4": lambda i: _run_flash(i, device=True)},
+                 "v4": lambda i: _run_flash(i, device=True),
+                 **({} if numba.config.ENABLE_CUDASIM else {"cublas": lambda i: _run(i, "cublas", "cublas")})},
     },
     shapes={
         "cpu": [{"B": 4, "T": 64, "C": 768, "NH": 12}, {"B": 3, "T": 1, "C": 36, "NH": 3},

@@ -88,10 +88,12 @@ def test_ladder_in_bench_json(monkeypatch, capsys):
     assert "ops" not in out  # --no-ops: only the ladder
 
 
-def test_a_matmul_fault_and_cublas_do_not_mix(capsys, tmp_path):
-    """--inject-fault matmul breaks our kernel; with cuBLAS in its place nothing would be broken."""
+@pytest.mark.parametrize("op", ["matmul", "attention"])
+def test_a_matmul_or_attention_fault_and_cublas_do_not_mix(op, capsys, tmp_path):
+    """--inject-fault matmul (or attention) breaks our kernel; with cuBLAS in its place nothing would be broken."""
     argv = ["train", "--steps", "1", "--out", str(tmp_path / "run"), "--backend", "numba", "--device", "cuda",
-            "--matmul", "cublas", "--inject-fault", "matmul"]
+            "--matmul", "cublas", "--inject-fault", op]
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "breaks our matmul kernel: run it without --matmul cublas" in err[-1], err
+    assert code == 2 and f"breaks our {op} kernel, which --matmul cublas replaces: run it without --matmul cublas" \
+        in err[-1], err
