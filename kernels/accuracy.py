@@ -341,7 +341,7 @@ PROBES = {p.name: p for p in (
     Probe("attention", "T keys (dq), T queries (dk, dv)",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
            "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
-          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3"), "cpu": ("blas", "rows")},
+          {"cudasim": ("v2", "v3"), "cuda": ("v1", "v2", "v3", "cublas"), "cpu": ("blas", "rows")},
           _attn_inputs, _attn_run, _attn_torch),
     Probe("attention.flash", "T keys (dq), T queries (dk, dv); att rebuilt from lse",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
