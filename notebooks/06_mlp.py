@@ -199,8 +199,9 @@ print(M.ladder_table(M.time_ladder()))
 # The same kernels, compiled by numba for an NVIDIA GPU, train the real GPT-2 124M. How fast? The cell below
 # measures it when this machine has a CUDA GPU; otherwise it shows figures measured on a real one, and its first
 # line says which, when and on what code. First, whole training steps (forward, backward, AdamW), ours against
-# PyTorch on the same GPU, same weights and batches. Newer records also say which matmul a row ran (numba: ours,
-# cublas: NVIDIA's library in its place) and time the fused path (fewer, bigger kernels; not yet the default):
+# PyTorch on the same GPU, same weights and batches. Newer records also say which matmuls a row ran (numba: ours,
+# cublas: NVIDIA's library for every matrix product, attention's included, as llm.c does) and time the fused
+# path (fewer, bigger kernels; not yet the default):
 
 # %%
 from gpt2lab.explain import gpu_speed as GS
