@@ -64,7 +64,7 @@ GRAD_ACT_NAMES = ("encoded", "residual3", "lnf", "ln1", "qkv", "atty", "attproj"
 # The gradients that live and die inside one block's backward: only the stream's gradient, residual3, passes
 # from block l to block l-1. A lean model (KernelGPT2's default) gives every block the same one block's worth of
 # these (llm.c's CUDA trainer does the same), zeroed before each block's backward: 17C floats per token in
-# place of L x 17C, 2.1 GiB of the 124M model's step at B=4, T=1024.
+# place of L x 17C, 2.2 GiB of the 124M model's step at B=4, T=1024.
 BLOCK_GRAD_NAMES = ("ln1", "qkv", "atty", "attproj", "residual2", "ln2", "fch", "fch_gelu", "fcproj")
 
 # Our name -> the reference GPT2's parameter name ({l} = layer) for the per-layer tensors.

@@ -496,8 +496,8 @@ class KernelGPT2:
         """Block l's activation-gradient views, ready for its backward (whose kernels accumulate). lean: they
         are the one block's every block shares, still holding block l+1's sums, so they are zeroed first (block
         L-1's were zeroed with the rest of the buffer)."""
-        if self._lean and l < self.config.n_layer - 1:
-            fill(self.block_grads_span, 0.0)
+        if self.allocated_lean and l < self.config.n_layer - 1:   # the buffers' own layout, not the wish:
+            fill(self.block_grads_span, 0.0)                         # lean may be switched off after a forward
         return self.layer_grads_acts[l]
 
     def _encoder_backward(self) -> None:

@@ -321,6 +321,9 @@ class ParityMonitor:
 
     def compare(self, step: int) -> list:
         """Rows for every activation (fwd) and gradient (bwd) of the kernel model's last forward + backward."""
+        if getattr(self.model, "allocated_lean", False):
+            raise RuntimeError("ParityMonitor.compare: the model's last forward ran lean, before this monitor was "
+                               "made (its blocks share one block's gradients): run forward and backward again")
         return self._forward_rows(step) + self._backward_rows(step)
 
     def _forward_rows(self, step: int) -> list:

@@ -59,6 +59,10 @@ def ordered(on_gpu: bool):
     share the legacy default stream (the module docstring)."""
     import torch
     precision = torch.get_float32_matmul_precision()
+    # newer torch also keeps a setting per backend, which the legacy getter does not see: put those back last
+    backends = (getattr(torch.backends.cuda, "matmul", None),
+                getattr(getattr(torch.backends, "mkldnn", None), "matmul", None))
+    saved = [(b, b.fp32_precision) for b in backends if hasattr(b, "fp32_precision")]
     torch.set_float32_matmul_precision("highest")
     sync = on_gpu and not _on_one_stream(torch)
     if sync:
@@ -70,6 +74,8 @@ def ordered(on_gpu: bool):
         if sync:
             torch.cuda.synchronize()
         torch.set_float32_matmul_precision(precision)
+        for backend, value in saved:
+            backend.fp32_precision = value
 
 
 def forward(out, inp, weight, bias) -> None:

@@ -94,6 +94,40 @@ def test_live_parity_turns_lean_off_and_the_next_forward_reallocates():
     assert model.grads_acts["fch"].shape[0] == config.n_layer
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["default", "fused"])
+def test_lean_switched_off_between_forward_and_backward_still_gives_the_right_gradients(fused):
+    """The buffers a forward made decide the backward's zeroing, not the wish: lean turned off after a lean
+    forward (a learner making a ParityMonitor mid-step) must not leave the shared block gradients unzeroed."""
+    x, y = batches(1)[0]
+    full = KernelGPT2(GPTConfig(**CONFIG), seed=0, fused=fused, lean=False)
+    full.forward(x, y)
+    full.zero_grad()
+    full.backward()
+    model = KernelGPT2(GPTConfig(**CONFIG), seed=0, fused=fused)
+    model.forward(x, y)
+    model.lean = False
+    model.zero_grad()
+    model.backward()
+    assert np.array_equal(np.array(model.grads_memory.memory), np.array(full.grads_memory.memory))
+
+
+def test_a_monitor_made_after_a_lean_forward_says_so_in_one_line():
+    model = KernelGPT2(GPTConfig(**CONFIG), seed=0)
+    x, y = batches(1)[0]
+    model.forward(x, y)
+    monitor = ParityMonitor(model)
+    monitor.reference_step(x, y)
+    model.zero_grad()
+    model.backward()
+    with pytest.raises(RuntimeError, match="last forward ran lean, before this monitor was made"):
+        monitor.compare(1)
+    monitor.reference_step(x, y)   # a fresh step is fine
+    model.forward(x, y)
+    model.zero_grad()
+    model.backward()
+    assert all(row.ok for row in monitor.compare(1))
+
+
 SCRIPT = textwrap.dedent("""
     import json, sys, numpy as np
     from numba import config

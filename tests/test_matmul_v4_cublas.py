@@ -119,3 +119,22 @@ def test_cublas_wraps_without_copying_and_keeps_full_precision():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_cublas_puts_back_the_per_backend_precision_too():
+    """Newer torch keeps TF32 per backend (backends.cuda.matmul.fp32_precision), which the legacy getter does not
+    see: TF32 turned off that way must still be off after a cuBLAS call, not switched back on by the restore."""
+    import torch
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no per-backend fp32 precision")
+    before = (torch.get_float32_matmul_precision(), matmul.fp32_precision)
+    torch.set_float32_matmul_precision("high")
+    matmul.fp32_precision = "ieee"
+    try:
+        with _cublas.ordered(on_gpu=False):
+            pass
+        assert matmul.fp32_precision == "ieee"
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        matmul.fp32_precision = before[1]
