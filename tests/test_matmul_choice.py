@@ -88,6 +88,18 @@ def test_ladder_in_bench_json(monkeypatch, capsys):
     assert "ops" not in out  # --no-ops: only the ladder
 
 
+def test_an_attention_fault_on_the_fused_path_mixes_with_cublas(capsys, tmp_path):
+    """The fused path keeps flash attention, which cuBLAS does not replace: the fault still hits our kernel, so
+    it is no reason to refuse (here the missing GPU is)."""
+    from numba import cuda
+    if cuda.is_available():
+        pytest.skip("a GPU is here: the run would start")
+    code = main(["train", "--steps", "1", "--out", str(tmp_path / "run"), "--backend", "numba", "--device", "cuda",
+                 "--matmul", "cublas", "--fused", "--inject-fault", "attention"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--matmul cublas: no NVIDIA GPU" in err[-1], err
+
+
 @pytest.mark.parametrize("op", ["matmul", "attention"])
 def test_a_matmul_or_attention_fault_and_cublas_do_not_mix(op, capsys, tmp_path):
     """--inject-fault matmul (or attention) breaks our kernel; with cuBLAS in its place nothing would be broken."""
