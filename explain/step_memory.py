@@ -23,12 +23,10 @@ which. `python -m gpt2lab.explain.step_memory` prints the table of docs/figures.
 """
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpt2lab.gpt2.buffers import act_shapes, grad_act_shapes, keeps_probs, param_shapes, step_bytes
+from gpt2lab.gpt2.buffers import act_shapes, grad_act_shapes, keeps_probs, nbytes, param_shapes, step_bytes
 from gpt2lab.gpt2.config import GPTConfig
 
 from .gpu_speed import MEMORY_GOAL
@@ -56,10 +54,6 @@ GROUP_COLOURS = {"parameters": "#6f6661", "gradients": "#f0a35e", "AdamW m and v
 DOC_CASES = (("tiny", 8, 64), ("small", 8, 256), ("gpt2", 4, 64), ("gpt2", 4, 1024))
 
 
-def _bytes(shapes: dict) -> int:
-    return 4 * sum(math.prod(s) for s in shapes.values())   # float32
-
-
 def way_groups(config: GPTConfig, B: int, T: int, fused: bool = False, lean: bool = True,
                fused_head: bool = False) -> dict[str, int]:
     """GROUPS -> bytes of KernelGPT2's buffers for one step on (B, T) run with (fused, lean, fused_head).
@@ -68,12 +62,12 @@ def way_groups(config: GPTConfig, B: int, T: int, fused: bool = False, lean: boo
     buffers changed under this grouping: a group would be left out or counted twice)."""
     counted = step_bytes(config, B, T, fused=fused, lean=lean, fused_head=fused_head)
     acts = act_shapes(config, B, T, fused, probs=keeps_probs(lean, fused_head))
-    params = _bytes(param_shapes(config))
+    params = nbytes(param_shapes(config))
     groups = dict.fromkeys(GROUPS, 0)
     groups.update({"parameters": params, "gradients": params, "AdamW m and v": 2 * params,
-                   "activation gradients": _bytes(grad_act_shapes(config, B, T, lean))})
+                   "activation gradients": nbytes(grad_act_shapes(config, B, T, lean))})
     for name, shape in acts.items():
-        groups[_ACT_GROUP.get(name, "other activations")] += _bytes({name: shape})
+        groups[_ACT_GROUP.get(name, "other activations")] += nbytes({name: shape})
     if sum(groups.values()) != sum(counted.values()):
         raise ValueError(f"way_groups: the groups add up to {sum(groups.values())} bytes, step_bytes to "
                          f"{sum(counted.values())} ({config}, B={B}, T={T}, fused={fused}, lean={lean}, "

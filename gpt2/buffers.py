@@ -138,6 +138,11 @@ def grad_act_shapes(config: GPTConfig, B: int, T: int, lean: bool = False) -> di
     return {k: (1,) + shapes[k][1:] if lean and k in BLOCK_GRAD_NAMES else shapes[k] for k in GRAD_ACT_NAMES}
 
 
+def nbytes(shapes: dict[str, tuple]) -> int:
+    """Bytes of float32 tensors of these shapes (the buffers' element type)."""
+    return 4 * sum(math.prod(s) for s in shapes.values())
+
+
 def keeps_probs(lean: bool, fused_head: bool) -> bool:
     """Whether a model has a probs buffer: all but a lean one on the fused classifier's path (a GPU), whose
     classifier writes the loss and dlogits from the logits and probs only when asked (live parity is not lean)."""
@@ -149,11 +154,10 @@ def step_bytes(config: GPTConfig, B: int, T: int, fused: bool = False, lean: boo
     """Bytes of KernelGPT2's buffers for a training step on (B, T), by buffer: params, grads, m, v (a copy of
     the parameters each), acts and grads_acts, as the model allocates them for (fused, lean, fused_head: the
     fused classifier's path on a GPU, whose lean model keeps no probs). Kernel scratch is not counted."""
-    acts = act_shapes(config, B, T, fused, probs=keeps_probs(lean, fused_head))
-    params = 4 * sum(math.prod(s) for s in param_shapes(config).values())
+    params = nbytes(param_shapes(config))
     return {"params": params, "grads": params, "m": params, "v": params,
-            "acts": 4 * sum(math.prod(s) for s in acts.values()),
-            "grads_acts": 4 * sum(math.prod(s) for s in grad_act_shapes(config, B, T, lean).values())}
+            "acts": nbytes(act_shapes(config, B, T, fused, probs=keeps_probs(lean, fused_head))),
+            "grads_acts": nbytes(grad_act_shapes(config, B, T, lean))}
 
 
 def reference_names(config: GPTConfig) -> dict[str, tuple[str, int | None]]:
