@@ -191,7 +191,9 @@ class KernelGPT2:
         self.acts_memory = self.grads_acts_memory = None
         self.acts, self.grads_acts = {}, {}
         self.capacity = (0, 0)                       # the (B, T) the activation buffers can hold
-        self._lean = self.allocated_lean = bool(lean)  # wanted, and what the buffers were made for
+        # lean: wanted (a ParityMonitor switches it off); allocated_lean: what the buffers were made for, which
+        # their views and the backward's zeroing follow; the next forward reallocates when the two differ
+        self.lean = self.allocated_lean = bool(lean)
         self.B = self.T = 0
         self.inputs = self.targets = None            # the batch of the last forward (host or device int32)
         # on a GPU: the batch's device buffer and its host staging copy, int32, N = B*T of the capacity:
@@ -211,32 +213,23 @@ class KernelGPT2:
             self.load_params(init_params(config, seed))
 
     # ------------------------------------------------------------ memory
-    @property
-    def lean(self) -> bool:
-        """Whether the blocks share one block's activation gradients and the fused classifier keeps no probs."""
-        return self._lean
-
-    @lean.setter
-    def lean(self, value: bool) -> None:
-        self._lean = bool(value)   # the next forward reallocates when the buffers were made the other way
-
-    def _shapes(self, B: int, T: int) -> tuple[dict, dict]:
-        """(activation shapes, activation-gradient shapes) for (B, T) in the current lean setting."""
-        acts = act_shapes(self.config, B, T, self.fused, probs=keeps_probs(self._lean, self.fused_head))
-        return acts, grad_act_shapes(self.config, B, T, self._lean)
+    def _shapes(self, B: int, T: int, lean: bool) -> tuple[dict, dict]:
+        """(activation shapes, activation-gradient shapes) for (B, T), lean or not."""
+        acts = act_shapes(self.config, B, T, self.fused, probs=keeps_probs(lean, self.fused_head))
+        return acts, grad_act_shapes(self.config, B, T, lean)
 
     def _ensure_capacity(self, B: int, T: int) -> None:
         """Make the activation buffers hold (B, T): reallocate only when B or T grows past what they hold, or
         `lean` changed."""
         capB, capT = self.capacity
-        grown = B > capB or T > capT or self._lean != self.allocated_lean
+        grown = B > capB or T > capT or bool(self.lean) != self.allocated_lean
         if grown:
             capB, capT = max(B, capB), max(T, capT)
             self.acts_memory = self.grads_acts_memory = None   # free the old pair before making the new one
-            acts, grads = self._shapes(capB, capT)
+            self.allocated_lean = bool(self.lean)
+            acts, grads = self._shapes(capB, capT, self.allocated_lean)
             self.acts_memory = FlatBuffer(acts, self.device)
             self.grads_acts_memory = FlatBuffer(grads, self.device)
-            self.allocated_lean = self._lean
             self.block_grads_span = self.grads_acts_memory.span(BLOCK_GRAD_NAMES)   # zeroed per block when lean
             if is_cuda(self.device):   # the batch's ids: uploaded into this buffer, never a new allocation
                 self.tokens_memory = cuda.device_array(4 * capB * capT + 1, dtype=np.int32)
@@ -244,13 +237,13 @@ class KernelGPT2:
             self.capacity = (capB, capT)
             self.dlosses_for = None
         if grown or (B, T) != (self.B, self.T):
-            acts, grads = self._shapes(B, T)
+            acts, grads = self._shapes(B, T, self.allocated_lean)
             self.acts = self.acts_memory.views(acts)
             self.grads_acts = self.grads_acts_memory.views(grads)
             L = self.config.n_layer
             self.layer_acts = _layer_views(self.acts, self.layer_act_names, L)
             # block l's gradient views; lean: the block gradients are one block's, [0], the same for every l
-            self.layer_grads_acts = [{n: self.grads_acts[n][0 if self._lean and n in BLOCK_GRAD_NAMES else l]
+            self.layer_grads_acts = [{n: self.grads_acts[n][0 if self.allocated_lean and n in BLOCK_GRAD_NAMES else l]
                                       for n in BLOCK_GRAD_NAMES + ("residual3",)} for l in range(L)]
             self.B, self.T = B, T
 
