@@ -94,7 +94,8 @@ def _step_record(s: dict, matmul: str | None) -> dict:
            "launches": s.get("launches_per_step"), "host_ms": s.get("ours_host_ms"),
            "buffers_mib": s.get("ours_buffers_mib")}
     if s.get("fused_ms") is not None:
-        row.update(fused_ms=s["fused_ms"], fused_mib=s.get("fused_gpu_mib"), fused_buffers_mib=s.get("fused_buffers_mib"),
+        row.update(fused_ms=s["fused_ms"], fused_mib=s.get("fused_gpu_mib"),
+                   fused_buffers_mib=s.get("fused_buffers_mib"),
                    fused_launches=s.get("fused_launches_per_step"), fused_host_ms=s.get("fused_host_ms"))
     matmul = s.get("matmul", matmul)
     if matmul is not None:
