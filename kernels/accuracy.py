@@ -26,6 +26,7 @@ PyTorch's GPU kernels.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -288,13 +289,14 @@ def _split_qkv(dinp):
 
 def _attn_run(inputs, version):
     from .attention import attention_backward, attention_backward_flash
-    if version in ("v4", "flash"):  # the flash backward: from out and lse, on the device or the CPU
+    if version in ("v4", "v5", "flash"):  # the flash backward: from out and lse, on the device or the CPU
         args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
                 "out": inputs["out"], "lse": inputs["lse"], "n_head": inputs["n_head"]}
         if version == "flash":
             attention_backward_flash(**args)
             return _split_qkv(args["dinp"])
-        return _split_qkv(_on_device(attention_backward_flash, args, ["dinp"])["dinp"])
+        backward = functools.partial(attention_backward_flash, version=version)
+        return _split_qkv(_on_device(backward, args, ["dinp"])["dinp"])
     args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
             "att": inputs["att"], "n_head": inputs["n_head"]}
     if version in ("blas", "rows"):  # the two CPU versions
@@ -346,7 +348,7 @@ PROBES = {p.name: p for p in (
     Probe("attention.flash", "T keys (dq), T queries (dk, dv); att rebuilt from lse",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
            "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
-          {"cudasim": ("v4",), "cuda": ("v4",), "cpu": ("flash",)},
+          {"cudasim": ("v4",), "cuda": ("v4", "v5"), "cpu": ("flash",)},  # v5 in the simulator: 100 s
           _attn_inputs, _attn_run, _attn_torch),
 )}
 

@@ -89,6 +89,7 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -915,6 +916,256 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
             dinp[b, t1, qo + i] += dq[i] * scale
 
 
+# v5, flash attention in registers: v4's math and loops, with each row's vectors in registers. v4 keeps a
+# thread's q, acc and partials (hs floats each) in cuda.local arrays indexed up to the runtime head size, so
+# they live in local memory (ptxas: stack frames of 896 to 1536 bytes a thread), and most multiply-adds of
+# the inner loops also load or store there. Registers need two things: loop counts known when the kernel
+# compiles (the loops unroll, every index becomes a constant), and few enough floats a thread (v4's dk/dv
+# kernel holds six hs-long rows, 384 floats at hs = 64, past the 255 registers a thread may have). So:
+#   * one set of kernels per head size (flash_v5_kernels(hs), compiled on first use; GPT-2's hs is 64);
+#   * LANES = 4 threads share a row, lane l owning channels l, l + 4, l + 8, ... (hs / 4 floats of each row
+#     vector: 96 a thread in the dk/dv kernel at hs = 64). A dot product over the row is the four lanes'
+#     partial sums, added with two warp shuffles; every lane ends with the same bits (a + b = b + a), so the
+#     four agree on every score, max and exp without talking again. The four lanes of a row read four
+#     adjacent words of a shared tile row: one transaction, no bank conflict, and a warp's eight rows read
+#     the same key (a broadcast).
+#   * every thread runs every key of a tile (the shuffles need the whole warp); a key outside the causal
+#     mask or past T is skipped by a predicate, not by a shorter loop. Tiles are loaded with zeros past T
+#     and past hs, so no stale shared memory ever enters the arithmetic (0 * NaN would be NaN).
+# Blocks of FLASH_ROWS = TILE rows x LANES = 128 threads on v4's grid (in the simulator 8 rows, one warp:
+# the simulator runs each thread as a Python thread). Scores are made the same way in all three kernels
+# (the same products in the same order, then the same two shuffles), so exp(s - lse) in the backward is
+# exactly the forward's att, as in v4; the sums keep v4's per-tile partials. Launch bounds cap the
+# registers where ptxas still needs no spills: hs = 64 takes 96 (forward), 168 (dk, dv) and 128 (dq)
+# registers a thread, so 5, 3 and 4 blocks of 128 threads share an SM; the forward keeps its tile of 32
+# scores in local memory (128 bytes: 64 accesses a tile against 1024 multiply-adds), the rest is in
+# registers (ptxas 13.0, sm_90; unmeasured on a GPU, so not the default: docs/kernels.md's rule).
+LANES = 4
+FLASH_ROWS = TILE                   # rows (queries or keys) a block on a GPU: v4's grid
+FLASH_ROWS_SIMULATED = 8            # in numba's simulator: 32 Python threads a block, not 128 (8-key tiles)
+FLASH_THREADS = FLASH_ROWS * LANES
+FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 3, "backward_dq": 4}  # the launch bounds above
+FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane of the warp takes part in a shuffle
+
+
+@cuda.jit(device=True, inline="always")
+def _lanes_total(partial):
+    """The sum of the LANES lanes' partials of one row (lanes 4r..4r+3 of a warp), in every one of them."""
+    partial += cuda.shfl_xor_sync(FULL_MASK, partial, 1)
+    partial += cuda.shfl_xor_sync(FULL_MASK, partial, 2)
+    return partial
+
+
+@cuda.jit(device=True, inline="always")
+def _row_lane():
+    """(row, lane) of this thread: LANES adjacent threads share a row. A shift and a mask, not // and %: the
+    compiler then knows both are >= 0, and drops the negative-index wraparound from every array index (with
+    it, the dk/dv kernel took 243 registers a thread; ptxas 13.0, sm_90)."""
+    return cuda.threadIdx.x >> 2, cuda.threadIdx.x & (LANES - 1)
+
+
+@functools.cache
+def flash_v5_kernels(hs, rows=FLASH_ROWS):
+    """v5's (forward, backward dk dv, backward dq) kernels for head size hs, in blocks of `rows` rows (queries or
+    keys) x LANES threads: one compiled set per (hs, rows). The tiles are rows long too."""
+    R, THREADS = rows, rows * LANES
+    HSL = ceil_div(hs, LANES)  # channels a lane owns
+    W = HSL * LANES            # a shared tile row: hs rounded up to the lanes (the padding holds zeros)
+    scale = float32(1.0 / math.sqrt(hs))
+
+    @cuda.jit(device=True, inline="always")
+    def load_own(x, src, b, t, off, T, lane, factor):
+        """x[i] = src[b, t, off + lane + LANES i] * factor: this lane's channels of row t (0 past T or hs)."""
+        for i in range(HSL):
+            c = lane + LANES * i
+            x[i] = src[b, t, off + c] * factor if t < T and c < hs else float32(0.0)
+
+    @cuda.jit(device=True, inline="always")
+    def load_tile(tile, src, b, t0, off, T, factor):
+        """tile[j, c] = src[b, t0 + j, off + c] * factor for R rows (0 past T or hs); all threads, coalesced."""
+        for e in range(cuda.threadIdx.x, R * W, THREADS):
+            j, c = e // W, e % W
+            tile[j, c] = src[b, t0 + j, off + c] * factor if t0 + j < T and c < hs else float32(0.0)
+
+    @cuda.jit(device=True, inline="always")
+    def row_dot(x, tile, j, lane):
+        """x . tile[j]: this lane's channels, then the row's four lanes added (the same bits in each)."""
+        s = float32(0.0)
+        for i in range(HSL):
+            s += x[i] * tile[j, lane + LANES * i]
+        return _lanes_total(s)
+
+    @cuda.jit(device=True, inline="always")
+    def row_term(dout, out, b, t, off, T, lane):
+        """D = dout[t] . out[t] over the head's channels (0 past T), in every lane of the row."""
+        d = float32(0.0)
+        for i in range(HSL):
+            c = lane + LANES * i
+            if t < T and c < hs:
+                d += dout[b, t, off + c] * out[b, t, off + c]
+        return _lanes_total(d)
+
+    def forward(out, lse, inp, n_head):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        r, lane = _row_lane()
+        t1 = cuda.blockIdx.x * R + r  # this row's query; may be >= T (it still shuffles and syncs)
+        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+        k_tile = cuda.shared.array((R, W), float32)
+        v_tile = cuda.shared.array((R, W), float32)
+        q = cuda.local.array(HSL, float32)
+        acc = cuda.local.array(HSL, float32)
+        part = cuda.local.array(HSL, float32)
+        s_tile = cuda.local.array(R, float32)
+        load_own(q, inp, b, t1, qo, T, lane, scale)
+        for i in range(HSL):
+            acc[i] = float32(0.0)
+        m = float32(-math.inf)
+        l = float32(0.0)
+        for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+            cuda.syncthreads()  # everyone is done with the previous tile
+            load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
+            load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
+            cuda.syncthreads()
+            n_keys = min(R, t1 - kt * R + 1) if t1 < T else 0  # keys kt*R + j <= t1
+            m_new = m
+            for j in range(R):
+                s_tile[j] = row_dot(q, k_tile, j, lane)
+                if j < n_keys:
+                    m_new = max(m_new, s_tile[j])
+            if n_keys > 0:
+                c = float32(math.exp(m - m_new))  # rescale the old sums once per tile (0 at the first)
+                l_part = float32(0.0)
+                for i in range(HSL):
+                    part[i] = float32(0.0)
+                for j in range(R):
+                    if j < n_keys:
+                        p = float32(math.exp(s_tile[j] - m_new))
+                        l_part += p
+                        for i in range(HSL):
+                            part[i] += p * v_tile[j, lane + LANES * i]
+                l = c * l + l_part
+                for i in range(HSL):
+                    acc[i] = c * acc[i] + part[i]
+                m = m_new
+        if t1 < T:
+            inv = float32(1.0) / l
+            for i in range(HSL):
+                if lane + LANES * i < hs:
+                    out[b, t1, qo + lane + LANES * i] = acc[i] * inv
+            if lane == 0:
+                lse[b, h, t1] = m + math.log(l)
+
+    def backward_dkv(dinp, dout, inp, out, lse, n_head):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        r, lane = _row_lane()
+        t2 = cuda.blockIdx.x * R + r  # this row's key; may be >= T
+        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+        q_tile = cuda.shared.array((R, W), float32)
+        do_tile = cuda.shared.array((R, W), float32)
+        lse_tile = cuda.shared.array(R, float32)
+        d_tile = cuda.shared.array(R, float32)
+        k = cuda.local.array(HSL, float32)
+        v = cuda.local.array(HSL, float32)
+        dk = cuda.local.array(HSL, float32)
+        dv = cuda.local.array(HSL, float32)
+        dk_part = cuda.local.array(HSL, float32)
+        dv_part = cuda.local.array(HSL, float32)
+        load_own(k, inp, b, t2, ko, T, lane, float32(1.0))
+        load_own(v, inp, b, t2, vo, T, lane, float32(1.0))
+        for i in range(HSL):
+            dk[i] = float32(0.0)
+            dv[i] = float32(0.0)
+        for qt in range(cuda.blockIdx.x, (T + R - 1) // R):  # query tiles from the diagonal one on
+            cuda.syncthreads()  # everyone is done with the previous tile
+            load_tile(q_tile, inp, b, qt * R, qo, T, scale)
+            load_tile(do_tile, dout, b, qt * R, qo, T, float32(1.0))
+            t1 = qt * R + r  # row r brings query t1's lse and D
+            d = row_term(dout, out, b, t1, qo, T, lane)
+            if lane == 0:
+                lse_tile[r] = lse[b, h, t1] if t1 < T else float32(0.0)
+                d_tile[r] = d
+            cuda.syncthreads()
+            first = t2 - qt * R      # the tile's queries j >= first see key t2
+            n_q = min(R, T - qt * R) if t2 < T else 0
+            for i in range(HSL):
+                dk_part[i] = float32(0.0)
+                dv_part[i] = float32(0.0)
+            for j in range(R):
+                s = row_dot(k, q_tile, j, lane)   # q is scaled: the forward's score, bit for bit
+                dp = row_dot(v, do_tile, j, lane)
+                if j >= first and j < n_q:
+                    p = float32(math.exp(s - lse_tile[j]))
+                    ds = p * (dp - d_tile[j])
+                    for i in range(HSL):
+                        dv_part[i] += p * do_tile[j, lane + LANES * i]
+                        dk_part[i] += ds * q_tile[j, lane + LANES * i]  # dS^T Q / sqrt(hs)
+            for i in range(HSL):
+                dk[i] += dk_part[i]
+                dv[i] += dv_part[i]
+        if t2 < T:
+            for i in range(HSL):
+                c = lane + LANES * i
+                if c < hs:
+                    dinp[b, t2, ko + c] += dk[i]
+                    dinp[b, t2, vo + c] += dv[i]
+
+    def backward_dq(dinp, dout, inp, out, lse, n_head):
+        B, T, C3 = inp.shape
+        C = C3 // 3
+        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        r, lane = _row_lane()
+        t1 = cuda.blockIdx.x * R + r
+        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
+        k_tile = cuda.shared.array((R, W), float32)
+        v_tile = cuda.shared.array((R, W), float32)
+        q = cuda.local.array(HSL, float32)
+        do = cuda.local.array(HSL, float32)
+        dq = cuda.local.array(HSL, float32)
+        part = cuda.local.array(HSL, float32)
+        load_own(q, inp, b, t1, qo, T, lane, scale)
+        load_own(do, dout, b, t1, qo, T, lane, float32(1.0))
+        d = row_term(dout, out, b, t1, qo, T, lane)
+        row_lse = lse[b, h, t1] if t1 < T else float32(0.0)
+        for i in range(HSL):
+            dq[i] = float32(0.0)
+        for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+            cuda.syncthreads()
+            load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
+            load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
+            cuda.syncthreads()
+            n_keys = min(R, t1 - kt * R + 1) if t1 < T else 0
+            for i in range(HSL):
+                part[i] = float32(0.0)
+            for j in range(R):
+                s = row_dot(q, k_tile, j, lane)
+                dp = row_dot(do, v_tile, j, lane)
+                if j < n_keys:
+                    ds = float32(math.exp(s - row_lse)) * (dp - d)
+                    for i in range(HSL):
+                        part[i] += ds * k_tile[j, lane + LANES * i]
+            for i in range(HSL):
+                dq[i] += part[i]
+        if t1 < T:
+            for i in range(HSL):
+                if lane + LANES * i < hs:
+                    dinp[b, t1, qo + lane + LANES * i] += dq[i] * scale
+
+    made = []
+    for name, fn in (("attention_forward_flash_kernel_v5", forward),
+                     ("attention_backward_flash_dkv_kernel_v5", backward_dkv),
+                     ("attention_backward_flash_dq_kernel_v5", backward_dq)):
+        # the same registers a thread at any rows (the simulator has no bounds)
+        bounds = {} if numba.config.ENABLE_CUDASIM else {
+            "launch_bounds": (THREADS, FLASH_BLOCKS_PER_SM[fn.__name__] * FLASH_ROWS // rows)}
+        fn.__name__ = fn.__qualname__ = name  # one name for every (hs, rows): the profile's and resources' key
+        made.append(cuda_kernel(fn, **bounds))
+    return tuple(made)
+
+
 # Signatures for compiling real PTX without a GPU (tests/test_kernels_ptx.py).
 _F3, _F4 = "float32[:,:,::1]", "float32[:,:,:,::1]"
 CUDA_KERNELS = (
@@ -930,9 +1181,15 @@ CUDA_KERNELS = (
     (attention_forward_flash_kernel, f"void({_F3}, {_F3}, {_F3}, int64)"),
     (attention_backward_flash_dkv_kernel, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F3}, int64)"),
     (attention_backward_flash_dq_kernel, f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F3}, int64)"),
+    *zip(flash_v5_kernels(HS_MAX), (f"void({_F3}, {_F3}, {_F3}, int64)",
+                                    *[f"void({_F3}, {_F3}, {_F3}, {_F3}, {_F3}, int64)"] * 2)),  # GPT-2's hs
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 CPU_VERSIONS = ("rows", "blas")
+# The flash pair's own versions: the CPU loops, and the CUDA v4 and v5 (v5 not the default: untimed on a GPU).
+FLASH_CPU_VERSIONS = ("flash",)
+FLASH_CUDA_VERSIONS = ("v4", "v5")
+DEFAULT_FLASH = {"cpu": "flash", "cuda": "v4"}
 CUDA_VERSIONS = ("v1", "v2", "v3", "cublas")
 # Backward v3: as accurate as PyTorch's float32. The forward stays v2 until v3 has been timed on a real GPU
 # (v3 was written without one; both are online softmax, equally accurate).
@@ -1041,35 +1298,46 @@ def datt_scratch(B, n_head, T):
     return scratch("attention.datt", (B, n_head, T))
 
 
-def _flash_grid(B, T, n_head):
-    """v4's launch: a block of TILE threads per TILE rows (queries or keys) of one (b, h)."""
-    return (ceil_div(T, TILE), B * n_head), TILE
+def _flash_launch(version, B, T, C, n_head, rows=None):
+    """A flash version's (forward, backward dk dv, backward dq) kernels and their launch: a block per TILE rows
+    (queries or keys) of one (b, h), of TILE threads (v4) or rows x LANES (v5, compiled for this head size;
+    rows None: FLASH_ROWS, or FLASH_ROWS_SIMULATED in the simulator)."""
+    if version == "v5":
+        rows = rows or (FLASH_ROWS_SIMULATED if numba.config.ENABLE_CUDASIM else FLASH_ROWS)
+        return flash_v5_kernels(C // n_head, rows), ((ceil_div(T, rows), B * n_head), rows * LANES)
+    grid = (ceil_div(T, TILE), B * n_head)
+    return (attention_forward_flash_kernel, attention_backward_flash_dkv_kernel,
+            attention_backward_flash_dq_kernel), (grid, TILE)
 
 
-def attention_forward_flash(out, lse, inp, n_head):
+def attention_forward_flash(out, lse, inp, n_head, version=None):
     """Flash-attention forward: writes out (B, T, C) and lse (B, NH, T) = log sum_t2 exp(preatt); no T x T att.
 
     The pair of attention_backward_flash, which needs out and lse (not att). The contract of
-    attention_forward_online (same arguments, same results); on the GPU the tiled kernel v4, on the CPU
-    the online-softmax loops. att, where wanted (lessons, parity), is exp(preatt - lse): `att_from_lse`.
+    attention_forward_online (same arguments, same results); on the GPU the tiled kernels (version: "v4", the
+    default, or "v5"), on the CPU the online-softmax loops ("flash"). att, where wanted (lessons, parity), is
+    exp(preatt - lse): `att_from_lse`.
     """
     op = "attention_forward_flash"
     B, T, C = _check_qkv(op, inp, n_head)
     check_array(op, "out", out, (B, T, C), dims="B,T,C")
     check_array(op, "lse", lse, (B, n_head, T), dims="B,NH,T")
-    if check_same_device(op, out=out, lse=lse, inp=inp):
+    on_device = check_same_device(op, out=out, lse=lse, inp=inp)
+    version = pick_version(op, version, on_device, FLASH_CPU_VERSIONS, FLASH_CUDA_VERSIONS, DEFAULT_FLASH)
+    if on_device:
         _check_hs(op, C, n_head)
-        attention_forward_flash_kernel[_flash_grid(B, T, n_head)](out, lse, inp, n_head)
+        kernels, launch = _flash_launch(version, B, T, C, n_head)
+        kernels[0][launch](out, lse, inp, n_head)
     else:
         _attention_forward_online_cpu(out, lse, inp, n_head)
 
 
-def attention_backward_flash(dinp, dout, inp, out, lse, n_head):
+def attention_backward_flash(dinp, dout, inp, out, lse, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, from attention_forward_flash's out and lse.
 
     out (B, T, C) and lse (B, NH, T) are the flash forward's (D = dout . out needs the same out the model
     kept); att is rebuilt from lse where it is used and never stored. On the GPU two v4 kernels (dk and
-    dv, then dq), no scratch; on the CPU the same math in loops.
+    dv, then dq), no scratch; on the CPU the same math in loops. version: as attention_forward_flash's.
     """
     op = "attention_backward_flash"
     B, T, C = _check_qkv(op, inp, n_head)
@@ -1077,11 +1345,13 @@ def attention_backward_flash(dinp, dout, inp, out, lse, n_head):
     for name, a in (("dout", dout), ("out", out)):
         check_array(op, name, a, (B, T, C), dims="B,T,C")
     check_array(op, "lse", lse, (B, n_head, T), dims="B,NH,T")
-    if check_same_device(op, dinp=dinp, dout=dout, inp=inp, out=out, lse=lse):
+    on_device = check_same_device(op, dinp=dinp, dout=dout, inp=inp, out=out, lse=lse)
+    version = pick_version(op, version, on_device, FLASH_CPU_VERSIONS, FLASH_CUDA_VERSIONS, DEFAULT_FLASH)
+    if on_device:
         _check_hs(op, C, n_head)
-        grid = _flash_grid(B, T, n_head)
-        attention_backward_flash_dkv_kernel[grid](dinp, dout, inp, out, lse, n_head)
-        attention_backward_flash_dq_kernel[grid](dinp, dout, inp, out, lse, n_head)
+        (_, dkv, dq), launch = _flash_launch(version, B, T, C, n_head)
+        dkv[launch](dinp, dout, inp, out, lse, n_head)
+        dq[launch](dinp, dout, inp, out, lse, n_head)
     else:
         _attention_backward_flash_cpu(dinp, dout, inp, out, lse, n_head)
 
@@ -1178,8 +1448,8 @@ def _run_online(inputs, device=False):
     return {"out": res["out"], "att": att, "dinp": dinp}
 
 
-def _run_flash(inputs, device=False):
-    """attention_forward_flash then attention_backward_flash (v4 on the device, loops on the CPU).
+def _run_flash(inputs, device=False, version=None):
+    """attention_forward_flash then attention_backward_flash (`version` on the device, loops on the CPU).
 
     The att row is rebuilt from lse in numpy (float64, rounded): it checks every entry of exp(preatt - lse),
     so a wrong lse fails there as well as in dinp.
@@ -1189,9 +1459,9 @@ def _run_flash(inputs, device=False):
     args = {"out": out, "lse": np.zeros((B, nh, T), np.float32), "inp": inp, "n_head": nh}
     bargs = {"dinp": np.zeros_like(inp), "dout": dout, "inp": inp, "n_head": nh}
     if device:
-        res = run_on_device(attention_forward_flash, args, ["out", "lse"])
+        res = run_on_device(functools.partial(attention_forward_flash, version=version), args, ["out", "lse"])
         bargs.update(out=res["out"], lse=res["lse"])
-        dinp = run_on_device(attention_backward_flash, bargs, ["dinp"])["dinp"]
+        dinp = run_on_device(functools.partial(attention_backward_flash, version=version), bargs, ["dinp"])["dinp"]
     else:
         attention_forward_flash(**args)
         res = {"out": out, "lse": args["lse"]}
@@ -1211,7 +1481,8 @@ SPEC = OpSpec(
         "cuda": {"v1": lambda i: _run(i, "v1", "v1"), "v2": lambda i: _run(i, "v2", "v2"),
                  "v3": lambda i: _run(i, "v3", "v3"),
                  "online": lambda i: _run_online(i, device=True),
-                 "v4": lambda i: _run_flash(i, device=True),
+                 "v4": lambda i: _run_flash(i, device=True, version="v4"),
+                 "v5": lambda i: _run_flash(i, device=True, version="v5"),
                  **({} if numba.config.ENABLE_CUDASIM else {"cublas": lambda i: _run(i, "cublas", "cublas")})},
     },
     shapes={

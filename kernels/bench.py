@@ -179,8 +179,9 @@ def _bench_attention(c: Case, s):
     return ours, theirs
 
 
-def _bench_attention_flash(c: Case, s):
-    """attention's flash pair (out and lse, no T x T att; CUDA v4) against the same PyTorch attention."""
+def _bench_attention_flash(c: Case, s, version=None):
+    """attention's flash pair (out and lse, no T x T att; CUDA `version`, None: v4) against the same PyTorch
+    attention."""
     from .attention import attention_backward_flash, attention_forward_flash
     B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
     qkv, dout, theirs = _attention_inputs(c, s)
@@ -188,8 +189,8 @@ def _bench_attention_flash(c: Case, s):
     dQ, dD = c.arr(qkv), c.arr(dout)
 
     def ours():
-        attention_forward_flash(out, lse, dQ, NH)
-        attention_backward_flash(dqkv, dD, dQ, out, lse, NH)
+        attention_forward_flash(out, lse, dQ, NH, version=version)
+        attention_backward_flash(dqkv, dD, dQ, out, lse, NH, version=version)
     return ours, theirs
 
 
@@ -301,7 +302,9 @@ OP_BENCHES = {
     "residual": _bench_residual, "crossentropy": _bench_crossentropy, "adamw": _bench_adamw,
     # new kernels not called by the model yet (docs/kernels.md): timed so a GPU run measures them
     "attention_flash": _bench_attention_flash, "residual_layernorm": _bench_residual_layernorm,
+    "attention_flash_v5": lambda c, s: _bench_attention_flash(c, s, "v5"),
 }
+CUDA_ONLY_OPS = ("attention_flash_v5",)  # a second CUDA version of an op; on the CPU it would time the same loops
 
 
 # ------------------------------------------------------------------ the work each op must do
@@ -404,7 +407,8 @@ OP_WORK = {
     "encoder": _work_encoder, "layernorm": _work_layernorm, "matmul": _work_matmul,
     "matmul_lm_head": _work_matmul_lm_head, "attention": _work_attention, "gelu": _work_gelu,
     "residual": _work_residual, "crossentropy": _work_crossentropy, "adamw": _work_adamw,
-    "attention_flash": _work_attention_flash, "residual_layernorm": _work_residual_layernorm,
+    "attention_flash": _work_attention_flash, "attention_flash_v5": _work_attention_flash,
+    "residual_layernorm": _work_residual_layernorm,
 }
 
 
@@ -470,7 +474,7 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, mat
     import torch
     torch.set_flush_denormal(True)
     rows, sync = [] if rows is None else rows, _sync_for(device)
-    for name in ops or OP_BENCHES:
+    for name in ops or [op for op in OP_BENCHES if device == "cuda" or op not in CUDA_ONLY_OPS]:
         for s in shapes if name != "adamw" else shapes[:1]:
             try:
                 ours, theirs = OP_BENCHES[name](Case(device, matmul_version), s)

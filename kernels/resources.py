@@ -250,6 +250,8 @@ def _attention_blocks(attention) -> dict:
              attention.attention_backward_flash_dkv_kernel, attention.attention_backward_flash_dq_kernel)
     table = {k: Launch(attention.BLOCK, "attention.BLOCK (_launch_rows)") for k, _ in attention.CUDA_KERNELS}
     table.update({k: Launch(attention.TILE, "attention.TILE") for k in tiled})
+    table.update({k: Launch(attention.FLASH_THREADS, "attention.FLASH_THREADS")
+                  for k in attention.flash_v5_kernels(attention.HS_MAX)})
     return table
 
 

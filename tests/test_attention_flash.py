@@ -52,6 +52,12 @@ def test_flash_entry_points_check_their_arguments():
         attention_backward_flash(dinp, out, inp, out, lse.astype(np.float64), NH)
     with pytest.raises(ValueError, match=r"attention_backward_flash: n_head must be a positive int"):
         attention_backward_flash(dinp, out, inp, out, lse, 5)
+    # a CUDA version on numpy arrays names the CPU's
+    with pytest.raises(ValueError, match=r"attention_forward_flash: version must be one of \('flash',\) for cpu "
+                                         r"arrays, got 'v5'"):
+        attention_forward_flash(out, lse, inp, NH, version="v5")
+    with pytest.raises(ValueError, match=r"attention_backward_flash: version must be one of"):
+        attention_backward_flash(dinp, out, inp, out, lse, NH, version="v9")
 
 
 def flash_kernels():

@@ -66,6 +66,21 @@ SCRIPT = textwrap.dedent("""
     total = cuda.to_device(np.zeros(1, np.float64))
     sumsq_kernel[grid](total, cuda.to_device(grads), n)
     out["sumsq"] = float(total.copy_to_host()[0])
+
+    # flash attention v5 at the GPU's block (FLASH_ROWS rows x LANES threads; the other tests run the simulator's
+    # 8 rows): T = 40 spans two 32-row tiles, the second partly past T. One head: 128 Python threads are slow
+    from gpt2lab.kernels.attention import FLASH_ROWS, _flash_launch
+    B, T, C, NH = 1, 40, 8, 1
+    qkv = cuda.to_device((rng.standard_normal((B, T, 3 * C)) * 2).astype(np.float32))
+    dout = cuda.to_device(rng.standard_normal((B, T, C)).astype(np.float32))
+    (fwd, dkv, dq), launch = _flash_launch("v5", B, T, C, NH, rows=FLASH_ROWS)
+    d = {k: cuda.to_device(np.zeros(s, np.float32)) for k, s in
+         (("out", (B, T, C)), ("lse", (B, NH, T)), ("dinp", (B, T, 3 * C)))}
+    fwd[launch](d["out"], d["lse"], qkv, NH)
+    dkv[launch](d["dinp"], dout, qkv, d["out"], d["lse"], NH)
+    dq[launch](d["dinp"], dout, qkv, d["out"], d["lse"], NH)
+    out["flash_v5_32"] = {"launch": [list(launch[0]), launch[1]], "qkv": qkv.copy_to_host().tolist(),
+                          "dout": dout.copy_to_host().tolist(), **{k: v.copy_to_host().tolist() for k, v in d.items()}}
     print(json.dumps(out))
 """)
 N = 1000   # 4 blocks of 256 at the GPU's launch, the last one partly past the end
@@ -118,3 +133,17 @@ def test_the_step_scalars_and_grid_stride_kernels_at_the_gpus_launch(simulated):
     assert simulated["grid"] == [4, 256]
     assert simulated["filled_scaled"] == [-5.0]   # every element written, each once
     assert simulated["sumsq"] == pytest.approx((grads ** 2).sum(), rel=1e-12)
+
+
+@pytest.mark.cudasim
+def test_flash_attention_v5_at_the_gpus_block(simulated):
+    """v5 against the CPU's flash loops (the same math, checked against PyTorch by the harness)."""
+    from gpt2lab.kernels.attention import attention_backward_flash, attention_forward_flash
+    got = simulated["flash_v5_32"]
+    assert got["launch"] == [[2, 1], 128]
+    qkv, dout = (np.array(got[k], np.float32) for k in ("qkv", "dout"))
+    out, lse, dinp = np.zeros_like(dout), np.zeros((1, 1, 40), np.float32), np.zeros_like(qkv)
+    attention_forward_flash(out, lse, qkv, 1)
+    attention_backward_flash(dinp, dout, qkv, out, lse, 1)
+    for name, want in (("out", out), ("lse", lse), ("dinp", dinp)):
+        np.testing.assert_allclose(np.array(got[name]), want, rtol=1e-4, atol=1e-5, err_msg=name)
