@@ -82,6 +82,8 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
                  (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
                  loops of the same math); not a default: untimed on a GPU. KernelGPT2(fused=True) calls it.
+         "v5"    flash attention in registers: v4's math, four threads a row, kernels compiled per head size;
+                 `version="v5"` of the flash entry points (their default is v4: v5 is untimed on a GPU)
          "cublas" q k^T and att v as cuBLAS's batched GEMMs through PyTorch on the same device memory, torch's
                  softmax and its backward between them (kernels/_cublas.py; TF32 off): llm.c's choice, and
                  `gpt2lab train --matmul cublas`'s, with matmul's "cublas". Not run here: no GPU was lent

@@ -2,8 +2,9 @@
 
 Some launchers pick a smaller launch in the simulator than on a GPU, because the simulator runs every CUDA
 thread as a Python thread: the fused classifier (32 threads a row there, BLOCK = 256 on a GPU), the step's
-loss and grad-norm reduction (StepScalars: blocks of 32, not 256) and the grid-stride kernels of
-gpt2/buffers.py (one block of 32, not as many blocks of 256 as the data needs). Every other test then checks
+loss and grad-norm reduction (StepScalars: blocks of 32, not 256), the grid-stride kernels of
+gpt2/buffers.py (one block of 32, not as many blocks of 256 as the data needs) and flash attention v5 (blocks
+of 8 rows x 4 threads and 8-key tiles, not 32 rows and 32 keys). Every other test then checks
 these kernels at a launch the GPU never makes: a shared array too small for 256 threads, a tree reduction
 wrong past 32, or a grid-stride loop wrong across several blocks would pass them all. Here each runs once
 with the GPU's configuration (kernels/resources.py's table lists the same blocks), against float64 numpy.
