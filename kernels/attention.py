@@ -925,36 +925,49 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # compiles (the loops unroll, every index becomes a constant), and few enough floats a thread (v4's dk/dv
 # kernel holds six hs-long rows, 384 floats at hs = 64, past the 255 registers a thread may have). So:
 #   * one set of kernels per head size (flash_v5_kernels(hs), compiled on first use; GPT-2's hs is 64);
-#   * LANES = 4 threads share a row, lane l owning channels l, l + 4, l + 8, ... (hs / 4 floats of each row
-#     vector: 96 a thread in the dk/dv kernel at hs = 64). A dot product over the row is the four lanes'
-#     partial sums, added with two warp shuffles; every lane ends with the same bits (a + b = b + a), so the
-#     four agree on every score, max and exp without talking again. The four lanes of a row read four
-#     adjacent words of a shared tile row: one transaction, no bank conflict, and a warp's eight rows read
-#     the same key (a broadcast).
+#   * LANES = 4 threads share a row, each owning a quarter of its channels (96 floats a thread in the dk/dv
+#     kernel at hs = 64). A dot product over the row is the four lanes' partial sums, added with two warp
+#     shuffles; every lane ends with the same bits (a + b = b + a), so the four agree on every score, max and
+#     exp without talking again.
+#   * lane l owns the runs of CHUNK = 4 channels l, l + 4, l + 8, ... (channels 4l..4l+3, 16 + 4l.., ...), and
+#     the tiles are 16-byte aligned: each run is one 128-bit shared load, 4 multiply-adds a load where one
+#     channel a lane would need a load each (a review of the first draft found that; ptxas's shared-load rate
+#     would have capped it near a quarter of the FP32 peak). A row's four lanes read 64 adjacent bytes and a
+#     warp's eight rows the same key (a broadcast): no bank conflict.
 #   * every thread runs every key of a tile (the shuffles need the whole warp); a key outside the causal
 #     mask or past T is skipped by a predicate, not by a shorter loop. Tiles are loaded with zeros past T
-#     and past hs, so no stale shared memory ever enters the arithmetic (0 * NaN would be NaN).
+#     and past hs, so no stale shared memory ever enters the arithmetic (0 * NaN would be NaN); the tile
+#     loads read a clamped address and select the zero after (_clamped_load), so none waits behind a branch.
+#   * the query-tile kernels (forward, dq) take the last tile first (_last_first): the longest blocks start
+#     first.
 # Blocks of FLASH_ROWS = TILE rows x LANES = 128 threads on v4's grid (in the simulator 8 rows, one warp:
 # the simulator runs each thread as a Python thread). Scores are made the same way in all three kernels
 # (the same products in the same order, then the same two shuffles), so exp(s - lse) in the backward is
-# exactly the forward's att, as in v4; the sums keep v4's per-tile partials. Launch bounds cap the
-# registers where ptxas still needs no spills: hs = 64 takes 96 (forward), 168 (dk, dv) and 128 (dq)
-# registers a thread, so 5, 3 and 4 blocks of 128 threads share an SM; the forward keeps its tile of 32
-# scores in local memory (128 bytes: 64 accesses a tile against 1024 multiply-adds), the rest is in
-# registers (ptxas 13.0, sm_90; unmeasured on a GPU, so not the default: docs/kernels.md's rule).
-LANES = 4
+# exactly the forward's att, as in v4; the sums keep v4's per-tile partials, and the dk/dv kernel takes D
+# from the tile's dout (one read of dout, not two). Launch bounds (FLASH_BLOCKS_PER_SM) cap the registers
+# where ptxas spills nothing or next to nothing: at hs = 64, 96 (forward; 8 bytes spilled, and its tile of 32
+# scores in local memory: 64 accesses a tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers
+# a thread, so 5, 2 and 4 blocks of 128 threads share an SM. The dk/dv kernel at 3 blocks spilled 90-390
+# bytes whatever its loads' order. (ptxas 13.0, sm_90. Unmeasured on a GPU, so not the default:
+# docs/kernels.md's rule.)
+LANES_SHIFT = 2
+LANES = 1 << LANES_SHIFT            # threads a row (a power of two: a row's lanes are adjacent, in one warp)
+CHUNK = 4                           # floats a lane reads from a tile row at once: one 16-byte shared load
 FLASH_ROWS = TILE                   # rows (queries or keys) a block on a GPU: v4's grid
 FLASH_ROWS_SIMULATED = 8            # in numba's simulator: 32 Python threads a block, not 128 (8-key tiles)
 FLASH_THREADS = FLASH_ROWS * LANES
-FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 3, "backward_dq": 4}  # the launch bounds above
+FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 2, "backward_dq": 4}  # the launch bounds above
 FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane of the warp takes part in a shuffle
 
 
 @cuda.jit(device=True, inline="always")
 def _lanes_total(partial):
-    """The sum of the LANES lanes' partials of one row (lanes 4r..4r+3 of a warp), in every one of them."""
-    partial += cuda.shfl_xor_sync(FULL_MASK, partial, 1)
-    partial += cuda.shfl_xor_sync(FULL_MASK, partial, 2)
+    """The sum of the LANES lanes' partials of one row (lanes 4r..4r+3 of a warp), in every one of them: a
+    butterfly, partners 1 apart, then 2, ... (all 32 lanes of the warp take part in every shuffle)."""
+    offset = 1
+    while offset < LANES:
+        partial += cuda.shfl_xor_sync(FULL_MASK, partial, offset)
+        offset *= 2
     return partial
 
 
@@ -963,48 +976,78 @@ def _row_lane():
     """(row, lane) of this thread: LANES adjacent threads share a row. A shift and a mask, not // and %: the
     compiler then knows both are >= 0, and drops the negative-index wraparound from every array index (with
     it, the dk/dv kernel took 243 registers a thread; ptxas 13.0, sm_90)."""
-    return cuda.threadIdx.x >> 2, cuda.threadIdx.x & (LANES - 1)
+    return cuda.threadIdx.x >> LANES_SHIFT, cuda.threadIdx.x & (LANES - 1)
+
+
+@cuda.jit(device=True, inline="always")
+def _clamped_load(src, b, t, off, c, T, hs):
+    """src[b, t, off + c], or 0 where t >= T or c >= hs. The load itself is never skipped: it reads a clamped,
+    in-bounds address and the zero is selected after. A load behind a branch waits alone for its memory;
+    unconditional loads can all be in flight at once (the compiler issues a tile's loads before its stores)."""
+    x = src[b, min(t, T - 1), off + min(c, hs - 1)]
+    return x if t < T and c < hs else float32(0.0)
+
+
+@cuda.jit(device=True, inline="always")
+def _last_first():
+    """The query tile of this block, the last one first: a query tile's block walks every key tile up to its
+    own, so the last tiles take longest. Blocks start roughly in blockIdx order; the long ones starting first
+    leave the short ones to fill the end, not one long block running on alone (FlashAttention-2 does this)."""
+    return (cuda.gridDim.x - 1 - cuda.blockIdx.x) & 0x7FFFFFFF  # the mask: the compiler then knows it is >= 0
 
 
 @functools.cache
 def flash_v5_kernels(hs, rows=FLASH_ROWS):
     """v5's (forward, backward dk dv, backward dq) kernels for head size hs, in blocks of `rows` rows (queries or
     keys) x LANES threads: one compiled set per (hs, rows). The tiles are rows long too."""
+    if rows % (32 // LANES) or not 0 < rows * LANES <= 1024:
+        raise ValueError(f"flash_v5_kernels: rows must be a multiple of {32 // LANES} (whole warps: the shuffles "
+                         f"name all 32 lanes) and at most {1024 // LANES}, got {rows!r}")
     R, THREADS = rows, rows * LANES
-    HSL = ceil_div(hs, LANES)  # channels a lane owns
-    W = HSL * LANES            # a shared tile row: hs rounded up to the lanes (the padding holds zeros)
+    W = ceil_div(hs, LANES * CHUNK) * LANES * CHUNK  # a shared tile row: hs rounded up (the padding holds zeros)
+    HSL = W // LANES                                 # channels a lane owns, CHUNK at a time
     scale = float32(1.0 / math.sqrt(hs))
 
     @cuda.jit(device=True, inline="always")
+    def channel(lane, i):
+        """The channel of a lane's i-th number: lane l owns the CHUNK-float runs l, l + LANES, l + 2 LANES, ..."""
+        return CHUNK * (lane + LANES * (i // CHUNK)) + i % CHUNK
+
+    @cuda.jit(device=True, inline="always")
     def load_own(x, src, b, t, off, T, lane, factor):
-        """x[i] = src[b, t, off + lane + LANES i] * factor: this lane's channels of row t (0 past T or hs)."""
+        """x[i] = src[b, t, off + channel(lane, i)] * factor: this lane's channels of row t (0 past T or hs)."""
         for i in range(HSL):
-            c = lane + LANES * i
+            c = channel(lane, i)
             x[i] = src[b, t, off + c] * factor if t < T and c < hs else float32(0.0)
 
     @cuda.jit(device=True, inline="always")
     def load_tile(tile, src, b, t0, off, T, factor):
-        """tile[j, c] = src[b, t0 + j, off + c] * factor for R rows (0 past T or hs); all threads, coalesced."""
-        for e in range(cuda.threadIdx.x, R * W, THREADS):
+        """tile[j, c] = src[b, t0 + j, off + c] * factor for R rows (0 past T or hs); all threads, coalesced:
+        HSL loads a thread (R x W = THREADS x HSL), a fixed count the compiler unrolls."""
+        tid = cuda.threadIdx.x & (THREADS - 1)
+        for n in range(HSL):
+            e = tid + n * THREADS
             j, c = e // W, e % W
-            tile[j, c] = src[b, t0 + j, off + c] * factor if t0 + j < T and c < hs else float32(0.0)
+            tile[j, c] = _clamped_load(src, b, t0 + j, off, c, T, hs) * factor
 
     @cuda.jit(device=True, inline="always")
     def row_dot(x, tile, j, lane):
-        """x . tile[j]: this lane's channels, then the row's four lanes added (the same bits in each)."""
+        """x . tile[j]: this lane's channels, then the row's four lanes added (the same bits in each). A run of
+        CHUNK floats is one 16-byte shared load (the tiles are 16-byte aligned)."""
         s = float32(0.0)
         for i in range(HSL):
-            s += x[i] * tile[j, lane + LANES * i]
+            s += x[i] * tile[j, channel(lane, i)]
         return _lanes_total(s)
 
     @cuda.jit(device=True, inline="always")
-    def row_term(dout, out, b, t, off, T, lane):
-        """D = dout[t] . out[t] over the head's channels (0 past T), in every lane of the row."""
+    def row_term(dout_row, out, b, t, off, T, lane):
+        """D = dout[t] . out[t] (0 past T), in every lane of the row; dout_row: this lane's numbers of dout[t]
+        (its HSL channels, in registers or a tile row). The same products in the same order in both kernels."""
         d = float32(0.0)
         for i in range(HSL):
-            c = lane + LANES * i
+            c = channel(lane, i)
             if t < T and c < hs:
-                d += dout[b, t, off + c] * out[b, t, off + c]
+                d += dout_row[i] * out[b, t, off + c]
         return _lanes_total(d)
 
     def forward(out, lse, inp, n_head):
@@ -1012,10 +1055,11 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         C = C3 // 3
         b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
         r, lane = _row_lane()
-        t1 = cuda.blockIdx.x * R + r  # this row's query; may be >= T (it still shuffles and syncs)
+        qb = _last_first()
+        t1 = qb * R + r  # this row's query; may be >= T (it still shuffles and syncs)
         qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
-        k_tile = cuda.shared.array((R, W), float32)
-        v_tile = cuda.shared.array((R, W), float32)
+        k_tile = cuda.shared.array((R, W), float32, alignment=16)
+        v_tile = cuda.shared.array((R, W), float32, alignment=16)
         q = cuda.local.array(HSL, float32)
         acc = cuda.local.array(HSL, float32)
         part = cuda.local.array(HSL, float32)
@@ -1025,7 +1069,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
             acc[i] = float32(0.0)
         m = float32(-math.inf)
         l = float32(0.0)
-        for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+        for kt in range(qb + 1):  # key tiles up to the diagonal one
             cuda.syncthreads()  # everyone is done with the previous tile
             load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
             load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
@@ -1046,7 +1090,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
                         p = float32(math.exp(s_tile[j] - m_new))
                         l_part += p
                         for i in range(HSL):
-                            part[i] += p * v_tile[j, lane + LANES * i]
+                            part[i] += p * v_tile[j, channel(lane, i)]
                 l = c * l + l_part
                 for i in range(HSL):
                     acc[i] = c * acc[i] + part[i]
@@ -1054,8 +1098,8 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         if t1 < T:
             inv = float32(1.0) / l
             for i in range(HSL):
-                if lane + LANES * i < hs:
-                    out[b, t1, qo + lane + LANES * i] = acc[i] * inv
+                if channel(lane, i) < hs:
+                    out[b, t1, qo + channel(lane, i)] = acc[i] * inv
             if lane == 0:
                 lse[b, h, t1] = m + math.log(l)
 
@@ -1066,8 +1110,8 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         r, lane = _row_lane()
         t2 = cuda.blockIdx.x * R + r  # this row's key; may be >= T
         qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
-        q_tile = cuda.shared.array((R, W), float32)
-        do_tile = cuda.shared.array((R, W), float32)
+        q_tile = cuda.shared.array((R, W), float32, alignment=16)
+        do_tile = cuda.shared.array((R, W), float32, alignment=16)
         lse_tile = cuda.shared.array(R, float32)
         d_tile = cuda.shared.array(R, float32)
         k = cuda.local.array(HSL, float32)
@@ -1086,9 +1130,16 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
             load_tile(q_tile, inp, b, qt * R, qo, T, scale)
             load_tile(do_tile, dout, b, qt * R, qo, T, float32(1.0))
             t1 = qt * R + r  # row r brings query t1's lse and D
-            d = row_term(dout, out, b, t1, qo, T, lane)
             if lane == 0:
                 lse_tile[r] = lse[b, h, t1] if t1 < T else float32(0.0)
+            cuda.syncthreads()
+            # D from the tile's dout row (not a second read of dout from global memory, and not while the tile
+            # loads are in flight: fewer registers). dv_part is borrowed for the row; it is zeroed before use.
+            dout_row = dv_part
+            for i in range(HSL):
+                dout_row[i] = do_tile[r, channel(lane, i)]
+            d = row_term(dout_row, out, b, t1, qo, T, lane)
+            if lane == 0:
                 d_tile[r] = d
             cuda.syncthreads()
             first = t2 - qt * R      # the tile's queries j >= first see key t2
@@ -1103,14 +1154,14 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
                     p = float32(math.exp(s - lse_tile[j]))
                     ds = p * (dp - d_tile[j])
                     for i in range(HSL):
-                        dv_part[i] += p * do_tile[j, lane + LANES * i]
-                        dk_part[i] += ds * q_tile[j, lane + LANES * i]  # dS^T Q / sqrt(hs)
+                        dv_part[i] += p * do_tile[j, channel(lane, i)]
+                        dk_part[i] += ds * q_tile[j, channel(lane, i)]  # dS^T Q / sqrt(hs)
             for i in range(HSL):
                 dk[i] += dk_part[i]
                 dv[i] += dv_part[i]
         if t2 < T:
             for i in range(HSL):
-                c = lane + LANES * i
+                c = channel(lane, i)
                 if c < hs:
                     dinp[b, t2, ko + c] += dk[i]
                     dinp[b, t2, vo + c] += dv[i]
@@ -1120,21 +1171,22 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         C = C3 // 3
         b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
         r, lane = _row_lane()
-        t1 = cuda.blockIdx.x * R + r
+        qb = _last_first()
+        t1 = qb * R + r
         qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
-        k_tile = cuda.shared.array((R, W), float32)
-        v_tile = cuda.shared.array((R, W), float32)
+        k_tile = cuda.shared.array((R, W), float32, alignment=16)
+        v_tile = cuda.shared.array((R, W), float32, alignment=16)
         q = cuda.local.array(HSL, float32)
         do = cuda.local.array(HSL, float32)
         dq = cuda.local.array(HSL, float32)
         part = cuda.local.array(HSL, float32)
         load_own(q, inp, b, t1, qo, T, lane, scale)
         load_own(do, dout, b, t1, qo, T, lane, float32(1.0))
-        d = row_term(dout, out, b, t1, qo, T, lane)
+        d = row_term(do, out, b, t1, qo, T, lane)
         row_lse = lse[b, h, t1] if t1 < T else float32(0.0)
         for i in range(HSL):
             dq[i] = float32(0.0)
-        for kt in range(cuda.blockIdx.x + 1):  # key tiles up to the diagonal one
+        for kt in range(qb + 1):  # key tiles up to the diagonal one
             cuda.syncthreads()
             load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
             load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
@@ -1148,13 +1200,13 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
                 if j < n_keys:
                     ds = float32(math.exp(s - row_lse)) * (dp - d)
                     for i in range(HSL):
-                        part[i] += ds * k_tile[j, lane + LANES * i]
+                        part[i] += ds * k_tile[j, channel(lane, i)]
             for i in range(HSL):
                 dq[i] += part[i]
         if t1 < T:
             for i in range(HSL):
-                if lane + LANES * i < hs:
-                    dinp[b, t1, qo + lane + LANES * i] += dq[i] * scale
+                if channel(lane, i) < hs:
+                    dinp[b, t1, qo + channel(lane, i)] += dq[i] * scale
 
     made = []
     for name, fn in (("attention_forward_flash_kernel_v5", forward),

@@ -304,7 +304,7 @@ OP_BENCHES = {
     "attention_flash": _bench_attention_flash, "residual_layernorm": _bench_residual_layernorm,
     "attention_flash_v5": lambda c, s: _bench_attention_flash(c, s, "v5"),
 }
-CUDA_ONLY_OPS = ("attention_flash_v5",)  # a second CUDA version of an op; on the CPU it would time the same loops
+CUDA_ONLY_OPS = ("attention_flash_v5",)  # a CUDA version of an op, beside its default: no CPU version to time
 
 
 # ------------------------------------------------------------------ the work each op must do
@@ -474,7 +474,11 @@ def bench_ops(device="cpu", ops=None, reps=7, shapes=SHAPES, progress=print, mat
     import torch
     torch.set_flush_denormal(True)
     rows, sync = [] if rows is None else rows, _sync_for(device)
-    for name in ops or [op for op in OP_BENCHES if device == "cuda" or op not in CUDA_ONLY_OPS]:
+    for name in ops or OP_BENCHES:
+        if name in CUDA_ONLY_OPS and device != "cuda":
+            if ops:
+                progress(f"  {name}: skipped (a CUDA version: it needs --device cuda)")
+            continue
         for s in shapes if name != "adamw" else shapes[:1]:
             try:
                 ours, theirs = OP_BENCHES[name](Case(device, matmul_version), s)

@@ -471,13 +471,24 @@ BM_PADDED = BM + 1          # a tile row of 65 floats: a warp storing down a col
 
 
 @cuda.jit(device=True, inline="always")
+def _thread_v4():
+    """(tx, ty) in v4's THREADS_X x THREADS_Y block, masked to that range: the same numbers, but the compiler
+    then knows they are >= 0 and drops numba's negative-index wraparound (a sign test and a select) from every
+    index built on them. Unmasked, the inner loop spent ~60 integer instructions on addresses for each 8
+    shared loads and 16 multiply-adds, and was not unrolled; masked, ~6 per 16 loads and 32 multiply-adds
+    (the PTX of the forward kernel, sm_90)."""
+    return cuda.threadIdx.x & (THREADS_X - 1), cuda.threadIdx.y & (THREADS_Y - 1)
+
+
+@cuda.jit(device=True, inline="always")
 def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
     """tile[k, r] = A[r0 + r, k0 + k] for r < BM, k < BK (0 outside R rows or past k_end).
 
     A is src (R, K) when k_major is False (k contiguous: a warp loads 32 consecutive k of one row), or src
     (K, R) read transposed when it is True (a warp loads 32 consecutive r of one k). Coalesced both ways.
     """
-    t = cuda.threadIdx.y * THREADS_X + cuda.threadIdx.x
+    tx, ty = _thread_v4()
+    t = ty * THREADS_X + tx
     for load in range(TILE_LOADS):
         i = t + load * THREADS
         if k_major:
@@ -492,10 +503,12 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
 
 # The operands' layouts (a_k_major, b_k_major) are compile-time constants: one kernel per product, made by
 # _v4_kernel from one body. Passed as runtime flags, the compiler kept both load paths alive and ptxas needed
-# 216 registers a thread (one block of 256 threads per SM); with the layout fixed and launch_bounds
-# (256 threads, 2 blocks per SM) the forward and dweight kernels fit 128 registers with no spills, dinp's
-# (mixed layouts) spills 72 bytes (ptxas 13.0 -v on the PTX, sm_90; unmeasured on a GPU).
-_V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, 2)}  # the simulator has no bounds
+# 216 registers a thread (one block of 256 threads per SM). With the layout fixed, ptxas needed 128 under
+# launch bounds of 2 blocks an SM (dinp's mixed layouts spilled 72 bytes); with the thread index masked
+# (_thread_v4) 88-96 unbounded, and 80 without spills under V4_BLOCKS_PER_SM = 3: 24 warps an SM instead of 16
+# (ptxas 13.0 -v on the PTX, sm_90; unmeasured on a GPU).
+V4_BLOCKS_PER_SM = 3
+_V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V4_BLOCKS_PER_SM)}  # sim: no bounds
 
 
 def _v4_kernel(name, a_k_major, b_k_major):
@@ -510,7 +523,7 @@ def _v4_kernel(name, a_k_major, b_k_major):
         part = cuda.local.array((TM, TN), float32)
         a_reg = cuda.local.array(TM, float32)
         b_reg = cuda.local.array(TN, float32)
-        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tx, ty = _thread_v4()
         M, N = out.shape[1], out.shape[2]
         K = a.shape[0] if a_k_major else a.shape[1]
         m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
@@ -645,7 +658,10 @@ def _no_bias():
 
 
 # v4's host side: how many splits of the reduction, and their scratch.
-TARGET_BLOCKS = 264  # 2 blocks per SM of an H100 (132 SMs): a backward product with fewer tiles is split
+# 2 blocks per SM of an H100 (132 SMs): a backward product with fewer tiles is split. Not V4_BLOCKS_PER_SM's
+# 3: GPT-2's 144-tile dweight would then split in 3, 432 blocks for 396 places, and a second, almost empty
+# wave; two waves of K/3 rows take longer than one wave of 288 blocks of K/2.
+TARGET_BLOCKS = 264
 MAX_SPLITS = 16      # and never into more than this many ranges (each at least BK long)
 
 

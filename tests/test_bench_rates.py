@@ -65,3 +65,10 @@ def test_profile_needs_the_gpu_and_a_config(capsys):
                                  "--no-tokenizer"]), "--profile", "--steps is empty")
     one_line_error(capsys, main(["bench", "--device", "cuda", "--profile", "--no-ops", "--no-tokenizer"]),
                    "--device cuda needs an NVIDIA GPU")
+
+
+def test_a_cuda_only_op_is_skipped_on_the_cpu_with_a_line_saying_so():
+    from gpt2lab.kernels.bench import CUDA_ONLY_OPS, bench_ops
+    said = []
+    assert bench_ops("cpu", ops=list(CUDA_ONLY_OPS), reps=1, progress=said.append) == []
+    assert said == [f"  {op}: skipped (a CUDA version: it needs --device cuda)" for op in CUDA_ONLY_OPS]
