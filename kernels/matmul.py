@@ -34,6 +34,8 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
          "v4"    register-blocked: 64 x 64 tiles, 4 x 4 outputs per thread, bias in the epilogue, v3's
                  accurate sums; the skinny backward products split along N = B*T and reduced in order
                  (simulator and PTX only: not timed on a GPU yet, so not the default)
+         "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
+                 are 2 vector loads, not 8 (the same sums: the same bits as v4; untimed, not the default)
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`). Not run here: no GPU was lent
 """
@@ -481,11 +483,13 @@ def _thread_v4():
 
 
 @cuda.jit(device=True, inline="always")
-def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
+def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
     """tile[k, r] = A[r0 + r, k0 + k] for r < BM, k < BK (0 outside R rows or past k_end).
 
-    A is src (R, K) when k_major is False (k contiguous: a warp loads 32 consecutive k of one row), or src
-    (K, R) read transposed when it is True (a warp loads 32 consecutive r of one k). Coalesced both ways.
+    A is src (R, K) when k_major is False (k contiguous), or src (K, R) read transposed when it is True (a
+    warp loads 32 consecutive r of one k, and stores them along a tile row). k contiguous, a warp loads 32
+    consecutive k of one row (v4), or with blocks_of_8 (v5) 8 consecutive k of 4 rows: 32-byte sectors
+    either way, and v5's tile rows of 68 floats then take the warp's column store in 32 different banks.
     """
     tx, ty = _thread_v4()
     t = ty * THREADS_X + tx
@@ -493,12 +497,13 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
         i = t + load * THREADS
         if k_major:
             k, r = i // BM, i % BM
-            ok = r0 + r < R and k0 + k < k_end
-            tile[k, r] = src[k0 + k, r0 + r] if ok else float32(0.0)
+        elif blocks_of_8:  # warp w of the block: k block w % 4, rows 4 (w // 4) + 8 load..; lane: k % 8, row + lane // 8
+            k = t // 32 % (BK // 8) * 8 + t % 8
+            r = t // (32 * (BK // 8)) * 4 + t % 32 // 8 + load * (THREADS // BK)
         else:
             r, k = i // BK, i % BK
-            ok = r0 + r < R and k0 + k < k_end
-            tile[k, r] = src[r0 + r, k0 + k] if ok else float32(0.0)
+        ok = r0 + r < R and k0 + k < k_end
+        tile[k, r] = (src[k0 + k, r0 + r] if k_major else src[r0 + r, k0 + k]) if ok else float32(0.0)
 
 
 # The operands' layouts (a_k_major, b_k_major) are compile-time constants: one kernel per product, made by
@@ -510,14 +515,33 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end):
 V4_BLOCKS_PER_SM = 3
 _V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V4_BLOCKS_PER_SM)}  # sim: no bounds
 
+# v5: v4 with 128-bit shared loads. v4's strided ownership (rows ty + 16 i) makes its 8 shared loads a step
+# 8 scalar loads; a warp's 4 loads of a values hit 2 addresses and its 4 loads of b values 16 adjacent words,
+# one 128-byte shared wavefront each: 8 wavefronts for the warp's 16 multiply-adds a thread, and an SM moves
+# one wavefront a cycle against 4 warp-wide multiply-adds, so v4 is bound by shared memory near half the FP32
+# peak. v5 gives thread (tx, ty) 4 adjacent rows 4 ty.. and 4 adjacent columns 4 tx..: its a and b values are
+# one 16-byte load each (the tiles 16-byte aligned, rows of BM + 4 = 68 floats, a multiple of 4). A warp: a
+# loads 2 addresses (1 wavefront), b 16 x 16 bytes (2): 3 wavefronts for 16 multiply-adds, under the FP32
+# rate. The price: the loader's column stores (k contiguous) into rows of 68 floats would hit 8 banks 4 at a
+# time, so there a warp loads 8 k of 4 rows (_load_tile_v4's blocks_of_8), 32 different banks; and the
+# epilogue's stores are 4 adjacent columns a thread (each 32-byte sector written by 4 store instructions, not
+# 1; once per output). Same sums in the same order as v4: the same bits. llm.c's hand-written kernel uses
+# float4 loads the same way (8 x 8 outputs a thread there; no compensated sums).
+V5_ROW = BM + 4
 
-def _v4_kernel(name, a_k_major, b_k_major):
-    """v4's kernel for one pair of operand layouts (closure constants, so each load compiles to one path)."""
+
+def _v4_kernel(name, a_k_major, b_k_major, vector=False):
+    """v4's kernel for one pair of operand layouts (closure constants, so each load compiles to one path);
+    vector: v5's layout (above)."""
+    row = V5_ROW if vector else BM_PADDED
+    stride_m, step_m = (TM, 1) if vector else (1, THREADS_Y)  # thread ty's rows: ty * stride_m + i * step_m
+    stride_n, step_n = (TN, 1) if vector else (1, THREADS_X)
+
     def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
         """out[s, m, n] (+)= sum_{k in split s} A[m, k] B[n, k] (+ bias[n]): the comment above. Block
         (x, y, z) owns out[z, y-tile, x-tile]; accumulate: add into out (d += ...) instead of writing it."""
-        a_tile = cuda.shared.array((BK, BM_PADDED), float32)
-        b_tile = cuda.shared.array((BK, BM_PADDED), float32)
+        a_tile = cuda.shared.array((BK, row), float32, alignment=16)
+        b_tile = cuda.shared.array((BK, row), float32, alignment=16)
         acc = cuda.local.array((TM, TN), float32)
         comp = cuda.local.array((TM, TN), float32)
         part = cuda.local.array((TM, TN), float32)
@@ -534,17 +558,18 @@ def _v4_kernel(name, a_k_major, b_k_major):
                 acc[i, j] = float32(0.0)
                 comp[i, j] = float32(0.0)
         for k0 in range(k_begin, k_end, BK):
-            _load_tile_v4(a_tile, a, a_k_major, m0, M, k0, k_end)
-            _load_tile_v4(b_tile, b, b_k_major, n0, N, k0, k_end)
+            _load_tile_v4(a_tile, a, a_k_major, m0, M, k0, k_end, vector)
+            _load_tile_v4(b_tile, b, b_k_major, n0, N, k0, k_end, vector)
             cuda.syncthreads()  # the tiles are whole before anyone reads them
             for i in range(TM):
                 for j in range(TN):
                     part[i, j] = float32(0.0)
             for k in range(BK):
+                kk = k & (BK - 1)  # k itself: the mask shows the compiler k >= 0 (no wraparound in the address)
                 for i in range(TM):
-                    a_reg[i] = a_tile[k, ty + i * THREADS_Y]
+                    a_reg[i] = a_tile[kk, ty * stride_m + i * step_m]
                 for j in range(TN):
-                    b_reg[j] = b_tile[k, tx + j * THREADS_X]
+                    b_reg[j] = b_tile[kk, tx * stride_n + j * step_n]
                 for i in range(TM):
                     for j in range(TN):
                         part[i, j] += a_reg[i] * b_reg[j]
@@ -553,9 +578,9 @@ def _v4_kernel(name, a_k_major, b_k_major):
                     acc[i, j], comp[i, j] = compensated_add(acc[i, j], comp[i, j], part[i, j])
             cuda.syncthreads()  # everyone is done reading before the next tiles overwrite them
         for i in range(TM):
-            m = m0 + ty + i * THREADS_Y
+            m = m0 + ty * stride_m + i * step_m
             for j in range(TN):
-                n = n0 + tx + j * THREADS_X
+                n = n0 + tx * stride_n + j * step_n
                 if m < M and n < N:
                     value = acc[i, j] + comp[i, j]
                     if has_bias:
@@ -573,6 +598,9 @@ matmul_backward_dinp_kernel_v4 = _v4_kernel("matmul_backward_dinp_kernel_v4", Fa
 matmul_backward_dweight_kernel_v4 = _v4_kernel("matmul_backward_dweight_kernel_v4", True, True)  # dout^T, inp
 V4_KERNELS = {(False, False): matmul_forward_kernel_v4, (False, True): matmul_backward_dinp_kernel_v4,
               (True, True): matmul_backward_dweight_kernel_v4}
+V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layouts, vector=True)
+              for layouts, kernel in V4_KERNELS.items()}
+BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS}  # version -> its three products' kernels
 
 
 @cuda_kernel
@@ -634,7 +662,8 @@ CUDA_KERNELS = (
     (matmul_backward_dinp_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dweight_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dbias_kernel_v3, f"void({_V}, {_M})"),
-    *((k, f"void(float32[:, :, ::1], {_M}, {_M}, {_V}, boolean, boolean, int64)") for k in V4_KERNELS.values()),
+    *((k, f"void(float32[:, :, ::1], {_M}, {_M}, {_V}, boolean, boolean, int64)")
+      for kernels in BLOCKED_KERNELS.values() for k in kernels.values()),
     (matmul_split_sum_kernel_v4, f"void({_V}, {_M})"),
     (matmul_backward_dbias_kernel_v4, f"void({_V}, {_M})"),
 )
@@ -679,10 +708,11 @@ def _split_scratch(S, M, N):
     return scratch("matmul.split", (S, M, N))
 
 
-def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False):
-    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel; A is a (M, K), or a (K, M) read
-    transposed when a_k_major (B likewise, N rows). split: cut K into ranges when there are few tiles
-    (backward only: the partial sums are added into out, so it needs accumulate and no bias)."""
+def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False, version="v4"):
+    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (or v5's: the same launch); A is a
+    (M, K), or a (K, M) read transposed when a_k_major (B likewise, N rows). split: cut K into ranges when
+    there are few tiles (backward only: the partial sums are added into out, so it needs accumulate and no
+    bias)."""
     M, N = out.shape
     K = a.shape[0] if a_k_major else a.shape[1]
     if split and (not accumulate or bias is not None):
@@ -691,7 +721,7 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
     grid, block = (ceil_div(N, BN), ceil_div(M, BM), S), (THREADS_X, THREADS_Y)
     has_bias = bias is not None
     bias = bias if has_bias else _no_bias()
-    kernel = V4_KERNELS[(a_k_major, b_k_major)]
+    kernel = BLOCKED_KERNELS[version][(a_k_major, b_k_major)]
     if S == 1:
         kernel[grid, block](out.reshape(1, M, N), a, b, bias, has_bias, accumulate, k_per_split)
         return
@@ -702,8 +732,8 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
 
 def _forward_cuda(version, out, inp, weight, bias):
     """out (N, OC) = inp (N, C) @ weight^T (+ bias) on the GPU with one CUDA version."""
-    if version == "v4":
-        gemm_v4(out, inp, False, weight, False, bias)
+    if version in BLOCKED_KERNELS:
+        gemm_v4(out, inp, False, weight, False, bias, version=version)
     elif version == "cublas":
         _cublas.forward(out, inp, weight, bias)
     else:
@@ -716,12 +746,12 @@ def _forward_cuda(version, out, inp, weight, bias):
 def backward_launchers(version):
     """(dinp(dinp, dout, weight), dweight(dweight, dout, inp), dbias(dbias, dout)): one CUDA version's three
     backward products on 2-D (N, .) device arrays, each accumulating; kernels/accuracy.py runs them one by one."""
-    if version == "v4":
+    if version in BLOCKED_KERNELS:
         def dinp(dinp, dout, weight):       # dinp (N, C) += dout (N, OC) @ weight (OC, C): weight read k-major
-            gemm_v4(dinp, dout, False, weight, True, accumulate=True, split=True)
+            gemm_v4(dinp, dout, False, weight, True, accumulate=True, split=True, version=version)
 
         def dweight(dweight, dout, inp):    # dweight (OC, C) += dout^T @ inp: both summed down their N rows
-            gemm_v4(dweight, dout, True, inp, True, accumulate=True, split=True)
+            gemm_v4(dweight, dout, True, inp, True, accumulate=True, split=True, version=version)
 
         def dbias(dbias, dout):
             matmul_backward_dbias_kernel_v4[ceil_div(dbias.shape[0], BIAS_COLS), (BIAS_COLS, BIAS_LANES)](dbias, dout)
@@ -738,8 +768,8 @@ def backward_launchers(version):
 
 # ---------------------------------------------------------------- public entry points
 CPU_VERSIONS = ("loops", "blas")
-CUDA_VERSIONS = (*FORWARD_KERNELS, "v4", "cublas")
-# v3: the accurate one, see its comment. v4 and cublas are as accurate but not yet timed on a GPU (the rule).
+CUDA_VERSIONS = (*FORWARD_KERNELS, *BLOCKED_KERNELS, "cublas")
+# v3: the accurate one, see its comment. v4, v5 and cublas are as accurate but not yet timed on a GPU (the rule).
 DEFAULT_VERSION = {"cpu": "blas", "cuda": "v3"}
 
 

@@ -238,7 +238,7 @@ def _matmul_blocks(matmul) -> dict:
     table.update({k: Launch(256, "matmul.backward_launchers: 256") for k in (
         matmul.matmul_backward_dbias_kernel, matmul.matmul_backward_dbias_kernel_v3)})
     table.update({k: Launch(matmul.THREADS_X * matmul.THREADS_Y, "matmul.gemm_v4: THREADS_X x THREADS_Y")
-                  for k in matmul.V4_KERNELS.values()})
+                  for kernels in matmul.BLOCKED_KERNELS.values() for k in kernels.values()})
     table[matmul.matmul_split_sum_kernel_v4] = Launch(256, "matmul.gemm_v4: 256")
     table[matmul.matmul_backward_dbias_kernel_v4] = Launch(matmul.BIAS_COLS * matmul.BIAS_LANES,
                                                            "matmul.BIAS_COLS x BIAS_LANES")

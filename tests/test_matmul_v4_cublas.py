@@ -1,6 +1,7 @@
-"""matmul v4 (register-blocked CUDA) and "cublas" (cuBLAS through torch on the same memory).
+"""matmul v4 and v5 (register-blocked CUDA) and "cublas" (cuBLAS through torch on the same memory).
 
-v4 runs in numba's simulator (its own process: NUMBA_ENABLE_CUDASIM=1 is read when numba is imported) at one
+v4 and v5 (v4 with 128-bit shared loads: other thread-to-output and loader mappings, the same sums) run in
+numba's simulator (its own process: NUMBA_ENABLE_CUDASIM=1 is read when numba is imported) at one
 awkward shape that exercises every path: rows and columns not multiples of the 64 x 64 tile, two tiles
 across, a reduction split in two (one range partial) and its in-order sum, the bias epilogue. The cublas
 version needs a GPU; its code runs here on CPU torch tensors through the same functions (kernels/_cublas.py):
@@ -25,15 +26,16 @@ from dataclasses import asdict
 from gpt2lab.kernels import matmul
 from gpt2lab.kernels.check import check_op
 shape = json.loads(sys.argv[1])
-print(json.dumps([asdict(r) for r in check_op(matmul.SPEC, "cudasim", version="v4", shapes=[shape])]))
+print(json.dumps([asdict(r) for r in check_op(matmul.SPEC, "cudasim", version=sys.argv[2], shapes=[shape])]))
 """
 
 
 @pytest.mark.cudasim
-def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape():
+@pytest.mark.parametrize("version", ["v4", "v5"])
+def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape(version):
     M, N, K = AWKWARD["B"] * AWKWARD["T"], AWKWARD["C"], AWKWARD["OC"]
     assert matmul.splits_v4(M, N, K)[0] == 2, "the shape must exercise the split path"
-    proc = run_in_simulator("-c", _SIM_SCRIPT, json.dumps(AWKWARD))
+    proc = run_in_simulator("-c", _SIM_SCRIPT, json.dumps(AWKWARD), version)
     rows = json.loads(proc.stdout)
     assert {r["tensor"] for r in rows} == {"out", "dinp", "dweight", "dbias"}
     assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
@@ -66,7 +68,7 @@ def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
 
 
 def test_new_versions_are_listed_but_not_the_default():
-    assert {"v4", "cublas"} <= set(matmul.CUDA_VERSIONS)
+    assert {"v4", "v5", "cublas"} <= set(matmul.CUDA_VERSIONS)
     assert matmul.DEFAULT_VERSION["cuda"] == "v3"  # docs/kernels.md: nothing untimed on a GPU is the default
     with pytest.raises(ValueError, match="version must be one of"):  # numpy arrays: cublas is a CUDA version
         x = np.zeros((1, 2, 3), np.float32)
