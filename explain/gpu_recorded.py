@@ -45,6 +45,8 @@ import numbers
 import re
 from importlib import resources
 
+from gpt2lab.gpt2.choices import FLASHES, MATMULS
+
 FOLDER = "gpu_records"   # beside this module, shipped as package data (pyproject.toml)
 
 
@@ -76,7 +78,8 @@ def _what(test) -> str:
     """What a value passing `test` is, for an error message."""
     return {_number: "a number", _optional_number: "a number or null", _int: "an integer", _bool: "true or false",
             _text: "a non-empty string", _date: "a date YYYY-MM-DD", _optional_int: "an integer or null",
-            _matmul: f"one of {', '.join(MATMULS)}"}.get(test, "a value of another kind")
+            _matmul: f"one of {', '.join(MATMULS)}", _flash: f"one of {', '.join(FLASHES)}"}.get(
+        test, "a value of another kind")
 
 
 def _expect(ok: bool, where: str, what: str, value) -> None:
@@ -128,7 +131,8 @@ def _profile(profile, where: str) -> None:
     _rows({"kernel": _text, "calls": _int, "ms": _number, "pct": _number})(profile.get("rows"), f"{where}.rows")
 
 
-MATMULS = ("numba", "cublas")   # a step row's "matmul": our kernels, or cuBLAS (`--matmul cublas`)
+# a step row's "matmul": our default kernels ("numba"), one of our versions by name, or cuBLAS (`--matmul`,
+# gpt2/choices.py); its "flash": the fused path's flash attention version (`--flash`), when not the default
 
 
 def _optional_int(value) -> bool:
@@ -139,11 +143,15 @@ def _matmul(value) -> bool:
     return value in MATMULS
 
 
+def _flash(value) -> bool:
+    return value in FLASHES
+
+
 # A step row's fields a record may lack (the H100 record of 2026-11-26 has only the memory), each checked when
 # present: gpu_speed.step_table and gpu_speed.goals read them.
 STEP_OPTIONAL = {"ours_mib": _optional_number, "torch_mib": _optional_number, "launches": _optional_int,
                  "host_ms": _optional_number, "fused_ms": _number, "fused_mib": _optional_number,
-                 "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul,
+                 "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul, "flash": _flash,
                  "buffers_mib": _optional_number, "fused_buffers_mib": _optional_number}
 
 

@@ -39,7 +39,8 @@ def read_bench(path: str) -> dict:
 
 def main(argv=None) -> int:
     """Print the record as JSON; the bench files' lists (ops, steps, matmul_ladder) are joined, their objects
-    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul". A
+    (profile, peaks) taken from the last file that has them, and each step row keeps its file's "matmul" and
+    "flash". A
     file that cannot be read is left out with one line on stderr and exit code 1: the record of the steps that
     did finish is still printed. --goals: the issue's goals against that record, in a file
     (tools/gpu_checks.sh appends it to summary.txt)."""
@@ -56,9 +57,10 @@ def main(argv=None) -> int:
         if one.get("interrupted"):   # bench keeps the rows it finished before a SIGTERM (its time limit)
             print(f"gpu_speed_cli: {path} was cut short ({one['interrupted']}): only the rows it finished are in "
                   f"the record", file=sys.stderr)
-        for row in one.get("steps") or []:   # which matmul each step row ran: files may differ (--matmul cublas)
-            if isinstance(row, dict) and "matmul" in one:
-                row.setdefault("matmul", one["matmul"])
+        for row in one.get("steps") or []:   # which kernels each step row ran: files differ (--matmul, --flash)
+            for key in ("matmul", "flash"):
+                if isinstance(row, dict) and key in one:
+                    row.setdefault(key, one[key])
         for key, value in one.items():
             if isinstance(value, list):
                 bench.setdefault(key, []).extend(value)

@@ -13,6 +13,8 @@ import sys
 from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks, gpu_name
 from gpt2lab.signals import handling
 
+from .choices import FLASHES, MATMULS
+
 
 def bench_tokenizer(progress=print) -> dict:
     from gpt2lab.datasets.bench_bpe import bench_bpe
@@ -31,9 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer benchmark")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per side (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
-    p.add_argument("--matmul", choices=("numba", "cublas"), default="numba",
-                   help="the matmuls 'ours' runs on cuda: our kernels (default) or cuBLAS on the same memory "
-                        "(the linear layers and attention's q k^T and att v)")
+    p.add_argument("--matmul", choices=MATMULS, default="numba",
+                   help="the matmuls 'ours' runs on cuda: our kernels (default), one of our versions by name (e.g. "
+                        "v5: a candidate timed before it is the default) or cuBLAS on the same memory (the linear "
+                        "layers and attention's q k^T and att v)")
+    p.add_argument("--flash", choices=FLASHES, default=None,
+                   help="on cuda: the flash attention version of our fused-path step (default: v4)")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
     # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)
@@ -81,7 +86,7 @@ def run(args) -> int:
         print(f"gpt2lab bench: {error}", file=sys.stderr)
         return 2
     say = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    out = {"device": args.device, "matmul": args.matmul}
+    out = {"device": args.device, "matmul": args.matmul, **({"flash": args.flash} if args.flash else {})}
     if args.device == "cuda":   # which GPU, and its data-sheet peaks (None: not in kernels.bench.DEVICE_PEAKS)
         out["gpu"] = gpu_name()
         out["peaks"] = device_peaks(out["gpu"])
@@ -115,13 +120,13 @@ def measure(args, out: dict, say) -> None:
         from .bench import bench_steps
         say("one training step (forward, backward, AdamW):")
         bench_steps(args.device, configs, B=args.batch, T=args.seq, reps=max(1, args.reps // 2), progress=say,
-                    kernels=_step_kernels(args.matmul), rows=out.setdefault("steps", []))
+                    kernels=_step_kernels(args), rows=out.setdefault("steps", []))
     if args.profile:
         from .bench import profile_step_cuda
         say("where one step's GPU time goes (CUDA events around each kernel launch):")
         for key, fused in (("profile", False), ("profile_fused", True)):   # the default path, then the fused one
             out[key] = profile_step_cuda(configs[-1], B=args.batch, T=args.seq, progress=say,
-                                         kernels=_step_kernels(args.matmul), fused=fused)
+                                         kernels=_step_kernels(args), fused=fused)
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)
@@ -139,13 +144,17 @@ def configs_of(args) -> list[str]:
 
 
 def _matmul_error(args) -> str | None:
-    """Why --matmul cannot run here, in one line (None: it can)."""
+    """Why --matmul or --flash cannot run here, in one line (None: it can)."""
+    if args.flash is not None and args.device != "cuda":
+        return f"--flash {args.flash} runs on the GPU: it needs --device cuda"
     if args.matmul == "numba":
         return None
     from .cli import CommandError
     from .train import check_cublas_usable
     if args.device != "cuda":
         return f"--matmul {args.matmul} runs on the GPU: it needs --device cuda"
+    if args.matmul != "cublas":
+        return None
     try:
         check_cublas_usable(f"--matmul {args.matmul}")
     except CommandError as e:
@@ -153,10 +162,10 @@ def _matmul_error(args) -> str | None:
     return None
 
 
-def _step_kernels(matmul: str):
-    """The whole step's Kernels for --matmul (None: the defaults)."""
+def _step_kernels(args):
+    """The whole step's Kernels for --matmul and --flash (None: the defaults)."""
     from .train import matmul_kernels
-    return matmul_kernels(matmul)
+    return matmul_kernels(args.matmul, flash=args.flash)
 
 
 def main(argv=None) -> int:

@@ -42,6 +42,7 @@ from gpt2lab.signals import handling
 
 from .buffers import step_bytes
 from .checkpoint import load_checkpoint, save_checkpoint
+from .choices import FLASHES, MATMULS
 from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
 from .config import PRESETS, GPTConfig, OptimConfig, check_number, decays  # noqa: F401 (re-exported)
 from .faults import kernels_with
@@ -712,9 +713,13 @@ def add_arguments(p) -> None:
     p.add_argument("--no-fused", dest="fused", action="store_const", const=False,
                    help="numba: the default kernels; with --resume, takes a --fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
-                   help="numba backend on cuda: our matmul kernels (default) or cuBLAS on the same device memory "
-                        "for the linear layers and attention's q k^T and att v (llm.c's choice; the fused path keeps "
-                        "flash attention), to see what our kernels leave on the table")
+                   help="numba backend on cuda: our matmul kernels (default), one of our versions by name (e.g. v5, "
+                        "not yet the default), or cuBLAS on the same device memory for the linear layers and "
+                        "attention's q k^T and att v (llm.c's choice; the fused path keeps flash attention), to see "
+                        "what our kernels leave on the table")
+    p.add_argument("--flash", choices=FLASHES, default=None,
+                   help="numba backend on cuda with --fused: the flash attention version (default v4; v5 keeps each "
+                        "row in registers, not yet the default)")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
@@ -777,30 +782,41 @@ def _memory_available(device: str = "cpu") -> int | None:
         return None
 
 
-# --matmul: which matmuls the numba backend calls on the GPU, through the model's one swap point (Kernels).
-MATMULS = ("numba", "cublas")
+# --matmul and --flash (gpt2/choices.py): which matmuls and flash attention the numba backend calls on the GPU,
+# through the model's one swap point (Kernels).
 # The ops whose products cuBLAS takes over, as in llm.c: the linear layers, and the default path's attention
 # (q k^T and att v as batched GEMMs; the fused path's flash attention stays ours)
 CUBLAS_OPS = ("matmul", "attention")
 
 
-def matmul_kernels(choice: str, kernels=None):
+def matmul_kernels(choice: str, kernels=None, flash: str | None = None):
     """`kernels` (None: the defaults) with `choice`'s matmuls in place: "numba" leaves them as they are (None
-    stays None), "cublas" puts in the "cublas" versions of matmul and attention (CUBLAS_OPS: cuBLAS via torch
-    on the same device arrays)."""
+    stays None), a version name ("v5") puts in that version of our matmul, "cublas" the "cublas" versions of
+    matmul and attention (CUBLAS_OPS: cuBLAS via torch on the same device arrays). flash: a flash attention
+    version for the fused path (None: its default)."""
     if choice not in MATMULS:
         raise ValueError(f"matmul must be one of {MATMULS}, got {choice!r}")
-    if choice == "numba":
+    if flash is not None and flash not in FLASHES:
+        raise ValueError(f"flash must be one of {FLASHES}, got {flash!r}")
+    if choice == "numba" and flash is None:
         return kernels
     import dataclasses
     import functools
 
-    from gpt2lab.kernels.attention import attention_backward, attention_forward
+    from gpt2lab.kernels.attention import (attention_backward, attention_backward_flash, attention_forward,
+                                           attention_forward_flash)
     from gpt2lab.kernels.matmul import matmul_backward, matmul_forward
 
     from .kernel_model import Kernels
-    swapped = {fn.__name__: functools.partial(fn, version=choice)
-               for fn in (matmul_forward, matmul_backward, attention_forward, attention_backward)}
+    swapped = {}
+    if choice != "numba":
+        ops = [matmul_forward, matmul_backward]
+        if choice == "cublas":
+            ops += [attention_forward, attention_backward]
+        swapped.update({fn.__name__: functools.partial(fn, version=choice) for fn in ops})
+    if flash is not None:
+        swapped.update({fn.__name__: functools.partial(fn, version=flash)
+                        for fn in (attention_forward_flash, attention_backward_flash)})
     return dataclasses.replace(kernels or Kernels(), **swapped)
 
 
@@ -815,16 +831,26 @@ def check_cublas_usable(flag: str = "--matmul cublas") -> None:
 
 
 def _check_matmul(args, fault) -> None:
+    if args.flash is not None:
+        if args.backend != "numba" or args.device != "cuda" or not args.fused:
+            raise CommandError(f"--flash {args.flash} picks the fused path's flash attention on the GPU: it needs "
+                               f"--backend numba --device cuda --fused")
+        if fault is not None and fault.op == "attention":
+            raise CommandError(f"--inject-fault {fault.name} breaks our flash attention, which --flash {args.flash} "
+                               f"replaces: run it without --flash")
     if args.matmul == "numba":
         return
     if args.backend != "numba" or args.device != "cuda":
         raise CommandError(f"--matmul {args.matmul} swaps the numba backend's matmul on the GPU: it needs "
                            f"--backend numba --device cuda")
-    # the fused path keeps flash attention: an attention fault still hits our kernel there
-    if fault is not None and fault.op in CUBLAS_OPS and not (fault.op == "attention" and args.fused):
+    # what --matmul swaps in replaces the faulty kernel; the fused path keeps flash attention, so an attention
+    # fault still hits our kernel there
+    replaced = CUBLAS_OPS if args.matmul == "cublas" else ("matmul",)
+    if fault is not None and fault.op in replaced and not (fault.op == "attention" and args.fused):
         raise CommandError(f"--inject-fault {fault.name} breaks our {fault.op} kernel, which --matmul {args.matmul} "
                            f"replaces: run it without --matmul {args.matmul}")
-    check_cublas_usable(f"--matmul {args.matmul}")
+    if args.matmul == "cublas":
+        check_cublas_usable(f"--matmul {args.matmul}")
 
 
 def _check_resources(args, config: GPTConfig) -> None:
@@ -959,7 +985,7 @@ def _run_in(args, config: GPTConfig, out: Path, fault=None):
     except ValueError as e:
         raise CommandError(str(e) if fault is None else f"--inject-fault: {e}") from None
     options = {"device": args.device} if args.device != "cpu" else {}
-    kernels = matmul_kernels(args.matmul, faulty)
+    kernels = matmul_kernels(args.matmul, faulty, args.flash)
     if kernels is not None:
         options["kernels"] = kernels
     if fused:

@@ -945,8 +945,8 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # (the same products in the same order, then the same two shuffles), so exp(s - lse) in the backward is
 # exactly the forward's att, as in v4; the sums keep v4's per-tile partials, and the dk/dv kernel takes D
 # from the tile's dout (one read of dout, not two). Launch bounds (FLASH_BLOCKS_PER_SM) cap the registers
-# where ptxas spills nothing or next to nothing: at hs = 64, 96 (forward; 8 bytes spilled, and its tile of 32
-# scores in local memory: 64 accesses a tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers
+# where ptxas spills nothing: at hs = 64, 96 (forward; its tile of 32 scores is in local memory: 64 accesses a
+# tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers
 # a thread, so 5, 2 and 4 blocks of 128 threads share an SM. The dk/dv kernel at 3 blocks spilled 90-390
 # bytes whatever its loads' order. (ptxas 13.0, sm_90. Unmeasured on a GPU, so not the default:
 # docs/kernels.md's rule.)
@@ -983,9 +983,11 @@ def _row_lane():
 def _clamped_load(src, b, t, off, c, T, hs):
     """src[b, t, off + c], or 0 where t >= T or c >= hs. The load itself is never skipped: it reads a clamped,
     in-bounds address and the zero is selected after. A load behind a branch waits alone for its memory;
-    unconditional loads can all be in flight at once (the compiler issues a tile's loads before its stores)."""
+    unconditional loads can all be in flight at once. cuda.selp with `&`, not `x if ... and ... else 0`: numba
+    lowers that expression to branches, and LLVM then moved the load into one (a review found every tile load
+    behind a branch in the PTX; with selp none is, and the forward's 8 spilled bytes went too)."""
     x = src[b, min(t, T - 1), off + min(c, hs - 1)]
-    return x if t < T and c < hs else float32(0.0)
+    return cuda.selp((t < T) & (c < hs), x, float32(0.0))
 
 
 @cuda.jit(device=True, inline="always")
@@ -1000,9 +1002,10 @@ def _last_first():
 def flash_v5_kernels(hs, rows=FLASH_ROWS):
     """v5's (forward, backward dk dv, backward dq) kernels for head size hs, in blocks of `rows` rows (queries or
     keys) x LANES threads: one compiled set per (hs, rows). The tiles are rows long too."""
-    if rows % (32 // LANES) or not 0 < rows * LANES <= 1024:
-        raise ValueError(f"flash_v5_kernels: rows must be a multiple of {32 // LANES} (whole warps: the shuffles "
-                         f"name all 32 lanes) and at most {1024 // LANES}, got {rows!r}")
+    if rows & (rows - 1) or not 32 <= rows * LANES <= 1024:
+        raise ValueError(f"flash_v5_kernels: rows must be a power of two from {32 // LANES} to {1024 // LANES} "
+                         f"(whole warps: the shuffles name all 32 lanes; the tile loads mask the thread index), "
+                         f"got {rows!r}")
     R, THREADS = rows, rows * LANES
     W = ceil_div(hs, LANES * CHUNK) * LANES * CHUNK  # a shared tile row: hs rounded up (the padding holds zeros)
     HSL = W // LANES                                 # channels a lane owns, CHUNK at a time
@@ -1544,7 +1547,8 @@ SPEC = OpSpec(
                 {"B": 2, "T": 7, "C": 50, "NH": 5}, {"B": 2, "T": 37, "C": 48, "NH": 4}],
         "cudasim": [{"B": 1, "T": 5, "C": 24, "NH": 3}, {"B": 1, "T": 1, "C": 12, "NH": 2},
                     {"B": 1, "T": 4, "C": 15, "NH": 3},
-                    {"B": 2, "T": 40, "C": 8, "NH": 2}],  # T > TILE: v3's several key tiles and masked tiles
+                    {"B": 2, "T": 40, "C": 8, "NH": 2},  # T > TILE: v3's several key tiles and masked tiles
+                    {"B": 1, "T": 11, "C": 40, "NH": 2}],  # hs = 20: two 4-channel runs a v5 lane, padding past hs
         "cuda": [{"B": 4, "T": 256, "C": 768, "NH": 12}, {"B": 2, "T": 7, "C": 50, "NH": 5}],
     },
     backward=("dinp",),

@@ -490,6 +490,9 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
     warp loads 32 consecutive r of one k, and stores them along a tile row). k contiguous, a warp loads 32
     consecutive k of one row (v4), or with blocks_of_8 (v5) 8 consecutive k of 4 rows: 32-byte sectors
     either way, and v5's tile rows of 68 floats then take the warp's column store in 32 different banks.
+    Each load sits behind its bounds test (PTX: a branch; ptxas may predicate it). Flash v5's clamped,
+    unconditional loads (attention._clamped_load) were tried here: with all 16 loads in flight the dweight
+    kernels spilled 120 bytes under the 80-register cap (ptxas 13.0, sm_90); which is faster is for a GPU.
     """
     tx, ty = _thread_v4()
     t = ty * THREADS_X + tx
@@ -497,7 +500,7 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
         i = t + load * THREADS
         if k_major:
             k, r = i // BM, i % BM
-        elif blocks_of_8:  # warp w of the block: k block w % 4, rows 4 (w // 4) + 8 load..; lane: k % 8, row + lane // 8
+        elif blocks_of_8:  # warp w: k block w % 4, rows 4 (w // 4) + 8 load ..; lane: k % 8, row + lane // 8
             k = t // 32 % (BK // 8) * 8 + t % 8
             r = t // (32 * (BK // 8)) * 4 + t % 32 // 8 + load * (THREADS // BK)
         else:
@@ -522,8 +525,9 @@ _V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V4_
 # peak. v5 gives thread (tx, ty) 4 adjacent rows 4 ty.. and 4 adjacent columns 4 tx..: its a and b values are
 # one 16-byte load each (the tiles 16-byte aligned, rows of BM + 4 = 68 floats, a multiple of 4). A warp: a
 # loads 2 addresses (1 wavefront), b 16 x 16 bytes (2): 3 wavefronts for 16 multiply-adds, under the FP32
-# rate. The price: the loader's column stores (k contiguous) into rows of 68 floats would hit 8 banks 4 at a
-# time, so there a warp loads 8 k of 4 rows (_load_tile_v4's blocks_of_8), 32 different banks; and the
+# rate (counted assuming a 128-bit load's repeated addresses are served once, as 32-bit ones are: unmeasured).
+# The price: the loader's column stores (k contiguous) into rows of 68 floats would hit 8 banks 4 at a time, so
+# there a warp loads 8 k of 4 rows (_load_tile_v4's blocks_of_8), 32 different banks; and the
 # epilogue's stores are 4 adjacent columns a thread (each 32-byte sector written by 4 store instructions, not
 # 1; once per output). Same sums in the same order as v4: the same bits. llm.c's hand-written kernel uses
 # float4 loads the same way (8 x 8 outputs a thread there; no compensated sums).
@@ -687,9 +691,10 @@ def _no_bias():
 
 
 # v4's host side: how many splits of the reduction, and their scratch.
-# 2 blocks per SM of an H100 (132 SMs): a backward product with fewer tiles is split. Not V4_BLOCKS_PER_SM's
-# 3: GPT-2's 144-tile dweight would then split in 3, 432 blocks for 396 places, and a second, almost empty
-# wave; two waves of K/3 rows take longer than one wave of 288 blocks of K/2.
+# 2 blocks per SM of an H100 (132 SMs): a backward product with fewer tiles is split. Kept at 2 when v4 went
+# to V4_BLOCKS_PER_SM = 3: GPT-2's 144-tile dweight then splits in 2, 288 blocks in one wave (some SMs 3 of
+# K/2 rows each), not 3, 432 blocks for 396 places (some SMs 4 of K/3). Which finishes first depends on how
+# much blocks sharing an SM slow each other: unmeasured, for a GPU run to settle.
 TARGET_BLOCKS = 264
 MAX_SPLITS = 16      # and never into more than this many ranges (each at least BK long)
 

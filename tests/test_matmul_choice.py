@@ -109,3 +109,52 @@ def test_a_matmul_or_attention_fault_and_cublas_do_not_mix(op, capsys, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and f"breaks our {op} kernel, which --matmul cublas replaces: run it without --matmul cublas" \
         in err[-1], err
+
+
+def test_a_version_of_ours_swaps_only_the_matmul_and_flash_only_the_flash_pair():
+    from gpt2lab.kernels import attention
+    kernels = matmul_kernels("v5")
+    for fn in (kernels.matmul_forward, kernels.matmul_backward):
+        assert isinstance(fn, functools.partial) and fn.keywords == {"version": "v5"}
+    assert kernels.attention_forward is Kernels().attention_forward       # cuBLAS's swap takes attention too; v5 not
+    assert kernels.attention_forward_flash is Kernels().attention_forward_flash
+    flashed = matmul_kernels("numba", flash="v5")
+    assert flashed.matmul_forward is Kernels().matmul_forward
+    for fn, ref in ((flashed.attention_forward_flash, attention.attention_forward_flash),
+                    (flashed.attention_backward_flash, attention.attention_backward_flash)):
+        assert fn.func is ref and fn.keywords == {"version": "v5"}
+    with pytest.raises(ValueError, match="flash must be one of"):
+        matmul_kernels("numba", flash="v3")
+
+
+def test_the_command_line_choices_are_the_kernels_own():
+    from gpt2lab.gpt2.choices import FLASHES, MATMULS
+    from gpt2lab.kernels import attention
+    assert MATMULS == ("numba", *matmul.CUDA_VERSIONS)
+    assert FLASHES == attention.FLASH_CUDA_VERSIONS
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--matmul", "v5"], "--matmul v5 swaps the numba backend's matmul on the GPU: it needs --backend numba "
+                         "--device cuda"),
+    (["--flash", "v5"], "--flash v5 picks the fused path's flash attention on the GPU: it needs --backend numba "
+                        "--device cuda --fused"),
+    (["--backend", "numba", "--device", "cuda", "--matmul", "v5", "--inject-fault", "matmul"],
+     "breaks our matmul kernel, which --matmul v5 replaces: run it without --matmul v5"),
+    (["--backend", "numba", "--device", "cuda", "--fused", "--flash", "v5", "--inject-fault", "attention"],
+     "breaks our flash attention, which --flash v5 replaces: run it without --flash"),
+])
+def test_train_matmul_version_and_flash_are_refused_in_one_line_where_they_cannot_run(argv, needle, capsys,
+                                                                                     tmp_path):
+    code = main(["train", "--steps", "1", "--out", str(tmp_path / "run")] + argv)
+    err = capsys.readouterr().err
+    # (an injected fault is announced on the line before)
+    assert code == 2 and "Traceback" not in err and needle in err.strip().splitlines()[-1], err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--matmul", "v5"], "--matmul v5 runs on the GPU: it needs --device cuda"),
+    (["--flash", "v5"], "--flash v5 runs on the GPU: it needs --device cuda"),
+])
+def test_bench_matmul_version_and_flash_need_the_gpu(argv, needle, capsys):
+    one_line(capsys, bench_cli.main(argv + ["--no-ops", "--steps", "", "--no-tokenizer"]), needle)

@@ -15,9 +15,10 @@ import pytest
 from gpt2lab.kernels import _cublas, matmul
 from simulated import measure_in_simulator, run_in_simulator
 
-# B*T = 6 rows (one partial tile), C = 37 (two k-tiles, one partial), OC = 65 (two tiles across). dinp sums
-# K = 65 over a single tile: split into 64 + 1; dweight (65, 37) spans two row tiles.
-AWKWARD = {"B": 2, "T": 3, "C": 37, "OC": 65}
+# B*T = 9 rows (one partial tile, past v5's first 8 loader rows), C = 37 (two k-tiles, one partial), OC = 65
+# (two tiles across). dinp sums K = 65 over a single tile: split into 64 + 1; dweight (65, 37) spans two row
+# tiles.
+AWKWARD = {"B": 3, "T": 3, "C": 37, "OC": 65}
 
 _SIM_SCRIPT = """
 import json, sys
