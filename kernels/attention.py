@@ -1017,6 +1017,13 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         return CHUNK * (lane + LANES * (i // CHUNK)) + i % CHUNK
 
     @cuda.jit(device=True, inline="always")
+    def head(inp, n_head):
+        """(T, b, h, and the channel offsets of head h's q, k and v in inp) of this block's (b, h)."""
+        T, C = inp.shape[1], inp.shape[2] // 3
+        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        return T, b, h, h * hs, C + h * hs, 2 * C + h * hs
+
+    @cuda.jit(device=True, inline="always")
     def load_own(x, src, b, t, off, T, lane, factor):
         """x[i] = src[b, t, off + channel(lane, i)] * factor: this lane's channels of row t (0 past T or hs)."""
         for i in range(HSL):
@@ -1054,13 +1061,10 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         return _lanes_total(d)
 
     def forward(out, lse, inp, n_head):
-        B, T, C3 = inp.shape
-        C = C3 // 3
-        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        T, b, h, qo, ko, vo = head(inp, n_head)
         r, lane = _row_lane()
         qb = _last_first()
         t1 = qb * R + r  # this row's query; may be >= T (it still shuffles and syncs)
-        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
         k_tile = cuda.shared.array((R, W), float32, alignment=16)
         v_tile = cuda.shared.array((R, W), float32, alignment=16)
         q = cuda.local.array(HSL, float32)
@@ -1107,12 +1111,9 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
                 lse[b, h, t1] = m + math.log(l)
 
     def backward_dkv(dinp, dout, inp, out, lse, n_head):
-        B, T, C3 = inp.shape
-        C = C3 // 3
-        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        T, b, h, qo, ko, vo = head(inp, n_head)
         r, lane = _row_lane()
         t2 = cuda.blockIdx.x * R + r  # this row's key; may be >= T
-        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
         q_tile = cuda.shared.array((R, W), float32, alignment=16)
         do_tile = cuda.shared.array((R, W), float32, alignment=16)
         lse_tile = cuda.shared.array(R, float32)
@@ -1170,13 +1171,10 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
                     dinp[b, t2, vo + c] += dv[i]
 
     def backward_dq(dinp, dout, inp, out, lse, n_head):
-        B, T, C3 = inp.shape
-        C = C3 // 3
-        b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
+        T, b, h, qo, ko, vo = head(inp, n_head)
         r, lane = _row_lane()
         qb = _last_first()
         t1 = qb * R + r
-        qo, ko, vo = h * hs, C + h * hs, 2 * C + h * hs
         k_tile = cuda.shared.array((R, W), float32, alignment=16)
         v_tile = cuda.shared.array((R, W), float32, alignment=16)
         q = cuda.local.array(HSL, float32)
