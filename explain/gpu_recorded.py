@@ -21,7 +21,9 @@ What a record holds (gpu_records/README.md says the same, beside the files):
                 torch_mib = torch's peak allocated (null: not measured); newer records also launches (our
                 kernel launches per step) and host_ms (our host time per step), the same of the fused path
                 (fused_ms, fused_mib, fused_launches, fused_host_ms: KernelGPT2(fused=True)), and matmul
-                ("numba": our matmul kernels, "cublas": `--matmul cublas`); buffers_mib, fused_buffers_mib: the
+                ("numba": our default matmul kernels, a version such as "v5": that one of ours, `--matmul v5`,
+                "cublas": `--matmul cublas`) and flash (the fused path's flash attention when `--flash` named
+                one: "v4" or "v5"); buffers_mib, fused_buffers_mib: the
                 part of ours_mib, fused_mib that is our flat buffers (the rest: kernel scratch, CUDA modules)
     op_ratio    `gpt2lab bench --device cuda`: forward + backward of each op at GPT-2 124M's shapes, ours /
                 torch: "T" the sequence lengths, "B" the batch, then per op one ratio per T (null: measured

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "v5: a candidate timed before it is the default) or cuBLAS on the same memory (the linear "
                         "layers and attention's q k^T and att v)")
     p.add_argument("--flash", choices=FLASHES, default=None,
-                   help="on cuda: the flash attention version of our fused-path step (default: v4)")
+                   help="on cuda: the flash attention version of our fused-path step, in the whole-step benchmark and "
+                        "--profile (default: v4; the op benchmark times both, attention_flash and attention_flash_v5)")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
     # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)

@@ -714,12 +714,14 @@ def add_arguments(p) -> None:
                    help="numba: the default kernels; with --resume, takes a --fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
                    help="numba backend on cuda: our matmul kernels (default), one of our versions by name (e.g. v5, "
-                        "not yet the default), or cuBLAS on the same device memory for the linear layers and "
-                        "attention's q k^T and att v (llm.c's choice; the fused path keeps flash attention), to see "
-                        "what our kernels leave on the table")
+                        "not yet the default; v1, v2 are the teaching versions, less accurate than PyTorch on long "
+                        "sums, and live parity flags them), or cuBLAS on the same device memory for the linear "
+                        "layers and attention's q k^T and att v (llm.c's choice; the fused path keeps flash "
+                        "attention), to see what our kernels leave on the table. Not stored in the run: give it "
+                        "again with --resume")
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="numba backend on cuda with --fused: the flash attention version (default v4; v5 keeps each "
-                        "row in registers, not yet the default)")
+                        "row in registers, not yet the default). Not stored in the run: give it again with --resume")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
@@ -834,7 +836,7 @@ def _check_matmul(args, fault) -> None:
     if args.flash is not None:
         if args.backend != "numba" or args.device != "cuda" or not args.fused:
             raise CommandError(f"--flash {args.flash} picks the fused path's flash attention on the GPU: it needs "
-                               f"--backend numba --device cuda --fused")
+                               f"--backend numba --device cuda --fused (with --resume too)")
         if fault is not None and fault.op == "attention":
             raise CommandError(f"--inject-fault {fault.name} breaks our flash attention, which --flash {args.flash} "
                                f"replaces: run it without --flash")

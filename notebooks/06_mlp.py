@@ -200,8 +200,9 @@ print(M.ladder_table(M.time_ladder()))
 # measures it when this machine has a CUDA GPU; otherwise it shows figures measured on a real one, and its first
 # line says which, when and on what code. First, whole training steps (forward, backward, AdamW), ours against
 # PyTorch on the same GPU, same weights and batches. Newer records also say which matmuls a row ran (numba: ours,
-# cublas: NVIDIA's library for every matrix product, attention's included, as llm.c does) and time the fused
-# path (fewer, bigger kernels; not yet the default):
+# a version such as v5: a newer one of ours, timed before it becomes the default; cublas: NVIDIA's library for
+# every matrix product, attention's included, as llm.c does) and time the fused path (fewer, bigger kernels; not
+# yet the default; its flash column, when there is one, names the flash attention it ran):
 
 # %%
 from gpt2lab.explain import gpu_speed as GS
