@@ -947,7 +947,7 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # from the tile's dout (one read of dout, not two). Launch bounds (FLASH_BLOCKS_PER_SM) cap the registers
 # where ptxas spills nothing: at hs = 64, 96 (forward; its tile of 32 scores is in local memory: 64 accesses a
 # tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers
-# a thread, so 5, 2 and 4 blocks of 128 threads share an SM. The dk/dv kernel at 3 blocks spilled 90-390
+# a thread, so 5, 2 and 4 blocks of 128 threads share an SM. The dk/dv kernel at 3 blocks spilled 80-390
 # bytes whatever its loads' order. (ptxas 13.0, sm_90. Unmeasured on a GPU, so not the default:
 # docs/kernels.md's rule.)
 LANES_SHIFT = 2
