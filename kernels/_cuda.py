@@ -102,6 +102,24 @@ def block_max(scratch, value):
     return result
 
 
+# Warp reductions: registers, no shared memory and no barrier. A butterfly of shuffles: each lane adds the value
+# of the lane `offset` away (xor), for offset = width/2, ..., 2, 1; after log2(width) steps every lane of a
+# group of `width` adjacent lanes holds the group's total, the same bits in each (a + b = b + a, so the
+# partners' two sums agree). All 32 lanes of the warp must take part in every shuffle (FULL_MASK).
+FULL_MASK = np.uint32(0xFFFFFFFF)
+
+
+@cuda.jit(device=True, inline="always")
+def lanes_sum(value, width):
+    """Sum of `value` over each group of `width` adjacent lanes (a power of two <= 32; 32: the whole warp),
+    returned to every lane of the group (see the comment above). width: a constant, so the loop unrolls."""
+    offset = width // 2
+    while offset > 0:
+        value += cuda.shfl_xor_sync(FULL_MASK, value, offset)
+        offset //= 2
+    return value
+
+
 def run_on_device(launch, args: dict, outs) -> dict:
     """Copy numpy `args` to the GPU, call `launch(**device_args)`, copy the tensors named in `outs` back.
 

@@ -100,7 +100,7 @@ from numba import cuda, float32, njit, prange
 
 from . import _cublas
 from ._blas import gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, run_on_device, scratch
+from ._cuda import ceil_div, compensated_add, lanes_sum, run_on_device, scratch
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -927,8 +927,8 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 #   * one set of kernels per head size (flash_v5_kernels(hs), compiled on first use; GPT-2's hs is 64);
 #   * LANES = 4 threads share a row, each owning a quarter of its channels (96 floats a thread in the dk/dv
 #     kernel at hs = 64). A dot product over the row is the four lanes' partial sums, added with two warp
-#     shuffles; every lane ends with the same bits (a + b = b + a), so the four agree on every score, max and
-#     exp without talking again.
+#     shuffles (_cuda.lanes_sum); every lane ends with the same bits (a + b = b + a), so the four agree on every
+#     score, max and exp without talking again.
 #   * lane l owns the runs of CHUNK = 4 channels l, l + 4, l + 8, ... (channels 4l..4l+3, 16 + 4l.., ...), and
 #     the tiles are 16-byte aligned: each run is one 128-bit shared load, 4 multiply-adds a load where one
 #     channel a lane would need a load each (a review of the first draft found that; ptxas's shared-load rate
@@ -957,18 +957,6 @@ FLASH_ROWS = TILE                   # rows (queries or keys) a block on a GPU: v
 FLASH_ROWS_SIMULATED = 8            # in numba's simulator: 32 Python threads a block, not 128 (8-key tiles)
 FLASH_THREADS = FLASH_ROWS * LANES
 FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 2, "backward_dq": 4}  # the launch bounds above
-FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane of the warp takes part in a shuffle
-
-
-@cuda.jit(device=True, inline="always")
-def _lanes_total(partial):
-    """The sum of the LANES lanes' partials of one row (lanes 4r..4r+3 of a warp), in every one of them: a
-    butterfly, partners 1 apart, then 2, ... (all 32 lanes of the warp take part in every shuffle)."""
-    offset = 1
-    while offset < LANES:
-        partial += cuda.shfl_xor_sync(FULL_MASK, partial, offset)
-        offset *= 2
-    return partial
 
 
 @cuda.jit(device=True, inline="always")
@@ -1047,7 +1035,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         s = float32(0.0)
         for i in range(HSL):
             s += x[i] * tile[j, channel(lane, i)]
-        return _lanes_total(s)
+        return lanes_sum(s, LANES)
 
     @cuda.jit(device=True, inline="always")
     def row_term(dout_row, out, b, t, off, T, lane):
@@ -1058,7 +1046,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
             c = channel(lane, i)
             if t < T and c < hs:
                 d += dout_row[i] * out[b, t, off + c]
-        return _lanes_total(d)
+        return lanes_sum(d, LANES)
 
     def forward(out, lse, inp, n_head):
         T, b, h, qo, ko, vo = head(inp, n_head)

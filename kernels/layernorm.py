@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_sum, ceil_div, compensated_add, run_on_device
+from ._cuda import block_sum, ceil_div, compensated_add, lanes_sum, run_on_device
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -156,7 +156,6 @@ def layernorm_backward_cpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, 
 BLOCK = 256
 WARP = 32
 WARPS_PER_BLOCK = 4  # v3: rows per block of 128 threads
-FULL_MASK = np.uint32(0xFFFFFFFF)  # every lane takes part in the shuffle
 EPS32 = np.float32(EPS)
 
 
@@ -212,20 +211,6 @@ def layernorm_forward_kernel_v2(out, mean, rstd, inp, weight, bias):
         rstd[r] = s
 
 
-@cuda.jit(device=True, inline="always")
-def warp_sum(value):
-    """Sum `value` over the 32 lanes of the warp; every lane gets the total.
-
-    A butterfly of register shuffles (xor 16, 8, 4, 2, 1): no shared memory and no barrier, the warp
-    executes in lockstep. All 32 lanes must take part.
-    """
-    offset = WARP // 2
-    while offset > 0:
-        value += cuda.shfl_xor_sync(FULL_MASK, value, offset)
-        offset //= 2
-    return value
-
-
 # v3: one warp per row, WARPS_PER_BLOCK rows per block. The row's sums are warp shuffles (registers)
 # instead of v2's shared-memory tree with a barrier per step; loads stay coalesced (lane i reads
 # channels i, i + 32, ...). For GPT-2's C = 768 one warp has 24 channels per lane: enough work to hide
@@ -241,12 +226,12 @@ def layernorm_forward_kernel_v3(out, mean, rstd, inp, weight, bias):
     acc = float32(0.0)
     for i in range(lane, C, WARP):
         acc += inp[r, i]
-    m = warp_sum(acc) * inv_c
+    m = lanes_sum(acc, WARP) * inv_c
     acc = float32(0.0)
     for i in range(lane, C, WARP):
         d = inp[r, i] - m
         acc += d * d
-    s = float32(1.0) / math.sqrt(warp_sum(acc) * inv_c + EPS32)
+    s = float32(1.0) / math.sqrt(lanes_sum(acc, WARP) * inv_c + EPS32)
     for i in range(lane, C, WARP):
         out[r, i] = (inp[r, i] - m) * s * weight[i] + bias[i]
     if lane == 0:
@@ -347,8 +332,8 @@ def layernorm_backward_kernel_v3(dinp, dweight, dbias, dout, inp, weight, mean, 
         dnorm = dout[r, i] * weight[i]
         acc += dnorm
         acc_norm += dnorm * (inp[r, i] - m) * s
-    dnorm_mean = warp_sum(acc) * inv_c
-    dnorm_norm_mean = warp_sum(acc_norm) * inv_c
+    dnorm_mean = lanes_sum(acc, WARP) * inv_c
+    dnorm_norm_mean = lanes_sum(acc_norm, WARP) * inv_c
     for i in range(lane, C, WARP):
         norm = (inp[r, i] - m) * s
         dy = dout[r, i]
