@@ -101,8 +101,9 @@ def _step_record(s: dict, matmul: str | None, flash: str | None = None) -> dict:
     matmul = s.get("matmul", matmul)
     if matmul is not None:
         row["matmul"] = matmul
-    if s.get("flash", flash) is not None:
-        row["flash"] = s.get("flash", flash)
+    flash = s.get("flash", flash)
+    if flash is not None:
+        row["flash"] = flash
     return row
 
 

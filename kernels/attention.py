@@ -946,10 +946,9 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # exactly the forward's att, as in v4; the sums keep v4's per-tile partials, and the dk/dv kernel takes D
 # from the tile's dout (one read of dout, not two). Launch bounds (FLASH_BLOCKS_PER_SM) cap the registers
 # where ptxas spills nothing: at hs = 64, 96 (forward; its tile of 32 scores is in local memory: 64 accesses a
-# tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers
-# a thread, so 5, 2 and 4 blocks of 128 threads share an SM. The dk/dv kernel at 3 blocks spilled 80-390
-# bytes whatever its loads' order. (ptxas 13.0, sm_90. Unmeasured on a GPU, so not the default:
-# docs/kernels.md's rule.)
+# tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers a thread, so 5, 2 and 4 blocks of 128
+# threads share an SM. The dk/dv kernel at 3 blocks spilled 80-390 bytes whatever its loads' order. (ptxas
+# 13.0, sm_90. Unmeasured on a GPU, so not the default: docs/kernels.md's rule.)
 LANES_SHIFT = 2
 LANES = 1 << LANES_SHIFT            # threads a row (a power of two: a row's lanes are adjacent, in one warp)
 CHUNK = 4                           # floats a lane reads from a tile row at once: one 16-byte shared load
@@ -1029,6 +1028,16 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
             tile[j, c] = _clamped_load(src, b, t0 + j, off, c, T, hs) * factor
 
     @cuda.jit(device=True, inline="always")
+    def key_tile(k_tile, v_tile, inp, b, kt, ko, vo, T, t1):
+        """Key tile kt's k and v rows into shared memory (all threads, between two barriers: nobody still reads
+        the previous tile, everybody sees this one whole); returns how many of its keys query t1 sees."""
+        cuda.syncthreads()
+        load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
+        load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
+        cuda.syncthreads()
+        return min(R, t1 - kt * R + 1) if t1 < T else 0  # keys kt*R + j <= t1
+
+    @cuda.jit(device=True, inline="always")
     def row_dot(x, tile, j, lane):
         """x . tile[j]: this lane's channels, then the row's four lanes added (the same bits in each). A run of
         CHUNK floats is one 16-byte shared load (the tiles are 16-byte aligned)."""
@@ -1065,11 +1074,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         m = float32(-math.inf)
         l = float32(0.0)
         for kt in range(qb + 1):  # key tiles up to the diagonal one
-            cuda.syncthreads()  # everyone is done with the previous tile
-            load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
-            load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
-            cuda.syncthreads()
-            n_keys = min(R, t1 - kt * R + 1) if t1 < T else 0  # keys kt*R + j <= t1
+            n_keys = key_tile(k_tile, v_tile, inp, b, kt, ko, vo, T, t1)
             m_new = m
             for j in range(R):
                 s_tile[j] = row_dot(q, k_tile, j, lane)
@@ -1176,11 +1181,7 @@ def flash_v5_kernels(hs, rows=FLASH_ROWS):
         for i in range(HSL):
             dq[i] = float32(0.0)
         for kt in range(qb + 1):  # key tiles up to the diagonal one
-            cuda.syncthreads()
-            load_tile(k_tile, inp, b, kt * R, ko, T, float32(1.0))
-            load_tile(v_tile, inp, b, kt * R, vo, T, float32(1.0))
-            cuda.syncthreads()
-            n_keys = min(R, t1 - kt * R + 1) if t1 < T else 0
+            n_keys = key_tile(k_tile, v_tile, inp, b, kt, ko, vo, T, t1)
             for i in range(HSL):
                 part[i] = float32(0.0)
             for j in range(R):
@@ -1379,8 +1380,8 @@ def attention_backward_flash(dinp, dout, inp, out, lse, n_head, version=None):
     """dinp (B, T, 3C) += the gradient w.r.t. q, k, v, from attention_forward_flash's out and lse.
 
     out (B, T, C) and lse (B, NH, T) are the flash forward's (D = dout . out needs the same out the model
-    kept); att is rebuilt from lse where it is used and never stored. On the GPU two v4 kernels (dk and
-    dv, then dq), no scratch; on the CPU the same math in loops. version: as attention_forward_flash's.
+    kept); att is rebuilt from lse where it is used and never stored. On the GPU two kernels of the version
+    (dk and dv, then dq), no scratch; on the CPU the same math in loops. version: as attention_forward_flash's.
     """
     op = "attention_backward_flash"
     B, T, C = _check_qkv(op, inp, n_head)
