@@ -79,7 +79,8 @@ class Verdict:
 def _max_abs_err(x, ref):
     """max |x - ref| in float64 (torch: the logits are (B, T, 50257)); inf for a NaN/inf or a shape mismatch."""
     import torch
-    x, ref = torch.as_tensor(x), torch.as_tensor(ref)
+    ref = torch.as_tensor(ref)
+    x = torch.as_tensor(x).to(ref.device)   # ours is read back to the host; a reference may live on the GPU
     if x.shape != ref.shape:
         return math.inf
     if x.numel() == 0:
