@@ -104,6 +104,8 @@ def _step_record(s: dict, matmul: str | None, flash: str | None = None) -> dict:
     flash = s.get("flash", flash)
     if flash is not None:
         row["flash"] = flash
+    if s.get("default_path") is not None:
+        row["default_path"] = s["default_path"]
     return row
 
 
@@ -147,17 +149,19 @@ def step_table(report: SpeedReport) -> str:
     """The whole-step comparison as aligned text: ms per step each side, the ratio, GPU memory each side, and,
     when the record has them, the matmul each row used (numba: our default kernels, a version such as v5: that
     one of ours, cublas: `--matmul cublas`), the fused path's flash attention (`--flash`, beside its figures),
-    the
-    fused path's ms and its ratio to torch (fused=True: not the default), our kernel launches and host ms."""
+    the fused path's ms and its ratio to torch, which of our two paths is the default (the step `gpt2lab train`
+    runs; records before 2026-11-26's second run lack it: the per-op path then), our launches and host ms."""
     steps = report.record["steps"]
     matmul = any("matmul" in s for s in steps)
     flash = any("flash" in s for s in steps)
     fused = any(s.get("fused_ms") is not None for s in steps)
     host = any(s.get("launches") is not None for s in steps)
+    path = any("default_path" in s for s in steps)
     head = f"{'config':<7} {'B':>2} {'T':>5}" + (f" {'matmul':>6}" if matmul else "")
     head += f" {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}"
     head += f" {'flash':>5}" if flash else ""    # --flash: the fused path's, so beside its figures
     head += f" {'fused ms':>9} {'fused/torch':>11}" if fused else ""
+    head += f" {'default':>7}" if path else ""
     head += f" {'ours MiB':>9} {'torch MiB':>9}" + (f" {'launches':>9} {'host ms':>8}" if host else "")
     lines = [head]
     for s in steps:
@@ -167,6 +171,7 @@ def step_table(report: SpeedReport) -> str:
         if fused:
             f_ms = s.get("fused_ms")
             line += _cell(f_ms, 9, ".1f") + _cell(None if f_ms is None else f_ms / s["torch_ms"], 11, ".2f")
+        line += _cell(s.get("default_path"), 7, "") if path else ""
         line += _cell(s.get("ours_mib"), 9, ",.0f") + _cell(s.get("torch_mib"), 9, ",.0f")
         if host:
             line += _cell(s.get("launches"), 9, "") + _cell(s.get("host_ms"), 8, ".1f")
@@ -198,33 +203,56 @@ def _candidate(s: dict) -> bool:
     return s.get("matmul", "numba") not in ("numba", "cublas")
 
 
-def _fused(s: dict) -> str:
-    """The fused path's ratio, with its flash attention when --flash named one (it changes only this path)."""
+def _default_fused(s: dict) -> bool:
+    """Whether a step row's default path, the step `gpt2lab train` runs, is the fused one: bench says so in
+    "default_path" (gpt2/choices.default_fused); rows before that field ran when the per-op path was the default."""
+    return s.get("default_path") == "fused" and s.get("fused_ms") is not None
+
+
+def _default_ms(s: dict) -> float:
+    return s["fused_ms"] if _default_fused(s) else s["ours_ms"]
+
+
+def _default_mib(s: dict):
+    return s.get("fused_mib") if _default_fused(s) else s.get("ours_mib")
+
+
+def _other_path(s: dict) -> str:
+    """The ratio of the row's path that is not the default (the fused path's with its flash attention when
+    --flash named one: it changes only that path), or "" when bench timed one path only."""
+    if _default_fused(s):
+        return f"per-op path {s['ours_ms'] / s['torch_ms']:.2f}x"
+    if s.get("fused_ms") is None:
+        return ""
     flash = f" (flash {s['flash']})" if "flash" in s else ""
     return f"fused path{flash} {s['fused_ms'] / s['torch_ms']:.2f}x"
 
 
+def _with_other(text: str, s: dict, sep: str = "; ") -> str:
+    other = _other_path(s)
+    return f"{text}{sep}{other}" if other else text
+
+
 def _step_goal(steps: list, goal: str, config: str, B: int, T: int, matmul: str, most: float) -> dict:
     """One goal row for the step of `config` at B, T on `matmul` ("numba": our default kernels; "cublas").
-    Judged on the default path of the row on the default kernels, the step `gpt2lab train` runs: the fused
-    path's ratio is shown beside it (not the default yet), and so are candidates' (rows on a version of ours
-    named with --matmul, e.g. v5: what the step would be if they became the defaults), never judged."""
+    Judged on the row's default path on the default kernels, the step `gpt2lab train` runs (the fused path on a
+    GPU since 2026-11-26, the per-op path in older records: _default_fused); the other path's ratio is shown
+    beside it, and so are candidates' (rows on a version of ours named with --matmul: what the step would be if
+    they became the defaults), never judged."""
     here = [s for s in steps if (s["config"], s["B"], s["T"]) == (config, B, T)]
     judged = [s for s in here if _group(s) == matmul and not _candidate(s)]
     candidates = [s for s in here if matmul == "numba" and _candidate(s)]
-    shown = "; ".join(f"--matmul {c['matmul']} {c['ours_ms'] / c['torch_ms']:.2f}x"
-                      + (f", {_fused(c)}" if c.get("fused_ms") is not None else "") for c in candidates)
+    shown = "; ".join(_with_other(f"--matmul {c['matmul']} {_default_ms(c) / c['torch_ms']:.2f}x", c, ", ")
+                      for c in candidates)
     shown = f"; candidates (not the defaults): {shown}" if candidates else ""
     if not judged:
-        other = [f"{_where(s)}: {s['ours_ms'] / s['torch_ms']:.2f}x" for s in steps
+        other = [f"{_where(s)}: {_default_ms(s) / s['torch_ms']:.2f}x" for s in steps
                  if s["config"] == config and _group(s) == matmul and not _candidate(s)]
         measured = "not measured" + (f" (measured only at {'; '.join(other)})" if other else "") + shown
         return {"goal": goal, "value": None, "measured": measured, "met": "unknown"}
     s = judged[-1]
-    ratio = s["ours_ms"] / s["torch_ms"]
-    measured = f"{ratio:.2f}x ({s['ours_ms']:.1f} vs {s['torch_ms']:.1f} ms)"
-    if s.get("fused_ms") is not None:
-        measured += f"; {_fused(s)}"
+    ratio = _default_ms(s) / s["torch_ms"]
+    measured = _with_other(f"{ratio:.2f}x ({_default_ms(s):.1f} vs {s['torch_ms']:.1f} ms)", s)
     return {"goal": goal, "value": ratio, "measured": measured + shown, "met": "yes" if ratio <= most else "no"}
 
 
@@ -232,12 +260,13 @@ def _memory_goal(steps: list) -> dict:
     """GPU memory <= MEMORY_GOAL x torch's peak at every config: "no" when a row exceeds it, "unknown" when none
     does but a row lacks either side's memory, "yes" when every row has both and is within it."""
     goal = f"GPU memory <= {MEMORY_GOAL}x torch's peak at every config"
-    rows = [(s["ours_mib"] / s["torch_mib"], s) for s in steps if s.get("ours_mib") is not None and s.get("torch_mib")]
-    unmeasured = [_where(s) for s in steps if s.get("ours_mib") is None or not s.get("torch_mib")]
+    rows = [(_default_mib(s) / s["torch_mib"], s) for s in steps
+            if _default_mib(s) is not None and s.get("torch_mib")]
+    unmeasured = [_where(s) for s in steps if _default_mib(s) is None or not s.get("torch_mib")]
     if not rows:
         return {"goal": goal, "value": None, "measured": "not measured", "met": "unknown"}
     worst, s = max(rows, key=lambda r: r[0])
-    measured = f"worst {worst:.2f}x ({_where(s)}: {s['ours_mib']:,.0f} vs {s['torch_mib']:,.0f} MiB)"
+    measured = f"worst {worst:.2f}x ({_where(s)}: {_default_mib(s):,.0f} vs {s['torch_mib']:,.0f} MiB)"
     if unmeasured:
         measured += f"; not measured at {'; '.join(unmeasured)}"
     met = "no" if worst > MEMORY_GOAL else ("unknown" if unmeasured else "yes")

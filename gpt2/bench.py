@@ -5,8 +5,9 @@ On the CPU (`bench_steps`) and on a GPU (`bench_steps_cuda`: our CUDA kernels ag
 Both are the trainer's own backends (train.TorchBackend, kernel_backend.NumbaBackend) with the same config,
 seed, batch and optimizer settings, so this is the step `gpt2lab train` takes: forward, backward, gradient
 clip and AdamW. The steps alternate (kernels.bench.side_by_side's scheme), so a busy machine slows them alike.
-Our step is timed twice: the default path, and the fused path (KernelGPT2(fused=True): flash attention and
-residual + LayerNorm fused, and on a GPU the fused classifier and the one-launch AdamW), the fused_* fields.
+Our step is timed twice: the per-op path, and the fused path (KernelGPT2(fused=True): flash attention and
+residual + LayerNorm fused, and on a GPU the fused classifier and the one-launch AdamW), the fused_* fields;
+on a GPU the fused path is the one `gpt2lab train` takes (gpt2/choices.default_fused).
 
 Threads: the CPU matmul calls OpenBLAS (through scipy), which starts its own thread pool beside numba's and
 torch's. On a small machine those extra threads spin-wait and the comparison measures that, not the
@@ -18,6 +19,7 @@ import functools
 
 import numpy as np
 
+from .choices import default_fused
 from .config import GPTConfig
 
 
@@ -174,8 +176,8 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
     the step's start until its last call returned, minus the time the host waited for the GPU in the one
     read-back: the host's own work), and the largest |loss difference| over the steps (the two follow each
     other up to float32 rounding). The fused_* fields: our step again with fused=True (flash attention,
-    residual + LayerNorm fused, the fused classifier and the one-launch AdamW; not the default until timed
-    here). kernels: our model's entry points for both
+    residual + LayerNorm fused, the fused classifier and the one-launch AdamW); "default_path": which of the two
+    `gpt2lab train` takes on a GPU (gpt2/choices.default_fused: the fused one). kernels: our model's entry points for both
     of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul). rows: as bench_steps'."""
     rows = [] if rows is None else rows
     for name in configs:
@@ -184,6 +186,7 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
         row = {"config": name, "B": B, "T": T, "device": "cuda", **_ours_cuda(cfg, batches, warm, kernels=kernels),
                **_ours_cuda(cfg, batches, warm, fused=True, kernels=kernels), **_torch_cuda(cfg, batches, warm)}
         row["ratio"], row["fused_ratio"] = row["ours_ms"] / row["torch_ms"], row["fused_ms"] / row["torch_ms"]
+        row["default_path"] = "fused" if default_fused("numba", "cuda") else "per-op"   # the one train runs here
         row["ours_tok_s"], row["torch_tok_s"] = B * T / row["ours_ms"] * 1e3, B * T / row["torch_ms"] * 1e3
         row["max_loss_diff"] = max(abs(a - b) for a, b in zip(row["ours_losses"], row["torch_losses"]))
         rows.append(row)
@@ -191,7 +194,7 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
                  f"{row['launches_per_step']} launches, host {row['ours_host_ms']:.2f} ms, "
                  f"{row['ours_gpu_mib']:.0f} MiB)  torch {row['torch_ms']:8.2f} ms ({row['torch_tok_s']:8.0f} tok/s, "
                  f"peak {row['torch_peak_mib']:.0f} MiB)  ratio {row['ratio']:.2f}; "
-                 f"fused=True {row['fused_ms']:.2f} ms "
+                 f"fused=True{' (the default)' if row['default_path'] == 'fused' else ''} {row['fused_ms']:.2f} ms "
                  f"({row['fused_launches_per_step']} launches, host {row['fused_host_ms']:.2f} ms, "
                  f"{row['fused_gpu_mib']:.0f} MiB), "
                  f"ratio {row['fused_ratio']:.2f}")

@@ -396,7 +396,7 @@ def swap_for(fault: Fault, calls) -> tuple[str, Callable]:
     if fault.fused_function in calls:
         return fault.fused_function, fault.fused_variant
     raise ValueError(f"fault {fault.name} breaks {fault.function}, which the fused path (fused=True) does not "
-                     f"call and has no counterpart of: choose another fault, or train without --fused")
+                     f"call and has no counterpart of: choose another fault, or train on the per-op path (--no-fused)")
 
 
 def kernels_with(fault: Fault, fused: bool = False, device: str = "cpu"):

@@ -22,8 +22,8 @@ kernels are launched through `@cuda_kernel` (no per-call type dispatch) and the 
 reduced on the device and come back in one small copy: `forward(..., read_loss=False)`, backward, then
 `loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
 
-The fused path, `KernelGPT2(config, fused=True)` (`gpt2lab train --fused`; not the default until timed on a
-GPU): `forward_fused` and `backward_fused`, the same model on fewer, fused kernels -- flash attention (an
+The fused path, `KernelGPT2(config, fused=True)` (`gpt2lab train`'s default on a GPU, `--fused` on the CPU;
+the class's own default stays the per-op path the lessons take apart): `forward_fused` and `backward_fused`, the same model on fewer, fused kernels -- flash attention (an
 activation "lse" (L, B, NH, T) in place of the T x T att, which is then not allocated) and each residual
 add fused into the LayerNorm that reads it (the residual backward calls disappear), on the CPU and CUDA;
 on CUDA also the fused classifier and the one-launch AdamW (the CPU keeps crossentropy and AdamW per
@@ -140,7 +140,8 @@ class KernelGPT2:
     numba is imported). seed: the initial weights are `init_params(config, seed)`, the very numbers the
     reference GPT2 gets, so the two can be compared from step 0; pass init=False for all zeros (then load).
     kernels: the entry points to call (default: gpt2lab.kernels'); `model.kernels` can be swapped later too.
-    fused (off by default, as nothing untimed on a GPU becomes a default, docs/kernels.md): forward_fused and
+    fused (off here: the per-op path is the one the lessons read; `gpt2lab train` turns it on for a GPU,
+    gpt2/choices.default_fused): forward_fused and
     backward_fused in place of forward and backward. On every device: flash attention (an activation "lse"
     (L, B, NH, T) in place of att (L, B, NH, T, T), which is not allocated; the backward rebuilds att from
     lse) and each residual add fused into the LayerNorm that reads its result (the residual backward calls

@@ -42,7 +42,7 @@ from gpt2lab.signals import handling
 
 from .buffers import step_bytes
 from .checkpoint import load_checkpoint, save_checkpoint
-from .choices import FLASHES, MATMULS
+from .choices import FLASHES, MATMULS, default_fused
 from .cli import CommandError, finite_non_negative_float, non_negative_int, positive_float, positive_int
 from .config import PRESETS, GPTConfig, OptimConfig, check_number, decays  # noqa: F401 (re-exported)
 from .faults import kernels_with
@@ -708,20 +708,23 @@ def add_arguments(p) -> None:
                         "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
     p.add_argument("--fused", action="store_const", const=True, default=None,
                    help="numba: the fused path (flash attention, residual+LayerNorm in one kernel; on cuda also the "
-                        "fused classifier and one-launch AdamW); not the default: untimed on a GPU. Stored in the "
-                        "run: --resume keeps it, --resume --no-fused goes back to the default kernels")
+                        "fused classifier and one-launch AdamW): the default on cuda (6x faster there), not on the "
+                        "cpu. Stored in the run: --resume keeps it, --resume --no-fused goes back to the per-op "
+                        "kernels")
     p.add_argument("--no-fused", dest="fused", action="store_const", const=False,
-                   help="numba: the default kernels; with --resume, takes a --fused run back to them")
+                   help="numba: the per-op kernels, one per op (the default on the cpu); with --resume, takes a "
+                        "fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
-                   help="numba backend on cuda: our matmul kernels (default), one of our versions by name (e.g. v5, "
-                        "not yet the default; v1, v2 are the teaching versions, less accurate than PyTorch on long "
+                   help="numba backend on cuda: our matmul kernels (default: v5), one of our versions by name (e.g. "
+                        "v3, to time it again; v1, v2 are the teaching versions, less accurate than PyTorch on long "
                         "sums, and live parity flags them), or cuBLAS on the same device memory for the linear "
                         "layers and attention's q k^T and att v (llm.c's choice; the fused path keeps flash "
                         "attention), to see what our kernels leave on the table. Not stored in the run: give it "
                         "again with --resume")
     p.add_argument("--flash", choices=FLASHES, default=None,
-                   help="numba backend on cuda with --fused: the flash attention version (default v4; v5 keeps each "
-                        "row in registers, not yet the default). Not stored in the run: give it again with --resume")
+                   help="numba backend on cuda, fused path (the default there): the flash attention version "
+                        "(default v5, each row in registers; v4 is the one before it). Not stored in the run: give "
+                        "it again with --resume")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "
@@ -836,7 +839,8 @@ def _check_matmul(args, fault) -> None:
     if args.flash is not None:
         if args.backend != "numba" or args.device != "cuda" or not args.fused:
             raise CommandError(f"--flash {args.flash} picks the fused path's flash attention on the GPU: it needs "
-                               f"--backend numba --device cuda --fused (with --resume too)")
+                               f"--backend numba --device cuda on the fused path (not --no-fused; with --resume, "
+                               f"--fused)")
         if fault is not None and fault.op == "attention":
             raise CommandError(f"--inject-fault {fault.name} breaks our flash attention, which --flash {args.flash} "
                                f"replaces: run it without --flash")
@@ -933,6 +937,8 @@ def _run(args, fault) -> int:
     if args.device not in DEVICES.get(args.backend, ("cpu",)):
         raise CommandError(f"--device {args.device} is not supported by --backend {args.backend} "
                            f"(it runs on: {', '.join(DEVICES.get(args.backend, ('cpu',)))})")
+    if args.fused is None and not args.resume:   # a new run: the device's default path (a resumed one: its own)
+        args.fused = default_fused(args.backend, args.device)
     _check_matmul(args, fault)
     _check_resources(args, config)
     out = Path(args.out or Path("runs") / args.config)

@@ -24,7 +24,8 @@ writes dout and the cuBLAS call that reads it are ordered with no synchronisatio
 (a `torch.cuda.stream(...)` around the step, or numba's per-thread default stream), `ordered()`
 synchronises the device before and after the call: correct, but slower.
 
-Unmeasured: no GPU was lent while this was written; on the GPU path only the CPU-torch twin has run.
+Measured on an H200 (2026-11-26, docs/figures.md): verified against PyTorch (`gpt2lab verify --device cuda`),
+and the 124M step at B=4, T=1024 with `--matmul cublas` at 1.09x PyTorch eager's.
 """
 from __future__ import annotations
 

@@ -64,8 +64,8 @@ has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_
     k.attention_forward_flash(a["atty"][l], a["lse"][l], a["qkv"][l], NH)
     k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
 
-for the two attention lines: that is KernelGPT2(fused=True)'s forward_fused / backward_fused (not the
-default: v4 is untimed on a GPU, docs/kernels.md's rule; live parity compares att_from_lse's att there).
+for the two attention lines: that is KernelGPT2(fused=True)'s forward_fused / backward_fused (`gpt2lab train`'s
+default on a GPU, with v5; live parity compares att_from_lse's att there).
 tests/test_attention_flash.py runs a tiny model with its attention lines swapped this way by hand.
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,
@@ -81,12 +81,13 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
          "v4"    flash attention: v3's tiles with one rescale per tile, out and lse only; backward recomputing
                  att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
                  (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
-                 loops of the same math); not a default: untimed on a GPU. KernelGPT2(fused=True) calls it.
+                 loops of the same math). KernelGPT2(fused=True) calls them.
          "v5"    flash attention in registers: v4's math, four threads a row, kernels compiled per head size;
-                 `version="v5"` of the flash entry points (their default is v4: v5 is untimed on a GPU)
+                 the flash entry points' CUDA default (on an H200, 8-28x faster than v4 and 0.3x PyTorch
+                 eager's attention at B=4, T=64-256: docs/figures.md)
          "cublas" q k^T and att v as cuBLAS's batched GEMMs through PyTorch on the same device memory, torch's
                  softmax and its backward between them (kernels/_cublas.py; TF32 off): llm.c's choice, and
-                 `gpt2lab train --matmul cublas`'s, with matmul's "cublas". Not run here: no GPU was lent
+                 `gpt2lab train --matmul cublas`'s, with matmul's "cublas"
 `attention_forward_online` (out and lse, no T x T att) has one kernel per device.
 """
 from __future__ import annotations
@@ -948,7 +949,8 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # where ptxas spills nothing: at hs = 64, 96 (forward; its tile of 32 scores is in local memory: 64 accesses a
 # tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers a thread, so 5, 2 and 4 blocks of 128
 # threads share an SM. The dk/dv kernel at 3 blocks spilled 80-390 bytes whatever its loads' order. (ptxas
-# 13.0, sm_90. Unmeasured on a GPU, so not the default: docs/kernels.md's rule.)
+# 13.0, sm_90.) On an H200 at B=4, NH=12, T=64 and 256 (forward + backward): 0.45 and 0.54 ms, v4's 3.8 and
+# 15.0, PyTorch eager's attention 1.6 (docs/figures.md): the flash pair's CUDA default.
 LANES_SHIFT = 2
 LANES = 1 << LANES_SHIFT            # threads a row (a power of two: a row's lanes are adjacent, in one warp)
 CHUNK = 4                           # floats a lane reads from a tile row at once: one 16-byte shared load
@@ -1230,10 +1232,10 @@ CUDA_KERNELS = (
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 CPU_VERSIONS = ("rows", "blas")
-# The flash pair's own versions: the CPU loops, and the CUDA v4 and v5 (v5 not the default: untimed on a GPU).
+# The flash pair's own versions: the CPU loops, and the CUDA v4 and v5 (v5 the default: timed, above).
 FLASH_CPU_VERSIONS = ("flash",)
 FLASH_CUDA_VERSIONS = ("v4", "v5")
-DEFAULT_FLASH = {"cpu": "flash", "cuda": "v4"}
+DEFAULT_FLASH = {"cpu": "flash", "cuda": "v5"}
 CUDA_VERSIONS = ("v1", "v2", "v3", "cublas")
 # Backward v3: as accurate as PyTorch's float32. The forward stays v2 until v3 has been timed on a real GPU
 # (v3 was written without one; both are online softmax, equally accurate).

@@ -30,14 +30,15 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  accurate as PyTorch's float32, and far faster)
     CUDA "v1"    naive: one thread per output element, all reads from global memory
          "v2"    tiled: TILE x TILE blocks stage inp and weight in shared memory
-         "v3"    v2 with compensated (Kahan) sums: as accurate as PyTorch's float32 (default)
+         "v3"    v2 with compensated (Kahan) sums: as accurate as PyTorch's float32
          "v4"    register-blocked: 64 x 64 tiles, 4 x 4 outputs per thread, bias in the epilogue, v3's
                  accurate sums; the skinny backward products split along N = B*T and reduced in order
-                 (simulator and PTX only: not timed on a GPU yet, so not the default)
+                 (1.5-1.6x v3's speed on an H200, 23-34% of cuBLAS's; docs/figures.md)
          "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
-                 are 2 vector loads, not 8 (the same sums: the same bits as v4; untimed, not the default)
+                 are 2 vector loads, not 8 (the same sums: the same bits as v4). The default: the fastest of
+                 ours on every GPT-2 shape on an H200, 30-44% of cuBLAS's (docs/figures.md)
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
-                 llm.c's choice; `gpt2lab train --matmul cublas`). Not run here: no GPU was lent
+                 llm.c's choice; `gpt2lab train --matmul cublas`)
 """
 from __future__ import annotations
 
@@ -458,8 +459,8 @@ def matmul_backward_dbias_kernel_v3(dbias, dout):
 # kind (128 x 128 tiles, 16 x 16 threads of 8 x 8 outputs, float4 loads, bias in the epilogue; no
 # compensated sums); its trainer calls cuBLAS(Lt) for the matmuls and a kernel of its own for dbias (column
 # sums split over rows, then reduced). Our "cublas" version is that choice.
-# Unmeasured: no GPU was at hand when v4 was written (docs/figures.md); it is verified in the simulator
-# and compiled to PTX, and is not the default until it is timed (docs/kernels.md's rule).
+# Timed on an H200 (2026-11-26, docs/figures.md): 9-12 TFLOP/s on GPT-2's products, 1.5-1.6x v3, 23-34% of
+# cuBLAS's; v5 below is faster again and is the default.
 BM = 64                     # output rows per block (N for the forward)
 BN = 64                     # output columns per block (OC for the forward)
 BK = 32                     # reduction steps per shared-memory tile
@@ -514,7 +515,7 @@ def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
 # 216 registers a thread (one block of 256 threads per SM). With the layout fixed, ptxas needed 128 under
 # launch bounds of 2 blocks an SM (dinp's mixed layouts spilled 72 bytes); with the thread index masked
 # (_thread_v4) 88-96 unbounded, and 80 without spills under V4_BLOCKS_PER_SM = 3: 24 warps an SM instead of 16
-# (ptxas 13.0 -v on the PTX, sm_90; unmeasured on a GPU).
+# (ptxas 13.0 -v on the PTX, sm_90).
 V4_BLOCKS_PER_SM = 3
 _V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V4_BLOCKS_PER_SM)}  # sim: no bounds
 
@@ -525,7 +526,8 @@ _V4_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V4_
 # peak. v5 gives thread (tx, ty) 4 adjacent rows 4 ty.. and 4 adjacent columns 4 tx..: its a and b values are
 # one 16-byte load each (the tiles 16-byte aligned, rows of BM + 4 = 68 floats, a multiple of 4). A warp: a
 # loads 2 addresses (1 wavefront), b 16 x 16 bytes (2): 3 wavefronts for 16 multiply-adds, under the FP32
-# rate (counted assuming a 128-bit load's repeated addresses are served once, as 32-bit ones are: unmeasured).
+# rate (counted assuming a 128-bit load's repeated addresses are served once, as 32-bit ones are: not measured
+# by counters; on an H200 v5 ran 1.2-1.3x v4's speed, 11-15 TFLOP/s, 30-44% of cuBLAS's, docs/figures.md).
 # The price: the loader's column stores (k contiguous) into rows of 68 floats would hit 8 banks 4 at a time, so
 # there a warp loads 8 k of 4 rows (_load_tile_v4's blocks_of_8), 32 different banks; and the
 # epilogue's stores are 4 adjacent columns a thread (each 32-byte sector written by 4 store instructions, not
@@ -694,7 +696,7 @@ def _no_bias():
 # 2 blocks per SM of an H100 (132 SMs): a backward product with fewer tiles is split. Kept at 2 when v4 went
 # to V4_BLOCKS_PER_SM = 3: GPT-2's 144-tile dweight then splits in 2, 288 blocks in one wave (some SMs 3 of
 # K/2 rows each), not 3, 432 blocks for 396 places (some SMs 4 of K/3). Which finishes first depends on how
-# much blocks sharing an SM slow each other: unmeasured, for a GPU run to settle.
+# much blocks sharing an SM slow each other: not measured yet (one GPU run timed the defaults only).
 TARGET_BLOCKS = 264
 MAX_SPLITS = 16      # and never into more than this many ranges (each at least BK long)
 
@@ -775,7 +777,7 @@ def backward_launchers(version):
 CPU_VERSIONS = ("loops", "blas")
 CUDA_VERSIONS = (*FORWARD_KERNELS, *BLOCKED_KERNELS, "cublas")
 # v3: the accurate one, see its comment. v4, v5 and cublas are as accurate but not yet timed on a GPU (the rule).
-DEFAULT_VERSION = {"cpu": "blas", "cuda": "v3"}
+DEFAULT_VERSION = {"cpu": "blas", "cuda": "v5"}  # the rule: docs/kernels.md; the figures: docs/figures.md
 
 
 def _n_slices():

@@ -24,8 +24,8 @@ separate residual backward (dinp1 += dout; dinp2 += dout, five passes over a (B,
 One buffer serves both summands: dinp1 and dinp2 are the same numbers, so the caller passes that buffer
 as the gradient of each (the branch's matmul backward reads it as its dout).
 
-How the model calls them (gpt2/kernel_model.py, KernelGPT2(fused=True)'s forward_fused / backward_fused;
-not the default path: these kernels are untimed on a GPU). Forward, for block l, with ln1 of block 0 still
+How the model calls them (gpt2/kernel_model.py, KernelGPT2(fused=True)'s forward_fused / backward_fused: the
+path `gpt2lab train` takes on a GPU; the CPU keeps the per-op path). Forward, for block l, with ln1 of block 0 still
 a plain layernorm_forward of `encoded`:
 
     k.residual_layernorm_forward(a["residual2"][l], a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l],
@@ -59,7 +59,7 @@ Versions (one per device, so the entry points take no `version=`; DEFAULT_VERSIO
     CPU  "loops"  one row per parallel loop iteration (default)
     CUDA "v1"     forward: one block per row, the add in the first pass, LayerNorm v2's tree sums;
                   backward: LayerNorm v4's dinp kernel adding dresidual, and its accurate dweight, dbias
-                  kernel (default; untimed on a GPU; the model calls it on its fused path only)
+                  kernel (default; the model calls it on its fused path only)
 """
 from __future__ import annotations
 

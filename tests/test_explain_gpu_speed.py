@@ -293,6 +293,27 @@ def test_each_goal_fails_on_its_own():
     assert "worst 1.21x (gpt2 B=4, T=1024, cublas: 121 vs 100 MiB)" in gpu_speed.goals({"steps": fat})[3]["measured"]
 
 
+def test_a_row_whose_default_is_the_fused_path_is_judged_on_it():
+    """Since the fused path became `gpt2lab train`'s default on a GPU, bench marks each row's default path; the
+    goal and the memory goal read that path's figures, the other path is shown beside them."""
+    fused = _step("gpt2", 4, 1024, 900.0, 100.0, mib=(130.0, 100.0), fused_ms=140.0, fused_mib=110.0,
+                  default_path="fused")
+    rows = gpu_speed.goals({"steps": [fused]})
+    assert (rows[0]["met"], rows[0]["value"]) == ("yes", 1.4)
+    assert rows[0]["measured"] == "1.40x (140.0 vs 100.0 ms); per-op path 9.00x"
+    assert (rows[3]["met"], rows[3]["value"]) == ("yes", 1.1)
+    # the same row without the mark (an older record): judged on the per-op path, the default then
+    old = dict(fused)
+    del old["default_path"]
+    assert _verdicts([old])[0] == ("no", 9.0) and _verdicts([old])[3] == ("no", 1.3)
+    record = gpu_speed.record_from_bench({"steps": [dict(fused, ours_gpu_mib=130.0, fused_gpu_mib=110.0)]},
+                                         "H200", "2027-01-01", "sw", "abc")
+    assert record["steps"][0]["default_path"] == "fused"
+    head, row = gpu_speed.step_table(gpu_speed.SpeedReport(record, live=False)).splitlines()
+    at = head.index(" default") + 1   # the column's text sits under its head, right-aligned to it
+    assert row[at:at + len("default")].strip() == "fused"
+
+
 def test_a_goal_the_record_lacks_is_unknown_and_says_what_was_measured():
     steps = [_step("tiny", 4, 64, 12.0, 6.0), _step("gpt2", 4, 1024, 150.0, 100.0, mib=(100.0, None))]
     rows = gpu_speed.goals({"steps": steps})

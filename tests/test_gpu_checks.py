@@ -391,3 +391,29 @@ def test_a_bench_step_without_the_ladder_leaves_it_out_of_the_record(script_text
     broken = script_text.replace("--no-tokenizer --ladder --reps 3", "--no-tokenizer --no-ladder --reps 3", 1)
     assert broken != script_text
     assert "matmul_ladder" not in record_of_the_script(broken, tmp_path, monkeypatch)
+
+
+# ---- tools/gpu_recheck.sh: the short call after a change of defaults, checked the same way
+
+RECHECK = ROOT / "tools" / "gpu_recheck.sh"
+
+
+def test_every_command_line_of_the_recheck_parses_and_passes_the_checks_before_the_gpu(tmp_path, capsys):
+    text = RECHECK.read_text()
+    found = commands(text, str(tmp_path))
+    assert sorted({c["argv"][0] if c["kind"] == "gpt2lab" else c["kind"] for c in found}) == \
+        ["bench", "gpt2lab.kernels.accuracy", "train"]
+    for command in found:
+        parse(command)
+    total = sum(c["limit"] for c in found)
+    assert all(c["limit"] for c in found) and f"The limits add up to {total} s" in text and total <= 360
+    if _no_gpu_here():
+        from gpt2lab.gpt2 import cli
+        for command in (c for c in found if c["kind"] == "gpt2lab"):
+            assert cli.main(command["argv"]) == 2, command["line"]
+            assert "GPU" in capsys.readouterr().err, command["line"]
+
+
+def test_the_recheck_writes_at_most_the_8_files_a_device_call_returns():
+    written = set(re.findall(r'"\$out/([\w.]+)"', RECHECK.read_text()))
+    assert len(written) <= 8 and {"summary.txt", "log.txt", "steps1024.json"} <= written, written

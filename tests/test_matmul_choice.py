@@ -102,9 +102,10 @@ def test_an_attention_fault_on_the_fused_path_mixes_with_cublas(capsys, tmp_path
 
 @pytest.mark.parametrize("op", ["matmul", "attention"])
 def test_a_matmul_or_attention_fault_and_cublas_do_not_mix(op, capsys, tmp_path):
-    """--inject-fault matmul (or attention) breaks our kernel; with cuBLAS in its place nothing would be broken."""
+    """--inject-fault matmul (or attention, on the per-op path: the fused one, cuda's default, keeps flash
+    attention) breaks our kernel; with cuBLAS in its place nothing would be broken."""
     argv = ["train", "--steps", "1", "--out", str(tmp_path / "run"), "--backend", "numba", "--device", "cuda",
-            "--matmul", "cublas", "--inject-fault", op]
+            "--no-fused", "--matmul", "cublas", "--inject-fault", op]
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and f"breaks our {op} kernel, which --matmul cublas replaces: run it without --matmul cublas" \
@@ -138,7 +139,11 @@ def test_the_command_line_choices_are_the_kernels_own():
     (["--matmul", "v5"], "--matmul v5 swaps the numba backend's matmul on the GPU: it needs --backend numba "
                          "--device cuda"),
     (["--flash", "v5"], "--flash v5 picks the fused path's flash attention on the GPU: it needs --backend numba "
-                        "--device cuda --fused"),
+                        "--device cuda on the fused path"),
+    (["--backend", "numba", "--device", "cuda", "--no-fused", "--flash", "v5"], "on the fused path (not --no-fused"),
+    # no --fused: on cuda the fused path is the default, so --flash is taken and then refused for the fault
+    (["--backend", "numba", "--device", "cuda", "--flash", "v4", "--inject-fault", "attention"],
+     "breaks our flash attention, which --flash v4 replaces: run it without --flash"),
     (["--backend", "numba", "--device", "cuda", "--matmul", "v5", "--inject-fault", "matmul"],
      "breaks our matmul kernel, which --matmul v5 replaces: run it without --matmul v5"),
     (["--backend", "numba", "--device", "cuda", "--fused", "--flash", "v5", "--inject-fault", "attention"],
@@ -158,3 +163,9 @@ def test_train_matmul_version_and_flash_are_refused_in_one_line_where_they_canno
 ])
 def test_bench_matmul_version_and_flash_need_the_gpu(argv, needle, capsys):
     one_line(capsys, bench_cli.main(argv + ["--no-ops", "--steps", "", "--no-tokenizer"]), needle)
+
+
+def test_the_fused_path_is_the_default_on_a_gpu_only():
+    from gpt2lab.gpt2.choices import default_fused
+    assert default_fused("numba", "cuda") and not default_fused("numba", "cpu")
+    assert not default_fused("torch", "cuda")   # the reference has one path
