@@ -23,7 +23,8 @@ What a record holds (gpu_records/README.md says the same, beside the files):
                 (fused_ms, fused_mib, fused_launches, fused_host_ms: KernelGPT2(fused=True)), and matmul
                 ("numba": our default matmul kernels, a version such as "v5": that one of ours, `--matmul v5`,
                 "cublas": `--matmul cublas`) and flash (the fused path's flash attention when `--flash` named
-                one: "v4" or "v5"); buffers_mib, fused_buffers_mib: the
+                one: "v4" or "v5"), default_path ("fused" or "per-op": the one `gpt2lab train` took then, bench's
+                "default_path"; a row without it: "per-op"); buffers_mib, fused_buffers_mib: the
                 part of ours_mib, fused_mib that is our flat buffers (the rest: kernel scratch, CUDA modules)
     op_ratio    `gpt2lab bench --device cuda`: forward + backward of each op at GPT-2 124M's shapes, ours /
                 torch: "T" the sequence lengths, "B" the batch, then per op one ratio per T (null: measured
@@ -80,7 +81,8 @@ def _what(test) -> str:
     """What a value passing `test` is, for an error message."""
     return {_number: "a number", _optional_number: "a number or null", _int: "an integer", _bool: "true or false",
             _text: "a non-empty string", _date: "a date YYYY-MM-DD", _optional_int: "an integer or null",
-            _matmul: f"one of {', '.join(MATMULS)}", _flash: f"one of {', '.join(FLASHES)}"}.get(
+            _matmul: f"one of {', '.join(MATMULS)}", _flash: f"one of {', '.join(FLASHES)}",
+            _path: f"one of {', '.join(PATHS)}"}.get(
         test, "a value of another kind")
 
 
@@ -149,12 +151,20 @@ def _flash(value) -> bool:
     return value in FLASHES
 
 
+PATHS = ("fused", "per-op")   # a step row's default_path (gpt2/bench.py)
+
+
+def _path(value) -> bool:
+    return value in PATHS
+
+
 # A step row's fields a record may lack (the H100 record of 2026-11-26 has only the memory), each checked when
 # present: gpu_speed.step_table and gpu_speed.goals read them.
 STEP_OPTIONAL = {"ours_mib": _optional_number, "torch_mib": _optional_number, "launches": _optional_int,
                  "host_ms": _optional_number, "fused_ms": _number, "fused_mib": _optional_number,
                  "fused_launches": _optional_int, "fused_host_ms": _optional_number, "matmul": _matmul, "flash": _flash,
-                 "buffers_mib": _optional_number, "fused_buffers_mib": _optional_number}
+                 "buffers_mib": _optional_number, "fused_buffers_mib": _optional_number,
+                 "default_path": _path}
 
 
 def _steps(value, where: str) -> None:

@@ -407,14 +407,14 @@ def _profile_bars(profile: dict, top: int) -> list[tuple[str, float, str]]:
     return bars
 
 
-def profile_figure(report: SpeedReport, top: int = TOP_KERNELS):
+def profile_figure(report: SpeedReport, top: int = TOP_KERNELS, fused: bool = False):
     """Horizontal bars: each kernel's share of one training step's GPU time (calls in brackets), the `top`
-    slowest, the rest as "other", and the time the GPU sat idle between our launches. Raises ValueError when
-    the record has no profile."""
-    profile = report.record.get("profile")
+    slowest, the rest as "other", and the time the GPU sat idle between our launches; fused: the fused path's
+    step ("profile_fused"), else the per-op path's. Raises ValueError when the record has no such profile."""
+    profile = report.record.get("profile_fused" if fused else "profile")
     if not profile:
-        raise ValueError("profile_figure: no per-kernel profile has been recorded on a GPU yet "
-                         "(gpt2lab bench --device cuda --profile records one)")
+        raise ValueError(f"profile_figure: no per-kernel profile{' of the fused path' if fused else ''} has been "
+                         f"recorded on a GPU yet (gpt2lab bench --device cuda --profile records one)")
     bars = _profile_bars(profile, top)
     colour = {"kernel": HEAD_PALETTE[0], "other": "#6b6b6b", "idle": HEAD_PALETTE[1]}
     fig, ax = plt.subplots(figsize=(FIGURE_MAX_WIDTH_IN * 0.85, 0.9 + 0.3 * len(bars)))
@@ -427,7 +427,8 @@ def profile_figure(report: SpeedReport, top: int = TOP_KERNELS):
     clock = "" if profile["clock"].startswith("cuda events") else f"; clock: {profile['clock']}"
     ax.set_xlabel(f"% of the step's {profile['step_ms']:.1f} ms on the GPU ({profile['launches']} launches"
                   f"{clock})", fontsize=9)
-    where = f"{profile.get('config', '?')}, B={profile.get('B', '?')}, T={profile.get('T', '?')}"
+    where = f"{profile.get('config', '?')}, B={profile.get('B', '?')}, T={profile.get('T', '?')}" + \
+        (", fused path" if fused else "")
     ax.set_title(_title(report, f"Where one training step's GPU time goes ({where})"), fontsize=10)
     fig.tight_layout()
     return fig

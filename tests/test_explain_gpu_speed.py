@@ -12,7 +12,7 @@ def test_without_a_gpu_the_report_is_a_record_and_says_so():
     report = gpu_speed.speed_report()
     assert not report.live and report.record is gpu_recorded.latest()
     line = report.source()
-    assert "recorded on one NVIDIA H100" in line and "2026-11-26" in line and "nothing here was measured now" in line
+    assert "recorded on NVIDIA H200" in line and "2026-11-26" in line and "nothing here was measured now" in line
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         gpu_speed.speed_report(measure=True)
 
@@ -102,9 +102,16 @@ def test_the_step_table_marks_what_a_row_lacks():
     assert lines[2].split()[3:9] == ["cublas", "110.0", "100.0", "1.10", "-", "-"]
 
 
+def _h100():
+    """The first record (H100, 2026-11-26): before the speed work, without a ladder, profile or rates."""
+    record = gpu_recorded.RECORDS[0]
+    assert record["device"] == "one NVIDIA H100 (80 GB)"
+    return gpu_speed.SpeedReport(record, live=False)
+
+
 def test_no_ladder_recorded_says_how_to_record_one():
     with pytest.raises(ValueError, match="bench --device cuda --ladder"):
-        gpu_speed.ladder_figure(gpu_speed.speed_report(measure=False))
+        gpu_speed.ladder_figure(_h100())
 
 
 # ---- the per-kernel profile and the per-op rates (synthetic figures, the shapes `gpt2lab bench` writes)
@@ -195,7 +202,7 @@ def test_the_op_rate_figure_puts_each_op_against_the_peaks():
 
 
 def test_the_recorded_h100_has_no_profile_or_rates_and_the_figures_say_how_to_record_them():
-    report = gpu_speed.speed_report(measure=False)
+    report = _h100()
     with pytest.raises(ValueError, match=r"^profile_figure: no per-kernel profile .*bench --device cuda --profile"):
         gpu_speed.profile_figure(report)
     with pytest.raises(ValueError, match=r"^op_rate_figure: no per-op rates .*bench --device cuda"):
@@ -347,3 +354,22 @@ def test_the_command_line_writes_the_goals_beside_the_record(tmp_path, capsys):
     lines = (tmp_path / "goals.txt").read_text().splitlines()
     assert lines[0] == "issue 14's goals on H100, 2027-01-01:"
     assert lines[3].split()[-6:] == ["yes", "1.05x", "(105.0", "vs", "100.0", "ms)"]
+
+
+def test_the_recorded_h200_draws_every_figure_and_its_goals_are_those_of_its_day():
+    """The H200 record of 2026-11-26 (code 1305ec5, per-op path and matmul v3 the defaults then): every figure of
+    lesson 6 draws from it, and the goals read as they did that day, the candidates beside them."""
+    from matplotlib import pyplot as plt
+    record = gpu_recorded.latest()
+    assert (record["device"], record["code"]) == ("NVIDIA H200", "1305ec5")
+    report = gpu_speed.SpeedReport(record, live=False)
+    for figure in (gpu_speed.ops_figure, gpu_speed.ladder_figure, gpu_speed.profile_figure, gpu_speed.op_rate_figure):
+        plt.close(figure(report))
+    fused = gpu_speed.profile_figure(report, fused=True)
+    assert "(gpt2, B=8, T=64, fused path)\nrecorded: NVIDIA H200" in fused.axes[0].get_title()
+    assert "attention_backward_flash_dq_kernel" in [t.get_text() for t in fused.axes[0].get_yticklabels()][0]
+    plt.close(fused)
+    rows = gpu_speed.goals(record)
+    assert [r["met"] for r in rows] == ["no", "yes", "no", "yes"]
+    assert rows[0]["measured"].startswith("16.60x (1720.7 vs 103.7 ms); fused path 13.07x; candidates (not the "
+                                          "defaults): --matmul v5 14.71x, fused path (flash v5) 2.59x")

@@ -85,13 +85,15 @@ def test_the_step_rows_fused_path_and_matmul_are_checked_when_present():
     record = _newer()
     record["steps"][0].update(fused_ms=8.0, fused_mib=700.0, fused_launches=120, fused_host_ms=2.0, matmul="cublas")
     gpu_recorded.check_record(record, "new.json")
-    gpu_recorded.check_record(dict(record, steps=[dict(record["steps"][0], matmul="v5", flash="v5")]), "new.json")
+    gpu_recorded.check_record(dict(record, steps=[dict(record["steps"][0], matmul="v5", flash="v5",
+                                                       default_path="fused")]), "new.json")
     for field, value, message in (("fused_ms", None, "fused_ms: expected a number, got None"),
                                   ("fused_launches", 1.5, "fused_launches: expected an integer or null"),
                                   ("fused_host_ms", "2", "fused_host_ms: expected a number or null"),
                                   ("matmul", "cuBLAS", "matmul: expected one of numba, v1, v2, v3, v4, v5, cublas, "
                                                        "got 'cuBLAS'"),
                                   ("flash", "v9", "flash: expected one of v4, v5, got 'v9'"),
+                                  ("default_path", "fast", "default_path: expected one of fused, per-op, got 'fast'"),
                                   ("launches", "300", "launches: expected an integer or null")):
         broken = copy.deepcopy(record)
         broken["steps"][0][field] = value
