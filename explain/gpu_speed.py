@@ -361,7 +361,8 @@ def rate_figure(report: SpeedReport):
 
 def ladder_figure(report: SpeedReport):
     """Grouped bars: TFLOP/s of each matmul version at each of GPT-2's matmul shapes (forward + backward), the
-    fp32 peak dashed when the record has one. Raises ValueError when the record has no ladder."""
+    fp32 peak dashed when the record has one; the model's default version is marked ("the default then" in a
+    record: it may have changed since). Raises ValueError when the record has no ladder."""
     rows = report.record.get("matmul_ladder")
     if not rows:
         raise ValueError("ladder_figure: no matmul ladder has been recorded on a GPU yet "
@@ -375,7 +376,7 @@ def ladder_figure(report: SpeedReport):
         default = any(r["default"] for r in rows if r["version"] == v)
         ax.bar(np.arange(len(shapes)) + (i - (len(versions) - 1) / 2) * width,
                [rate.get((s, v), 0.0) for s in shapes], width, color=HEAD_PALETTE[i % len(HEAD_PALETTE)],
-               label=v + (" (the model's)" if default else ""))
+               label=v + (f" (the default{'' if report.live else ' then'})" if default else ""))
     peak = report.record.get("peak_tflops_fp32")
     if peak:
         ax.axhline(peak, color="#555", ls="--", lw=1, label=f"fp32 peak {peak:.0f}")

@@ -209,7 +209,7 @@ def profile_step_cuda(config="gpt2", B: int = 4, T: int = 64, warm: int = 2, ker
     launch_count (kernels._cuda's counter over the step: equals launches when every launch was profiled) and
     wall_ms, the host's time for that step including the final synchronize (the events add some host work).
     config: a preset name or a GPTConfig; device "cudasim" runs it in numba's simulator (the tests).
-    fused: profile the fused path (KernelGPT2(fused=True)) instead of the default one."""
+    fused: profile the fused path (KernelGPT2(fused=True)) instead of the per-op one."""
     import time
 
     from numba import cuda

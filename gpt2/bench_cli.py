@@ -125,7 +125,7 @@ def measure(args, out: dict, say) -> None:
     if args.profile:
         from .bench import profile_step_cuda
         say("where one step's GPU time goes (CUDA events around each kernel launch):")
-        for key, fused in (("profile", False), ("profile_fused", True)):   # the default path, then the fused one
+        for key, fused in (("profile", False), ("profile_fused", True)):   # the per-op path, then the fused one
             out[key] = profile_step_cuda(configs[-1], B=args.batch, T=args.seq, progress=say,
                                          kernels=_step_kernels(args), fused=fused)
     if not args.no_tokenizer:

@@ -112,6 +112,17 @@ def load_checkpoint(path, kind: str | None = None) -> dict:
     return data
 
 
+def saved_run(path) -> dict:
+    """The run settings a checkpoint was saved with ("run": RunConfig as a dict), read without loading its
+    tensors (memory-mapped), for decisions made before the run starts (`gpt2lab train --resume`); {} when the
+    file has none or cannot be read (load_checkpoint then says why, in one line)."""
+    try:
+        data = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- any failure: the full load that follows reports it
+        return {}
+    return dict(data.get("run") or {}) if isinstance(data, dict) else {}
+
+
 def load_model(path):
     """(GPT2 in eval mode, checkpoint dict) from any gpt2lab checkpoint, full or frame, whatever backend wrote it."""
     from .model import GPT2

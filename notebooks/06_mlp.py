@@ -250,7 +250,8 @@ fig = GS.ops_figure(report)
 
 # %% [markdown]
 # They wait for the host. Every kernel call is a *launch*: Python checks the argument types, picks the compiled
-# version and hands it to the driver, before the GPU does anything. A step of GPT-2 is about 500 launches:
+# version and hands it to the driver, before the GPU does anything. A step of GPT-2 is 350–460 launches (the
+# table's launches column):
 
 # %%
 if "launch_us" in report.record:
@@ -259,12 +260,13 @@ else:   # a separate measurement; bench's runs record launches and host ms per s
     print("No launch costs in this record: see the launches and host ms per step in the table above.")
 
 # %% [markdown]
-# At 15–35 µs a launch, that is 8–17 ms of host time per step; a PyTorch eager op costs about 6. So the fixes are
-# on the host: launch with a compiled signature, reuse the launcher, fuse kernels (fewer launches). gpt2lab's
-# kernels now do the first two (`@cuda_kernel` in kernels/_cuda.py) and `fused=True` the third; a record made
-# before them (its first line says) does not show the gain. And at
-# the big size, the FLOP rate: your tiled matmul's idea, taken further (more outputs per thread, so more
-# FLOPs per byte loaded), is what separates the two bars below.
+# At 15–35 µs a launch (measured alone, on an H100), that alone is 5–16 ms of host time per step; a PyTorch eager
+# op costs about 6 µs. The table's host ms column is more than that: the Python around each launch (checking
+# arguments, making views of buffers) counts too. So the fixes are on the host: launch with a compiled
+# signature, reuse the launcher, fuse kernels (fewer launches). gpt2lab's kernels now do the first two
+# (`@cuda_kernel` in kernels/_cuda.py) and `fused=True` the third; a record made before them (its first line
+# says) does not show the gain. And at the big size, the FLOP rate: your tiled matmul's idea, taken further
+# (more outputs per thread, so more FLOPs per byte loaded), is what the figures below measure.
 
 # %%
 if "tflops" in report.record:

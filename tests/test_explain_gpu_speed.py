@@ -69,7 +69,9 @@ def test_a_bench_run_becomes_a_record_the_lesson_can_draw():
                                                                                           "4.0"]
     fig = gpu_speed.ladder_figure(report)
     assert sorted(p.get_height() for p in fig.axes[0].patches) == [1.0, 3.0, 9.0]
-    assert any("v3 (the model's)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert any("v3 (the default then)" == t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    live = gpu_speed.ladder_figure(gpu_speed.SpeedReport(record, live=True))
+    assert any("v3 (the default)" == t.get_text() for t in live.axes[0].get_legend().get_texts())
     gpu_speed.ops_figure(report)
 
 

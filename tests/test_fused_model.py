@@ -184,6 +184,50 @@ def test_cli_fused_refuses_torch_and_a_fault_it_cannot_show(tmp_path, capsys):
     assert "--inject-fault: fault residual_backward_one_branch breaks residual_backward, which the fused path" in err
 
 
+def _gpu_default_here(monkeypatch):
+    """The GPU's default (the fused path for a new run) on this CPU machine: train's own decision, nothing else."""
+    from gpt2lab.gpt2 import train
+    monkeypatch.setattr(train, "default_fused", lambda backend, device: backend == "numba")
+
+
+def test_a_new_run_takes_the_devices_default_path_and_a_fault_it_cannot_show_goes_per_op(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from gpt2lab.gpt2.checkpoint import load_checkpoint
+    from gpt2lab.gpt2.cli import main
+    _gpu_default_here(monkeypatch)
+    assert main(cli_args(tmp_path, "--steps", "1")) == 0   # no flag: the default path, here the fused one
+    assert "(fused path)" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["run"]["fused"] is True
+    # a fault of a kernel the fused path does not call: the run goes per-op (it is not asked to be fused)
+    assert main(cli_args(tmp_path, "--steps", "1", "--inject-fault", "residual", "--overwrite")) == 0
+    err = capsys.readouterr().err
+    assert "does not call: training on the per-op path" in err and "(fused path)" not in err
+    # asked for in so many words, the fused path still refuses it (test_cli_fused_refuses_...)
+    assert main(cli_args(tmp_path, "--fused", "--steps", "1", "--inject-fault", "residual", "--overwrite")) == 2
+
+
+def test_resume_decides_the_path_from_the_saved_run_before_its_checks(tmp_path, capsys, monkeypatch):
+    """A fused run resumed without a flag is fused before the checks that depend on it (the memory a step needs,
+    the flags it allows); resumed on the torch backend, which has one path, it is not refused."""
+    import argparse
+
+    from gpt2lab.gpt2 import train
+    from gpt2lab.gpt2.cli import main
+    assert main(cli_args(tmp_path, "--fused", "--steps", "2")) == 0
+    args = argparse.Namespace(backend="numba", resume=True, device="cpu")
+    assert train._fused_of(args, tmp_path / "run", None) is True
+    assert train._fused_of(argparse.Namespace(backend="torch", resume=True, device="cpu"), tmp_path / "run",
+                           None) is False
+    checked = []
+    real = train._check_resources
+    monkeypatch.setattr(train, "_check_resources", lambda a, c: (checked.append(a.fused), real(a, c)))
+    assert main(cli_args(tmp_path, "--steps", "3", "--resume")) == 0
+    assert checked == [True]
+    resumed = cli_args(tmp_path, "--steps", "4", "--resume")
+    resumed[resumed.index("numba")] = "torch"
+    assert main(resumed) == 0, capsys.readouterr().err
+
+
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from numba import config

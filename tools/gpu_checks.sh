@@ -28,7 +28,8 @@
 #                      gpt2 step of each path ("profile", "profile_fused"): both paths' kernels compile   85 s
 #   v3_64_cuda.json    the same two steps on matmul v3, the default before v5: on the launch-bound tiny step
 #                      v5's split-sum launches may cost more than its faster products win (2026-11-26: tiny
-#                      took 13.1 ms fused on v3, 20.3 on v5, on two boots); shown beside the goal         45 s
+#                      took 13.1 ms fused on v3 and flash v4, 20.3 on v5 and flash v5, on two boots whose
+#                      torch steps differed too); shown beside the goal                                   45 s
 #   steps1024_cuda.json  the 124M step at B=4, T=1024 on the default kernels (the issue's headline goal,
 #                      <= 1.5x torch; 2026-11-26: 267 ms fused, 1494 per-op): 2 steps x 2 paths + torch's  60 s
 #   cublas1024_cuda.json  the same with --matmul cublas (the goal <= 1.1x torch); the matmuls are
@@ -46,7 +47,8 @@
 #                      steps; a cut-short run still leaves the steps it did in the log; 252 steps and 7
 #                      verified ones in 50 s on an H200)                                                  60 s
 #   gpt2_1024.jsonl    3 steps of the 124M config at B=4, T=1024, steps 1 and 3 verified (the float64
-#                      reference of this step is slow: one verified step took most of 45 s)             45 s
+#                      reference of this step is slow: step 1 alone took ~40 s with the compiles, so step 3
+#                      may be cut; the log keeps what was done)                                          45 s
 # tests/test_gpu_checks.py checks all this without a GPU: every command line parses and passes the checks made
 # before the GPU, the limits add up, and the record step gives lesson 6 every section from bench's JSON.
 set -uo pipefail
