@@ -35,7 +35,8 @@ Optional, each drawn by lesson 6 only when present:
     tflops      GPT-2 124M at B=4, T=1024: step_tflop (FLOP of one step, forward + backward), and the
                 TFLOP/s torch and ours reached
     peak_tflops_fp32   the GPU's fp32 peak from NVIDIA's data sheet (not measured)
-    matmul_ladder      TFLOP/s of each matmul version at GPT-2's matmul shapes (`bench --ladder`)
+    matmul_ladder      TFLOP/s of each matmul version at GPT-2's matmul shapes (`bench --ladder`); newer
+                       records also "parts": each product's ms, timed on its own (forward, dinp, dweight)
     profile, profile_fused   each kernel's share of one step's GPU time (`bench --profile`)
     op_rates, peaks    each op's achieved GB/s and TFLOP/s, and the GPU's data-sheet peaks
 The H100 record of 2026-11-26 predates the profile, the per-op rates and the matmul ladder: it has none of
@@ -130,6 +131,16 @@ def _launch_us(costs, where: str) -> None:
     _fields(costs, {name: _number for name in costs}, where)
 
 
+def _ladder(rows, where: str) -> None:
+    """The ladder's rows, and each one's "parts" (its products' ms) where a newer record has them."""
+    _rows({"shape": _text, "version": _text, "ms": _number, "tflops": _number, "default": _bool})(rows, where)
+    for i, row in enumerate(rows):
+        if "parts" in row:
+            _expect(isinstance(row["parts"], dict) and bool(row["parts"]), f"{where}[{i}].parts",
+                    "an object: product -> ms", row["parts"])
+            _fields(row["parts"], {name: _number for name in row["parts"]}, f"{where}[{i}].parts")
+
+
 def _profile(profile, where: str) -> None:
     _fields(profile, {"clock": _text, "launches": _int, "step_ms": _number}, where)
     _rows({"kernel": _text, "calls": _int, "ms": _number, "pct": _number})(profile.get("rows"), f"{where}.rows")
@@ -184,8 +195,7 @@ OPTIONAL = {
     "launch_us": _launch_us,
     "tflops": _object({"step_tflop": _number, "torch": _number, "ours": _number}),
     "peak_tflops_fp32": _scalar(_number),
-    "matmul_ladder": _rows({"shape": _text, "version": _text, "ms": _number, "tflops": _number,
-                            "default": _bool}),
+    "matmul_ladder": _ladder,
     "profile": _profile,
     "profile_fused": _profile,
     "op_rates": _rows({"op": _text, "T": _int, "gbytes_s": _number, "tflops": _number}),

@@ -129,8 +129,8 @@ def record_from_bench(bench: dict, device: str, date: str, software: str, code: 
             record["op_rates"] = [{"op": r["op"], "B": B, "T": _shape_T(r["shape"]), "ms": r["ours_ms"],
                                    "gbytes_s": r["gbytes_s"], "tflops": r["tflops"]} for r in rated]
     if bench.get("matmul_ladder"):
-        record["matmul_ladder"] = [{k: r[k] for k in ("shape", "version", "ms", "tflops", "default")}
-                                   for r in bench["matmul_ladder"]]
+        record["matmul_ladder"] = [{k: r[k] for k in ("shape", "version", "ms", "tflops", "default", "parts")
+                                    if k in r} for r in bench["matmul_ladder"]]
     for key in ("profile", "profile_fused"):
         if bench.get(key):
             record[key] = bench[key]

@@ -519,9 +519,12 @@ def matmul_flops(N: int, C: int, OC: int) -> int:
     return 6 * N * C * OC
 
 
-def _ladder_case(c: Case, s, version):
-    """A closure doing one forward + backward of `version` at shape s (bias except at the lm_head)."""
-    from .matmul import matmul_backward, matmul_forward
+def _ladder_parts(c: Case, s, version) -> dict:
+    """Closures doing one product each of `version` at shape s, timed one at a time so a slow product shows:
+    on cuda "forward" (bias except at the lm_head), "dinp", and "dweight" with dbias (kernels/matmul.py's
+    backward_launchers, the entry point's own three launches); on the CPU "forward" and "backward" (its BLAS
+    version does the backward's products in one call)."""
+    from . import matmul as mm
     N, C, OC = s["N"], s["C"], s["OC"]
     rng = _rng()
     has_bias = s["name"] != "lm_head"
@@ -529,31 +532,44 @@ def _ladder_case(c: Case, s, version):
     b = c.arr(_f32(rng, OC)) if has_bias else None
     out, dx, dw, db = c.zeros(1, N, OC), c.zeros(1, N, C), c.zeros(OC, C), c.zeros(OC) if has_bias else None
     dX, dW, dD = c.arr(x), c.arr(w), c.arr(dout)
+    parts = {"forward": lambda: mm.matmul_forward(out, dX, dW, b, version=version)}
+    if c.device != "cuda":
+        parts["backward"] = lambda: mm.matmul_backward(dx, dw, db, dD, dX, dW, version=version)
+        return parts
+    dinp_fn, dweight_fn, dbias_fn = mm.backward_launchers(version)
+    dx2, dD2, dX2 = dx.reshape(N, C), dD.reshape(N, OC), dX.reshape(N, C)
 
-    def fwd_bwd():
-        matmul_forward(out, dX, dW, b, version=version)
-        matmul_backward(dx, dw, db, dD, dX, dW, version=version)
-    return fwd_bwd
+    def dweight():
+        dweight_fn(dw, dD2, dX2)
+        if has_bias:
+            dbias_fn(db, dD2)
+    parts.update(dinp=lambda: dinp_fn(dx2, dD2, dW), dweight=dweight)
+    return parts
 
 
 def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progress=print,
                         rows: list | None = None) -> list[dict]:
-    """One row per (shape, version): median ms of forward + backward, achieved TFLOP/s, and the version's speed
-    as a percentage of the reference's (LADDER_REFERENCE: cuBLAS on cuda, "blas" on cpu); "default" marks
-    the version the model runs. rows: as bench_ops' (a shape's rows are appended when all its versions are
-    timed)."""
+    """One row per (shape, version): median ms of forward + backward, the sum of its products' medians, each
+    timed on its own ("parts": forward, dinp, dweight on cuda; forward, backward on the CPU), achieved TFLOP/s,
+    and the version's speed as a percentage of the reference's (LADDER_REFERENCE: cuBLAS on cuda, "blas" on
+    cpu); "default" marks the version the model runs. rows: as bench_ops' (a shape's rows are appended when all
+    its versions are timed)."""
     from . import matmul as mm
     versions = versions or (mm.CUDA_VERSIONS if device == "cuda" else mm.CPU_VERSIONS)
     reference, default = LADDER_REFERENCE[device], mm.DEFAULT_VERSION[device]
     sync, rows = _sync_for(device), [] if rows is None else rows
     for s in shapes or LADDER_SHAPES[device]:
-        seconds = {v: median_time(_ladder_case(Case(device), s, v), reps, sync) for v in versions}
+        parts = {v: {name: median_time(fn, reps, sync) for name, fn in _ladder_parts(Case(device), s, v).items()}
+                 for v in versions}
+        seconds = {v: sum(p.values()) for v, p in parts.items()}
         for v, t in seconds.items():
             pct = 100 * seconds[reference] / t if reference in seconds else None
             rows.append({"shape": s["name"], "N": s["N"], "C": s["C"], "OC": s["OC"], "device": device,
                          "version": v, "ms": t * 1e3, "tflops": matmul_flops(s["N"], s["C"], s["OC"]) / t / 1e12,
+                         "parts": {name: p * 1e3 for name, p in parts[v].items()},
                          "pct_of_reference": pct, "reference": reference, "default": v == default})
             progress(f"  {s['name']:11s} {v:7s} {t * 1e3:9.3f} ms  {rows[-1]['tflops']:7.3f} TFLOP/s"
                      + (f"  {pct:5.1f}% of {reference}" if pct is not None else "")
-                     + ("  (default)" if v == default else ""))
+                     + ("  (default)" if v == default else "")
+                     + "  (" + ", ".join(f"{name} {p * 1e3:.3f}" for name, p in parts[v].items()) + " ms)")
     return rows

@@ -37,6 +37,8 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
          "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
                  are 2 vector loads, not 8 (the same sums: the same bits as v4). The default: the fastest of
                  ours on every GPT-2 shape on an H200, 30-44% of cuBLAS's (docs/figures.md)
+         "v6"    v5's kernels, the backward's reductions split for whole waves of blocks (dweight's long sums
+                 over B*T into up to 16 ranges where its outputs fill few waves); untimed: a candidate
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`)
 """
@@ -606,7 +608,7 @@ V4_KERNELS = {(False, False): matmul_forward_kernel_v4, (False, True): matmul_ba
               (True, True): matmul_backward_dweight_kernel_v4}
 V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layouts, vector=True)
               for layouts, kernel in V4_KERNELS.items()}
-BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS}  # version -> its three products' kernels
+BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS}  # version -> its products' kernels
 
 
 @cuda_kernel
@@ -710,13 +712,61 @@ def splits_v4(M, N, K):
     return (ceil_div(K, k_per_split), k_per_split) if K else (1, BK)
 
 
+# v6: v5's kernels, the reduction split for whole waves. On an H200 the default 124M step's dweight kernels took
+# 103 ms against the forward's 55 for the same arithmetic (docs/figures.md). One cause the numbers allow: a GPU
+# runs SMs x V4_BLOCKS_PER_SM blocks at once (396 on an H100 or H200), and dweight's outputs are small with long
+# reductions, so its blocks come in few waves whose last is part-empty. c_attn's (2304, 768) is 432 tiles: a
+# wave of 396 blocks of all K = 4096, then one of 36 of the same length, the GPU 9% busy. v4's split count
+# only asked for TARGET_BLOCKS. v6 models a product's time as waves x k-tiles a block (ceil(tiles S / slots) x
+# ceil(K / (S BK))) and takes the smallest S within SPLIT_SLACK of the best: c_attn's dweight in 8 (9 waves of
+# 16 k-tiles: 144, against 2 x 128 = 256 unsplit), attn.c_proj's in 8 (v4/v5: 2), c_fc's and mlp.c_proj's in
+# 2 (v5: 1); dinp and the lm_head are as v5's. The model ignores that blocks sharing an SM slow each other
+# (a part-empty wave runs faster than a full one) and the split's cost (S partial outputs written, then added
+# in order by one more kernel: 57 MB for c_attn's S = 8, ~15 us of memory traffic): a candidate until timed.
+# The sums stay deterministic and compensated, in another grouping than v5's (other bits, as accurate). A range
+# is never shorter than SPLIT_MIN_TILES k-tiles, so a short reduction (K = B*T = 512 at T = 64) is not cut into
+# slivers whose partial outputs cost more to write and add than they save.
+SPLIT_SLACK = 0.05
+SPLIT_MIN_TILES = 4
+
+
+@functools.cache
+def resident_blocks() -> int:
+    """Blocks of the blocked kernels a GPU runs at once: its SMs x V4_BLOCKS_PER_SM; an H100's 132 SMs where
+    no GPU answers (the simulator, a machine without one)."""
+    try:
+        return cuda.get_current_device().MULTIPROCESSOR_COUNT * V4_BLOCKS_PER_SM
+    except Exception:  # noqa: BLE001 -- no driver, no device, or the simulator's device without the attribute
+        return 132 * V4_BLOCKS_PER_SM
+
+
+def splits_v6(M, N, K, slots=None):
+    """(S, k_per_split) for v6 (the comment above): the fewest ranges of K whose waves x k-tiles a block is
+    within SPLIT_SLACK of the best split's; slots: blocks the GPU runs at once (resident_blocks())."""
+    steps = ceil_div(K, BK)
+    if not steps:
+        return 1, BK
+    slots, tiles = slots or resident_blocks(), ceil_div(M, BM) * ceil_div(N, BN)
+    costs = {}
+    for S in range(1, max(1, min(MAX_SPLITS, steps // SPLIT_MIN_TILES)) + 1):
+        per = ceil_div(steps, S)
+        S = ceil_div(steps, per)   # no empty range
+        costs.setdefault(S, (ceil_div(tiles * S, slots) * per, per))
+    best = min(cost for cost, _ in costs.values())
+    S, per = next((S, per) for S, (cost, per) in sorted(costs.items()) if cost <= best * (1 + SPLIT_SLACK))
+    return S, per * BK
+
+
+SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6}   # a blocked version's split count
+
+
 def _split_scratch(S, M, N):
     """The (S, M, N) partial sums of a split product: allocated once per shape, then reused (_cuda.scratch)."""
     return scratch("matmul.split", (S, M, N))
 
 
 def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False, version="v4"):
-    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (or v5's: the same launch); A is a
+    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (v5, v6: the same launch); A is a
     (M, K), or a (K, M) read transposed when a_k_major (B likewise, N rows). split: cut K into ranges when
     there are few tiles (backward only: the partial sums are added into out, so it needs accumulate and no
     bias)."""
@@ -724,7 +774,7 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
     K = a.shape[0] if a_k_major else a.shape[1]
     if split and (not accumulate or bias is not None):
         raise ValueError("gemm_v4: split=True adds partial sums into out: it needs accumulate=True and no bias")
-    S, k_per_split = splits_v4(M, N, K) if split else (1, max(K, 1))
+    S, k_per_split = SPLITS[version](M, N, K) if split else (1, max(K, 1))
     grid, block = (ceil_div(N, BN), ceil_div(M, BM), S), (THREADS_X, THREADS_Y)
     has_bias = bias is not None
     bias = bias if has_bias else _no_bias()

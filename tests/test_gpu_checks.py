@@ -254,11 +254,12 @@ def keys_written(path: pathlib.Path, functions: tuple) -> set:
 # The keys record_from_bench reads of each kind of bench row, and where bench writes them.
 ROW_KEYS = {"steps": (STEP_KEYS, "gpt2/bench.py", ("bench_steps_cuda", "_ours_cuda", "_torch_cuda")),
             "ops": ({"op", "shape", "ratio", "ours_ms", "gbytes_s", "tflops"}, "kernels/bench.py", ("bench_ops",)),
-            "matmul_ladder": ({"shape", "version", "ms", "tflops", "default"}, "kernels/bench.py",
+            "matmul_ladder": ({"shape", "version", "ms", "tflops", "default", "parts"}, "kernels/bench.py",
                               ("bench_matmul_ladder",))}
 ROWS = {"steps": _step_row("gpt2", 4, 64),
         "ops": {"op": "gelu", "shape": "B=4,T=64", "ratio": 2.0, "ours_ms": 1.0, "gbytes_s": 900.0, "tflops": 0.1},
-        "matmul_ladder": {"shape": "c_fc", "version": "v3", "ms": 1.0, "tflops": 10.0, "default": True}}
+        "matmul_ladder": {"shape": "c_fc", "version": "v3", "ms": 1.0, "tflops": 10.0, "default": True,
+                          "parts": {"forward": 0.3, "dinp": 0.3, "dweight": 0.4}}}
 
 
 @pytest.mark.parametrize("kind", list(ROW_KEYS))

@@ -27,12 +27,16 @@ from dataclasses import asdict
 from gpt2lab.kernels import matmul
 from gpt2lab.kernels.check import check_op
 shape = json.loads(sys.argv[1])
+if sys.argv[2] == "v6":   # v6 splits only reductions of 8+ k-tiles: let this short one split, to test the path
+    matmul.SPLIT_MIN_TILES = 1
+    M, N, K = shape["B"] * shape["T"], shape["C"], shape["OC"]
+    assert matmul.splits_v6(M, N, K)[0] == 3, "the shape must exercise v6's split path"
 print(json.dumps([asdict(r) for r in check_op(matmul.SPEC, "cudasim", version=sys.argv[2], shapes=[shape])]))
 """
 
 
 @pytest.mark.cudasim
-@pytest.mark.parametrize("version", ["v4", "v5"])
+@pytest.mark.parametrize("version", ["v4", "v5", "v6"])
 def test_v4_matches_pytorch_in_the_simulator_at_an_awkward_shape(version):
     M, N, K = AWKWARD["B"] * AWKWARD["T"], AWKWARD["C"], AWKWARD["OC"]
     assert matmul.splits_v4(M, N, K)[0] == 2, "the shape must exercise the split path"
@@ -60,6 +64,24 @@ def test_splits_cover_the_reduction_once():
     assert matmul.splits_v4(768, 768, 4096)[0] == 2        # GPT-2's 144-tile dweight: split
     assert matmul.splits_v4(3072, 768, 4096)[0] == 1       # 576 tiles fill the GPU alone
     assert matmul.splits_v4(50257, 768, 4096)[0] == 1      # the lm_head
+
+
+def test_v6_splits_for_whole_waves():
+    for M, N, K in [(768, 768, 4096), (2304, 768, 4096), (256, 768, 50257), (6, 37, 65), (65, 37, 600),
+                    (50257, 768, 4096), (1, 1, 1), (5, 5, 0)]:
+        for slots in (1, 7, 396):
+            S, k_per = matmul.splits_v6(M, N, K, slots)
+            assert k_per % matmul.BK == 0 and 1 <= S <= matmul.MAX_SPLITS
+            assert S * k_per >= K and (S - 1) * k_per < max(K, 1), (M, N, K, slots, S, k_per)
+            assert S == 1 or k_per >= matmul.SPLIT_MIN_TILES * matmul.BK
+    # GPT-2 124M's dweight at B*T = 4096 on 396 resident blocks (132 SMs x 3): c_attn's 432 tiles would leave a
+    # second wave of 36 blocks; 8 ranges make 9 waves of 16 k-tiles (cost 144 against 256)
+    assert matmul.splits_v6(2304, 768, 4096, 396) == (8, 512)
+    assert matmul.splits_v6(768, 768, 4096, 396)[0] == 8
+    assert matmul.splits_v6(3072, 768, 4096, 396)[0] == 2
+    assert matmul.splits_v6(50257, 768, 4096, 396)[0] == 1      # 24 full waves: nothing to gain
+    assert matmul.splits_v6(4096, 768, 50257, 396)[0] == 1      # the lm_head's dinp: 768 tiles, ~2 waves
+    assert matmul.splits_v6(768, 768, 512, 396)[0] == 2         # T = 64: 16 k-tiles, ranges of at least 4
 
 
 def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():

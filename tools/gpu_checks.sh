@@ -34,8 +34,9 @@
 #                      <= 1.5x torch; 2026-11-26: 267 ms fused, 1494 per-op): 2 steps x 2 paths + torch's  60 s
 #   cublas1024_cuda.json  the same with --matmul cublas (the goal <= 1.1x torch); the matmuls are
 #                      cuBLAS's, so fewer kernels compile and the steps are faster                        45 s
-#   ops_cuda.json      each op vs torch (flash v4 and v5 both), and the matmul ladder (v1-v5, cublas:
-#                      TFLOP/s, % of cuBLAS); all of it came back in 90 s on an H200, the exit was late   85 s
+#   ops_cuda.json      each op vs torch (flash v4 and v5 both), and the matmul ladder (v1-v6, cublas:
+#                      TFLOP/s, % of cuBLAS, and each product's ms: is dweight the slow one, and does v6's
+#                      split fix it?); all of it but v6 came back in 90 s on an H200, the exit was late   95 s
 #   record.json        the five bench outputs as one record (lesson 6 shows the newest), and goals.txt:
 #                      the issue's goals checked against it (gpu_speed.goals), appended to summary.txt at
 #                      the end. No limit: it reads files (a second). To keep the record, here:
@@ -45,7 +46,7 @@
 #                      at the end: 30 s gave nothing on an H200; 4 probes took well under 50 s)          45 s
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances (300
 #                      steps; a cut-short run still leaves the steps it did in the log; 252 steps and 7
-#                      verified ones in 50 s on an H200)                                                  60 s
+#                      verified ones in 50 s on an H200)                                                  50 s
 #   gpt2_1024.jsonl    3 steps of the 124M config at B=4, T=1024, steps 1 and 3 verified (the float64
 #                      reference of this step is slow: step 1 alone took ~40 s with the compiles, so step 3
 #                      may be cut; the log keeps what was done)                                          45 s
@@ -85,7 +86,7 @@ run)
     timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul cublas > "$out/cublas1024_cuda.json" 2> "$out/cublas1024_cuda.log"
     echo "steps T=1024 --matmul cublas: exit $?" | tee -a "$out/summary.txt"
-    timeout 85 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
+    timeout 95 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
         > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
     echo "ops and matmul ladder: exit $?" | tee -a "$out/summary.txt"
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -97,7 +98,7 @@ run)
     echo "record: exit $?" | tee -a "$out/summary.txt"
     timeout 45 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
     echo "accuracy: exit $?" | tee -a "$out/summary.txt"
-    timeout 60 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
+    timeout 50 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
         --lr 3e-3 --warmup 20 --verify-every 40 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/small --json-log "$out/small_241.jsonl" > "$out/small_241.log" 2>&1
     echo "small 300 steps: exit $?" | tee -a "$out/summary.txt"
