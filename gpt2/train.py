@@ -708,10 +708,9 @@ def add_arguments(p) -> None:
                         "state saved before it, the mismatching one goes to OUT/mismatch_stepNNNNNN.pt)")
     p.add_argument("--fused", action="store_const", const=True, default=None,
                    help="numba: the fused path (flash attention, residual+LayerNorm in one kernel; on cuda also the "
-                        "fused classifier and one-launch AdamW): the default on cuda (on an H200 5.6x faster for GPT-2 at "
-                        "T=1024, 1.5x at T=64), not on the "
-                        "cpu. Stored in the run: --resume keeps it, --resume --no-fused goes back to the per-op "
-                        "kernels")
+                        "fused classifier and one-launch AdamW): the default on cuda (on an H200 5.6x faster for "
+                        "GPT-2 at T=1024, 1.5x at T=64), not on the cpu. Stored in the run: --resume keeps it, "
+                        "--resume --no-fused goes back to the per-op kernels")
     p.add_argument("--no-fused", dest="fused", action="store_const", const=False,
                    help="numba: the per-op kernels, one per op (the default on the cpu); with --resume, takes a "
                         "fused run back to them")
