@@ -671,7 +671,7 @@ CUDA_KERNELS = (
     (matmul_backward_dweight_kernel_v3, f"void({_M}, {_M}, {_M})"),
     (matmul_backward_dbias_kernel_v3, f"void({_V}, {_M})"),
     *((k, f"void(float32[:, :, ::1], {_M}, {_M}, {_V}, boolean, boolean, int64)")
-      for kernels in BLOCKED_KERNELS.values() for k in kernels.values()),
+      for k in dict.fromkeys(k for kernels in BLOCKED_KERNELS.values() for k in kernels.values())),  # v6: v5's
     (matmul_split_sum_kernel_v4, f"void({_V}, {_M})"),
     (matmul_backward_dbias_kernel_v4, f"void({_V}, {_M})"),
 )
@@ -720,9 +720,10 @@ def splits_v4(M, N, K):
 # only asked for TARGET_BLOCKS. v6 models a product's time as waves x k-tiles a block (ceil(tiles S / slots) x
 # ceil(K / (S BK))) and takes the smallest S within SPLIT_SLACK of the best: c_attn's dweight in 8 (9 waves of
 # 16 k-tiles: 144, against 2 x 128 = 256 unsplit), attn.c_proj's in 8 (v4/v5: 2), c_fc's and mlp.c_proj's in
-# 2 (v5: 1); dinp and the lm_head are as v5's. The model ignores that blocks sharing an SM slow each other
-# (a part-empty wave runs faster than a full one) and the split's cost (S partial outputs written, then added
-# in order by one more kernel: 57 MB for c_attn's S = 8, ~15 us of memory traffic): a candidate until timed.
+# 2 (v5: 1); at B*T = 4096 dinp and the lm_head are as v5's (at B*T = 512 v6 splits some dinp in 4 where v5
+# took 3). The model ignores that blocks sharing an SM slow each other (a part-empty wave runs faster than a
+# full one) and the split's cost (S partial outputs written, read back and added in order by one more kernel:
+# ~127 MB moved for c_attn's S = 8, ~26 us on an H200, ~2% of that product): a candidate until timed.
 # The sums stay deterministic and compensated, in another grouping than v5's (other bits, as accurate). A range
 # is never shorter than SPLIT_MIN_TILES k-tiles, so a short reduction (K = B*T = 512 at T = 64) is not cut into
 # slivers whose partial outputs cost more to write and add than they save.

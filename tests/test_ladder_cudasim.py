@@ -28,9 +28,10 @@ SCRIPT = textwrap.dedent("""
     rng = bench._rng()
     x, w, dout, b = (bench._f32(rng, 1, N, C), bench._f32(rng, OC, C, scale=0.02), bench._f32(rng, 1, N, OC),
                      bench._f32(rng, OC))
-    held = {name: {tuple(c.cell_contents.shape): c.cell_contents.copy_to_host()
-                   for c in fn.__closure__ or () if hasattr(c.cell_contents, "copy_to_host")}
-            for name, fn in parts.items()}
+    cells = {name: [c.cell_contents for c in fn.__closure__ or () if hasattr(c.cell_contents, "copy_to_host")]
+             for name, fn in parts.items()}
+    held = {name: {tuple(a.shape): a.copy_to_host() for a in arrays} for name, arrays in cells.items()}
+    assert all(len(held[n]) == len(cells[n]) for n in cells), "two arrays of one closure share a shape"
     x2, d2 = x.reshape(N, C).astype(np.float64), dout.reshape(N, OC).astype(np.float64)
     want = {("forward", (1, N, OC)): (x2 @ w.T + b).reshape(1, N, OC), ("dinp", (N, C)): d2 @ w,
             ("dweight", (OC, C)): d2.T @ x2, ("dweight", (OC,)): d2.sum(0)}
