@@ -839,8 +839,8 @@ def _check_matmul(args, fault) -> None:
     if args.flash is not None:
         if args.backend != "numba" or args.device != "cuda" or not args.fused:
             raise CommandError(f"--flash {args.flash} picks the fused path's flash attention on the GPU: it needs "
-                               f"--backend numba --device cuda on the fused path (not --no-fused; with --resume, "
-                               f"--fused)")
+                               f"--backend numba --device cuda on the fused path (not --no-fused, nor a resumed "
+                               f"per-op run without --fused)")
         if fault is not None and fault.op == "attention":
             raise CommandError(f"--inject-fault {fault.name} breaks our flash attention, which --flash {args.flash} "
                                f"replaces: run it without --flash")
