@@ -49,7 +49,7 @@ import numbers
 import re
 from importlib import resources
 
-from gpt2lab.gpt2.choices import FLASHES, MATMULS
+from gpt2lab.gpt2.choices import FLASHES, MATMULS, PATHS
 
 FOLDER = "gpu_records"   # beside this module, shipped as package data (pyproject.toml)
 
@@ -160,9 +160,6 @@ def _matmul(value) -> bool:
 
 def _flash(value) -> bool:
     return value in FLASHES
-
-
-PATHS = ("fused", "per-op")   # a step row's default_path (gpt2/bench.py)
 
 
 def _path(value) -> bool:

@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from .choices import default_fused
+from .choices import default_path
 from .config import GPTConfig
 
 
@@ -177,8 +177,8 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
     read-back: the host's own work), and the largest |loss difference| over the steps (the two follow each
     other up to float32 rounding). The fused_* fields: our step again with fused=True (flash attention,
     residual + LayerNorm fused, the fused classifier and the one-launch AdamW); "default_path": which of the two
-    `gpt2lab train` takes on a GPU (gpt2/choices.default_fused: the fused one). kernels: our model's entry points for both
-    of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul). rows: as bench_steps'."""
+    `gpt2lab train` takes on a GPU (gpt2/choices.default_path: the fused one). kernels: our model's entry points
+    for both of our runs (None: the defaults; `--matmul cublas` passes the cuBLAS matmul). rows: as bench_steps'."""
     rows = [] if rows is None else rows
     for name in configs:
         cfg = GPTConfig.preset(name)
@@ -186,7 +186,7 @@ def bench_steps_cuda(configs=("tiny", "small", "gpt2"), B=4, T=64, reps=3, warm=
         row = {"config": name, "B": B, "T": T, "device": "cuda", **_ours_cuda(cfg, batches, warm, kernels=kernels),
                **_ours_cuda(cfg, batches, warm, fused=True, kernels=kernels), **_torch_cuda(cfg, batches, warm)}
         row["ratio"], row["fused_ratio"] = row["ours_ms"] / row["torch_ms"], row["fused_ms"] / row["torch_ms"]
-        row["default_path"] = "fused" if default_fused("numba", "cuda") else "per-op"   # the one train runs here
+        row["default_path"] = default_path("numba", "cuda")   # the one train runs here
         row["ours_tok_s"], row["torch_tok_s"] = B * T / row["ours_ms"] * 1e3, B * T / row["torch_ms"] * 1e3
         row["max_loss_diff"] = max(abs(a - b) for a, b in zip(row["ours_losses"], row["torch_losses"]))
         rows.append(row)

@@ -8,6 +8,8 @@ against the kernels' own (kernels/matmul.py's CUDA_VERSIONS, kernels/attention.p
 MATMULS = ("numba", "v1", "v2", "v3", "v4", "v5", "v6", "cublas")
 # --flash: the fused path's flash attention version on the GPU (not given: its default).
 FLASHES = ("v4", "v5")
+# KernelGPT2's two paths, as bench's step rows name the default one ("default_path")
+PATHS = ("fused", "per-op")
 
 
 def default_fused(backend: str, device: str) -> bool:
@@ -16,3 +18,8 @@ def default_fused(backend: str, device: str) -> bool:
     both on matmul v5, against PyTorch eager's 102 (docs/figures.md) -- and on the CPU, no: the per-op path is
     the one the CPU's speed goal was measured on. Only the numba backend has the two paths."""
     return backend == "numba" and device == "cuda"
+
+
+def default_path(backend: str, device: str) -> str:
+    """default_fused's answer by name, one of PATHS."""
+    return PATHS[0] if default_fused(backend, device) else PATHS[1]
