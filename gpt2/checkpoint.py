@@ -64,10 +64,10 @@ REQUIRED = {"frame": ("config", "step", "params"),
             "full": ("config", "step", "params", "optim", "sampler_state", "torch_rng_state")}
 
 
-def _read(path: Path):
+def _read(path: Path, mmap: bool = False):
     """torch.load with weights_only=True (nothing but tensors and plain data is ever executed), its failures
     turned into one line. torch's own message is not passed on: it suggests weights_only=False, which would
-    run arbitrary code from a file that is broken or not ours."""
+    run arbitrary code from a file that is broken or not ours. mmap: map the tensors, read none of them."""
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): written by a process that was killed?")
@@ -75,7 +75,7 @@ def _read(path: Path):
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged: not a complete torch.save archive "
                               f"({size:,} bytes; truncated or not a checkpoint)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 -- zip, pickle, storage errors: all mean "damaged" to the user
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged: torch.load failed "
                               f"({type(e).__name__}; {size:,} bytes)") from None
@@ -117,8 +117,8 @@ def saved_run(path) -> dict:
     tensors (memory-mapped), for decisions made before the run starts (`gpt2lab train --resume`); {} when the
     file has none or cannot be read (load_checkpoint then says why, in one line)."""
     try:
-        data = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 -- any failure: the full load that follows reports it
+        data = _read(Path(path), mmap=True)
+    except (OSError, CheckpointError):   # missing or unusable: the full load that follows says so
         return {}
     return dict(data.get("run") or {}) if isinstance(data, dict) else {}
 
