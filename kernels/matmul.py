@@ -741,6 +741,7 @@ def resident_blocks() -> int:
         return 132 * V4_BLOCKS_PER_SM
 
 
+@functools.cache   # a step asks for the same few shapes every time: the search runs once per shape
 def splits_v6(M, N, K, slots=None):
     """(S, k_per_split) for v6 (the comment above): the fewest ranges of K whose waves x k-tiles a block is
     within SPLIT_SLACK of the best split's; slots: blocks the GPU runs at once (resident_blocks())."""
@@ -749,9 +750,9 @@ def splits_v6(M, N, K, slots=None):
         return 1, BK
     slots, tiles = slots or resident_blocks(), ceil_div(M, BM) * ceil_div(N, BN)
     costs = {}
-    for S in range(1, max(1, min(MAX_SPLITS, steps // SPLIT_MIN_TILES)) + 1):
-        per = ceil_div(steps, S)
-        S = ceil_div(steps, per)   # no empty range
+    for asked in range(1, max(1, min(MAX_SPLITS, steps // SPLIT_MIN_TILES)) + 1):
+        per = ceil_div(steps, asked)
+        S = ceil_div(steps, per)   # the ranges of `per` k-tiles that cover K: none empty
         costs.setdefault(S, (ceil_div(tiles * S, slots) * per, per))
     best = min(cost for cost, _ in costs.values())
     S, per = next((S, per) for S, (cost, per) in sorted(costs.items()) if cost <= best * (1 + SPLIT_SLACK))
