@@ -23,11 +23,12 @@ reduced on the device and come back in one small copy: `forward(..., read_loss=F
 `loss_and_grad_norm()` -- that read is the step's only device-to-host copy (NumbaBackend does this).
 
 The fused path, `KernelGPT2(config, fused=True)` (`gpt2lab train`'s default on a GPU, `--fused` on the CPU;
-the class's own default stays the per-op path the lessons take apart): `forward_fused` and `backward_fused`, the same model on fewer, fused kernels -- flash attention (an
-activation "lse" (L, B, NH, T) in place of the T x T att, which is then not allocated) and each residual
-add fused into the LayerNorm that reads it (the residual backward calls disappear), on the CPU and CUDA;
-on CUDA also the fused classifier and the one-launch AdamW (the CPU keeps crossentropy and AdamW per
-tensor: those two have no CPU kernels). docs/kernels.md "The fused path" has the wiring.
+the class's own default stays the per-op path the lessons take apart): `forward_fused` and `backward_fused`,
+the same model on fewer, fused kernels -- flash attention (an activation "lse" (L, B, NH, T) in place of the
+T x T att, which is then not allocated) and each residual add fused into the LayerNorm that reads it (the
+residual backward calls disappear), on the CPU and CUDA; on CUDA also the fused classifier and the one-launch
+AdamW (the CPU keeps crossentropy and AdamW per tensor: those two have no CPU kernels). docs/kernels.md "The
+fused path" has the wiring.
 
     >>> model = KernelGPT2(GPTConfig.preset("tiny"))            # GPT-2 init, same numbers as GPT2 + init_params
     >>> loss = model.forward(idx, targets)                      # idx, targets: (B, T) ints
