@@ -59,6 +59,16 @@ def compensated_add(total, comp, x):
     return t, comp
 
 
+@cuda.jit(device=True, inline="always")
+def two_sum(a, b):
+    """(s, e): s = a + b rounded to float32 and e its rounding error, exactly (a + b = s + e), whichever of a
+    and b is larger: Knuth's TwoSum, 6 additions and no comparison (compensated_add's test is a branch; in a
+    kernel that sums 64 outputs a thread at once, matmul v7, a branch kept the compiler from unrolling)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
+
+
 # Block reductions: every thread of a block brings one value, every thread gets the block's total.
 # A tree in shared memory: thread tid adds in tid + stride, for stride = blockDim/2, blockDim/4, ..., 1, so
 # the sum takes log2(blockDim) steps instead of blockDim. The barriers, and why each is where it is:

@@ -39,6 +39,9 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  ours on every GPT-2 shape on an H200, 30-44% of cuBLAS's (docs/figures.md)
          "v6"    v5's kernels, the backward's reductions split for whole waves of blocks (dweight's long sums
                  over B*T into up to 16 ranges where its outputs fill few waves); untimed: a candidate
+         "v7"    128 x 128 tiles, 8 x 8 outputs a thread, double-buffered tiles (llm.c's hand-written kernel's
+                 shape); its long sums compensated by carrying each part's lost bits into the next part (no
+                 extra registers); untimed: a candidate
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`)
 """
@@ -48,11 +51,11 @@ import functools
 
 import numba
 import numpy as np
-from numba import cuda, float32, njit, prange
+from numba import cuda, float32, njit, prange, uint64
 
 from . import _cublas
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, run_on_device, scratch
+from ._cuda import ceil_div, compensated_add, run_on_device, scratch, two_sum
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_no_overlap, check_same_device, pick_version
@@ -608,7 +611,177 @@ V4_KERNELS = {(False, False): matmul_forward_kernel_v4, (False, True): matmul_ba
               (True, True): matmul_backward_dweight_kernel_v4}
 V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layouts, vector=True)
               for layouts, kernel in V4_KERNELS.items()}
-BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS}  # version -> its products' kernels
+
+
+# v7: 128 x 128 tiles, 8 x 8 outputs a thread, the tiles double-buffered: llm.c's hand-written kernel's shape,
+# with the accurate sums kept. Why: on an H200 v5 reached 30-44% of cuBLAS's rate and the matmul was 82% of the
+# default 124M step (docs/figures.md): the 1.5x goal needs ~2x v5. Per k step a v5 thread does 16 multiply-adds
+# for 2 vector shared loads; a v7 thread 64 for 4 (a: rows 4 ty.. and 64 + 4 ty.., b likewise: each a 16-byte
+# load, and a warp's 16 tx read 256 adjacent bytes, 2 wavefronts, no bank conflict). A warp's shared traffic per
+# multiply-add halves, and so does the loop's own overhead.
+# Accuracy without a third 64-register array: v5 keeps acc, comp and part (3 x 16 registers). At 64 outputs
+# that is 192 registers, and with the operands and the next tiles' values ptxas needed 255 and spilled ~600
+# bytes. v7 keeps acc and part only. part sums V7_PART_TILES = 4 k-tiles (64 products) in plain float32; then
+# acc + part by Knuth's TwoSum (_cuda.two_sum: the rounded sum and its exact rounding error, 6 additions, no
+# branch), and the error *starts the next part*: the bits acc's rounding lost are carried into the sum instead
+# of kept aside. The epilogue writes acc + part. That is Kahan's compensation with the correction folded into
+# the next addend. A numpy model of the orders at the probes' lengths gave (x PyTorch float32's error on an
+# H200, scaled from v1's measured ratio): v5's scheme 0.16-0.25, this one 0.19-0.33, parts of 64 with a plain
+# acc 0.5-1.2; in the simulator's probes v7 is 0.87 and 1.51 x the yardstick (v5 0.74, 0.99).
+# Registers (ptxas 13.0, sm_90): 245-249, no spills; one block of 256 threads an SM (8 warps: the ILP of 64
+# independent multiply-adds a step hides the latency, the SGEMM tutorials' choice). The 512-byte stack is the
+# epilogue's: its loop over rows is not unrolled, so acc and part go through local memory once, at the end.
+# Double buffering: the next k-tile's values are loaded from global memory into registers before the current
+# tile's multiply-adds and stored into the other shared buffer after them, so the loads' latency hides behind
+# the arithmetic and one barrier a tile suffices (the buffer written was last read before the previous barrier).
+# Shared memory: 2 buffers x 2 operands x 16 x 132 floats = 33 KiB (48 KiB is the static limit).
+# Instructions (the SASS of the forward kernel, nvdisasm, counted): the k loop runs two k steps a pass (155
+# instructions for 128 multiply-adds; one a pass: 88 for 64, the loop's index arithmetic ~25%); the loader
+# reads tiles inside the operands without a test a load and with unsigned indices (no wraparound), which took
+# the rest of a tile's instructions from ~500 to ~260. So ~64% of a tile's instructions are multiply-adds
+# (v5, counted the same way: ~34%, its k loop 59 instructions for 32, its loader testing every load). Untimed:
+# what that buys on a GPU (issue slots are one limit of several) is for the ladder to say.
+# The split of the skinny backward products: v6's wave model, with 1 block an SM (splits_v7).
+V7_BM = 128                             # output rows (and columns) per block
+V7_BK = 16                              # k per shared tile; 2 buffers of both operands: 33 KiB
+V7_T = 8                                # outputs per thread along each side: 8 x 8
+V7_QUAD = 4                             # a thread's 8 rows: 2 groups of 4 adjacent (one 16-byte load), 64 apart
+V7_ROW = V7_BM + 4                      # tile rows 16-byte aligned; a k step 4 banks on from the last
+V7_LOADS = V7_BM * V7_BK // THREADS     # 8 values of each operand staged per thread per tile
+V7_PART_TILES = 4                       # k-tiles summed plainly into part before it goes into acc
+V7_BLOCKS_PER_SM = 1
+_V7_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V7_BLOCKS_PER_SM)}
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_slot(t, load, k_major):
+    """(k, r) of the tile element thread t stages in its load-th load. k-major source: a warp takes 32 adjacent
+    r of one k (a 128-byte global read, one tile row). k contiguous: 8 adjacent k of 4 rows (32-byte sectors),
+    whose stores into rows of 132 floats hit 32 different banks (v5's blocks of 8)."""
+    if k_major:
+        i = t + load * THREADS
+        return i // V7_BM, i % V7_BM
+    lane, warp = t % 32, t // 32
+    return warp % (V7_BK // 8) * 8 + lane % 8, warp // (V7_BK // 8) * 4 + lane // 8 + load * (THREADS // V7_BK)
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_read(src, k_major, r, k):
+    """A[r, k]: src[r, k], or src[k, r] when k_major. The indices as unsigned: numba then drops its negative-index
+    wraparound (3 instructions an index); they are never negative here."""
+    return src[uint64(k), uint64(r)] if k_major else src[uint64(r), uint64(k)]
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_fetch(regs, src, k_major, r0, R, k0, k_end):
+    """regs[load] = A[r0 + r, k0 + k] at this thread's slots (0 outside R rows or past k_end): A is src (R, K),
+    or src (K, R) read transposed when k_major. A tile inside A (every tile but the last row and k ones) is read
+    without a test a load: the test is the block's, once (the loader was ~30% of a tile's instructions)."""
+    tx, ty = _thread_v4()
+    t = ty * THREADS_X + tx
+    if r0 + V7_BM <= R and k0 + V7_BK <= k_end:
+        for load in range(V7_LOADS):
+            k, r = _v7_slot(t, load, k_major)
+            regs[load] = _v7_read(src, k_major, r0 + r, k0 + k)
+    else:
+        for load in range(V7_LOADS):
+            k, r = _v7_slot(t, load, k_major)
+            ok = r0 + r < R and k0 + k < k_end
+            regs[load] = _v7_read(src, k_major, r0 + r, k0 + k) if ok else float32(0.0)
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_stage(tile, buf, regs, k_major):
+    """tile[buf, k, r] = the values _v7_fetch put in regs."""
+    tx, ty = _thread_v4()
+    t = ty * THREADS_X + tx
+    for load in range(V7_LOADS):
+        k, r = _v7_slot(t, load, k_major)
+        tile[buf, k, r] = regs[load]
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_own(thread, i):
+    """The tile row (or column) of a thread's i-th output row (column): 4 adjacent, then 4 more 64 on."""
+    return i // V7_QUAD * (V7_BM // 2) + thread * V7_QUAD + i % V7_QUAD
+
+
+@cuda.jit(device=True, inline="always")
+def _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """One k step of a thread's 8 x 8 outputs: 8 a values and 8 b values (4 vector loads), 64 multiply-adds."""
+    for i in range(V7_T):
+        a_reg[i] = a_tile[buf, k, _v7_own(ty, i)]
+    for j in range(V7_T):
+        b_reg[j] = b_tile[buf, k, _v7_own(tx, j)]
+    for i in range(V7_T):
+        for j in range(V7_T):
+            part[i, j] += a_reg[i] * b_reg[j]
+
+
+def _v7_kernel(name, a_k_major, b_k_major):
+    """v7's kernel for one pair of operand layouts: the same arguments and output as v4's (_v4_kernel)."""
+    def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
+        a_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
+        b_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
+        acc = cuda.local.array((V7_T, V7_T), float32)
+        part = cuda.local.array((V7_T, V7_T), float32)
+        a_reg = cuda.local.array(V7_T, float32)
+        b_reg = cuda.local.array(V7_T, float32)
+        a_next = cuda.local.array(V7_LOADS, float32)
+        b_next = cuda.local.array(V7_LOADS, float32)
+        tx, ty = _thread_v4()
+        M, N = out.shape[1], out.shape[2]
+        K = a.shape[0] if a_k_major else a.shape[1]
+        m0, n0 = cuda.blockIdx.y * V7_BM, cuda.blockIdx.x * V7_BM
+        k_begin = cuda.blockIdx.z * k_per_split
+        k_end = min(K, k_begin + k_per_split)
+        for i in range(V7_T):
+            for j in range(V7_T):
+                acc[i, j] = float32(0.0)
+                part[i, j] = float32(0.0)
+        _v7_fetch(a_next, a, a_k_major, m0, M, k_begin, k_end)
+        _v7_fetch(b_next, b, b_k_major, n0, N, k_begin, k_end)
+        _v7_stage(a_tile, 0, a_next, a_k_major)
+        _v7_stage(b_tile, 0, b_next, b_k_major)
+        cuda.syncthreads()
+        step = 0
+        for k0 in range(k_begin, k_end, V7_BK):
+            buf = step & 1               # the mask shows the compiler buf >= 0 (no wraparound in the address)
+            more = k0 + V7_BK < k_end    # the same for every thread of the block: the barrier below is shared
+            if more:                     # the next tile's loads in flight during this tile's multiply-adds
+                _v7_fetch(a_next, a, a_k_major, m0, M, k0 + V7_BK, k_end)
+                _v7_fetch(b_next, b, b_k_major, n0, N, k0 + V7_BK, k_end)
+            for k in range(0, V7_BK, 2):   # two k steps a pass: the loop's own instructions count half
+                _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
+                _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 1) & (V7_BK - 1), tx, ty)
+            step += 1
+            if step % V7_PART_TILES == 0:  # part into acc; what acc's rounding lost starts the next part
+                for i in range(V7_T):
+                    for j in range(V7_T):
+                        acc[i, j], part[i, j] = two_sum(acc[i, j], part[i, j])
+            if more:
+                _v7_stage(a_tile, buf ^ 1, a_next, a_k_major)
+                _v7_stage(b_tile, buf ^ 1, b_next, b_k_major)
+            cuda.syncthreads()
+        for i in range(V7_T):
+            m = m0 + _v7_own(ty, i)
+            for j in range(V7_T):
+                n = n0 + _v7_own(tx, j)
+                if m < M and n < N:
+                    value = acc[i, j] + part[i, j]  # part: the last terms, and what acc's roundings lost
+                    if has_bias:
+                        value += bias[n]
+                    if accumulate:
+                        out[cuda.blockIdx.z, m, n] += value
+                    else:
+                        out[cuda.blockIdx.z, m, n] = value
+    kernel.__name__ = kernel.__qualname__ = name
+    return cuda_kernel(**_V7_JIT)(kernel)
+
+
+V7_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v7"), *layouts)
+              for layouts, kernel in V4_KERNELS.items()}
+BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS, "v7": V7_KERNELS}  # version -> kernels
 
 
 @cuda_kernel
@@ -732,23 +905,25 @@ SPLIT_MIN_TILES = 4
 
 
 @functools.cache
-def resident_blocks() -> int:
-    """Blocks of the blocked kernels a GPU runs at once: its SMs x V4_BLOCKS_PER_SM; an H100's 132 SMs where
-    no GPU answers (the simulator, a machine without one)."""
+def resident_blocks(per_sm=V4_BLOCKS_PER_SM) -> int:
+    """Blocks of a blocked kernel a GPU runs at once: its SMs x per_sm; an H100's 132 SMs where no GPU
+    answers (the simulator, a machine without one)."""
     try:
-        return cuda.get_current_device().MULTIPROCESSOR_COUNT * V4_BLOCKS_PER_SM
+        return cuda.get_current_device().MULTIPROCESSOR_COUNT * per_sm
     except Exception:  # noqa: BLE001 -- no driver, no device, or the simulator's device without the attribute
-        return 132 * V4_BLOCKS_PER_SM
+        return 132 * per_sm
 
 
 @functools.cache   # a step asks for the same few shapes every time: the search runs once per shape
-def splits_v6(M, N, K, slots=None):
+def splits_v6(M, N, K, slots=None, tile=(BM, BN, BK)):
     """(S, k_per_split) for v6 (the comment above): the fewest ranges of K whose waves x k-tiles a block is
-    within SPLIT_SLACK of the best split's; slots: blocks the GPU runs at once (resident_blocks())."""
-    steps = ceil_div(K, BK)
+    within SPLIT_SLACK of the best split's; slots: blocks the GPU runs at once (resident_blocks()); tile: the
+    kernel's (rows, columns, k) per block."""
+    bm, bn, bk = tile
+    steps = ceil_div(K, bk)
     if not steps:
-        return 1, BK
-    slots, tiles = slots or resident_blocks(), ceil_div(M, BM) * ceil_div(N, BN)
+        return 1, bk
+    slots, tiles = slots or resident_blocks(), ceil_div(M, bm) * ceil_div(N, bn)
     costs = {}
     for asked in range(1, max(1, min(MAX_SPLITS, steps // SPLIT_MIN_TILES)) + 1):
         per = ceil_div(steps, asked)
@@ -756,10 +931,16 @@ def splits_v6(M, N, K, slots=None):
         costs.setdefault(S, (ceil_div(tiles * S, slots) * per, per))
     best = min(cost for cost, _ in costs.values())
     S, per = next((S, per) for S, (cost, per) in sorted(costs.items()) if cost <= best * (1 + SPLIT_SLACK))
-    return S, per * BK
+    return S, per * bk
 
 
-SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6}   # a blocked version's split count
+def splits_v7(M, N, K, slots=None):
+    """(S, k_per_split) for v7: v6's wave model with v7's tiles and its 1 block an SM."""
+    return splits_v6(M, N, K, slots or resident_blocks(V7_BLOCKS_PER_SM), (V7_BM, V7_BM, V7_BK))
+
+
+SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6, "v7": splits_v7}   # a blocked version's split count
+TILES = {"v7": (V7_BM, V7_BM)}   # a blocked version's (rows, columns) per block where not v4's (BM, BN)
 
 
 def _split_scratch(S, M, N):
@@ -777,7 +958,8 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
     if split and (not accumulate or bias is not None):
         raise ValueError("gemm_v4: split=True adds partial sums into out: it needs accumulate=True and no bias")
     S, k_per_split = SPLITS[version](M, N, K) if split else (1, max(K, 1))
-    grid, block = (ceil_div(N, BN), ceil_div(M, BM), S), (THREADS_X, THREADS_Y)
+    bm, bn = TILES.get(version, (BM, BN))
+    grid, block = (ceil_div(N, bn), ceil_div(M, bm), S), (THREADS_X, THREADS_Y)
     has_bias = bias is not None
     bias = bias if has_bias else _no_bias()
     kernel = BLOCKED_KERNELS[version][(a_k_major, b_k_major)]

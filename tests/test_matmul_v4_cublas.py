@@ -84,6 +84,55 @@ def test_v6_splits_for_whole_waves():
     assert matmul.splits_v6(768, 768, 512, 396)[0] == 2         # T = 64: 16 k-tiles, ranges of at least 4
 
 
+# v7's own shape: 128 x 128 tiles, a thread's rows and columns in two groups 64 apart, parts carried every 4
+# k-tiles. B*T = 129 and OC = 130 make the forward 2 x 2 tiles, with a thread's second groups (rows and columns
+# 64..127) in use and the last tile 1 wide; C = 17 is two k-tiles, one partial. The backward's reductions
+# (K = 130 and 129: 9 k-tiles) split in 2 ranges of 5 k-tiles, so each range carries its part once (after
+# its 4th tile) and ends on a partial one. ~30 s in the simulator.
+V7_SHAPE = {"B": 1, "T": 129, "C": 17, "OC": 130}
+
+
+@pytest.mark.cudasim
+def test_v7_matches_pytorch_in_the_simulator_across_two_tiles_and_a_carried_part():
+    M, N, K = V7_SHAPE["B"] * V7_SHAPE["T"], V7_SHAPE["C"], V7_SHAPE["OC"]
+    assert matmul.splits_v7(M, N, K) == (2, 5 * matmul.V7_BK) == matmul.splits_v7(K, N, M)
+    assert matmul.V7_PART_TILES == 4, "the shape is chosen to carry a part once in each range"
+    proc = run_in_simulator("-c", _SIM_SCRIPT, json.dumps(V7_SHAPE), "v7")
+    rows = json.loads(proc.stdout)
+    assert {r["tensor"] for r in rows} == {"out", "dinp", "dweight", "dbias"}
+    assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
+
+
+def test_v7_splits_for_whole_waves_of_its_tiles():
+    for M, N, K in [(768, 768, 4096), (2304, 768, 4096), (256, 768, 50257), (65, 37, 600), (1, 1, 1), (5, 5, 0)]:
+        S, k_per = matmul.splits_v7(M, N, K, 132)
+        assert k_per % matmul.V7_BK == 0 and 1 <= S <= matmul.MAX_SPLITS
+        assert S * k_per >= K and (S - 1) * k_per < max(K, 1), (M, N, K, S, k_per)
+    # one block an SM (255 registers a thread): c_attn's dweight is 18 x 6 = 108 tiles on 132 SMs, so it splits
+    # where v5's 432 did not; the lm_head's forward-sized products have waves enough
+    assert matmul.splits_v7(2304, 768, 4096, 132)[0] == 6
+    assert matmul.splits_v7(50257, 768, 4096, 132)[0] == 1
+    assert matmul.splits_v7(4096, 3072, 768, 132)[0] == 1
+
+
+def test_two_sum_is_exact_whichever_term_is_larger():
+    """_cuda.two_sum (v7's carry): s + e == a + b exactly, for terms of any sizes and signs; the naive error
+    (a + b) - s, which a plain float32 sum keeps, is 0 in float32 and wrong."""
+    from fractions import Fraction
+
+    from gpt2lab.kernels._cuda import two_sum
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(2000) * 10.0 ** rng.integers(-8, 8, 2000)).astype(np.float32)
+    b = (rng.standard_normal(2000) * 10.0 ** rng.integers(-8, 8, 2000)).astype(np.float32)
+    lost = 0
+    for x, y in zip(a, b):
+        s, e = two_sum.py_func(x, y)
+        exact = Fraction(float(x)) + Fraction(float(y))
+        assert s == np.float32(x + y) and Fraction(float(s)) + Fraction(float(e)) == exact, (x, y, s, e)
+        lost += e != 0
+    assert lost > 1000   # most sums round: the test sees real errors recovered
+
+
 def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
     with pytest.raises(ValueError, match="split=True"):
         matmul.gemm_v4(np.zeros((2, 2), np.float32), np.zeros((2, 3), np.float32), False,
