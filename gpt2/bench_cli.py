@@ -39,9 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "layers and attention's q k^T and att v)")
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="on cuda: the flash attention version of our fused-path step, in the whole-step benchmark and "
-                        "--profile (default: v4; the op benchmark times both, attention_flash and attention_flash_v5)")
+                        "--profile (default: the kernels' default, kernels/attention.py's DEFAULT_FLASH; the op "
+                        "benchmark times both, attention_flash and attention_flash_v5)")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
+    p.add_argument("--ladder-version", action="append", metavar="VERSION",
+                   help="the ladder times only this matmul version (repeatable; implies --ladder), and always its "
+                        "reference (cuBLAS on cuda, blas on the CPU): e.g. the candidates against the default")
     # the whole-step benchmark's batch (on a GPU, e.g. --steps gpt2 --batch 4 --seq 1024)
     p.add_argument("--batch", type=int, default=4, help="whole step: sequences per batch B")
     p.add_argument("--seq", type=int, default=64, help="whole step: tokens per sequence T (<= each config's context)")
@@ -74,6 +78,10 @@ def run(args) -> int:
     if args.profile and not configs_of(args):
         print("gpt2lab bench: --profile profiles a step of the last --steps config, but --steps is empty",
               file=sys.stderr)
+        return 2
+    error = _ladder_error(args)   # before the GPU test: a typo'd version fails here too, not on the GPU alone
+    if error:
+        print(f"gpt2lab bench: {error}", file=sys.stderr)
         return 2
     if args.device == "cuda":
         import torch
@@ -113,9 +121,10 @@ def measure(args, out: dict, say) -> None:
         say(f"kernels, forward+backward, median of {args.reps} (ratio = ours/torch):")
         bench_ops(args.device, args.op, args.reps, progress=say, matmul_version=matmul_version,
                   rows=out.setdefault("ops", []))
-    if args.ladder or (args.ladder is None and args.device == "cuda" and not args.no_ops):
+    if args.ladder or args.ladder_version or (args.ladder is None and args.device == "cuda" and not args.no_ops):
         say(f"matmul versions, forward+backward, median of {args.reps}:")
-        bench_matmul_ladder(args.device, args.reps, progress=say, rows=out.setdefault("matmul_ladder", []))
+        bench_matmul_ladder(args.device, args.reps, versions=ladder_versions(args), progress=say,
+                            rows=out.setdefault("matmul_ladder", []))
     configs = configs_of(args)
     if configs:
         from .bench import bench_steps
@@ -142,6 +151,26 @@ def _raise_interrupt(signum, frame):
 def configs_of(args) -> list[str]:
     """The configs of --steps, in order."""
     return [c for c in args.steps.split(",") if c]
+
+
+def ladder_versions(args) -> tuple | None:
+    """The ladder's versions: --ladder-version's, with the reference added (None: every version)."""
+    if not args.ladder_version:
+        return None
+    from gpt2lab.kernels.bench import LADDER_REFERENCE
+    return tuple(dict.fromkeys([*args.ladder_version, LADDER_REFERENCE[args.device]]))
+
+
+def _ladder_error(args) -> str | None:
+    """Why --ladder-version cannot run here, in one line (None: it can)."""
+    from gpt2lab.kernels import matmul
+    known = matmul.CUDA_VERSIONS if args.device == "cuda" else matmul.CPU_VERSIONS
+    unknown = [v for v in args.ladder_version or () if v not in known]
+    if args.ladder is False and args.ladder_version:
+        return "--ladder-version and --no-ladder contradict each other: give one"
+    if unknown:
+        return f"--ladder-version {unknown[0]}: not a matmul version on {args.device}; choose from {', '.join(known)}"
+    return None
 
 
 def _matmul_error(args) -> str | None:

@@ -19,6 +19,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_checks.sh"
+ENV = ROOT / "tools" / "gpu_env.sh"   # what every script's run branch sources first
 DEVICE_CALL_S = 600   # one device call; the limits must leave room for the wheel install and the record step
 LIMITS_S = 550
 SHELL_VARS = {"device": "NVIDIA H100 80GB HBM3", "software": "numba 0.68, numba-cuda 0.30.4, torch 2.11"}
@@ -53,6 +54,9 @@ def commands(text: str, out: str) -> list[dict]:
         limit = None
         if words[:1] == ["timeout"]:
             limit, words = int(words[1]), words[2:]
+        if words[:1] == ["compute-sanitizer"]:   # `compute-sanitizer --tool NAME` runs the command after it
+            assert words[1] == "--tool" and words[2] in ("memcheck", "racecheck"), line
+            words = words[3:]
         if words[:1] == ["gpt2lab"]:
             kind, start = "gpt2lab", 1
         elif words[:2] == ["python3", "-m"] and words[2].startswith("gpt2lab."):
@@ -104,18 +108,19 @@ def functions_under_timeout(text: str) -> list[str]:
 
 def test_no_shell_function_runs_under_timeout(script_text):
     assert functions_under_timeout(script_text) == []
-    as_a_function = script_text.replace('    # `timeout` runs', '    gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }\n'
-                                        '    # `timeout` runs', 1)
+    source = '    source tools/gpu_env.sh'
+    as_a_function = script_text.replace(source, '    gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }\n' + source, 1)
     assert len(functions_under_timeout(as_a_function)) == 8   # verify, five bench, two train
 
 
 def test_the_gpt2lab_on_path_runs_under_timeout(script_text, tmp_path):
-    """The run branch's lines from `bin=` to `export PATH=` (bin in tmp_path), then `timeout 60 gpt2lab --help`
+    """tools/gpu_env.sh's lines from `bin=` to `export PATH=` (bin in tmp_path), then `timeout 60 gpt2lab --help`
     with this venv's python3 first on PATH: the program the GPU steps call, called as they call it."""
     import os
     import subprocess
     import sys
-    lines = run_branch(script_text)
+    assert "    source tools/gpu_env.sh" in script_text
+    lines = [line.strip() for line in ENV.read_text().splitlines() if line.strip() and not line.startswith("#")]
     start = next(i for i, line in enumerate(lines) if line.startswith("bin="))
     end = next(i for i, line in enumerate(lines) if line.startswith("export PATH="))
     setup = [re.sub(r"^bin=\S+;", f"bin={shlex.quote(str(tmp_path))};", lines[start]), *lines[start + 1:end + 1]]
@@ -302,10 +307,10 @@ def _fake_measurements(monkeypatch):
                  "ratio": 2.0, "bytes": 10**9, "flops": 10**9, "gbytes_s": 1000.0, "tflops": 1.0}
                 for name in ("gelu", "matmul") for T in (64, 256)])
 
-    def ladder(device, reps, progress, rows=None):
+    def ladder(device, reps, progress, rows=None, versions=None):
         return _into(rows, [{"shape": "c_fc", "N": 4096, "C": 768, "OC": 3072, "device": device, "version": v, "ms": 1.0,
                  "tflops": 10.0, "pct_of_reference": 50.0, "reference": "cublas", "default": v == "v3"}
-                for v in ("v1", "v3", "cublas")])
+                for v in versions or ("v1", "v3", "cublas")])
 
     def steps(device, configs, B, T, reps, progress, kernels=None, rows=None):
         return _into(rows, [_step_row(c, B, T) for c in configs])
@@ -418,3 +423,33 @@ def test_every_command_line_of_the_recheck_parses_and_passes_the_checks_before_t
 def test_the_recheck_writes_at_most_the_8_files_a_device_call_returns():
     written = set(re.findall(r'"\$out/([\w.]+)"', RECHECK.read_text()))
     assert len(written) <= 8 and {"summary.txt", "log.txt", "steps1024.json"} <= written, written
+
+
+# ---- tools/gpu_candidates.sh: the matmul candidates (v6, v7) against the default and cuBLAS
+
+CANDIDATES = ROOT / "tools" / "gpu_candidates.sh"
+
+
+def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_before_the_gpu(tmp_path, capsys):
+    text = CANDIDATES.read_text()
+    found = commands(text, str(tmp_path))
+    assert sorted({c["argv"][0] if c["kind"] == "gpt2lab" else c["kind"] for c in found}) == \
+        ["bench", "gpt2lab.kernels.accuracy", "verify"]
+    for command in found:
+        parse(command)
+    total = sum(c["limit"] for c in found)
+    assert all(c["limit"] for c in found) and f"The limits add up to {total} s" in text and total <= LIMITS_S
+    ladder = next(parse(c) for c in found if "--ladder-version" in c["argv"])
+    assert {"v6", "v7"} <= set(ladder.ladder_version)
+    assert {parse(c).matmul for c in found if c["argv"][0] == "bench" and "--steps" in c["argv"]
+            and parse(c).steps} == {"v6", "v7"}
+    if _no_gpu_here():
+        from gpt2lab.gpt2 import cli
+        for command in (c for c in found if c["kind"] == "gpt2lab" and c["argv"][0] == "bench"):
+            assert cli.main(command["argv"]) == 2, command["line"]
+            assert "GPU" in capsys.readouterr().err, command["line"]
+
+
+def test_the_candidates_call_writes_at_most_the_8_files_a_device_call_returns():
+    written = set(re.findall(r'"\$out/([\w.]+)"', CANDIDATES.read_text()))
+    assert len(written) <= 8 and {"summary.txt", "log.txt", "verify.txt", "ladder.json"} <= written, written

@@ -66,12 +66,7 @@ prepare)
     ls -la .whl ;;
 run)
     out=${OUT:-build/gpu}; mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0 PYTHONUNBUFFERED=1
-    # `timeout` runs a program, never a shell function: gpt2lab is a file on PATH
-    bin=/tmp/gpt2lab-bin; mkdir -p "$bin"
-    printf '#!/bin/sh\nexec python3 -m gpt2lab.gpt2.cli "$@"\n' > "$bin/gpt2lab" && chmod +x "$bin/gpt2lab"
-    export PATH="$bin:$PATH"
+    source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1
     timeout 80 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
     echo "verify: exit $?" | tee -a "$out/summary.txt"

@@ -23,12 +23,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
 run)
     out=${OUT:-build/gpu}; mkdir -p "$out"; log="$out/log.txt"
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0 PYTHONUNBUFFERED=1
-    # `timeout` runs a program, never a shell function: gpt2lab is a file on PATH
-    bin=/tmp/gpt2lab-bin; mkdir -p "$bin"
-    printf '#!/bin/sh\nexec python3 -m gpt2lab.gpt2.cli "$@"\n' > "$bin/gpt2lab" && chmod +x "$bin/gpt2lab"
-    export PATH="$bin:$PATH"
+    source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
     timeout 50 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
         --lr 3e-3 --warmup 20 --verify-every 40 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/small --json-log "$out/small.jsonl" >> "$log" 2>&1

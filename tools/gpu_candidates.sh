@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU call for the matmul candidates: v7 (128 x 128 tiles, 8 x 8 outputs a thread, double-buffered) and v6
+# (v5's kernels, the backward split for whole waves), against the default (v5) and cuBLAS. Never run on a GPU
+# before this script: first that they are right there (verify, and the sanitizers on v7: its double buffering
+# is a new barrier pattern), then how fast, then the 124M step on each, then their long sums.
+#
+#   bash tools/gpu_checks.sh prepare        here, as for the full script (the same .whl/)
+#   bash tools/gpu_candidates.sh run        there: ~8 minutes at most, every file straight into $OUT
+#
+# A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
+# The limits add up to 500 s:
+#   verify.txt         gpt2lab verify --device cuda --op matmul, v7 then v6 (40 s each); then v7's verify under
+#                      compute-sanitizer racecheck (shared-memory hazards: 75 s) and memcheck (45 s)       200 s
+#   ladder.json        the matmul ladder for v5, v6, v7 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of
+#                      cuBLAS, each product's ms (forward, dinp, dweight)                                  80 s
+#   steps1024_v7.json  the 124M step at B=4, T=1024 with --matmul v7 against torch (issue 14's headline goal,
+#                      <= 1.5x; v5: 2.59x on an H200), and where its GPU time goes, kernel by kernel        80 s
+#   steps1024_v6.json  the same with --matmul v6 (no profile)                                               50 s
+#   steps64_v7.json    tiny and gpt2 at B=8, T=64 with --matmul v7 (tiny's goal is at B=8)                  45 s
+#   accuracy.txt       the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU        45 s
+# plus summary.txt (each step's exit status) and log.txt. A candidate that wins goes into DEFAULT_VERSION by the
+# rule of docs/kernels.md (as accurate as PyTorch, then the fastest measured); then tools/gpu_recheck.sh.
+# tests/test_gpu_checks.py checks these command lines as it checks the full script's.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+run)
+    out=${OUT:-build/gpu}; mkdir -p "$out"; log="$out/log.txt"
+    source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
+    timeout 40 gpt2lab verify --device cuda --op matmul --version v7 >> "$out/verify.txt" 2>> "$log"
+    echo "verify matmul v7: exit $?" | tee -a "$out/summary.txt"
+    timeout 40 gpt2lab verify --device cuda --op matmul --version v6 >> "$out/verify.txt" 2>> "$log"
+    echo "verify matmul v6: exit $?" | tee -a "$out/summary.txt"
+    timeout 75 compute-sanitizer --tool racecheck gpt2lab verify --device cuda --op matmul --version v7 \
+        >> "$out/verify.txt" 2>&1
+    echo "racecheck v7: exit $?" | tee -a "$out/summary.txt"
+    timeout 45 compute-sanitizer --tool memcheck gpt2lab verify --device cuda --op matmul --version v7 \
+        >> "$out/verify.txt" 2>&1
+    echo "memcheck v7: exit $?" | tee -a "$out/summary.txt"
+    timeout 80 gpt2lab bench --device cuda --json --no-ops --no-tokenizer --steps '' --ladder-version v5 \
+        --ladder-version v6 --ladder-version v7 --reps 3 > "$out/ladder.json" 2>> "$log"
+    echo "ladder v5 v6 v7 cublas: exit $?" | tee -a "$out/summary.txt"
+    timeout 80 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
+        --seq 1024 --reps 3 --matmul v7 --profile > "$out/steps1024_v7.json" 2>> "$log"
+    echo "steps T=1024 --matmul v7: exit $?" | tee -a "$out/summary.txt"
+    timeout 50 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
+        --seq 1024 --reps 3 --matmul v6 > "$out/steps1024_v6.json" 2>> "$log"
+    echo "steps T=1024 --matmul v6: exit $?" | tee -a "$out/summary.txt"
+    timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
+        --seq 64 --reps 5 --matmul v7 > "$out/steps64_v7.json" 2>> "$log"
+    echo "steps T=64 --matmul v7: exit $?" | tee -a "$out/summary.txt"
+    timeout 45 python3 -m gpt2lab.kernels.accuracy --device cuda --probe matmul.dinp --probe matmul.dweight \
+        --version v5 --version v6 --version v7 --version cublas > "$out/accuracy.txt" 2>> "$log"
+    echo "accuracy: exit $?" | tee -a "$out/summary.txt" ;;
+*)
+    echo "usage: bash tools/gpu_candidates.sh run (after: bash tools/gpu_checks.sh prepare)" >&2; exit 2 ;;
+esac
