@@ -4,6 +4,7 @@ Without a GPU, --matmul cublas must end in one line with exit code 2; the swap i
 model's one swap point (Kernels). The ladder runs on the CPU for the CPU versions (loops, blas) at a tiny
 shape here; on a GPU it times every CUDA version against cuBLAS.
 """
+import argparse
 import functools
 import json
 
@@ -86,6 +87,28 @@ def test_ladder_in_bench_json(monkeypatch, capsys):
     assert out["matmul"] == "numba"
     assert {r["version"] for r in out["matmul_ladder"]} == set(matmul.CPU_VERSIONS)
     assert "ops" not in out  # --no-ops: only the ladder
+
+
+def test_ladder_version_times_only_the_named_versions_and_the_reference(monkeypatch, capsys):
+    monkeypatch.setitem(bench.LADDER_SHAPES, "cpu", (TINY,))
+    code = bench_cli.main(["--ladder-version", "blas", "--no-ops", "--steps", "", "--no-tokenizer", "--reps", "1",
+                           "--json"])   # no --ladder: the version implies it
+    assert code == 0
+    assert [r["version"] for r in json.loads(capsys.readouterr().out)["matmul_ladder"]] == ["blas"]  # not loops
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    args = parser.parse_args(["--device", "cuda", "--ladder-version", "v7", "--ladder-version", "v5"])
+    assert bench_cli.ladder_versions(args) == ("v7", "v5", "cublas")   # the reference added, once
+    assert bench_cli.ladder_versions(parser.parse_args(["--ladder"])) is None   # every version
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--ladder-version", "v7"], "--ladder-version v7: not a matmul version on cpu; choose from loops, blas"),
+    (["--device", "cuda", "--ladder-version", "v9"], "--ladder-version v9: not a matmul version on cuda; choose from"),
+    (["--ladder-version", "blas", "--no-ladder"], "--ladder-version and --no-ladder contradict each other"),
+])
+def test_a_wrong_ladder_version_is_one_line_before_any_gpu_test(argv, needle, capsys):
+    one_line(capsys, bench_cli.main(argv + ["--no-ops", "--steps", "", "--no-tokenizer"]), needle)
 
 
 def test_an_attention_fault_on_the_fused_path_mixes_with_cublas(capsys, tmp_path):
