@@ -1,0 +1,59 @@
+"""gpt2/host_profile.py: where a training step's host time goes. In numba's simulator (own process) with the
+kernels' bodies skipped, so only the host side runs; a function made slow on purpose must top the profile."""
+import json
+import textwrap
+
+import pytest
+from simulated import run_in_simulator
+
+from gpt2lab.gpt2 import host_profile
+
+
+def test_functions_are_grouped_by_where_they_live():
+    group = host_profile.group_of
+    assert group("/x/site-packages/gpt2lab/kernels/_cuda.py") == "gpt2lab"
+    assert group("/x/build/__editable__.gpt2lab-0.1.0-py3-none-any/gpt2lab/gpt2/kernel_model.py") == "gpt2lab"
+    assert group("/x/site-packages/numba_cuda/numba/cuda/dispatcher.py") == "numba"
+    assert group("/x/site-packages/cuda/core/_launcher.py") == "cuda"
+    assert group("~") == "builtin"
+    assert group("/usr/lib/python3.11/functools.py") == "other"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "huge"], "--config huge: unknown"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--config", "tiny", "--seq", "4096"], "longer than tiny's context"),
+])
+def test_a_bad_argument_is_one_line(argv, needle, capsys):
+    assert host_profile.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+SLOWED = textwrap.dedent("""
+    import json, sys, time
+    from gpt2lab.gpt2 import host_profile
+    from gpt2lab.kernels import matmul
+    real = matmul.gemm_v4
+    def slow_gemm(*args, **kwargs):   # 2 ms of host time in every blocked-matmul launch
+        time.sleep(0.002)
+        return real(*args, **kwargs)
+    if sys.argv[1] == "slow":
+        matmul.gemm_v4 = slow_gemm
+    print(json.dumps(host_profile.host_profile("tiny", B=2, T=8, steps=3, device="cudasim", top=5)))
+""")
+
+
+@pytest.mark.cudasim
+def test_the_profile_finds_a_function_made_slow_on_purpose():
+    rows = {}
+    for mode in ("plain", "slow"):
+        rows[mode] = json.loads(run_in_simulator("-c", SLOWED, mode, timeout=300).stdout.splitlines()[-1])
+    plain, slow = rows["plain"], rows["slow"]
+    assert plain["launches_per_step"] > 100 and plain["launches_per_step"] == slow["launches_per_step"]
+    assert sum(plain["groups_pct"].values()) == pytest.approx(100)
+    assert not any("sleep" in t["function"] for t in plain["top"])
+    top = slow["top"][0]   # the sleep, called once per gemm_v4 call: ~50 a step, 2 ms each
+    assert "sleep" in top["function"] and top["own_ms_per_step"] > 0.5 * 2 * top["calls_per_step"]
+    assert top["calls_per_step"] >= 20
+    assert slow["host_ms_per_step"] > plain["host_ms_per_step"] + 0.5 * 2 * top["calls_per_step"]
