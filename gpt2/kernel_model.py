@@ -46,7 +46,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda
 
-from gpt2lab.kernels._cuda import memset_zero
+from gpt2lab.kernels._cuda import memset_zero, view
 from gpt2lab.kernels._validate import on_host
 from gpt2lab.kernels.adamw import adamw_update, adamw_update_flat
 from gpt2lab.kernels.attention import (attention_backward, attention_backward_flash, attention_forward,
@@ -388,7 +388,7 @@ class KernelGPT2:
         if not read_loss:
             self.loss_pending = True
         elif self.scalars is not None:   # summed on the device: one 8-byte number comes back
-            self.mean_loss = self.scalars.read(losses=self.acts["losses"].reshape(B * T))[0] / (B * T)
+            self.mean_loss = self.scalars.read(losses=view(self.acts["losses"], B * T))[0] / (B * T)
         else:                            # the mean over B*T tokens, in float64
             self.mean_loss = float(self.acts["losses"].astype(np.float64).mean())
         return self.mean_loss
@@ -515,7 +515,7 @@ class KernelGPT2:
         reduced on the device and read back in one copy (on the CPU: computed here). Sets mean_loss."""
         if self.loss_pending and self.scalars is not None:
             N = self.B * self.T
-            loss_sum, sumsq = self.scalars.read(losses=self.acts["losses"].reshape(N), grads=self.grads_memory.memory)
+            loss_sum, sumsq = self.scalars.read(losses=view(self.acts["losses"], N), grads=self.grads_memory.memory)
             self.mean_loss, self.loss_pending = loss_sum / N, False
             return self.mean_loss, math.sqrt(sumsq)
         if self.loss_pending:

@@ -310,6 +310,26 @@ def kernel(py_func=None, **options):
     return Kernel(py_func, **options)
 
 
+def view(a, *shape):
+    """a.reshape(*shape), made once per (array, shape) for a device array and kept on the array: numba's
+    DeviceNDArray.reshape builds a new array object each call (14-25 us of host time here, with the
+    real class), and a training step reshapes ~300 times (gpt2/host_profile.py), the same buffers every step.
+    A numpy array is reshaped as usual (cheap). The view is read-only metadata over the same memory: sharing
+    one object between calls is safe as long as no caller sets attributes on it (none does). The shape as
+    reshape takes it: sizes, or one tuple of them."""
+    if len(shape) == 1 and isinstance(shape[0], tuple):
+        shape = shape[0]
+    if isinstance(a, np.ndarray):
+        return a.reshape(shape)
+    views = a.__dict__.get("_gpt2lab_views")
+    if views is None:
+        views = a._gpt2lab_views = {}
+    found = views.get(shape)
+    if found is None:
+        found = views[shape] = a.reshape(*shape)
+    return found
+
+
 def memset_zero(a) -> None:
     """a[...] = 0 for a contiguous device array: one driver memset (asynchronous on the default stream), or
     a fill kernel in the simulator. Counted as a launch (and timed as one by an open kernels.profile)."""

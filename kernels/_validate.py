@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import config as numba_config
 
 
 def is_device_array(x) -> bool:
@@ -29,23 +30,34 @@ def check_array(op: str, name: str, x, shape, dtype=np.float32, dims: str = ""):
     shape: a tuple of ints or None (any size). dims: the shape's letters for the message, e.g. "B,T,C".
     Returns `x`, so a caller may write `inp = check_array(...)`.
     """
-    # The messages are formatted only on failure: this runs on every kernel call, and formatting them
-    # eagerly cost more than a small CPU kernel itself (docs/figures.md).
-    def want():
-        return f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
-
-    def got():
-        return f"{np.dtype(x.dtype).name} {tuple(x.shape)}"
+    # This runs on every kernel call (~400 times a GPT-2 training step): the passing path is a few plain
+    # comparisons, and the messages are formatted only on failure (_array_error).
     if not (isinstance(x, np.ndarray) or is_device_array(x)):
-        raise TypeError(f"{op}: {name} must be a numpy or CUDA device array {want()}, got {type(x).__name__}")
-    if np.dtype(x.dtype) != np.dtype(dtype):
-        raise TypeError(f"{op}: {name} must be {want()}, got {got()}")
-    if len(x.shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, x.shape)):
-        raise ValueError(f"{op}: {name} must be {want()} = {_fmt_shape(shape)}, got {got()}")
-    contiguous = x.flags["C_CONTIGUOUS"] if isinstance(x, np.ndarray) else x.is_c_contiguous()
-    if not contiguous:
+        raise TypeError(f"{op}: {name} must be a numpy or CUDA device array {_want(shape, dtype, dims)}, "
+                        f"got {type(x).__name__}")
+    if x.dtype != dtype:
+        raise _array_error(TypeError, op, name, x, shape, dtype, dims)
+    got = x.shape
+    if len(got) != len(shape):
+        raise _array_error(ValueError, op, name, x, shape, dtype, dims)
+    for want, size in zip(shape, got):
+        if want is not None and want != size:
+            raise _array_error(ValueError, op, name, x, shape, dtype, dims)
+    if not (x.flags["C_CONTIGUOUS"] if isinstance(x, np.ndarray) else x.is_c_contiguous()):
         raise ValueError(f"{op}: {name} must be C-contiguous (try np.ascontiguousarray), got strides {x.strides}")
     return x
+
+
+def _want(shape, dtype, dims: str) -> str:
+    return f"{np.dtype(dtype).name} {'(' + dims + ')' if dims else _fmt_shape(shape)}"
+
+
+def _array_error(kind, op: str, name: str, x, shape, dtype, dims: str) -> Exception:
+    """check_array's message for a wrong dtype (TypeError) or shape (ValueError)."""
+    got = f"{np.dtype(x.dtype).name} {tuple(x.shape)}"
+    if kind is TypeError:
+        return TypeError(f"{op}: {name} must be {_want(shape, dtype, dims)}, got {got}")
+    return ValueError(f"{op}: {name} must be {_want(shape, dtype, dims)} = {_fmt_shape(shape)}, got {got}")
 
 
 def check_same_device(op: str, **arrays) -> bool:
@@ -54,18 +66,22 @@ def check_same_device(op: str, **arrays) -> bool:
     The GPU path is where a CUDA kernel is about to be compiled: a numpy too new for numba-cuda is
     reported here in one line (on a real GPU; the simulator compiles nothing).
     """
-    where = {k: is_device_array(v) for k, v in arrays.items() if v is not None}
-    if len(set(where.values())) > 1:
-        host = [k for k, d in where.items() if not d]
-        dev = [k for k, d in where.items() if d]
-        raise ValueError(f"{op}: arrays must all be numpy or all CUDA device arrays; host: {host}, device: {dev}")
-    on_gpu = any(where.values())
-    if on_gpu:
-        from numba import config
-        if not config.ENABLE_CUDASIM:
-            from ._cuda import check_numpy_for_cuda
-            check_numpy_for_cuda()
-    return on_gpu
+    on_gpu = None
+    for a in arrays.values():   # the passing path: one test an array (this runs on every kernel call)
+        if a is not None:
+            here = is_device_array(a)
+            if on_gpu is None:
+                on_gpu = here
+            elif here != on_gpu:
+                where = {k: is_device_array(v) for k, v in arrays.items() if v is not None}
+                host = [k for k, d in where.items() if not d]
+                dev = [k for k, d in where.items() if d]
+                raise ValueError(f"{op}: arrays must all be numpy or all CUDA device arrays; host: {host}, "
+                                 f"device: {dev}")
+    if on_gpu and not numba_config.ENABLE_CUDASIM:
+        from ._cuda import check_numpy_for_cuda
+        check_numpy_for_cuda()
+    return bool(on_gpu)
 
 
 def check_no_overlap(op: str, out_name: str, out, **inputs) -> None:

@@ -50,7 +50,7 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride, run_on_device
+from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._vecmath import exp_neg
@@ -304,7 +304,7 @@ def crossentropy_forward(losses, probs, logits, targets, version=None):
     B, T, V = _check("crossentropy_forward", "logits", logits, targets,
                      probs=(probs, lambda B, T, V: (B, T, V), "B,T,V"), losses=(losses, lambda B, T, V: (B, T), "B,T"))
     N = B * T
-    args = (losses.reshape(N), probs.reshape(N, V), logits.reshape(N, V), targets.reshape(N))
+    args = (view(losses, N), view(probs, N, V), view(logits, N, V), view(targets, N))
     on_device = check_same_device("crossentropy_forward", losses=losses, probs=probs, logits=logits,
                                   targets=targets)
     version = pick_version("crossentropy_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS,
@@ -324,10 +324,10 @@ def crossentropy_backward(dlogits, dlosses, probs, targets):
     if check_same_device("crossentropy_backward", dlogits=dlogits, dlosses=dlosses, probs=probs, targets=targets):
         n = N * V
         crossentropy_backward_kernel[grid_stride(n)](
-            dlogits.reshape(n), dlosses.reshape(N), probs.reshape(n), targets.reshape(N), V)
+            view(dlogits, n), view(dlosses, N), view(probs, n), view(targets, N), V)
     else:
-        _crossentropy_backward_cpu(dlogits.reshape(N, V), dlosses.reshape(N), probs.reshape(N, V),
-                                   targets.reshape(N))
+        _crossentropy_backward_cpu(view(dlogits, N, V), view(dlosses, N), view(probs, N, V),
+                                   view(targets, N))
 
 
 def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_probs: bool = False,
@@ -355,8 +355,8 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
         from numba import config
         threads = 32 if config.ENABLE_CUDASIM else BLOCK
     check_block("fused_classifier", "threads", threads, BLOCK)
-    fused_classifier_kernel[N, threads](losses.reshape(N), dlogits.reshape(N, V), probs.reshape(N, V),
-                                      logits.reshape(N, V), targets.reshape(N), dlosses.reshape(N), bool(write_probs))
+    fused_classifier_kernel[N, threads](view(losses, N), view(dlogits, N, V), view(probs, N, V),
+                                      view(logits, N, V), view(targets, N), view(dlosses, N), bool(write_probs))
 
 
 # ---------------------------------------------------------------- verification (the harness's SPEC)

@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import grid_stride, run_on_device
+from ._cuda import grid_stride, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -156,7 +156,7 @@ def gelu_forward(out, inp, version=None):
     version = pick_version("gelu_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
     if on_device:
         n = inp.size
-        gelu_forward_kernel[grid_stride(n)](out.reshape(n), inp.reshape(n), n)
+        gelu_forward_kernel[grid_stride(n)](view(out, n), view(inp, n), n)
     elif version == "loops":
         gelu_forward_loops(out, inp)
     else:
@@ -172,7 +172,7 @@ def gelu_backward(dinp, inp, dout, version=None):
     version = pick_version("gelu_backward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
     if on_device:
         n = inp.size
-        gelu_backward_kernel[grid_stride(n)](dinp.reshape(n), inp.reshape(n), dout.reshape(n), n)
+        gelu_backward_kernel[grid_stride(n)](view(dinp, n), view(inp, n), view(dout, n), n)
     elif version == "loops":
         gelu_backward_loops(dinp, inp, dout)
     else:

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_sum, ceil_div, compensated_add, lanes_sum, run_on_device
+from ._cuda import block_sum, ceil_div, compensated_add, lanes_sum, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -475,7 +475,7 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, version=None):
     for name, a in (("weight", weight), ("bias", bias)):
         check_array(op, name, a, (C,), dims="C")
     rows = (B * T, C)
-    args = (out.reshape(rows), mean.reshape(B * T), rstd.reshape(B * T), inp.reshape(rows), weight, bias)
+    args = (view(out, rows), view(mean, B * T), view(rstd, B * T), view(inp, rows), weight, bias)
     on_device = check_same_device(op, out=out, mean=mean, rstd=rstd, inp=inp, weight=weight, bias=bias)
     version = pick_version(op, version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
     if on_device:
@@ -500,8 +500,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, vers
     for name, a in (("mean", mean), ("rstd", rstd)):
         check_array(op, name, a, (B, T), dims="B,T")
     rows = (B * T, C)
-    args = (dinp.reshape(rows), dweight, dbias, dout.reshape(rows), inp.reshape(rows), weight,
-            mean.reshape(B * T), rstd.reshape(B * T))
+    args = (view(dinp, rows), dweight, dbias, view(dout, rows), view(inp, rows), weight,
+            view(mean, B * T), view(rstd, B * T))
     on_device = check_same_device(op, dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, inp=inp,
                                   weight=weight, mean=mean, rstd=rstd)
     version = pick_version(op, version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)

@@ -55,7 +55,7 @@ from numba import cuda, float32, njit, prange, uint64
 
 from . import _cublas
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, run_on_device, scratch, two_sum
+from ._cuda import ceil_div, compensated_add, run_on_device, scratch, two_sum, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_no_overlap, check_same_device, pick_version
@@ -949,7 +949,8 @@ def _split_scratch(S, M, N):
 
 
 def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False, version="v4"):
-    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (v5, v6: the same launch); A is a
+    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (v5, v6, v7: the same launch, v7's
+    blocks 128 x 128 outputs, TILES); A is a
     (M, K), or a (K, M) read transposed when a_k_major (B likewise, N rows). split: cut K into ranges when
     there are few tiles (backward only: the partial sums are added into out, so it needs accumulate and no
     bias)."""
@@ -964,11 +965,11 @@ def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=
     bias = bias if has_bias else _no_bias()
     kernel = BLOCKED_KERNELS[version][(a_k_major, b_k_major)]
     if S == 1:
-        kernel[grid, block](out.reshape(1, M, N), a, b, bias, has_bias, accumulate, k_per_split)
+        kernel[grid, block](view(out, 1, M, N), a, b, bias, has_bias, accumulate, k_per_split)
         return
     parts = _split_scratch(S, M, N)
     kernel[grid, block](parts, a, b, bias, False, False, k_per_split)
-    matmul_split_sum_kernel_v4[ceil_div(M * N, 256), 256](out.reshape(M * N), parts.reshape(S, M * N))
+    matmul_split_sum_kernel_v4[ceil_div(M * N, 256), 256](view(out, M * N), view(parts, S, M * N))
 
 
 def _forward_cuda(version, out, inp, weight, bias):
@@ -1046,11 +1047,11 @@ def matmul_forward(out, inp, weight, bias, version=None):
     on_device = check_same_device("matmul_forward", out=out, inp=inp, weight=weight, bias=bias)
     version = pick_version("matmul_forward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)
     if on_device:
-        _forward_cuda(version, out.reshape(N, OC), inp.reshape(N, C), weight, bias)
+        _forward_cuda(version, view(out, N, OC), view(inp, N, C), weight, bias)
     elif version == "loops":
-        matmul_forward_loops(out.reshape(N, OC), inp.reshape(N, C), weight, bias)
+        matmul_forward_loops(view(out, N, OC), view(inp, N, C), weight, bias)
     else:
-        matmul_forward_blas(out.reshape(N, OC), inp.reshape(N, C), weight, bias, _n_slices(), xxgemm,
+        matmul_forward_blas(view(out, N, OC), view(inp, N, C), weight, bias, _n_slices(), xxgemm,
                             set_blas_threads)
 
 
@@ -1063,7 +1064,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, version=None):
         "matmul_backward", inp, weight, dinp=(dinp, "B,T,C"), dweight=(dweight, "OC,C"), dbias=(dbias, "OC"),
         dout=(dout, "B,T,OC"))
     N = B * T
-    dinp2, dout2, inp2 = dinp.reshape(N, C), dout.reshape(N, OC), inp.reshape(N, C)
+    dinp2, dout2, inp2 = view(dinp, N, C), view(dout, N, OC), view(inp, N, C)
     on_device = check_same_device("matmul_backward", dinp=dinp, dweight=dweight, dbias=dbias, dout=dout,
                                   inp=inp, weight=weight)
     version = pick_version("matmul_backward", version, on_device, CPU_VERSIONS, CUDA_VERSIONS, DEFAULT_VERSION)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import grid_stride, run_on_device
+from ._cuda import grid_stride, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device
@@ -108,7 +108,7 @@ def residual_forward(out, inp1, inp2):
     """out = inp1 + inp2. All the same shape, float32. Numpy runs on the CPU, device arrays on the GPU."""
     on_gpu = _check("residual_forward", [("inp1", inp1), ("inp2", inp2), ("out", out)])
     n = inp1.size
-    flat = (out.reshape(n), inp1.reshape(n), inp2.reshape(n))
+    flat = (view(out, n), view(inp1, n), view(inp2, n))
     if on_gpu:
         residual_forward_kernel[grid_stride(n)](*flat, n)
     else:
@@ -119,7 +119,7 @@ def residual_backward(dinp1, dinp2, dout):
     """dinp1 += dout; dinp2 += dout. All the same shape, float32."""
     on_gpu = _check("residual_backward", [("dout", dout), ("dinp1", dinp1), ("dinp2", dinp2)])
     n = dout.size
-    flat = (dinp1.reshape(n), dinp2.reshape(n), dout.reshape(n))
+    flat = (view(dinp1, n), view(dinp2, n), view(dout, n))
     if on_gpu:
         residual_backward_kernel[grid_stride(n)](*flat, n)
     else:

@@ -69,7 +69,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_sum, ceil_div, run_on_device
+from ._cuda import block_sum, ceil_div, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device
@@ -219,8 +219,8 @@ def residual_layernorm_forward(residual, out, mean, rstd, inp1, inp2, weight, bi
     for name, a in (("weight", weight), ("bias", bias)):
         check_array(op, name, a, (C,), dims="C")
     N = B * T
-    args = (residual.reshape(N, C), out.reshape(N, C), mean.reshape(N), rstd.reshape(N), inp1.reshape(N, C),
-            inp2.reshape(N, C), weight, bias)
+    args = (view(residual, N, C), view(out, N, C), view(mean, N), view(rstd, N), view(inp1, N, C),
+            view(inp2, N, C), weight, bias)
     if check_same_device(op, residual=residual, out=out, mean=mean, rstd=rstd, inp1=inp1, inp2=inp2,
                          weight=weight, bias=bias):
         residual_layernorm_forward_kernel_v1[N, block_threads(C)](*args)
@@ -245,9 +245,9 @@ def residual_layernorm_backward(dinp, dweight, dbias, dout, dresidual, residual,
     for name, a in (("mean", mean), ("rstd", rstd)):
         check_array(op, name, a, (B, T), dims="B,T")
     N = B * T
-    rows = {k: a.reshape(N, C) for k, a in (("dinp", dinp), ("dout", dout), ("dresidual", dresidual),
+    rows = {k: view(a, N, C) for k, a in (("dinp", dinp), ("dout", dout), ("dresidual", dresidual),
                                              ("residual", residual))}
-    mean, rstd = mean.reshape(N), rstd.reshape(N)
+    mean, rstd = view(mean, N), view(rstd, N)
     if check_same_device(op, dinp=dinp, dweight=dweight, dbias=dbias, dout=dout, dresidual=dresidual,
                          residual=residual, weight=weight, mean=mean, rstd=rstd):
         residual_layernorm_backward_dinp_kernel_v1[N, block_threads(C)](
