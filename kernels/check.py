@@ -192,16 +192,41 @@ def references(spec: OpSpec, inputs: dict) -> tuple[dict, dict]:
     return spec.reference(inputs), ref32
 
 
-def verify(device: str = "cpu", ops=None, version: str | None = None, progress=None) -> list[Row]:
-    """Check `ops` (default: all) on `device`; returns one Row per (op, version, shape, tensor)."""
+def verify(device: str = "cpu", ops=None, version: str | None = None, progress=None, shapes=None) -> list[Row]:
+    """Check `ops` (default: all) on `device`; returns one Row per (op, version, shape, tensor). shapes: check
+    at these (a list of the op's shape dicts) instead of its own; one op only."""
     if device not in DEVICES:
         raise ValueError(f"verify: device must be one of {DEVICES}, got {device!r}")
+    if shapes is not None and len(ops or OPS) != 1:
+        raise ValueError("verify: a shape belongs to one op: name exactly one --op with --shape")
     rows = []
     for op in ops or OPS:
-        rows += check_op(get_spec(op), device, version)
+        if shapes is not None:
+            check_shapes(get_spec(op), device, shapes)
+        rows += check_op(get_spec(op), device, version, shapes)
         if progress:
             progress(op)
     return rows
+
+
+def check_shapes(spec: OpSpec, device: str, shapes) -> None:
+    """ValueError in one line unless each shape names the sizes the op's own shapes on `device` always name
+    (and no size they never name), each a positive integer."""
+    own = spec.shapes[device]
+    needed = set.intersection(*(set(s) for s in own))
+    known = set.union(*(set(s) for s in own))
+    for shape in shapes:
+        if not isinstance(shape, dict):
+            raise ValueError(f"verify: --shape {shape!r}: expected a JSON object of sizes, e.g. {own[0]}")
+        missing, unknown = sorted(needed - set(shape)), sorted(set(shape) - known)
+        if missing or unknown:
+            raise ValueError(f"verify: --shape {shape}: {spec.name} needs {', '.join(sorted(needed))}"
+                             + (f" (missing {', '.join(missing)})" if missing else "")
+                             + (f" (unknown {', '.join(unknown)})" if unknown else ""))
+        bad = [k for k, v in shape.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0
+               or (k in needed and v == 0)]
+        if bad:
+            raise ValueError(f"verify: --shape {shape}: {bad[0]} must be a positive integer")
 
 
 def passed(rows: list[Row]) -> bool:

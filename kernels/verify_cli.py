@@ -14,14 +14,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", action="append", help="check only this op (repeatable); default: all")
     p.add_argument("--version", help="check only this kernel version (e.g. v2)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
+    p.add_argument("--shape", action="append", metavar="JSON",
+                   help="check at this shape instead of the op's own (repeatable; one --op), e.g. "
+                        "--op matmul --shape '{\"B\": 1, \"T\": 257, \"C\": 33, \"OC\": 257}'")
 
 
 def _reexec_with_simulator(args) -> None:
     # The simulator is chosen when numba is first imported; start afresh with the variable set.
     argv = ["--device", "cudasim", *sum((["--op", o] for o in args.op or []), [])]
     argv += (["--version", args.version] if args.version else []) + (["--json"] if args.json else [])
+    argv += sum((["--shape", s] for s in args.shape or []), [])
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     os.execve(sys.executable, [sys.executable, "-m", "gpt2lab.kernels.verify_cli", *argv], env)
+
+
+def _shapes(args):
+    """--shape's JSON objects (None: the ops' own shapes); ValueError in one line for one that is not JSON."""
+    if not args.shape:
+        return None
+    shapes = []
+    for text in args.shape:
+        try:
+            shapes.append(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"verify: --shape {text!r} is not JSON ({e.msg})") from None
+    return shapes
 
 
 def run(args) -> int:
@@ -31,20 +48,29 @@ def run(args) -> int:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     if args.device == "cudasim":
         sys.setswitchinterval(1e-4)  # simulated threads are Python threads: cheaper syncthreads barriers
+    from .check import OPS, check_shapes, format_table, get_spec, passed, verify
+    ops = args.op or list(OPS)
+    bad = [o for o in ops if o not in OPS]
+    if bad:
+        print(f"gpt2lab verify: unknown op {bad[0]!r}; choose from {', '.join(OPS)}", file=sys.stderr)
+        return 2
+    try:   # the arguments first: a wrong --shape is one line here too, not only where a GPU is
+        shapes = _shapes(args)
+        if shapes is not None:
+            if len(ops) != 1:
+                raise ValueError("verify: a shape belongs to one op: name exactly one --op with --shape")
+            check_shapes(get_spec(ops[0]), args.device, shapes)
+    except ValueError as e:
+        print(f"gpt2lab {e}", file=sys.stderr)
+        return 2
     if args.device == "cuda":
         from numba import cuda
         if not cuda.is_available():
             print("gpt2lab verify: --device cuda needs an NVIDIA GPU and driver; none found "
                   "(try --device cudasim)", file=sys.stderr)
             return 2
-    from .check import OPS, format_table, passed, verify
-    ops = args.op or list(OPS)
-    bad = [o for o in ops if o not in OPS]
-    if bad:
-        print(f"gpt2lab verify: unknown op {bad[0]!r}; choose from {', '.join(OPS)}", file=sys.stderr)
-        return 2
     try:
-        rows = verify(args.device, ops, args.version,
+        rows = verify(args.device, ops, args.version, shapes=shapes,
                       progress=None if args.json else lambda op: print(f"  checked {op}", file=sys.stderr))
     except ValueError as e:
         print(f"gpt2lab {e}", file=sys.stderr)

@@ -32,11 +32,12 @@ def run_branch(text: str) -> list[str]:
     return [line.strip() for line in body.replace("\\\n", "").splitlines() if line.strip()]
 
 
-def _expand(token: str, out: str) -> str:
+def _expand(token: str, out: str, assigned: dict) -> str:
     """A shell word with its variables replaced: "$out" by `out`, $device and $software by plausible values,
-    $(...) by a fixed word. An unknown variable fails (KeyError names it): the script sets no other."""
+    the ones the script assigns a quoted word (assigned) by that word, $(...) by a fixed word. An unknown
+    variable fails (KeyError names it): the script sets no other."""
     token = re.sub(r"\$\(.*\)", "0123abc", token)
-    values = dict(SHELL_VARS, out=out)
+    values = dict(SHELL_VARS, out=out, **assigned)
     return re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], token)
 
 
@@ -48,15 +49,20 @@ def script_text() -> str:
 def commands(text: str, out: str) -> list[dict]:
     """Each gpt2lab command of the run branch: {line, limit (the timeout, None without), kind ("gpt2lab" or the
     module of `python3 -m`), argv, stdout (the file its stdout goes to, or None)}. pip and python3 -c are left out."""
+    assigned = dict(re.findall(r"^\s*(\w+)='([^']*)'$", text, flags=re.M))   # e.g. shape='{...}'
     found = []
     for line in run_branch(text):
         words = shlex.split(line)
         limit = None
         if words[:1] == ["timeout"]:
             limit, words = int(words[1]), words[2:]
-        if words[:1] == ["compute-sanitizer"]:   # `compute-sanitizer --tool NAME` runs the command after it
-            assert words[1] == "--tool" and words[2] in ("memcheck", "racecheck"), line
-            words = words[3:]
+        if words[:1] == ["compute-sanitizer"]:   # `compute-sanitizer --option VALUE ...` runs the command after it
+            options = {}
+            words = words[1:]
+            while words[0].startswith("--"):
+                options[words[0]], words = words[1], words[2:]
+            assert options.get("--tool") in ("memcheck", "racecheck"), line
+            assert "--error-exitcode" in options, f"a sanitizer that finds errors must fail the step: {line}"
         if words[:1] == ["gpt2lab"]:
             kind, start = "gpt2lab", 1
         elif words[:2] == ["python3", "-m"] and words[2].startswith("gpt2lab."):
@@ -64,8 +70,8 @@ def commands(text: str, out: str) -> list[dict]:
         else:
             continue
         cut = next((i for i, w in enumerate(words) if REDIRECT.match(w)), len(words))
-        argv, rest = [_expand(w, out) for w in words[start:cut]], words[cut:]
-        stdout = next((_expand(rest[i + 1], out) for i, w in enumerate(rest[:-1]) if w == ">"), None)
+        argv, rest = [_expand(w, out, assigned) for w in words[start:cut]], words[cut:]
+        stdout = next((_expand(rest[i + 1], out, assigned) for i, w in enumerate(rest[:-1]) if w == ">"), None)
         found.append({"line": line, "limit": limit, "kind": kind, "argv": argv, "stdout": stdout})
     return found
 
@@ -447,7 +453,7 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
             and parse(c).steps} == {"v6", "v7"}
     if _no_gpu_here():
         from gpt2lab.gpt2 import cli, host_profile
-        for command in (c for c in found if c["kind"] == "gpt2lab" and c["argv"][0] == "bench"):
+        for command in (c for c in found if c["kind"] == "gpt2lab"):   # bench and verify (--shape checked first)
             assert cli.main(command["argv"]) == 2, command["line"]
             assert "GPU" in capsys.readouterr().err, command["line"]
         for command in (c for c in found if c["kind"] == "gpt2lab.gpt2.host_profile"):

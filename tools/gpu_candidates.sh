@@ -9,8 +9,9 @@
 #
 # A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
 # The limits add up to 500 s:
-#   verify.txt         gpt2lab verify --device cuda --op matmul, v7 then v6 (40 s each); then v7's verify under
-#                      compute-sanitizer racecheck (shared-memory hazards: 75 s) and memcheck (45 s)       200 s
+#   verify.txt         gpt2lab verify --device cuda --op matmul, v7 then v6 (40 s each); then v7's verify at one
+#                      small shape under compute-sanitizer racecheck (shared-memory hazards: 75 s) and
+#                      memcheck (45 s), their summary lines copied into summary.txt                        200 s
 #   ladder.json        the matmul ladder for v5, v6, v7 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of
 #                      cuBLAS, each product's ms (forward, dinp, dweight)                                  80 s
 #   steps1024_v7.json  the 124M step at B=4, T=1024 with --matmul v7 against torch (issue 14's headline goal,
@@ -29,16 +30,20 @@ case "${1:-}" in
 run)
     out=${OUT:-build/gpu}; mkdir -p "$out"; log="$out/log.txt"
     source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
+    shape='{"B": 1, "T": 257, "C": 33, "OC": 257}'
     timeout 40 gpt2lab verify --device cuda --op matmul --version v7 >> "$out/verify.txt" 2>> "$log"
     echo "verify matmul v7: exit $?" | tee -a "$out/summary.txt"
     timeout 40 gpt2lab verify --device cuda --op matmul --version v6 >> "$out/verify.txt" 2>> "$log"
     echo "verify matmul v6: exit $?" | tee -a "$out/summary.txt"
-    timeout 75 compute-sanitizer --tool racecheck gpt2lab verify --device cuda --op matmul --version v7 \
-        >> "$out/verify.txt" 2>&1
+    # the sanitizers at one small shape with every path of v7 (3 x 3 tiles, partial edges, interior tiles, a
+    # split, carried parts); --error-exitcode: a hazard or an error fails the step (else it exits as verify does)
+    timeout 75 compute-sanitizer --tool racecheck --error-exitcode 99 --launch-timeout 0 --print-limit 20 \
+        gpt2lab verify --device cuda --op matmul --version v7 --shape "$shape" >> "$out/verify.txt" 2>&1
     echo "racecheck v7: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 compute-sanitizer --tool memcheck gpt2lab verify --device cuda --op matmul --version v7 \
-        >> "$out/verify.txt" 2>&1
+    timeout 45 compute-sanitizer --tool memcheck --error-exitcode 99 --launch-timeout 0 --print-limit 20 \
+        gpt2lab verify --device cuda --op matmul --version v7 --shape "$shape" >> "$out/verify.txt" 2>&1
     echo "memcheck v7: exit $?" | tee -a "$out/summary.txt"
+    grep -E "(ERROR|RACECHECK) SUMMARY" "$out/verify.txt" | tee -a "$out/summary.txt"
     timeout 80 gpt2lab bench --device cuda --json --no-ops --no-tokenizer --steps '' --ladder-version v5 \
         --ladder-version v6 --ladder-version v7 --reps 3 > "$out/ladder.json" 2>> "$log"
     echo "ladder v5 v6 v7 cublas: exit $?" | tee -a "$out/summary.txt"
