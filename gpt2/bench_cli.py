@@ -163,6 +163,8 @@ def ladder_versions(args) -> tuple | None:
 
 def _ladder_error(args) -> str | None:
     """Why --ladder-version cannot run here, in one line (None: it can)."""
+    if not args.ladder_version:
+        return None
     from gpt2lab.kernels import matmul
     known = matmul.CUDA_VERSIONS if args.device == "cuda" else matmul.CPU_VERSIONS
     unknown = [v for v in args.ladder_version or () if v not in known]

@@ -626,7 +626,7 @@ V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layout
 # branch), and the error *starts the next part*: the bits acc's rounding lost are carried into the sum instead
 # of kept aside. The epilogue writes acc + part. That is Kahan's compensation with the correction folded into
 # the next addend. A numpy model of the orders at the probes' lengths gave (x PyTorch float32's error on an
-# H200, scaled from v1's measured ratio): v5's scheme 0.16-0.25, this one 0.19-0.33, parts of 64 with a plain
+# H200, scaled from v1's measured ratio): v5's scheme 0.15-0.25, this one 0.19-0.33, parts of 64 with a plain
 # acc 0.5-1.2; in the simulator's probes v7 is 0.87 and 1.51 x the yardstick (v5 0.74, 0.99).
 # Registers (ptxas 13.0, sm_90): 245-249, no spills; one block of 256 threads an SM (8 warps: the ILP of 64
 # independent multiply-adds a step hides the latency, the SGEMM tutorials' choice). The 512-byte stack is the
@@ -949,11 +949,10 @@ def _split_scratch(S, M, N):
 
 
 def gemm_v4(out, a, a_k_major, b, b_k_major, bias=None, accumulate=False, split=False, version="v4"):
-    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (v5, v6, v7: the same launch, v7's
-    blocks 128 x 128 outputs, TILES); A is a
-    (M, K), or a (K, M) read transposed when a_k_major (B likewise, N rows). split: cut K into ranges when
-    there are few tiles (backward only: the partial sums are added into out, so it needs accumulate and no
-    bias)."""
+    """out (M, N) = (accumulate: +=) A @ B^T (+ bias (N,)) with v4's kernel (v5, v6, v7: the same launch; v7's
+    blocks own 128 x 128 outputs, TILES); A is a (M, K), or a (K, M) read transposed when a_k_major (B likewise,
+    N rows). split: cut K into ranges when there are few tiles (backward only: the partial sums are added into
+    out, so it needs accumulate and no bias)."""
     M, N = out.shape
     K = a.shape[0] if a_k_major else a.shape[1]
     if split and (not accumulate or bias is not None):

@@ -87,8 +87,8 @@ def test_v6_splits_for_whole_waves():
 # v7's own shape: 128 x 128 tiles, a thread's rows and columns in two groups 64 apart, parts carried every 4
 # k-tiles. B*T = 129 and OC = 130 make the forward 2 x 2 tiles, with a thread's second groups (rows and columns
 # 64..127) in use and the last tile 1 wide; C = 17 is two k-tiles, one partial. The backward's reductions
-# (K = 130 and 129: 9 k-tiles) split in 2 ranges of 5 k-tiles, so each range carries its part once (after
-# its 4th tile) and ends on a partial one. ~30 s in the simulator.
+# (K = 130 and 129: 9 k-tiles) split in 2 ranges of 80: the first 5 whole k-tiles (a carry after its 4th, then
+# one more tile), the second 4 whose last is partial (it ends right after its carry). ~30 s in the simulator.
 V7_SHAPE = {"B": 1, "T": 129, "C": 17, "OC": 130}
 
 
@@ -103,12 +103,41 @@ def test_v7_matches_pytorch_in_the_simulator_across_two_tiles_and_a_carried_part
     assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
 
 
+# v7's carry, on a sum it decides: out = sum over C = 129 (9 k-tiles: parts of tiles 1-4, 5-8, then 9) of
+# 2^24 (part 1), 1 (part 2), -2^24 (part 3) = 1. acc + part 2 = 2^24 + 1 rounds to 2^24 (float32 has no odd
+# integers there); the carried error, 1, starts part 3, which is then 1 - 2^24 exactly, and the epilogue's
+# acc + part is 1. Without the carry (part reset to 0) the result is 0, as a plain float32 running sum's is.
+CARRY = """
+import sys
+sys.setswitchinterval(1e-4)
+import numpy as np
+from numba import cuda
+from gpt2lab.kernels._cudasim import install
+install()   # the simulator with aligned shared arrays, as the harness runs it
+from gpt2lab.kernels import matmul
+inp, weight = np.zeros((1, 1, 129), np.float32), np.zeros((1, 129), np.float32)
+for c, (x, w) in {0: (4096.0, 4096.0), 64: (1.0, 1.0), 128: (-4096.0, 4096.0)}.items():
+    inp[0, 0, c], weight[0, c] = x, w
+out = cuda.to_device(np.zeros((1, 1, 1), np.float32))
+matmul.matmul_forward(out, cuda.to_device(inp), cuda.to_device(weight), None, version="v7")
+print(float(out.copy_to_host()[0, 0, 0]))
+"""
+
+
+@pytest.mark.cudasim
+def test_v7_carries_what_a_part_lost_into_the_next():
+    assert matmul.V7_PART_TILES * matmul.V7_BK == 64, "the terms sit at c = 0, 64, 128: one in each part"
+    terms = np.float32([2.0 ** 24, 1.0, -(2.0 ** 24)])
+    assert (terms[0] + terms[1]) + terms[2] == 0   # float32 loses the 1 without the carry
+    assert float(run_in_simulator("-c", CARRY).stdout.split()[-1]) == 1.0
+
+
 def test_v7_splits_for_whole_waves_of_its_tiles():
     for M, N, K in [(768, 768, 4096), (2304, 768, 4096), (256, 768, 50257), (65, 37, 600), (1, 1, 1), (5, 5, 0)]:
         S, k_per = matmul.splits_v7(M, N, K, 132)
         assert k_per % matmul.V7_BK == 0 and 1 <= S <= matmul.MAX_SPLITS
         assert S * k_per >= K and (S - 1) * k_per < max(K, 1), (M, N, K, S, k_per)
-    # one block an SM (255 registers a thread): c_attn's dweight is 18 x 6 = 108 tiles on 132 SMs, so it splits
+    # one block an SM (245-249 registers a thread): c_attn's dweight is 18 x 6 = 108 tiles on 132 SMs, so it splits
     # where v5's 432 did not; the lm_head's forward-sized products have waves enough
     assert matmul.splits_v7(2304, 768, 4096, 132)[0] == 6
     assert matmul.splits_v7(50257, 768, 4096, 132)[0] == 1
