@@ -3,6 +3,8 @@ decorator every CUDA kernel of gpt2lab is defined with (a lean launch path with 
 from __future__ import annotations
 
 import functools
+import os
+import weakref
 
 import numpy as np
 from numba import cuda
@@ -203,34 +205,114 @@ def _arg_key(a):
     return a.__class__, a.dtype, ndim, layout
 
 
+# Prepared launches. numba's compiled-kernel launch (numba-cuda 0.30, dispatcher._Kernel.launch) does on every
+# call: find the function for the current context (get_cufunc), convert every argument (_prepare_args: ~6 us an
+# array, ~1.2 us a scalar, measured here with numba's real DeviceNDArray class), build a cuda.core LaunchConfig,
+# then cuda.core's launch. A training step launches the same kernels on the same arrays every step (the model's
+# buffers, and since `view` the same view objects), so a launcher keeps what numba made of one set of arguments,
+# keyed by the arrays' identities and the scalars' values, and checks the arrays by weak reference (an id is
+# reused once its array is freed; a kept launch never keeps an array alive): a repeated launch is a dict lookup
+# and cuda.core's launch. numpy arguments (copied to the device per call), kernels in debug mode and numba
+# extensions take numba's own launch. GPT2LAB_PREPARED_LAUNCH=0 turns it off (every launch numba's own).
+PREPARED_LAUNCH = os.environ.get("GPT2LAB_PREPARED_LAUNCH", "1") != "0"
+PREPARED_PER_LAUNCHER = 1024   # kept argument sets per launch configuration; past it, the launcher starts afresh
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _identity(args):
+    """The key of a launch's arguments: an array by id, a scalar by class and value; None with a numpy array."""
+    key = []
+    for a in args:
+        if isinstance(a, _SCALARS):
+            key.append((a.__class__, a))
+        elif isinstance(a, np.ndarray):
+            return None
+        else:
+            key.append(id(a))
+    return tuple(key)
+
+
+def _prepare(compiled, configured, args):
+    """(weak references to the arrays, (launch, stream, LaunchConfig, kernel, arguments)): the call numba's
+    _Kernel.launch makes for these args (cuda.core's launch, as numba's dispatcher imported it); None where
+    that cannot be kept."""
+    if compiled.debug or compiled.extensions:
+        return None
+    from numba.cuda.dispatcher import LaunchConfig, launch
+    kernelargs, written_back = [], []
+    for numba_type, value in zip(compiled.argument_types, args):
+        compiled._prepare_args(numba_type, value, configured.stream, written_back, kernelargs)
+    if written_back:   # an argument copied to the device for this call only
+        return None
+    cooperative = {"is_cooperative" if _cuda_core_ge_1() else "cooperative_launch": compiled.cooperative}
+    config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=configured.sharedmem,
+                          **cooperative)
+    refs = tuple(None if isinstance(a, _SCALARS) else weakref.ref(a) for a in args)
+    return refs, (launch, configured.stream, config, compiled._codelibrary.get_cufunc().kernel, tuple(kernelargs))
+
+
+@functools.cache
+def _cuda_core_ge_1() -> bool:
+    from numba.cuda._compat import CUDA_CORE_GE_1_0
+    return CUDA_CORE_GE_1_0
+
+
+def _launch_prepared(prepared) -> None:
+    launch, stream, config, kernel, kernelargs = prepared
+    launch(stream, config, kernel, *kernelargs)
+
+
 class _Launcher:
     """`kernel[grid, block]`: launches the compiled kernel that fits the arguments' key."""
-    __slots__ = ("kernel", "configured", "compiled")
+    __slots__ = ("kernel", "configured", "compiled", "prepared")
 
     def __init__(self, kernel: "Kernel", configured):
         self.kernel, self.configured = kernel, configured  # numba's own configured launch (its first call)
         self.compiled = kernel.compiled                    # arg key -> numba's compiled kernel, shared
+        self.prepared = {}                                 # _identity(args) -> _prepare's answer
 
     def __call__(self, *args):
         _LAUNCHES[0] += 1
         if _PROFILER[0] is not None:
             return _PROFILER[0].timed(self.kernel.__name__, self.launch, args)
-        # self.launch(args), written out: an unprofiled launch pays the check above and no extra call
+        self.launch(args)
+
+    def launch(self, args):
+        """The launch itself (what __call__ does after counting), for an open profile to bracket."""
+        identity = _identity(args) if PREPARED_LAUNCH else None
+        if identity is not None:
+            kept = self.prepared.get(identity)
+            if kept is not None and all(ref is None or ref() is a for ref, a in zip(kept[0], args)):
+                return _launch_prepared(kept[1])
         key = tuple(map(_arg_key, args))
         compiled = self.compiled.get(key)
         if compiled is None:   # a new key (or a numpy argument): numba's own launch
             return self.kernel.first_launch(self.configured, key, args)
         c = self.configured
-        compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
+        kept = _prepare(compiled, c, args) if identity is not None else None
+        if kept is None:
+            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
+            return
+        try:
+            _launch_prepared(kept[1])
+        except Exception as e:  # noqa: BLE001 -- never yet run on a GPU: on any surprise, numba's own launch
+            _give_up_preparing(e)
+            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)   # raises again if the launch is bad
+            return
+        if len(self.prepared) >= PREPARED_PER_LAUNCHER:
+            self.prepared.clear()
+        self.prepared[identity] = kept
 
-    def launch(self, args):
-        """The launch itself (what __call__ does after counting), for an open profile to bracket."""
-        key = tuple(map(_arg_key, args))
-        compiled = self.compiled.get(key)
-        if compiled is None:
-            return self.kernel.first_launch(self.configured, key, args)
-        c = self.configured
-        compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
+
+def _give_up_preparing(error: Exception) -> None:
+    """Prepared launches off for this process, said once on stderr (the first prepared launch of a kernel failed:
+    a numba-cuda or cuda.core this code does not know)."""
+    global PREPARED_LAUNCH
+    if PREPARED_LAUNCH:
+        import sys
+        PREPARED_LAUNCH = False
+        print(f"gpt2lab: prepared kernel launches off ({type(error).__name__}: {error}); numba's own launch from "
+              f"here on", file=sys.stderr)
 
 
 class _SimLauncher:

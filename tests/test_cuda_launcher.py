@@ -56,7 +56,11 @@ class FakeDispatcher:
 
 
 @pytest.fixture
-def kernel():
+def kernel(monkeypatch):
+    """A kernel whose compiled stand-ins record their launches; prepared launches off (they have their own
+    tests, tests/test_cuda_prepared_launch.py): here every launch after numba's first goes "direct"."""
+    monkeypatch.setattr(_cuda, "PREPARED_LAUNCH", False)
+
     def add_one(out, inp, n):
         pass
     k = _cuda.kernel(add_one)

@@ -56,6 +56,10 @@ def commands(text: str, out: str) -> list[dict]:
         limit = None
         if words[:1] == ["timeout"]:
             limit, words = int(words[1]), words[2:]
+        if words[:1] == ["env"]:   # `env NAME=VALUE ... command`
+            words = words[1:]
+            while re.match(r"^\w+=", words[0]):
+                words = words[1:]
         if words[:1] == ["compute-sanitizer"]:   # `compute-sanitizer --option VALUE ...` runs the command after it
             options = {}
             words = words[1:]

@@ -8,7 +8,7 @@
 #   bash tools/gpu_candidates.sh run        there: ~8 minutes at most, every file straight into $OUT
 #
 # A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
-# The limits add up to 500 s:
+# The limits add up to 545 s:
 #   verify.txt         gpt2lab verify --device cuda --op matmul, v7 then v6 (40 s each); then v7's verify at one
 #                      small shape under compute-sanitizer racecheck (shared-memory hazards: 75 s) and
 #                      memcheck (45 s), their summary lines copied into summary.txt                        200 s
@@ -19,7 +19,8 @@
 #   steps1024_v6.json  the same with --matmul v6 (no profile)                                               50 s
 #   host_tiny.txt      where the tiny step's host time goes (gpt2/host_profile.py: cProfile of 20 steps at B=8,
 #                      T=64 on the default kernels, grouped ours / numba / cuda.core): the tiny goal is host-bound,
-#                      ~127 us of host time a launch on the H200 against ~15 us for numba's bare launch       45 s
+#                      ~127 us of host time a launch on the H200 against ~15 us for numba's bare launch. Twice:
+#                      with prepared launches (kernels/_cuda.py, the default) and with numba's own     2 x 45 s
 #   accuracy.txt       the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU        45 s
 # plus summary.txt (each step's exit status) and log.txt. A candidate that wins goes into DEFAULT_VERSION by the
 # rule of docs/kernels.md (as accurate as PyTorch, then the fastest measured); then tools/gpu_recheck.sh.
@@ -54,8 +55,11 @@ run)
         --seq 1024 --reps 3 --matmul v6 > "$out/steps1024_v6.json" 2>> "$log"
     echo "steps T=1024 --matmul v6: exit $?" | tee -a "$out/summary.txt"
     timeout 45 python3 -m gpt2lab.gpt2.host_profile --device cuda --config tiny --batch 8 --seq 64 --steps 20 \
-        --top 40 > "$out/host_tiny.txt" 2>> "$log"
+        --top 40 >> "$out/host_tiny.txt" 2>> "$log"
     echo "host profile, tiny: exit $?" | tee -a "$out/summary.txt"
+    timeout 45 env GPT2LAB_PREPARED_LAUNCH=0 python3 -m gpt2lab.gpt2.host_profile --device cuda --config tiny \
+        --batch 8 --seq 64 --steps 20 --top 40 >> "$out/host_tiny.txt" 2>> "$log"
+    echo "host profile, tiny, numba's own launches: exit $?" | tee -a "$out/summary.txt"
     timeout 45 python3 -m gpt2lab.kernels.accuracy --device cuda --probe matmul.dinp --probe matmul.dweight \
         --version v5 --version v6 --version v7 --version cublas > "$out/accuracy.txt" 2>> "$log"
     echo "accuracy: exit $?" | tee -a "$out/summary.txt" ;;
