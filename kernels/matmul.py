@@ -489,6 +489,16 @@ def _thread_v4():
 
 
 @cuda.jit(device=True, inline="always")
+def _block_range(out, a, a_k_major, k_per_split, block_rows, block_cols):
+    """(M, N, m0, n0, k_begin, k_end) of a blocked kernel's block: out[z]'s size (M, N), the block's first row
+    and column, and the range of k its split z sums (A is a (M, K), or (K, M) when a_k_major)."""
+    K = a.shape[0] if a_k_major else a.shape[1]
+    k_begin = cuda.blockIdx.z * k_per_split
+    return (out.shape[1], out.shape[2], cuda.blockIdx.y * block_rows, cuda.blockIdx.x * block_cols, k_begin,
+            min(K, k_begin + k_per_split))
+
+
+@cuda.jit(device=True, inline="always")
 def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
     """tile[k, r] = A[r0 + r, k0 + k] for r < BM, k < BK (0 outside R rows or past k_end).
 
@@ -559,11 +569,7 @@ def _v4_kernel(name, a_k_major, b_k_major, vector=False):
         a_reg = cuda.local.array(TM, float32)
         b_reg = cuda.local.array(TN, float32)
         tx, ty = _thread_v4()
-        M, N = out.shape[1], out.shape[2]
-        K = a.shape[0] if a_k_major else a.shape[1]
-        m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        k_begin = cuda.blockIdx.z * k_per_split
-        k_end = min(K, k_begin + k_per_split)
+        M, N, m0, n0, k_begin, k_end = _block_range(out, a, a_k_major, k_per_split, BM, BN)
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = float32(0.0)
@@ -628,7 +634,7 @@ V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layout
 # the next addend. A numpy model of the orders at the probes' lengths gave (x PyTorch float32's error on an
 # H200, scaled from v1's measured ratio): v5's scheme 0.15-0.25, this one 0.19-0.33, parts of 64 with a plain
 # acc 0.5-1.2; in the simulator's probes v7 is 0.87 and 1.51 x the yardstick (v5 0.74, 0.99).
-# Registers (ptxas 13.0, sm_90): 245-249, no spills; one block of 256 threads an SM (8 warps: the ILP of 64
+# Registers (ptxas 13.0, sm_90): 246-249, no spills; one block of 256 threads an SM (8 warps: the ILP of 64
 # independent multiply-adds a step hides the latency, the SGEMM tutorials' choice). The 512-byte stack is the
 # epilogue's: its loop over rows is not unrolled, so acc and part go through local memory once, at the end.
 # Double buffering: the next k-tile's values are loaded from global memory into registers before the current
@@ -730,11 +736,7 @@ def _v7_kernel(name, a_k_major, b_k_major):
         a_next = cuda.local.array(V7_LOADS, float32)
         b_next = cuda.local.array(V7_LOADS, float32)
         tx, ty = _thread_v4()
-        M, N = out.shape[1], out.shape[2]
-        K = a.shape[0] if a_k_major else a.shape[1]
-        m0, n0 = cuda.blockIdx.y * V7_BM, cuda.blockIdx.x * V7_BM
-        k_begin = cuda.blockIdx.z * k_per_split
-        k_end = min(K, k_begin + k_per_split)
+        M, N, m0, n0, k_begin, k_end = _block_range(out, a, a_k_major, k_per_split, V7_BM, V7_BM)
         for i in range(V7_T):
             for j in range(V7_T):
                 acc[i, j] = float32(0.0)

@@ -137,7 +137,7 @@ def test_v7_splits_for_whole_waves_of_its_tiles():
         S, k_per = matmul.splits_v7(M, N, K, 132)
         assert k_per % matmul.V7_BK == 0 and 1 <= S <= matmul.MAX_SPLITS
         assert S * k_per >= K and (S - 1) * k_per < max(K, 1), (M, N, K, S, k_per)
-    # one block an SM (245-249 registers a thread): c_attn's dweight is 18 x 6 = 108 tiles on 132 SMs, so it splits
+    # one block an SM (246-249 registers a thread): c_attn's dweight is 18 x 6 = 108 tiles on 132 SMs, so it splits
     # where v5's 432 did not; the lm_head's forward-sized products have waves enough
     assert matmul.splits_v7(2304, 768, 4096, 132)[0] == 6
     assert matmul.splits_v7(50257, 768, 4096, 132)[0] == 1
