@@ -279,8 +279,10 @@ else:
 # compensated sums (v3) → register blocking (v4: each thread keeps a 4 × 4 block of outputs, so every value
 # loaded from shared memory feeds four multiply-adds) → 128-bit loads (v5, the default now: a thread's 4 rows
 # and 4 columns sit side by side, so one load brings 4 values) → cuBLAS. On the H200, v5 is the fastest of ours
-# and still under half of cuBLAS's rate: the matmul is where the step's time goes next. It is drawn when a GPU
-# run has recorded it:
+# and still under half of cuBLAS's rate: the matmul is where the step's time goes next. The next rung, v7, is
+# built and checked in the simulator but not yet timed: 8 × 8 outputs a thread in 128 × 128 tiles, so four
+# 16-byte loads feed 64 multiply-adds, with the next tiles loaded while these are multiplied. The ladder is
+# drawn when a GPU run has recorded it:
 
 # %%
 if "matmul_ladder" in report.record:
