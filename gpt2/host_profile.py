@@ -11,8 +11,8 @@ where it lives:
     builtin    C functions called from Python (the driver calls themselves land here or in cuda)
     other      the rest
 
-    python -m gpt2lab.gpt2.host_profile --device cuda --config tiny --batch 8 --seq 64
-    NUMBA_ENABLE_CUDASIM=1 python -m gpt2lab.gpt2.host_profile --device cudasim   (kernel bodies skipped)
+    python -m gpt2lab.gpt2.host_profile_cli --device cuda --config tiny --batch 8 --seq 64
+    NUMBA_ENABLE_CUDASIM=1 python -m gpt2lab.gpt2.host_profile_cli --device cudasim   (kernel bodies skipped)
 
 In the simulator the kernels' bodies are skipped (their launches still counted and configured), so only the
 host side runs: our code as on a GPU, numba's simulator in place of its launch path. The host time of a step
@@ -20,12 +20,8 @@ is measured without the profiler first (cProfile slows Python calls down), then 
 """
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
 import pstats
-import sys
-import time
 
 GROUPS = ("gpt2lab", "numba", "cuda", "builtin", "other")
 
@@ -53,13 +49,14 @@ def _skip_kernel_bodies() -> None:
 def host_profile(config: str = "tiny", B: int = 8, T: int = 64, steps: int = 20, device: str = "cuda",
                  fused: bool = True, top: int = 25, warm: int = 2) -> dict:
     """Host ms and launches per step of `steps` steps (unprofiled, after `warm`), then the same steps under
-    cProfile: each group's share of the profiled time, and the `top` functions by their own time."""
+    cProfile: each group's share of the profiled time, and the `top` functions by their own time. On
+    device="cudasim" the kernels' bodies are skipped from here on, for the rest of the process."""
     import numpy as np
     from numba import cuda
 
-    from gpt2lab.kernels._cuda import launch_count
+    from gpt2lab.kernels import _cuda
 
-    from .bench import _batches
+    from .bench import _batches, _time_steps
     from .config import GPTConfig
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig
@@ -72,16 +69,11 @@ def host_profile(config: str = "tiny", B: int = 8, T: int = 64, steps: int = 20,
     def step(x, y):
         backend.loss_and_grads(x, y)
         backend.optimizer_step(1e-4)
-    for x, y in batches[:warm]:
-        step(x, y)
-    host, launches = [], []
-    for x, y in batches[warm:]:
-        cuda.synchronize()   # the GPU idle: what follows is the host's issuing of one step
-        n0, t0 = launch_count(), time.perf_counter()
-        step(x, y)
-        host.append(time.perf_counter() - t0)
-        launches.append(launch_count() - n0)
-    cuda.synchronize()
+    # bench's timing: each step between two synchronizes; host time = until its last call returned, less
+    # the time the host waited for the GPU in the step's one read-back (the loss)
+    timed = _time_steps(backend, batches, warm, cuda.synchronize)
+    host = [issue - wait for issue, wait in zip(timed["issue"], timed["wait"])]
+    launches = timed["launches"]
     profiler = cProfile.Profile()
     profiler.enable()
     for x, y in batches[warm:]:
@@ -97,6 +89,7 @@ def host_profile(config: str = "tiny", B: int = 8, T: int = 64, steps: int = 20,
     host_ms = float(np.median(host) * 1e3)
     per_step = int(np.median(launches))
     return {"config": config, "B": B, "T": T, "device": device, "fused": fused, "steps": steps,
+            "prepared_launch": _cuda.PREPARED_LAUNCH and device == "cuda",
             "host_ms_per_step": host_ms, "launches_per_step": per_step,
             "host_us_per_launch": 1e3 * host_ms / per_step if per_step else None,
             "groups_pct": {g: 100 * s / total for g, s in groups.items()},
@@ -118,7 +111,8 @@ def _short(filename: str) -> str:
 def format_report(r: dict) -> str:
     """The report as text: the unprofiled host time, the groups' shares, the top functions."""
     lines = [f"host time of one training step: {r['config']} B={r['B']} T={r['T']} on {r['device']}"
-             f"{' (fused path)' if r['fused'] else ' (per-op path)'}, median of {r['steps']} steps",
+             f"{' (fused path)' if r['fused'] else ' (per-op path)'}, median of {r['steps']} steps, prepared "
+             f"launches {'on' if r['prepared_launch'] else 'off'} (kernels/_cuda.py)",
              f"  {r['host_ms_per_step']:.2f} ms a step, {r['launches_per_step']} launches, "
              + (f"{r['host_us_per_launch']:.1f} us a launch" if r["host_us_per_launch"] else "no launches"),
              "  share of the profiled time: " + ", ".join(f"{g} {p:.0f}%" for g, p in r["groups_pct"].items()),
@@ -126,46 +120,3 @@ def format_report(r: dict) -> str:
     lines += [f"  {t['own_ms_per_step']:11.3f} {t['cumulative_ms_per_step']:11.3f} {t['calls_per_step']:10.1f}  "
               f"[{t['group']}] {t['function']}" for t in r["top"]]
     return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpt2lab.gpt2.host_profile", description=__doc__.split("\n")[0])
-    p.add_argument("--device", choices=("cuda", "cudasim"), default="cuda")
-    p.add_argument("--config", default="tiny", help="a preset of gpt2/config.py (default tiny: the host-bound one)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20, help="steps timed, then profiled (after 2 warm-up steps)")
-    p.add_argument("--per-op", action="store_true", help="the per-op path (default: the fused one, a GPU's default)")
-    p.add_argument("--top", type=int, default=25, help="functions listed, by their own time")
-    p.add_argument("--json", action="store_true")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from .config import PRESETS
-    if args.config not in PRESETS:
-        print(f"host_profile: --config {args.config}: unknown; choose from {', '.join(PRESETS)}", file=sys.stderr)
-        return 2
-    for name in ("batch", "seq", "steps", "top"):
-        if getattr(args, name) <= 0:
-            print(f"host_profile: --{name} must be positive, got {getattr(args, name)}", file=sys.stderr)
-            return 2
-    if args.seq > PRESETS[args.config]["block_size"]:
-        print(f"host_profile: --seq {args.seq} is longer than {args.config}'s context", file=sys.stderr)
-        return 2
-    from numba import config as numba_config
-    from numba import cuda
-    if args.device == "cudasim" and not numba_config.ENABLE_CUDASIM:
-        print("host_profile: --device cudasim needs NUMBA_ENABLE_CUDASIM=1 set before Python starts", file=sys.stderr)
-        return 2
-    if args.device == "cuda" and (numba_config.ENABLE_CUDASIM or not cuda.is_available()):
-        print("host_profile: --device cuda needs an NVIDIA GPU that numba sees; none found", file=sys.stderr)
-        return 2
-    report = host_profile(args.config, args.batch, args.seq, args.steps, args.device, not args.per_op, args.top)
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,6 +3,7 @@ decorator every CUDA kernel of gpt2lab is defined with (a lean launch path with 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import weakref
 
@@ -212,23 +213,39 @@ def _arg_key(a):
 # buffers, and since `view` the same view objects), so a launcher keeps what numba made of one set of arguments,
 # keyed by the arrays' identities and the scalars' values, and checks the arrays by weak reference (an id is
 # reused once its array is freed; a kept launch never keeps an array alive): a repeated launch is a dict lookup
-# and cuda.core's launch. numpy arguments (copied to the device per call), kernels in debug mode and numba
-# extensions take numba's own launch. GPT2LAB_PREPARED_LAUNCH=0 turns it off (every launch numba's own).
-PREPARED_LAUNCH = os.environ.get("GPT2LAB_PREPARED_LAUNCH", "1") != "0"
+# and cuda.core's launch. Only numba device arrays and real scalars are kept: numpy arguments (copied to the
+# device per call), tuples and the rest, kernels in debug mode and numba extensions take numba's own launch. The
+# code mirrors numba-cuda 0.30's private launch, so it runs only there; GPT2LAB_PREPARED_LAUNCH=0 turns it off.
 PREPARED_PER_LAUNCHER = 1024   # kept argument sets per launch configuration; past it, the launcher starts afresh
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
 
 
+def _prepared_by_default() -> bool:
+    """On unless GPT2LAB_PREPARED_LAUNCH=0, and only on the numba-cuda whose launch _prepare mirrors (0.30)."""
+    if os.environ.get("GPT2LAB_PREPARED_LAUNCH", "1") == "0":
+        return False
+    try:
+        from importlib.metadata import version
+        return version("numba-cuda").startswith("0.30.")
+    except Exception:  # noqa: BLE001 -- numba-cuda not installed as a distribution: its launch is unknown
+        return False
+
+
+PREPARED_LAUNCH = _prepared_by_default()
+
+
 def _identity(args):
-    """The key of a launch's arguments: an array by id, a scalar by class and value; None with a numpy array."""
+    """The key of a launch's arguments: a numba device array by id, a scalar by class and value (a float also
+    by its sign: -0.0 == 0.0); None when an argument is neither (a numpy array, a tuple, ...)."""
     key = []
     for a in args:
         if isinstance(a, _SCALARS):
-            key.append((a.__class__, a))
-        elif isinstance(a, np.ndarray):
-            return None
-        else:
+            key.append((a.__class__, a, math.copysign(1.0, a)) if isinstance(a, (float, np.floating))
+                       else (a.__class__, a))
+        elif getattr(a, "__cuda_memory__", False) and not isinstance(a, np.ndarray):
             key.append(id(a))
+        else:
+            return None
     return tuple(key)
 
 
@@ -289,15 +306,19 @@ class _Launcher:
         if compiled is None:   # a new key (or a numpy argument): numba's own launch
             return self.kernel.first_launch(self.configured, key, args)
         c = self.configured
-        kept = _prepare(compiled, c, args) if identity is not None else None
-        if kept is None:
+        if identity is None:
             compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
             return
         try:
-            _launch_prepared(kept[1])
+            kept = _prepare(compiled, c, args)
+            if kept is not None:
+                _launch_prepared(kept[1])
         except Exception as e:  # noqa: BLE001 -- never yet run on a GPU: on any surprise, numba's own launch
-            _give_up_preparing(e)
-            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)   # raises again if the launch is bad
+            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)   # a bad launch raises here
+            _give_up_preparing(e)   # numba's own launch worked where the prepared one did not
+            return
+        if kept is None:
+            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
             return
         if len(self.prepared) >= PREPARED_PER_LAUNCHER:
             self.prepared.clear()
@@ -305,8 +326,8 @@ class _Launcher:
 
 
 def _give_up_preparing(error: Exception) -> None:
-    """Prepared launches off for this process, said once on stderr (the first prepared launch of a kernel failed:
-    a numba-cuda or cuda.core this code does not know)."""
+    """Prepared launches off for this process, said once on stderr: preparing or making a launch failed where
+    numba's own launch of the same arguments then worked (a numba-cuda or cuda.core this code does not know)."""
     global PREPARED_LAUNCH
     if PREPARED_LAUNCH:
         import sys
@@ -398,9 +419,9 @@ def view(a, *shape):
     real class), and a training step reshapes ~300 times (gpt2/host_profile.py), the same buffers every step.
     A numpy array is reshaped as usual (cheap). The view is read-only metadata over the same memory: sharing
     one object between calls is safe as long as no caller sets attributes on it (none does). The shape as
-    reshape takes it: sizes, or one tuple of them."""
-    if len(shape) == 1 and isinstance(shape[0], tuple):
-        shape = shape[0]
+    reshape takes it: sizes, or one tuple (or list) of them."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
     if isinstance(a, np.ndarray):
         return a.reshape(shape)
     views = a.__dict__.get("_gpt2lab_views")

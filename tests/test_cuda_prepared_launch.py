@@ -140,3 +140,37 @@ def test_a_first_prepared_launch_that_fails_turns_them_off_for_numbas_own(record
     assert len(calls) == 2 and calls[1] == calls[0] and dispatcher.launch is numbas   # numba's own, once
     launch(out, inp, 7, True)
     assert len(calls) == 3 and not launch.prepared
+
+
+def test_only_device_arrays_and_scalars_are_kept_and_floats_by_their_sign():
+    out = device_array((4, 8))
+    assert _cuda._identity((out, 3, True, 2.5, np.float32(1.5))) is not None
+    for other in (np.zeros(3), (1, 2), 1j, None, "x"):
+        assert _cuda._identity((out, other)) is None, other   # numba's own launch for these
+    assert _cuda._identity((out, 0.0)) != _cuda._identity((out, -0.0))
+    assert _cuda._identity((out, 1)) != _cuda._identity((out, True)) != _cuda._identity((out, 1.0))
+
+
+def test_a_launch_numba_refuses_too_is_an_error_and_leaves_prepared_launches_on(recorded, monkeypatch):
+    from numba.cuda import dispatcher
+    launch, calls, log, _ = recorded
+    out, inp = device_array((4, 8), 0x1000), device_array((4, 8), 0x2000)
+    launch(out, inp, 7, True)
+
+    def refusing(*args):
+        raise RuntimeError("CUDA_ERROR_INVALID_VALUE")
+    monkeypatch.setattr(dispatcher, "launch", refusing)   # both ways refused: the launch itself is bad
+    with pytest.raises(RuntimeError, match="INVALID_VALUE"):
+        launch(out, inp, 7, True)
+    assert _cuda.PREPARED_LAUNCH and not launch.prepared
+
+
+def test_prepared_launches_are_on_only_for_the_numba_cuda_they_mirror(monkeypatch):
+    import importlib.metadata
+    monkeypatch.delenv("GPT2LAB_PREPARED_LAUNCH", raising=False)
+    for installed, on in (("0.30.4", True), ("0.31.0", False), ("0.29.9", False)):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, v=installed: v)
+        assert _cuda._prepared_by_default() is on, installed
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.30.4")
+    monkeypatch.setenv("GPT2LAB_PREPARED_LAUNCH", "0")
+    assert _cuda._prepared_by_default() is False

@@ -82,11 +82,11 @@ def commands(text: str, out: str) -> list[dict]:
 
 def _parsers():
     from gpt2lab.explain import gpu_speed_cli
-    from gpt2lab.gpt2 import host_profile
+    from gpt2lab.gpt2 import host_profile_cli
     from gpt2lab.kernels import accuracy_cli
     return {"gpt2lab.kernels.accuracy": accuracy_cli.build_parser,
             "gpt2lab.explain.gpu_speed_cli": gpu_speed_cli.build_parser,
-            "gpt2lab.gpt2.host_profile": host_profile.build_parser}
+            "gpt2lab.gpt2.host_profile_cli": host_profile_cli.build_parser}
 
 
 def parse(command: dict):
@@ -446,7 +446,7 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
     text = CANDIDATES.read_text()
     found = commands(text, str(tmp_path))
     assert sorted({c["argv"][0] if c["kind"] == "gpt2lab" else c["kind"] for c in found}) == \
-        ["bench", "gpt2lab.gpt2.host_profile", "gpt2lab.kernels.accuracy", "verify"]
+        ["bench", "gpt2lab.gpt2.host_profile_cli", "gpt2lab.kernels.accuracy", "verify"]
     for command in found:
         parse(command)
     total = sum(c["limit"] for c in found)
@@ -456,12 +456,12 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
     assert {parse(c).matmul for c in found if c["argv"][0] == "bench" and "--steps" in c["argv"]
             and parse(c).steps} == {"v6", "v7"}
     if _no_gpu_here():
-        from gpt2lab.gpt2 import cli, host_profile
+        from gpt2lab.gpt2 import cli, host_profile_cli
         for command in (c for c in found if c["kind"] == "gpt2lab"):   # bench and verify (--shape checked first)
             assert cli.main(command["argv"]) == 2, command["line"]
             assert "GPU" in capsys.readouterr().err, command["line"]
-        for command in (c for c in found if c["kind"] == "gpt2lab.gpt2.host_profile"):
-            assert host_profile.main(command["argv"]) == 2, command["line"]
+        for command in (c for c in found if c["kind"] == "gpt2lab.gpt2.host_profile_cli"):
+            assert host_profile_cli.main(command["argv"]) == 2, command["line"]
             assert "GPU" in capsys.readouterr().err, command["line"]
 
 

@@ -8,10 +8,10 @@
 #   bash tools/gpu_candidates.sh run        there: ~8 minutes at most, every file straight into $OUT
 #
 # A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
-# The limits add up to 545 s:
+# The limits add up to 535 s (the wheel install before them took ~10 s on an H200):
 #   verify.txt         gpt2lab verify --device cuda --op matmul, v7 then v6 (40 s each); then v7's verify at one
-#                      small shape under compute-sanitizer racecheck (shared-memory hazards: 75 s) and
-#                      memcheck (45 s), their summary lines copied into summary.txt                        200 s
+#                      small shape under compute-sanitizer racecheck (shared-memory hazards: 70 s) and
+#                      memcheck (45 s), their summary lines copied into summary.txt                        195 s
 #   ladder.json        the matmul ladder for v5, v6, v7 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of
 #                      cuBLAS, each product's ms (forward, dinp, dweight)                                  80 s
 #   steps1024_v7.json  the 124M step at B=4, T=1024 with --matmul v7 against torch (issue 14's headline goal,
@@ -21,7 +21,7 @@
 #                      T=64 on the default kernels, grouped ours / numba / cuda.core): the tiny goal is host-bound,
 #                      ~127 us of host time a launch on the H200 against ~15 us for numba's bare launch. Twice:
 #                      with prepared launches (kernels/_cuda.py, the default) and with numba's own     2 x 45 s
-#   accuracy.txt       the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU        45 s
+#   accuracy.txt       the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU        40 s
 # plus summary.txt (each step's exit status) and log.txt. A candidate that wins goes into DEFAULT_VERSION by the
 # rule of docs/kernels.md (as accurate as PyTorch, then the fastest measured); then tools/gpu_recheck.sh.
 # tests/test_gpu_checks.py checks these command lines as it checks the full script's.
@@ -38,7 +38,7 @@ run)
     echo "verify matmul v6: exit $?" | tee -a "$out/summary.txt"
     # the sanitizers at one small shape with every path of v7 (3 x 3 tiles, partial edges, interior tiles, a
     # split, carried parts); --error-exitcode: a hazard or an error fails the step (else it exits as verify does)
-    timeout 75 compute-sanitizer --tool racecheck --error-exitcode 99 --launch-timeout 0 --print-limit 20 \
+    timeout 70 compute-sanitizer --tool racecheck --error-exitcode 99 --launch-timeout 0 --print-limit 20 \
         gpt2lab verify --device cuda --op matmul --version v7 --shape "$shape" >> "$out/verify.txt" 2>&1
     echo "racecheck v7: exit $?" | tee -a "$out/summary.txt"
     timeout 45 compute-sanitizer --tool memcheck --error-exitcode 99 --launch-timeout 0 --print-limit 20 \
@@ -54,13 +54,13 @@ run)
     timeout 50 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul v6 > "$out/steps1024_v6.json" 2>> "$log"
     echo "steps T=1024 --matmul v6: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 python3 -m gpt2lab.gpt2.host_profile --device cuda --config tiny --batch 8 --seq 64 --steps 20 \
+    timeout 45 python3 -m gpt2lab.gpt2.host_profile_cli --device cuda --config tiny --batch 8 --seq 64 --steps 20 \
         --top 40 >> "$out/host_tiny.txt" 2>> "$log"
     echo "host profile, tiny: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 env GPT2LAB_PREPARED_LAUNCH=0 python3 -m gpt2lab.gpt2.host_profile --device cuda --config tiny \
+    timeout 45 env GPT2LAB_PREPARED_LAUNCH=0 python3 -m gpt2lab.gpt2.host_profile_cli --device cuda --config tiny \
         --batch 8 --seq 64 --steps 20 --top 40 >> "$out/host_tiny.txt" 2>> "$log"
     echo "host profile, tiny, numba's own launches: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 python3 -m gpt2lab.kernels.accuracy --device cuda --probe matmul.dinp --probe matmul.dweight \
+    timeout 40 python3 -m gpt2lab.kernels.accuracy --device cuda --probe matmul.dinp --probe matmul.dweight \
         --version v5 --version v6 --version v7 --version cublas > "$out/accuracy.txt" 2>> "$log"
     echo "accuracy: exit $?" | tee -a "$out/summary.txt" ;;
 *)
