@@ -499,6 +499,19 @@ def _block_range(out, a, a_k_major, k_per_split, block_rows, block_cols):
 
 
 @cuda.jit(device=True, inline="always")
+def _store_output(out, m, n, M, N, value, bias, has_bias, accumulate):
+    """The blocked kernels' epilogue for one output: out[z, m, n] (+)= value (+ bias[n]) inside (M, N); the bias
+    added once, in registers, before the one store."""
+    if m < M and n < N:
+        if has_bias:
+            value += bias[n]
+        if accumulate:
+            out[cuda.blockIdx.z, m, n] += value
+        else:
+            out[cuda.blockIdx.z, m, n] = value
+
+
+@cuda.jit(device=True, inline="always")
 def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
     """tile[k, r] = A[r0 + r, k0 + k] for r < BM, k < BK (0 outside R rows or past k_end).
 
@@ -598,14 +611,7 @@ def _v4_kernel(name, a_k_major, b_k_major, vector=False):
             m = m0 + ty * stride_m + i * step_m
             for j in range(TN):
                 n = n0 + tx * stride_n + j * step_n
-                if m < M and n < N:
-                    value = acc[i, j] + comp[i, j]
-                    if has_bias:
-                        value += bias[n]  # the epilogue: bias added once, in registers, before the one store
-                    if accumulate:
-                        out[cuda.blockIdx.z, m, n] += value
-                    else:
-                        out[cuda.blockIdx.z, m, n] = value
+                _store_output(out, m, n, M, N, acc[i, j] + comp[i, j], bias, has_bias, accumulate)
     kernel.__name__ = kernel.__qualname__ = name
     return cuda_kernel(**_V4_JIT)(kernel)
 
@@ -768,15 +774,8 @@ def _v7_kernel(name, a_k_major, b_k_major):
         for i in range(V7_T):
             m = m0 + _v7_own(ty, i)
             for j in range(V7_T):
-                n = n0 + _v7_own(tx, j)
-                if m < M and n < N:
-                    value = acc[i, j] + part[i, j]  # part: the last terms, and what acc's roundings lost
-                    if has_bias:
-                        value += bias[n]
-                    if accumulate:
-                        out[cuda.blockIdx.z, m, n] += value
-                    else:
-                        out[cuda.blockIdx.z, m, n] = value
+                n = n0 + _v7_own(tx, j)   # part: the last terms, and what acc's roundings lost
+                _store_output(out, m, n, M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
     kernel.__name__ = kernel.__qualname__ = name
     return cuda_kernel(**_V7_JIT)(kernel)
 
