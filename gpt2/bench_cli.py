@@ -107,6 +107,9 @@ def run(args) -> int:
         code, out["interrupted"] = (143, "SIGTERM") if str(e) == "SIGTERM" else (130, "SIGINT")
         say(f"gpt2lab bench: stopped by {out['interrupted']}: the figures measured before it are kept"
             + (" (the JSON below)" if args.json else ""))
+    if args.device == "cuda":   # whether our launches were prepared (kernels/_cuda.py), as the run ended
+        from gpt2lab.kernels import _cuda
+        out["prepared_launch"] = _cuda.PREPARED_LAUNCH
     if args.json:
         print(json.dumps(out, indent=1))
     return code
