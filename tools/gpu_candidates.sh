@@ -5,7 +5,7 @@
 # is a new barrier pattern), then how fast, then the 124M step on each, then their long sums.
 #
 #   bash tools/gpu_checks.sh prepare        here, as for the full script (the same .whl/)
-#   bash tools/gpu_candidates.sh run        there: ~8 minutes at most, every file straight into $OUT
+#   bash tools/gpu_candidates.sh run        there: ~9 minutes at most, every file straight into $OUT
 #
 # A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
 # The limits add up to 535 s (the wheel install before them took ~10 s on an H200):
