@@ -40,12 +40,6 @@ def group_of(filename: str) -> str:
     return "other"
 
 
-def _skip_kernel_bodies() -> None:
-    """In numba's simulator: launches still counted and configured, their bodies not run (the host side alone)."""
-    from gpt2lab.kernels import _cuda
-    _cuda._SimLauncher.launch = lambda self, args: None
-
-
 def host_profile(config: str = "tiny", B: int = 8, T: int = 64, steps: int = 20, device: str = "cuda",
                  fused: bool = True, top: int = 25, warm: int = 2) -> dict:
     """Host ms and launches per step of `steps` steps (unprofiled, after `warm`), then the same steps under
@@ -61,7 +55,7 @@ def host_profile(config: str = "tiny", B: int = 8, T: int = 64, steps: int = 20,
     from .kernel_backend import NumbaBackend
     from .train import OptimConfig
     if device == "cudasim":
-        _skip_kernel_bodies()
+        _cuda.skip_kernel_bodies()
     cfg = GPTConfig.preset(config)
     backend = NumbaBackend(cfg, OptimConfig(), seed=0, device=device, fused=fused)
     batches = _batches(cfg, B, T, warm + steps)

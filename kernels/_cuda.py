@@ -306,18 +306,17 @@ class _Launcher:
         if compiled is None:   # a new key (or a numpy argument): numba's own launch
             return self.kernel.first_launch(self.configured, key, args)
         c = self.configured
-        if identity is None:
-            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
-            return
-        try:
-            kept = _prepare(compiled, c, args)
-            if kept is not None:
-                _launch_prepared(kept[1])
-        except Exception as e:  # noqa: BLE001 -- never yet run on a GPU: on any surprise, numba's own launch
-            compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)   # a bad launch raises here
-            _give_up_preparing(e)   # numba's own launch worked where the prepared one did not
-            return
-        if kept is None:
+        kept = None
+        if identity is not None:
+            try:
+                kept = _prepare(compiled, c, args)
+                if kept is not None:
+                    _launch_prepared(kept[1])
+            except Exception as e:  # noqa: BLE001 -- never yet run on a GPU: on any surprise, numba's own launch
+                compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)   # a bad launch raises here
+                _give_up_preparing(e)   # numba's own launch worked where the prepared one did not
+                return
+        if kept is None:   # not keepable (or prepared launches off): numba's own launch
             compiled.launch(args, c.griddim, c.blockdim, c.stream, c.sharedmem)
             return
         if len(self.prepared) >= PREPARED_PER_LAUNCHER:
@@ -353,6 +352,14 @@ class _SimLauncher:
 
     def launch(self, args):
         return self.dispatcher[self.config](*args)
+
+
+def skip_kernel_bodies() -> None:
+    """In numba's simulator: every launch from here on is counted and its configuration kept, but its body not
+    run, so only the host side runs (gpt2/host_profile.py; the launch-size test). For the rest of the process."""
+    if not _simulated():
+        raise RuntimeError("skip_kernel_bodies: only in numba's simulator (NUMBA_ENABLE_CUDASIM=1)")
+    _SimLauncher.launch = lambda self, args: None
 
 
 class Kernel:
