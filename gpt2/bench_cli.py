@@ -170,8 +170,8 @@ def _ladder_error(args) -> str | None:
         return None
     from gpt2lab.kernels import matmul
     known = matmul.CUDA_VERSIONS if args.device == "cuda" else matmul.CPU_VERSIONS
-    unknown = [v for v in args.ladder_version or () if v not in known]
-    if args.ladder is False and args.ladder_version:
+    unknown = [v for v in args.ladder_version if v not in known]
+    if args.ladder is False:
         return "--ladder-version and --no-ladder contradict each other: give one"
     if unknown:
         return f"--ladder-version {unknown[0]}: not a matmul version on {args.device}; choose from {', '.join(known)}"

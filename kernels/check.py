@@ -197,16 +197,21 @@ def verify(device: str = "cpu", ops=None, version: str | None = None, progress=N
     at these (a list of the op's shape dicts) instead of its own; one op only."""
     if device not in DEVICES:
         raise ValueError(f"verify: device must be one of {DEVICES}, got {device!r}")
-    if shapes is not None and len(ops or OPS) != 1:
-        raise ValueError("verify: a shape belongs to one op: name exactly one --op with --shape")
+    if shapes is not None:
+        check_shape_request(ops or OPS, device, shapes)
     rows = []
     for op in ops or OPS:
-        if shapes is not None:
-            check_shapes(get_spec(op), device, shapes)
         rows += check_op(get_spec(op), device, version, shapes)
         if progress:
             progress(op)
     return rows
+
+
+def check_shape_request(ops, device: str, shapes) -> None:
+    """ValueError in one line unless `shapes` can be checked: one op, and shapes it has (check_shapes)."""
+    if len(ops) != 1:
+        raise ValueError("verify: a shape belongs to one op: name exactly one --op with --shape")
+    check_shapes(get_spec(ops[0]), device, shapes)
 
 
 def check_shapes(spec: OpSpec, device: str, shapes) -> None:

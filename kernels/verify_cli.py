@@ -48,7 +48,7 @@ def run(args) -> int:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     if args.device == "cudasim":
         sys.setswitchinterval(1e-4)  # simulated threads are Python threads: cheaper syncthreads barriers
-    from .check import OPS, check_shapes, format_table, get_spec, passed, verify
+    from .check import OPS, check_shape_request, format_table, passed, verify
     ops = args.op or list(OPS)
     bad = [o for o in ops if o not in OPS]
     if bad:
@@ -57,9 +57,7 @@ def run(args) -> int:
     try:   # the arguments first: a wrong --shape is one line here too, not only where a GPU is
         shapes = _shapes(args)
         if shapes is not None:
-            if len(ops) != 1:
-                raise ValueError("verify: a shape belongs to one op: name exactly one --op with --shape")
-            check_shapes(get_spec(ops[0]), args.device, shapes)
+            check_shape_request(ops, args.device, shapes)
     except ValueError as e:
         print(f"gpt2lab {e}", file=sys.stderr)
         return 2
