@@ -1,6 +1,6 @@
 """Which thread touched which memory: a traced run of the CUDA layernorm kernel (GPU-Puzzles' `show()`).
 
-numba's CUDA simulator runs every CUDA thread as a Python thread with Python semantics, so a kernel's
+numba's CUDA simulator runs every CUDA thread as Python code, so a kernel's
 arrays can be replaced by recording proxies: each `inp[r, i]` read or `out[r, i] = ...` write logs
 (block, thread, array, index, op, phase, value). `phase` counts the `syncthreads` barriers the thread
 has passed, so events in one phase happened between the same two barriers. Shared memory is recorded
@@ -20,11 +20,12 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+
+from gpt2lab.kernels._cudasim import current_thread
 
 from .simulator import child_ready, run_simulated
 
@@ -104,7 +105,7 @@ class Recorder:
 
 def where() -> tuple[int, int, int]:
     """(block, thread, phase) of the calling simulated CUDA thread; 2-D and 3-D ids flattened x-fastest."""
-    thread = threading.current_thread()   # a simulator BlockThread: it knows its blockIdx and threadIdx
+    thread = current_thread()   # the simulated CUDA thread: it knows its blockIdx and threadIdx
     gx, gy, _ = (tuple(thread._manager._grid_dim) + (1, 1))[:3]
     b = thread.blockIdx
     return int(b.x + gx * (b.y + gy * b.z)), int(thread.thread_id), getattr(thread, "phase", 0)
@@ -259,7 +260,7 @@ def _check_args(kernel: str, inp: np.ndarray, block: int, direction: str) -> Non
         raise ValueError(f"trace_layernorm: inp must be a non-empty (N, C) array, got shape {inp.shape}")
     if inp.size > 4096:
         raise ValueError(f"trace_layernorm: inp {inp.shape} is too big to trace (at most 4096 elements: "
-                         "every simulated thread is a Python thread)")
+                         "every simulated thread runs in Python)")
     if not np.all(np.isfinite(inp)):
         raise ValueError("trace_layernorm: inp has non-finite values")
     if kernel == "v2" and (block < 1 or block & (block - 1) or block > 256):

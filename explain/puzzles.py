@@ -15,7 +15,7 @@ Where it runs. A CUDA puzzle runs in numba's CUDA simulator, which is switched o
 numba is imported -- never in a notebook that already runs the CPU kernels. So the kernel's *source* (its cell,
 `inspect.getsource`) is written to a file after HEADER (the names every puzzle cell may use) and run by
 `python -m gpt2lab.explain.puzzle_sim` in a subprocess, which hands back the check's panel and the traced launch as
-JSON. The CPU puzzle (numba @njit + prange) runs in this process. Simulated threads are Python threads: the check
+JSON. The CPU puzzle (numba @njit + prange) runs in this process. Simulated threads run in Python: the check
 shapes are tiny, and so is the model the plug-in trains (PLUG_MODEL).
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ TILE = 4
 '''
 TILE = 4
 
-# The micro GPT-2 a plugged-in kernel trains (every CUDA thread of every launch is a Python thread in the
+# The micro GPT-2 a plugged-in kernel trains (every CUDA thread of every launch runs in Python in the
 # simulator): one block, C = 32, the running sentence as ASCII characters.
 PLUG_MODEL = dict(block_size=16, vocab_size=128, n_layer=1, n_head=2, n_embd=32)
 PLUG_BATCH = (2, 16)

@@ -1,6 +1,6 @@
 """numba's CUDA simulator from a lesson: one way to start it, and `verify_in_simulator(op)`.
 
-The simulator runs every CUDA thread as a Python thread, so a CUDA kernel can be run and checked on a laptop.
+The simulator runs every CUDA thread in Python, so a CUDA kernel can be run and checked on a laptop.
 It is switched on by NUMBA_ENABLE_CUDASIM=1, read once, when numba is first imported; a lesson has already
 imported numba for the CPU kernels, so every simulated run happens in a child process (`run_simulated`),
 and the variable never reaches the notebook's own process. The traced kernels (cudatrace.py), the puzzles
@@ -34,13 +34,11 @@ def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: fl
 
 
 def child_ready(prog: str, use: str) -> bool:
-    """In a child started by run_simulated: True when the simulator is on, after shortening Python's thread
-    switch interval (simulated threads are Python threads: barriers get cheaper); else one line on stderr
-    saying to run it through `use`, and False."""
+    """In a child started by run_simulated: True when the simulator is on; else one line on stderr saying to
+    run it through `use`, and False."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         print(f"{prog}: run with NUMBA_ENABLE_CUDASIM=1 (use {use} from Python)", file=sys.stderr)
         return False
-    sys.setswitchinterval(1e-4)
     return True
 
 

@@ -259,7 +259,7 @@ class StepScalars:
 
     def __init__(self, block: int | None = None, grad_blocks: int | None = None):
         """block (a power of two <= SCALAR_BLOCK), grad_blocks: the launch; None: SCALAR_BLOCK and 264 (2 blocks
-        per H100 SM) on a GPU, 32 and 2 in the simulator, which runs every thread as a Python thread
+        per H100 SM) on a GPU, 32 and 2 in the simulator, which runs every thread in Python
         (tests/test_gpu_launches_cudasim.py runs the GPU's block there too)."""
         simulated = bool(numba_config.ENABLE_CUDASIM)
         self.block = block or (32 if simulated else SCALAR_BLOCK)
@@ -288,7 +288,7 @@ class StepScalars:
 def launch_config(n: int, simulated: bool) -> tuple[int, int]:
     """(blocks, threads) of a grid-stride kernel over n elements: on a GPU enough blocks of GRID_STRIDE_BLOCK
     for a thread per element, at most 1024 (the loop covers the rest); in the simulator, which runs every
-    thread as a Python thread, one block of 32, by far the fastest there. tests/test_gpu_launches_cudasim.py
+    thread in Python, one block of 32, by far the fastest there. tests/test_gpu_launches_cudasim.py
     runs the GPU's configuration in the simulator too."""
     if simulated:
         return 1, 32

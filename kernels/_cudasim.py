@@ -1,14 +1,15 @@
 """Every change gpt2lab makes to numba's CUDA simulator, in one place, installed explicitly.
 
-numba's simulator (NUMBA_ENABLE_CUDASIM=1, read when numba is first imported) runs each CUDA thread as a
-Python thread. Two things it lacks, our kernels need, and one it does slowly:
+numba's simulator (NUMBA_ENABLE_CUDASIM=1, read when numba is first imported) runs each CUDA thread as
+Python code. Two things it lacks, our kernels need, and one it does slowly:
 
 * warp shuffles (cuda.shfl_sync, shfl_down_sync, shfl_xor_sync): layernorm v3's warp sums;
 * a race-free cuda.shared.array: numba looks the block's array up and inserts it unlocked, so two threads
   switched between the two steps each get a private "shared" array (`shared_array_method`);
-* a block barrier that waits instead of polling (`_install_waiting_barrier`): numba's block manager spins,
-  asking every thread of the block again and again whether it is alive or blocked in syncthreads, and that
-  loop took about half the CPU time of a simulated model step.
+* cheap blocks (`_install_cooperative_blocks`): numba starts an OS thread per CUDA thread and its block
+  manager spins, asking every thread again and again whether it waits in syncthreads. Here a block's threads
+  are greenlets, switched only at barriers: no OS threads, no polling, and a launch runs the same way every
+  time.
 
 `install()` adds all three; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
 atomics with recording ones. Nothing here runs on import: whoever runs kernels in the simulator calls
@@ -38,7 +39,7 @@ def install() -> None:
     if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
         return
     _install_warp_shuffles(FakeCUDAModule)
-    _install_waiting_barrier()
+    _install_cooperative_blocks()
     FakeCUDAShared.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
                                                fallback=FakeCUDAShared.array)
     FakeCUDAModule._gpt2lab_patched = True
@@ -47,14 +48,14 @@ def install() -> None:
 def _install_warp_shuffles(module_class) -> None:
     """Teach the simulator cuda.shfl_sync / shfl_down_sync / shfl_xor_sync (it has none).
 
-    In the simulator each CUDA thread is a Python thread and only syncthreads orders them, so a shuffle is
+    In the simulator each CUDA thread runs in Python and only syncthreads orders them, so a shuffle is
     emulated as: every thread posts its value, a block barrier, read the source lane's value, a barrier.
     That is exact for the way our kernels shuffle (every live thread of the block makes the same shuffle
     calls: whole-warp reductions), and it is how the warp-level kernels get checked without a GPU.
     """
     def exchange(src_lane_of):
         def shfl(self, mask, value, arg):
-            thread = threading.current_thread()
+            thread = current_thread()
             posted = thread._manager.__dict__.setdefault("_shfl_values", {})
             lane = thread.thread_id % 32
             posted[thread.thread_id] = value
@@ -70,84 +71,92 @@ def _install_warp_shuffles(module_class) -> None:
     module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
 
 
-class _BlockBarrier:
-    """cuda.syncthreads for one simulated block, with numba's rule: the barrier opens when every thread of
-    the block that has not finished is waiting at it (a thread that returned early does not hold it shut).
-    A thread that fails opens it for good: the others raise, as numba's manager makes them, instead of
-    waiting for a thread that will never come."""
+class SimThread:
+    """One simulated CUDA thread: what kernel code asks of numba's BlockThread (threadIdx, blockIdx, thread_id,
+    the block's manager, the barriers), run as a greenlet of the block's scheduler instead of an OS thread."""
 
-    def __init__(self, n_threads: int):
-        self.cond = threading.Condition()
-        self.running = n_threads   # threads of the block not finished
-        self.waiting = 0           # of those, how many wait at the barrier now
-        self.opened = 0            # how many times it opened: a waiter leaves when this moves on
-        self.failed = None         # the first thread that raised: its error is the launch's
+    def __init__(self, manager, block_idx, thread_idx, body):
+        from greenlet import greenlet
+        from numba.cuda.simulator.kernelapi import Dim3
+        self._manager = manager
+        self.blockIdx, self.threadIdx = Dim3(*block_idx), Dim3(*thread_idx)
+        bx, by, _ = manager._block_dim
+        self.thread_id = thread_idx[0] + bx * (thread_idx[1] + by * thread_idx[2])
+        self.greenlet = greenlet(body)
 
-    def _open(self) -> None:
-        self.waiting = 0
-        self.opened += 1
-        self.cond.notify_all()
+    def syncthreads(self) -> None:
+        """Back to the block's scheduler; it resumes this thread once every running thread is at a barrier."""
+        self.greenlet.parent.switch()
 
-    def wait(self) -> None:
-        with self.cond:
-            if self.failed is not None:
-                raise RuntimeError("abort flag set on syncthreads call")
-            opened = self.opened
-            self.waiting += 1
-            if self.waiting == self.running:
-                self._open()
-            while opened == self.opened and self.failed is None:
-                self.cond.wait()
-            if self.failed is not None:
-                raise RuntimeError("abort flag set on syncthreads clear")
+    def _syncthreads_reduce(self, value, reduce):   # numba's syncthreads_count/and/or, over our barrier
+        self._manager.block_state[tuple(self.threadIdx)] = value
+        self.syncthreads()
+        result = reduce(self._manager.block_state)
+        self.syncthreads()
+        return result
 
-    def leave(self, thread, failed: bool) -> None:
-        with self.cond:
-            self.running -= 1
-            if failed and self.failed is None:
-                self.failed = thread
-                self.cond.notify_all()
-            elif self.running and self.waiting == self.running:
-                self._open()
+    def syncthreads_count(self, value):
+        return self._syncthreads_reduce(value, np.count_nonzero)
+
+    def syncthreads_and(self, value):
+        return self._syncthreads_reduce(value, lambda s: int(np.all(s)))
+
+    def syncthreads_or(self, value):
+        return self._syncthreads_reduce(value, lambda s: int(np.any(s)))
 
 
-def _install_waiting_barrier() -> None:
-    """Replace numba's polling block manager: every CUDA thread is still its own Python thread, started in
-    the same order with the same blockIdx and threadIdx, but syncthreads waits on a `_BlockBarrier` and the
-    block's launch joins its threads, so no thread spins while the others compute. An exception in a thread
-    is raised with its tid and ctaid, as numba raises it. Same results, bit for bit, on a model step."""
-    from numba.cuda.simulator import kernel
+class _Running:
+    thread: SimThread | None = None   # the simulated thread whose greenlet runs now (None between kernels)
 
-    def syncthreads(self):
-        self._block_barrier.wait()
 
-    def run_thread(self):
-        try:
-            threading.Thread.run(self)
-        except Exception as e:   # numba's message: which thread of which block failed
-            where = f"tid={list(self.threadIdx)} ctaid={list(self.blockIdx)}"
-            self.exception = (type(e)(f"{where}: {e}" if str(e) else where), sys.exc_info()[2])
-        finally:
-            self._block_barrier.leave(self, failed=self.exception is not None)
+def current_thread():
+    """The simulated CUDA thread running now (inside a kernel), else threading.current_thread()."""
+    return _Running.thread or threading.current_thread()
 
-    def run_block(self, grid_point, *args):
-        points = list(np.ndindex(*self._block_dim))
-        barrier = _BlockBarrier(len(points))
-        threads = []
-        for block_point in points:
-            t = kernel.BlockThread(lambda: self._f(*args), self, grid_point, block_point, self._debug)
-            t._block_barrier = barrier
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
-        if barrier.failed is not None:   # the thread that failed first, not one it aborted
-            error, traceback = barrier.failed.exception
-            raise error.with_traceback(traceback)
 
-    kernel.BlockThread.syncthreads = syncthreads
-    kernel.BlockThread.run = run_thread
-    kernel.BlockManager.run = run_block
+def _run_block(manager, grid_point, *args) -> None:
+    """Run one block: every thread in numba's order (x fastest), each until its next barrier or its end, round
+    after round. So a barrier opens when every thread that has not finished waits at it, as numba's rule says
+    (a thread that returned early does not hold it shut). The first thread that raises ends the launch with
+    its error, named by tid and ctaid as numba names it; the others are left at their barrier."""
+    body = (lambda: manager._f(*args)) if not manager._debug else _debug_body(manager, args)
+    threads = [SimThread(manager, grid_point, point, body) for point in np.ndindex(*manager._block_dim)]
+    try:
+        while threads:
+            at_barrier = []
+            for t in threads:
+                _Running.thread = t
+                try:
+                    t.greenlet.switch()
+                except Exception as e:   # numba's message: which thread of which block failed
+                    where = f"tid={list(t.threadIdx)} ctaid={list(t.blockIdx)}"
+                    raise type(e)(f"{where}: {e}" if str(e) else where).with_traceback(e.__traceback__) from None
+                if not t.greenlet.dead:
+                    at_barrier.append(t)
+            threads = at_barrier
+    finally:
+        _Running.thread = None
+
+
+def _debug_body(manager, args):
+    def body():   # numba's debug mode: a division by zero raises
+        np.seterr(divide="raise")
+        manager._f(*args)
+    return body
+
+
+def _install_cooperative_blocks() -> None:
+    """Replace numba's block manager. numba starts an OS thread per CUDA thread and polls them all, again and
+    again, to find out whether they wait at syncthreads. Here a block's threads are greenlets in the launching
+    thread, switched only at barriers: no thread starts, no polling, no hand-offs of the GIL (a simulated fused
+    training step 2.6x faster; docs/figures.md). Same blockIdx, threadIdx, thread order and barrier rule, and a
+    launch runs the same way every time. numba's kernel API finds "the current thread" through
+    threading.current_thread: it is pointed at `current_thread`."""
+    from types import SimpleNamespace
+
+    from numba.cuda.simulator import kernel, kernelapi
+    kernelapi.threading = SimpleNamespace(current_thread=current_thread)
+    kernel.BlockManager.run = _run_block
 
 
 _SHARED_LOCK = threading.Lock()
@@ -161,7 +170,8 @@ def shared_array_method(make, fallback=None):
     numba's simulator does this look-up-then-insert unlocked: two threads switched between the two steps
     each get a private array, and the kernel then silently reduces over half-empty "shared" memory. Seen
     as a wrong c_attn weight gradient (max abs 5e-5 where 1e-7 is right) in about one run in five of the
-    test suite on two busy cores. Here both steps happen under one lock. Dynamic shared memory (shape 0) goes
+    test suite on two busy cores. Here both steps happen under one lock (and a block of greenlets,
+    `_install_cooperative_blocks`, never switches between them either). Dynamic shared memory (shape 0) goes
     to `fallback`. An alignment is accepted and has nothing to do here (numba's simulator refuses it): it is a
     promise about GPU addresses that lets the compiler use vector loads, and numpy arrays need none.
     """
@@ -188,18 +198,18 @@ def install_recorder(make_shared, is_recording, log_atomic) -> None:
     once per process (a second call is a no-op: wrapping syncthreads twice would count every barrier twice),
     so the callables should read what they log into from state the caller swaps per launch.
     """
-    from numba.cuda.simulator import kernel, kernelapi
-    if getattr(kernel.BlockThread, "_gpt2lab_traced", False):
+    from numba.cuda.simulator import kernelapi
+    if getattr(SimThread, "_gpt2lab_traced", False):
         return
-    kernel.BlockThread._gpt2lab_traced = True
+    SimThread._gpt2lab_traced = True
 
-    barrier = kernel.BlockThread.syncthreads
+    barrier = SimThread.syncthreads
 
     def syncthreads(self):
         barrier(self)
         self.phase = getattr(self, "phase", 0) + 1
 
-    kernel.BlockThread.syncthreads = syncthreads
+    SimThread.syncthreads = syncthreads
     kernelapi.FakeCUDAShared.array = shared_array_method(make_shared)
     add = kernelapi.FakeCUDAAtomic.add
 

@@ -25,7 +25,6 @@ def main(argv=None) -> int:
         from numba import config
         if not config.ENABLE_CUDASIM:
             parser.error("--device cudasim needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported")
-        sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make barriers cheap
         from ._cudasim import install
         install()
     if args.device == "cuda":

@@ -942,7 +942,7 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 #   * the query-tile kernels (forward, dq) take the last tile first (_last_first): the longest blocks start
 #     first.
 # Blocks of FLASH_ROWS = TILE rows x LANES = 128 threads on v4's grid (in the simulator 8 rows, one warp:
-# the simulator runs each thread as a Python thread). Scores are made the same way in all three kernels
+# the simulator runs each thread in Python). Scores are made the same way in all three kernels
 # (the same products in the same order, then the same two shuffles), so exp(s - lse) in the backward is
 # exactly the forward's att, as in v4; the sums keep v4's per-tile partials, and the dk/dv kernel takes D
 # from the tile's dout (one read of dout, not two). Launch bounds (FLASH_BLOCKS_PER_SM) cap the registers
@@ -955,7 +955,7 @@ LANES_SHIFT = 2
 LANES = 1 << LANES_SHIFT            # threads a row (a power of two: a row's lanes are adjacent, in one warp)
 CHUNK = 4                           # floats a lane reads from a tile row at once: one 16-byte shared load
 FLASH_ROWS = TILE                   # rows (queries or keys) a block on a GPU: v4's grid
-FLASH_ROWS_SIMULATED = 8            # in numba's simulator: 32 Python threads a block, not 128 (8-key tiles)
+FLASH_ROWS_SIMULATED = 8            # in numba's simulator: 32 simulated threads a block, not 128 (8-key tiles)
 FLASH_THREADS = FLASH_ROWS * LANES
 FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 2, "backward_dq": 4}  # the launch bounds above
 

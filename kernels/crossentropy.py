@@ -336,7 +336,7 @@ def fused_classifier(losses, dlogits, probs, logits, targets, dlosses, write_pro
     logits (B, T, V) at targets (B, T); dlogits (B, T, V) = (softmax(logits) - onehot(targets)) * dlosses[..., None],
     written (=, not +=); probs (B, T, V) = softmax(logits) only when write_probs (else probs may be None: a
     lean model keeps no probs buffer). threads: a row's block, a power of two <= BLOCK (None: BLOCK on a GPU; 32
-    in numba's simulator, which runs every thread as a Python thread; tests/test_gpu_launches_cudasim.py runs
+    in numba's simulator, which runs every thread in Python; tests/test_gpu_launches_cudasim.py runs
     BLOCK there too)."""
     if probs is None:
         if write_probs:

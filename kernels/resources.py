@@ -19,8 +19,8 @@ Where the numbers come from, without a GPU:
     from the very constants they use (attention.BLOCK, layernorm.BLOCK, matmul.THREADS_X ...). That is the
     honest source: the only shape-dependent block, layernorm's `block_threads(C)`, is capped by
     layernorm.BLOCK, so the cap is the largest launch at any shape (GPT-2's C = 768 reaches it; a recorded
-    run at a small config would not). A simulator run would also understate: numba's simulator runs a thread
-    per Python thread, and the launchers pick smaller blocks there (fused_classifier: 32 threads, not BLOCK).
+    run at a small config would not). A simulator run would also understate: numba's simulator runs every
+    thread in Python, and the launchers pick smaller blocks there (fused_classifier: 32 threads, not BLOCK).
     No kernel uses dynamic shared memory (no launch passes a third configuration value), so it is 0.
     tests/test_kernels_resources.py checks the table against real launches: in the simulator, with every
     kernel's body skipped (the host side alone, seconds), the model at GPT-2's width (default and fused), the

@@ -46,8 +46,6 @@ def run(args) -> int:
         if "numba" in sys.modules:
             _reexec_with_simulator(args)
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    if args.device == "cudasim":
-        sys.setswitchinterval(1e-4)  # simulated threads are Python threads: cheaper syncthreads barriers
     from .check import OPS, check_shape_request, format_table, passed, verify
     ops = args.op or list(OPS)
     bad = [o for o in ops if o not in OPS]

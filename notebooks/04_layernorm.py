@@ -263,7 +263,7 @@ for name in ("torch", "numba"):
 #   read neighbouring floats; the row's sums are shared-memory *tree reductions* (below, traced).
 # * **v3, one warp per row**: the sums are warp shuffles in registers, no shared memory, no barrier.
 #
-# No GPU is needed to check them: numba's CUDA **simulator** runs every CUDA thread as a Python thread.
+# No GPU is needed to check them: numba's CUDA **simulator** runs every CUDA thread in Python.
 # It is switched on by `NUMBA_ENABLE_CUDASIM=1` before numba is imported, and this notebook has already
 # imported numba for the CPU kernels, so the check runs in its own process:
 

@@ -16,11 +16,6 @@ if "GPT2LAB_TEST_PTX" not in os.environ:
     os.environ["GPT2LAB_TEST_PTX"] = tempfile.mkdtemp(prefix="gpt2lab-test-ptx-")
     atexit.register(shutil.rmtree, os.environ["GPT2LAB_TEST_PTX"], ignore_errors=True)
 
-if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    # The simulator runs each CUDA thread as a Python thread; a short switch interval makes
-    # block-wide barriers (syncthreads) far cheaper.
-    sys.setswitchinterval(1e-4)
-
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -129,9 +129,9 @@ def test_block_reductions_give_every_thread_its_blocks_total():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
 
 
-# install()'s barrier (_cudasim._BlockBarrier) keeps numba's rules: threads that return early do not hold it
-# shut, every barrier call orders all running threads (each round reads what every thread wrote before it),
-# and a thread that raises is named in the launch's error while the others leave their barrier instead of
+# install()'s blocks (_cudasim._run_block) keep numba's barrier rules: threads that return early do not hold
+# it shut, every barrier call orders all running threads (each round reads what every thread wrote before it),
+# and a thread that raises is named in the launch's error, the others stopped at their barrier instead of
 # waiting for it. Run twice: with install(), and with numba's own polling manager (the same rules).
 BARRIER_RULES = textwrap.dedent("""
     import sys
@@ -185,3 +185,38 @@ def test_barriers_keep_numbas_rules(installed):
     proc = _run_simulated(BARRIER_RULES, *(["install"] if installed else []))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "raised: tid=[7, 0, 0] ctaid=[0, 0, 0]: thread seven" in proc.stdout, proc.stdout
+
+
+# install() runs a block's threads as greenlets in the launching OS thread, switched only at barriers: no OS
+# thread a CUDA thread (numba starts one each, which made simulated steps 2-3x slower; docs/figures.md).
+ONE_OS_THREAD = textwrap.dedent("""
+    import sys
+    import threading
+    import numpy as np
+    from numba import cuda
+    if sys.argv[1:] == ["install"]:
+        from gpt2lab.kernels._cudasim import install
+        install()
+    seen = set()
+
+    @cuda.jit
+    def where(out):
+        seen.add((threading.get_ident(), threading.active_count()))
+        cuda.syncthreads()
+        out[cuda.blockIdx.x, cuda.threadIdx.x] = cuda.threadIdx.x
+
+    out = np.zeros((2, 64), np.float32)
+    where[2, 64](out)
+    np.testing.assert_array_equal(out, np.tile(np.arange(64), (2, 1)))
+    assert seen == {(threading.get_ident(), 1)}, sorted(seen)[:3]
+""")
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("installed", [True, False], ids=["install", "numba"])
+def test_a_blocks_threads_run_in_the_launching_os_thread(installed):
+    proc = _run_simulated(ONE_OS_THREAD, *(["install"] if installed else []))
+    if installed:
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    else:   # the check can fail: numba's own simulator runs each CUDA thread in an OS thread of its own
+        assert proc.returncode != 0 and "AssertionError" in proc.stderr, proc.stdout + proc.stderr[-3000:]

@@ -232,7 +232,6 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)   # every CUDA thread is a Python thread: make their barriers cheap
     from gpt2lab.gpt2.config import GPTConfig, OptimConfig
     from gpt2lab.gpt2.faults import inject
     from gpt2lab.gpt2.kernel_backend import NumbaBackend, VerifiedBackend

@@ -1,7 +1,7 @@
 """The GPU's own launch configurations, run in numba's CUDA simulator.
 
 Some launchers pick a smaller launch in the simulator than on a GPU, because the simulator runs every CUDA
-thread as a Python thread: the fused classifier (32 threads a row there, BLOCK = 256 on a GPU), the step's
+thread in Python: the fused classifier (32 threads a row there, BLOCK = 256 on a GPU), the step's
 loss and grad-norm reduction (StepScalars: blocks of 32, not 256), the grid-stride kernels of
 gpt2/buffers.py (one block of 32, not as many blocks of 256 as the data needs) and flash attention v5 (blocks
 of 8 rows x 4 threads and 8-key tiles, not 32 rows and 32 keys). Every other test then checks
@@ -22,7 +22,6 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     from numba import config, cuda
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)
     from gpt2lab.kernels._cudasim import install
     install()
     from gpt2lab.kernels.crossentropy import BLOCK, fused_classifier
@@ -69,7 +68,7 @@ SCRIPT = textwrap.dedent("""
     out["sumsq"] = float(total.copy_to_host()[0])
 
     # flash attention v5 at the GPU's block (FLASH_ROWS rows x LANES threads; the other tests run the simulator's
-    # 8 rows): T = 40 spans two 32-row tiles, the second partly past T. One head: 128 Python threads are slow
+    # 8 rows): T = 40 spans two 32-row tiles, the second partly past T. One head: 128 simulated threads are slow
     from gpt2lab.kernels.attention import FLASH_ROWS, _flash_launch
     B, T, C, NH = 1, 40, 8, 1
     qkv = cuda.to_device((rng.standard_normal((B, T, 3 * C)) * 2).astype(np.float32))

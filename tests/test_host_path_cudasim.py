@@ -45,7 +45,6 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.gpt2.kernel_backend import NumbaBackend
     from numba import cuda

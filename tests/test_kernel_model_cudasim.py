@@ -24,7 +24,6 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make their barriers cheap
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.gpt2.kernel_model import KernelGPT2
     model = KernelGPT2(GPTConfig(**{micro}), device="cudasim", seed=0)

@@ -17,7 +17,7 @@ from simulated import measure_in_simulator
 # probe -> (naive version, accurate version = the model's default). Attention's v2 errs only 1.7-3x
 # PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there;
 # the flash backward (att rebuilt from lse; its own entry points, the fused path's) is probed on its own, at
-# v4: its default v5 took ~150 s at T = 384 here (v5 32 Python threads a block; measured once, 2026-11-26:
+# v4: its default v5 took ~150 s at T = 384 here (v5 32 simulated threads a block; measured once, 2026-11-26:
 # dq 2.3, dk 0.71, dv 0.34 x PyTorch's error, v4 1.9, 0.80, 0.39), too slow for the suite. v5's probe is the
 # GPU's (tools/gpu_recheck.sh, docs/figures.md), and its harness rows run here (test_kernels_cudasim).
 VERSIONS = {"matmul.dinp": ("v1", "v5"), "matmul.dweight": ("v1", "v5"), "matmul.dbias": ("v1", "v5"),

@@ -13,7 +13,6 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)
     from gpt2lab.kernels._cudasim import install
     install()   # v5's aligned shared arrays and its shuffles, as the harness has them
     from gpt2lab.kernels import bench

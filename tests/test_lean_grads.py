@@ -132,7 +132,6 @@ SCRIPT = textwrap.dedent("""
     import json, sys, numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.gpt2.kernel_model import KernelGPT2
     from gpt2lab.kernels.crossentropy import fused_classifier

@@ -22,7 +22,6 @@ AWKWARD = {"B": 3, "T": 3, "C": 37, "OC": 65}
 
 _SIM_SCRIPT = """
 import json, sys
-sys.setswitchinterval(1e-4)
 from dataclasses import asdict
 from gpt2lab.kernels import matmul
 from gpt2lab.kernels.check import check_op
@@ -109,7 +108,6 @@ def test_v7_matches_pytorch_in_the_simulator_across_two_tiles_and_a_carried_part
 # acc + part is 1. Without the carry (part reset to 0) the result is 0, as a plain float32 running sum's is.
 CARRY = """
 import sys
-sys.setswitchinterval(1e-4)
 import numpy as np
 from numba import cuda
 from gpt2lab.kernels._cudasim import install

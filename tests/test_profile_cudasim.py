@@ -18,7 +18,6 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)
     from gpt2lab.gpt2.bench import profile_step_cuda
     from gpt2lab.gpt2.config import GPTConfig
     from gpt2lab.kernels import _cuda

@@ -142,7 +142,6 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM, "the simulator must be on in this process"
-    sys.setswitchinterval(1e-4)  # every CUDA thread is a Python thread: make their barriers cheap
     sys.path.insert(0, sys.argv[2])
     from test_residual_layernorm_model import SIM_MICRO, run_model
     from gpt2lab.gpt2.config import GPTConfig
