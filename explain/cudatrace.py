@@ -25,8 +25,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpt2lab.kernels._cudasim import current_thread
-
 from .simulator import child_ready, run_simulated
 
 KERNELS = ("v1", "v2")
@@ -105,6 +103,7 @@ class Recorder:
 
 def where() -> tuple[int, int, int]:
     """(block, thread, phase) of the calling simulated CUDA thread; 2-D and 3-D ids flattened x-fastest."""
+    from gpt2lab.kernels._cudasim import current_thread   # here: importing this module loads no numba
     thread = current_thread()   # the simulated CUDA thread: it knows its blockIdx and threadIdx
     gx, gy, _ = (tuple(thread._manager._grid_dim) + (1, 1))[:3]
     b = thread.blockIdx

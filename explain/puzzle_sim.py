@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not child_ready("puzzle_sim", "gpt2lab.explain.puzzles"):
         return 2
+    from gpt2lab.kernels._cudasim import install
+    install()   # our simulator's blocks (greenlets, not numba's OS thread a CUDA thread): the training is all launches
     action, name, path = argv[:3]
     from .exercise import CheckResult
     from .puzzles import run_puzzle_check, train_plugged

@@ -18,6 +18,7 @@ GPU it does nothing.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 
@@ -27,8 +28,8 @@ from numba.np import numpy_support
 
 
 def install() -> None:
-    """Make numba's CUDA simulator fit for our kernels: warp shuffles, shared arrays without a race, and a
-    block barrier that waits instead of polling.
+    """Make numba's CUDA simulator fit for our kernels: warp shuffles, shared arrays without a race, and blocks
+    whose threads are greenlets (no OS thread a CUDA thread, no polling).
 
     A no-op on a real GPU (or when the simulator is off). Idempotent.
     """
@@ -71,6 +72,9 @@ def _install_warp_shuffles(module_class) -> None:
     module_class.shfl_xor_sync = exchange(lambda lane, lane_mask: lane ^ lane_mask)
 
 
+_BARRIER = object()   # what a thread hands its block's scheduler at a barrier (at an atomic it hands None)
+
+
 class SimThread:
     """One simulated CUDA thread: what kernel code asks of numba's BlockThread (threadIdx, blockIdx, thread_id,
     the block's manager, the barriers), run as a greenlet of the block's scheduler instead of an OS thread."""
@@ -86,7 +90,7 @@ class SimThread:
 
     def syncthreads(self) -> None:
         """Back to the block's scheduler; it resumes this thread once every running thread is at a barrier."""
-        self.greenlet.parent.switch()
+        self.greenlet.parent.switch(_BARRIER)
 
     def _syncthreads_reduce(self, value, reduce):   # numba's syncthreads_count/and/or, over our barrier
         self._manager.block_state[tuple(self.threadIdx)] = value
@@ -114,49 +118,98 @@ def current_thread():
     return _Running.thread or threading.current_thread()
 
 
+class _Aborted(RuntimeError):
+    """Thrown into the threads of a block one of whose threads raised (numba's words for it)."""
+
+
 def _run_block(manager, grid_point, *args) -> None:
-    """Run one block: every thread in numba's order (x fastest), each until its next barrier or its end, round
-    after round. So a barrier opens when every thread that has not finished waits at it, as numba's rule says
-    (a thread that returned early does not hold it shut). The first thread that raises ends the launch with
-    its error, named by tid and ctaid as numba names it; the others are left at their barrier."""
+    """Run one block: every thread in numba's thread order, each until its next barrier or its end, round after
+    round. So a barrier opens when every thread that has not finished waits at it, as numba's rule says (a
+    thread that returned early does not hold it shut). A thread also steps aside after each atomic operation
+    and runs again before the barrier opens: a thread spinning on a flag that another sets atomically then
+    lets the other run, as a GPU's threads would. The first thread that raises ends the launch with its error,
+    named by tid and ctaid as numba names it; the others are unwound at once (a thread left suspended inside a
+    device function would keep that function's module bound to this launch's fake `cuda`)."""
     body = (lambda: manager._f(*args)) if not manager._debug else _debug_body(manager, args)
     threads = [SimThread(manager, grid_point, point, body) for point in np.ndindex(*manager._block_dim)]
     try:
-        while threads:
-            at_barrier = []
-            for t in threads:
-                _Running.thread = t
-                try:
-                    t.greenlet.switch()
-                except Exception as e:   # numba's message: which thread of which block failed
-                    where = f"tid={list(t.threadIdx)} ctaid={list(t.blockIdx)}"
-                    raise type(e)(f"{where}: {e}" if str(e) else where).with_traceback(e.__traceback__) from None
-                if not t.greenlet.dead:
-                    at_barrier.append(t)
-            threads = at_barrier
+        running = threads
+        while running:
+            waiting = running   # to run until their next barrier or end
+            while waiting:
+                waiting = [t for t in waiting if _resume(t) is not _BARRIER and not t.greenlet.dead]
+            running = [t for t in running if not t.greenlet.dead]
     finally:
+        _unwind(threads)
         _Running.thread = None
+
+
+def _resume(t: SimThread):
+    """Run thread t until it hands back (_BARRIER at a barrier, None at an atomic or its end)."""
+    _Running.thread = t
+    try:
+        return t.greenlet.switch()
+    except Exception as e:   # numba's message: which thread of which block failed
+        where = f"tid={list(t.threadIdx)} ctaid={list(t.blockIdx)}"
+        raise type(e)(f"{where}: {e}" if str(e) else where).with_traceback(e.__traceback__) from None
+
+
+def _unwind(threads) -> None:
+    """End every thread not finished (a launch that failed): each raises where it waits, so its frames close."""
+    for t in threads:
+        if not t.greenlet.dead:
+            _Running.thread = t
+            try:
+                t.greenlet.throw(_Aborted("abort flag set on syncthreads clear"))
+            except Exception:   # noqa: BLE001 - the launch's own error is already on its way
+                pass
+
+
+def _step_aside():
+    """After an atomic operation: back to the block's scheduler, which runs the others before this one again."""
+    t = _Running.thread
+    if t is not None:
+        t.greenlet.parent.switch(None)
 
 
 def _debug_body(manager, args):
     def body():   # numba's debug mode: a division by zero raises
-        np.seterr(divide="raise")
-        manager._f(*args)
+        with np.errstate(divide="raise"):
+            manager._f(*args)
     return body
+
+
+class _ThreadingForKernels:
+    """threading, as numba's kernel API sees it: current_thread is the simulated thread running now."""
+    current_thread = staticmethod(current_thread)
+
+    def __getattr__(self, name):
+        return getattr(threading, name)
 
 
 def _install_cooperative_blocks() -> None:
     """Replace numba's block manager. numba starts an OS thread per CUDA thread and polls them all, again and
     again, to find out whether they wait at syncthreads. Here a block's threads are greenlets in the launching
-    thread, switched only at barriers: no thread starts, no polling, no hand-offs of the GIL (a simulated fused
-    training step 2.6x faster; docs/figures.md). Same blockIdx, threadIdx, thread order and barrier rule, and a
-    launch runs the same way every time. numba's kernel API finds "the current thread" through
-    threading.current_thread: it is pointed at `current_thread`."""
-    from types import SimpleNamespace
-
+    thread, switched at barriers and after atomics: no thread starts, no polling, no hand-offs of the GIL (a
+    simulated fused training step 2.6x faster; docs/figures.md). Same blockIdx, threadIdx, thread order and
+    barrier rule, and a launch runs the same way every time. numba's kernel API finds "the current thread"
+    through threading.current_thread: it is pointed at `current_thread`."""
     from numba.cuda.simulator import kernel, kernelapi
-    kernelapi.threading = SimpleNamespace(current_thread=current_thread)
+    kernelapi.threading = _ThreadingForKernels()
     kernel.BlockManager.run = _run_block
+    atomic = kernelapi.FakeCUDAAtomic
+    for name, op in list(vars(atomic).items()):
+        if callable(op) and not name.startswith("_"):
+            setattr(atomic, name, _then_step_aside(op))
+
+
+def _then_step_aside(op):
+    @functools.wraps(op)
+    def atomic_op(*args, **kwargs):
+        old = op(*args, **kwargs)
+        _step_aside()
+        return old
+    return atomic_op
 
 
 _SHARED_LOCK = threading.Lock()

@@ -177,7 +177,7 @@ draw_puzzle("matmul_tiled_kernel", matmul_tiled_kernel)    # the tiles *your* la
 
 # %% [markdown]
 # Plugged in, your kernel computes every matmul of the micro model's forward pass — the four of the block and
-# the tied `lm_head` — in the simulator (a minute or so: every CUDA thread runs in Python).
+# the tied `lm_head` — in the simulator (ten seconds or so: every CUDA thread runs in Python).
 
 # %%
 train_with("matmul_tiled_kernel", matmul_tiled_kernel, steps=3)

@@ -220,3 +220,60 @@ def test_a_blocks_threads_run_in_the_launching_os_thread(installed):
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     else:   # the check can fail: numba's own simulator runs each CUDA thread in an OS thread of its own
         assert proc.returncode != 0 and "AssertionError" in proc.stderr, proc.stdout + proc.stderr[-3000:]
+
+
+# Two things a block of greenlets must still do. A launch that fails unwinds the block's other threads: one left
+# suspended inside a device function kept that module's `cuda` bound to the failed launch's fake module, so the
+# next launch saw its blockDim and gridDim (a review found it). And a thread spinning on a flag another thread
+# sets atomically gets there (threads step aside after each atomic), as on a GPU and in numba's own simulator.
+AFTER_A_FAILURE_AND_A_SPIN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from numba import cuda
+    if sys.argv[1:] == ["install"]:
+        from gpt2lab.kernels._cudasim import install
+        install()
+
+    @cuda.jit(device=True)
+    def load(x, i):
+        cuda.syncthreads()
+        return x[i]
+
+    @cuda.jit
+    def dims(out, x):
+        tid = cuda.threadIdx.x
+        v = load(x, tid)
+        out[tid, 0] = cuda.blockDim.x
+        out[tid, 1] = cuda.gridDim.x
+        out[tid, 2] = v
+
+    try:
+        dims[3, 16](np.zeros((16, 3), np.float32), np.ones(8, np.float32))   # threads 8.. index past x
+    except IndexError as e:
+        print("raised:", e)
+    out = np.zeros((4, 3), np.float32)
+    dims[1, 4](out, np.full(4, 2, np.float32))
+    np.testing.assert_array_equal(out, np.tile([4, 1, 2], (4, 1)))
+
+    @cuda.jit
+    def handoff(flag, out):
+        tid = cuda.threadIdx.x
+        if tid == 0:
+            while cuda.atomic.add(flag, 0, 0) == 0:   # waits for thread 32, in another warp
+                pass
+            out[0] = 1
+        elif tid == 32:
+            cuda.atomic.exch(flag, 0, 1)
+
+    out = np.zeros(1, np.int32)
+    handoff[1, 64](np.zeros(1, np.int32), out)
+    assert out[0] == 1
+""")
+
+
+@pytest.mark.cudasim
+def test_a_failed_launch_leaves_nothing_behind_and_a_spin_on_an_atomic_ends():
+    """(numba's own simulator fails the first half too: the threads of the failed launch run on after it raised.)"""
+    proc = run_in_simulator("-c", AFTER_A_FAILURE_AND_A_SPIN, "install", timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "raised: tid=[8, 0, 0] ctaid=[0, 0, 0]" in proc.stdout, proc.stdout   # the first thread that failed
