@@ -342,6 +342,8 @@ class _SimLauncher:
     __slots__ = ("name", "dispatcher", "config")
 
     def __init__(self, name, dispatcher, config):
+        from ._cudasim import install
+        install()   # our kernels always run in our simulator (greenlet blocks, shuffles), whoever launched them
         self.name, self.dispatcher, self.config = name, dispatcher, config
 
     def __call__(self, *args):

@@ -12,9 +12,10 @@ Python code. Two things it lacks, our kernels need, and one it does slowly:
   time.
 
 `install()` adds all three; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
-atomics with recording ones. Nothing here runs on import: whoever runs kernels in the simulator calls
-`install()` first (the verification CLI, the model on device "cudasim", the simulator tests), and on a real
-GPU it does nothing.
+atomics with recording ones. Nothing here runs on import. A kernel of ours installs it at its first launch in
+the simulator (kernels/_cuda.py's launcher), whoever launched it; a plain @cuda.jit kernel (a learner's puzzle,
+a test's) runs in it where its process called `install()` (puzzle_sim, cudatrace, the verification CLI, the
+model on device "cudasim"). On a real GPU it does nothing.
 """
 from __future__ import annotations
 
