@@ -349,7 +349,7 @@ PROBES = {p.name: p for p in (
     Probe("attention.flash", "T keys (dq), T queries (dk, dv); att rebuilt from lse",
           {"cudasim": {"B": 1, "T": 384, "NH": 1, "hs": 2},
            "cuda": {"B": 4, "T": 1024, "NH": 12, "hs": 64}, "cpu": {"B": 1, "T": 1024, "NH": 2, "hs": 64}},
-          {"cudasim": ("v4",), "cuda": ("v4", "v5"), "cpu": ("flash",)},  # v5 in the simulator: 100 s
+          {"cudasim": ("v4",), "cuda": ("v4", "v5", "v6"), "cpu": ("flash",)},  # v5 in the simulator: 100 s
           _attn_inputs, _attn_run, _attn_torch),
 )}
 

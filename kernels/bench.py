@@ -303,8 +303,10 @@ OP_BENCHES = {
     # new kernels not called by the model yet (docs/kernels.md): timed so a GPU run measures them
     "attention_flash": _bench_attention_flash, "residual_layernorm": _bench_residual_layernorm,
     "attention_flash_v5": lambda c, s: _bench_attention_flash(c, s, "v5"),
+    "attention_flash_v6": lambda c, s: _bench_attention_flash(c, s, "v6"),
 }
-CUDA_ONLY_OPS = ("attention_flash_v5",)  # a CUDA version of an op, beside its default: no CPU version to time
+# a CUDA version of an op, beside its default: no CPU version to time
+CUDA_ONLY_OPS = ("attention_flash_v5", "attention_flash_v6")
 
 
 # ------------------------------------------------------------------ the work each op must do
@@ -408,6 +410,7 @@ OP_WORK = {
     "matmul_lm_head": _work_matmul_lm_head, "attention": _work_attention, "gelu": _work_gelu,
     "residual": _work_residual, "crossentropy": _work_crossentropy, "adamw": _work_adamw,
     "attention_flash": _work_attention_flash, "attention_flash_v5": _work_attention_flash,
+    "attention_flash_v6": _work_attention_flash,
     "residual_layernorm": _work_residual_layernorm,
 }
 

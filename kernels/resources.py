@@ -251,7 +251,8 @@ def _attention_blocks(attention) -> dict:
     table = {k: Launch(attention.BLOCK, "attention.BLOCK (_launch_rows)") for k, _ in attention.CUDA_KERNELS}
     table.update({k: Launch(attention.TILE, "attention.TILE") for k in tiled})
     table.update({k: Launch(attention.FLASH_THREADS, "attention.FLASH_THREADS")
-                  for k in attention.flash_v5_kernels(attention.HS_MAX)})
+                  for k in (*attention.flash_v5_kernels(attention.HS_MAX),
+                            *attention.flash_v6_kernels(attention.HS_MAX))})
     return table
 
 
