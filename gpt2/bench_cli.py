@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="on cuda: the flash attention version of our fused-path step, in the whole-step benchmark and "
                         "--profile (default: the kernels' default, kernels/attention.py's DEFAULT_FLASH; the op "
-                        "benchmark times both, attention_flash and attention_flash_v5)")
+                        "benchmark times each, attention_flash, attention_flash_v5 and attention_flash_v6)")
     p.add_argument("--ladder", action=argparse.BooleanOptionalAction, default=None,
                    help="time every matmul version, TFLOP/s and %% of cuBLAS (default: on with --device cuda)")
     p.add_argument("--ladder-version", action="append", metavar="VERSION",

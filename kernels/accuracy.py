@@ -290,7 +290,7 @@ def _split_qkv(dinp):
 
 def _attn_run(inputs, version):
     from .attention import attention_backward, attention_backward_flash
-    if version in ("v4", "v5", "flash"):  # the flash backward: from out and lse, on the device or the CPU
+    if version in ("v4", "v5", "v6", "flash"):  # the flash backward: from out and lse, on the device or the CPU
         args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
                 "out": inputs["out"], "lse": inputs["lse"], "n_head": inputs["n_head"]}
         if version == "flash":

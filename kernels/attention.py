@@ -85,8 +85,8 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
          "v5"    flash attention in registers: v4's math, four threads a row, kernels compiled per head size;
                  the flash entry points' CUDA default (on an H200, 8-28x faster than v4 and 0.3x PyTorch
                  eager's attention at B=4, T=64-256: docs/figures.md)
-         "v6"    v5 with a lean loader for the tiles inside the head (no test or clamp a load): v5's results bit
-                 for bit; its tile loads take 44-62% fewer instructions (SASS), a tile 10-15% fewer; untimed
+         "v6"    v5 with a lean loader for the tiles inside the head (no test or clamp a load; hs a power of two
+                 >= 16, else v5's loads): v5's results bit for bit, ~12% fewer instructions a tile (SASS); untimed
          "cublas" q k^T and att v as cuBLAS's batched GEMMs through PyTorch on the same device memory, torch's
                  softmax and its backward between them (kernels/_cublas.py; TF32 off): llm.c's choice, and
                  `gpt2lab train --matmul cublas`'s, with matmul's "cublas"
@@ -1005,9 +1005,12 @@ def flash_v6_kernels(hs, rows=FLASH_ROWS):
 # channel, selects the zero after, and indexes with signed numbers (numba's negative-index wraparound, three
 # times a load); its 32 keys' inner loops are 32 x 103 instructions, so the loader is ~20% of a tile's
 # instructions (the backward's: 1242 of ~5200 and 808 of ~4000). A tile that lies inside the head (its R rows
-# below T, and hs a multiple of LANES x CHUNK: no padding channels) needs none of that: v6 loads it with
-# unsigned indices and no test, as matmul v7 loads its interior tiles; the edge tiles keep v5's clamped loads.
-# The values loaded are the same, so v6's results are v5's, bit for bit (tests/test_attention_flash.py).
+# below T, and hs a power of two >= 16: no padding channels) needs none of that: v6 loads it with unsigned
+# indices at constant steps and no test, as matmul v7 loads its interior tiles; the edge tiles keep v5's clamped
+# loads. On a build with the edge path taken out the tile loop is 333 / 694 / 308 instructions; in the kernel
+# as built, which holds both paths, the forward's interior path is ~378 (~12% fewer a tile in all). Registers:
+# 96 / 244 / 128 (v5: 96 / 254 / 128), no spills. The values loaded are the same, so v6's results are v5's, bit
+# for bit (tests/test_attention_flash.py).
 @functools.cache
 def _flash_kernels(version, hs, rows):
     if rows & (rows - 1) or not 32 <= rows * LANES <= 1024:
@@ -1018,7 +1021,10 @@ def _flash_kernels(version, hs, rows):
     W = ceil_div(hs, LANES * CHUNK) * LANES * CHUNK  # a shared tile row: hs rounded up (the padding holds zeros)
     HSL = W // LANES                                 # channels a lane owns, CHUNK at a time
     scale = float32(1.0 / math.sqrt(hs))
-    LEAN = version == "v6" and W == hs               # interior tiles without a test (v6; no padding channels)
+    # v6's interior tiles without a test: no padding channels, and W a power of two, so that a tile's W-long rows
+    # and its THREADS threads divide one another and tile_slot's split is exact (at hs = 48 it was not: some
+    # elements loaded twice, others never; a review found it). Any other hs loads every tile as v5 does.
+    LEAN = version == "v6" and W == hs and W & (W - 1) == 0
 
     @cuda.jit(device=True, inline="always")
     def channel(lane, i):
@@ -1269,7 +1275,8 @@ CUDA_KERNELS = (
 )
 BLOCK = 64  # small blocks: B*NH*T rows is only 12288 at GPT-2 T=256, spread them over all the SMs
 CPU_VERSIONS = ("rows", "blas")
-# The flash pair's own versions: the CPU loops, and the CUDA v4 and v5 (v5 the default: timed, above).
+# The flash pair's own versions: the CPU loops, and the CUDA v4, v5 and v6 (v5 the default: timed, above; v6 not
+# yet timed).
 FLASH_CPU_VERSIONS = ("flash",)
 FLASH_CUDA_VERSIONS = ("v4", "v5", "v6")
 DEFAULT_FLASH = {"cpu": "flash", "cuda": "v5"}
@@ -1397,8 +1404,8 @@ def attention_forward_flash(out, lse, inp, n_head, version=None):
     """Flash-attention forward: writes out (B, T, C) and lse (B, NH, T) = log sum_t2 exp(preatt); no T x T att.
 
     The pair of attention_backward_flash, which needs out and lse (not att). The contract of
-    attention_forward_online (same arguments, same results); on the GPU the tiled kernels (version: "v4", the
-    default, or "v5"), on the CPU the online-softmax loops ("flash"). att, where wanted (lessons, parity), is
+    attention_forward_online (same arguments, same results); on the GPU the tiled kernels (version: "v4", "v5",
+    the default, or "v6"), on the CPU the online-softmax loops ("flash"). att, where wanted (lessons, parity), is
     exp(preatt - lse): `att_from_lse`.
     """
     op = "attention_forward_flash"

@@ -180,8 +180,8 @@ def _bench_attention(c: Case, s):
 
 
 def _bench_attention_flash(c: Case, s, version=None):
-    """attention's flash pair (out and lse, no T x T att; CUDA `version`, None: v4) against the same PyTorch
-    attention."""
+    """attention's flash pair (out and lse, no T x T att; CUDA `version`, None: the default) against the same
+    PyTorch attention."""
     from .attention import attention_backward_flash, attention_forward_flash
     B, T, C, NH = s["B"], s["T"], s["C"], s["NH"]
     qkv, dout, theirs = _attention_inputs(c, s)
