@@ -25,7 +25,7 @@ SHARED_RACE = textwrap.dedent("""
 
     real_empty = np.empty
     def slow_empty(shape, dtype=float, *args, **kwargs):
-        time.sleep(0.02)
+        time.sleep(0.25)   # long enough for the next thread to start on a loaded machine (0.02 once was not)
         out = real_empty(shape, dtype, *args, **kwargs)
         out.fill(np.nan)
         return out
