@@ -723,8 +723,8 @@ def add_arguments(p) -> None:
                         "again with --resume")
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="numba backend on cuda, fused path (the default there): the flash attention version "
-                        "(default v5, each row in registers; v4 is the one before it, v6 a candidate). Not stored in the run: give "
-                        "it again with --resume")
+                        "(default v5, each row in registers; v4 is the one before it, v6 a candidate). Not stored "
+                        "in the run: give it again with --resume")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "

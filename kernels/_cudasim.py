@@ -8,8 +8,8 @@ Python code. Two things it lacks, our kernels need, and one it does slowly:
   switched between the two steps each get a private "shared" array (`shared_array_method`);
 * cheap blocks (`_install_cooperative_blocks`): numba starts an OS thread per CUDA thread and its block
   manager spins, asking every thread again and again whether it waits in syncthreads. Here a block's threads
-  are greenlets, switched only at barriers: no OS threads, no polling, and a launch runs the same way every
-  time.
+  are greenlets, switched at barriers and after atomics: no OS threads, no polling, and a launch runs the same
+  way every time.
 
 `install()` adds all three; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
 atomics with recording ones. Nothing here runs on import. A kernel of ours installs it at its first launch in

@@ -1390,7 +1390,7 @@ def datt_scratch(B, n_head, T):
 
 def _flash_launch(version, B, T, C, n_head, rows=None):
     """A flash version's (forward, backward dk dv, backward dq) kernels and their launch: a block per TILE rows
-    (queries or keys) of one (b, h), of TILE threads (v4) or rows x LANES (v5, compiled for this head size;
+    (queries or keys) of one (b, h), of TILE threads (v4) or rows x LANES (v5 and v6, compiled for this head size;
     rows None: FLASH_ROWS, or FLASH_ROWS_SIMULATED in the simulator)."""
     if version in ("v5", "v6"):
         rows = rows or (FLASH_ROWS_SIMULATED if numba.config.ENABLE_CUDASIM else FLASH_ROWS)

@@ -187,7 +187,7 @@ def test_barriers_keep_numbas_rules(installed):
     assert "raised: tid=[7, 0, 0] ctaid=[0, 0, 0]: thread seven" in proc.stdout, proc.stdout
 
 
-# install() runs a block's threads as greenlets in the launching OS thread, switched only at barriers: no OS
+# install() runs a block's threads as greenlets in the launching OS thread, switched at barriers and atomics: no OS
 # thread a CUDA thread (numba starts one each, which made simulated steps 2-3x slower; docs/figures.md).
 ONE_OS_THREAD = textwrap.dedent("""
     import sys
