@@ -450,11 +450,14 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
     for command in found:
         parse(command)
     total = sum(c["limit"] for c in found)
-    assert all(c["limit"] for c in found) and f"The limits add up to {total} s" in text and total <= LIMITS_S
+    # 25 s past the full script's limits: its last step may be cut, and the files before it still come back
+    assert all(c["limit"] for c in found) and f"The limits add up to {total} s" in text and total <= LIMITS_S + 25
+    assert "accuracy" in found[-1]["line"]
     ladder = next(parse(c) for c in found if "--ladder-version" in c["argv"])
     assert {"v6", "v7"} <= set(ladder.ladder_version)
     steps = [parse(c) for c in found if c["argv"][0] == "bench" and "--steps" in c["argv"] and parse(c).steps]
-    assert {(a.matmul, a.flash) for a in steps} == {("v7", None), ("v7", "v6")}   # the flash candidate beside v5
+    # the flash candidate beside v5, and the tiny step on the defaults
+    assert {(a.matmul, a.flash) for a in steps} == {("v7", None), ("v7", "v6"), ("numba", None)}
     if _no_gpu_here():
         from gpt2lab.gpt2 import cli, host_profile_cli
         for command in (c for c in found if c["kind"] == "gpt2lab"):   # bench and verify (--shape checked first)

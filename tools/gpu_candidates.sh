@@ -6,10 +6,11 @@
 # how fast, then the 124M step on matmul v7 with flash v5 and v6, then the matmuls' long sums.
 #
 #   bash tools/gpu_checks.sh prepare        here, as for the full script (the same .whl/)
-#   bash tools/gpu_candidates.sh run        there: ~9 minutes at most, every file straight into $OUT
+#   bash tools/gpu_candidates.sh run        there: ~10 minutes at most, every file straight into $OUT
 #
 # A device call returns at most 8 files: this writes exactly 8 (each step's stderr into log.txt).
-# The limits add up to 535 s (the wheel install before them took ~10 s on an H200):
+# The limits add up to 575 s (the wheel install before them took ~10 s on an H200). That leaves ~15 s of a 600 s
+# call: if the call's limit cuts the last step (the accuracy probes), every file written before it still comes back:
 #   verify.txt         gpt2lab verify --device cuda: matmul v7, attention v6 (40 s each); then v7's verify at one
 #                      small shape under compute-sanitizer racecheck (shared-memory hazards: 60 s) and
 #                      memcheck (40 s), their summary lines copied into summary.txt                        180 s
@@ -20,11 +21,13 @@
 #   steps1024_v7_flash6.json  the same with --matmul v7 --flash v6, profiled: flash v6's kernels beside v5's
 #                      in the first file's profile (flash v5 was 13% of the step on the H200; the profiled
 #                      step on the H200's defaults took ~51 s, compiles included)                           80 s
+#   steps64_tiny.json  the tiny step at B=8, T=64 on the defaults against torch (the tiny goal, <= 1.0x; 2.00x on
+#                      the H200 before prepared launches and the cheaper views and checks)                  40 s
 #   host_tiny.txt      where the tiny step's host time goes (gpt2/host_profile.py: cProfile of 20 steps at B=8,
 #                      T=64 on the default kernels, grouped ours / numba / cuda.core): the tiny goal is host-bound,
 #                      ~127 us of host time a launch on the H200 against ~15 us for numba's bare launch. Twice:
 #                      with prepared launches (kernels/_cuda.py, the default) and with numba's own     2 x 40 s
-#   accuracy.txt       the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU        35 s
+#   (verify.txt)       last, the matmul's long-sum probes, v5 v6 v7 and cuBLAS, PyTorch float32 on the GPU  35 s
 # plus summary.txt (each step's exit status) and log.txt. A candidate that wins goes into DEFAULT_VERSION by the
 # rule of docs/kernels.md (as accurate as PyTorch, then the fastest measured); then tools/gpu_recheck.sh.
 # tests/test_gpu_checks.py checks these command lines as it checks the full script's.
@@ -57,6 +60,9 @@ run)
     timeout 80 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul v7 --flash v6 --profile > "$out/steps1024_v7_flash6.json" 2>> "$log"
     echo "steps T=1024 --matmul v7 --flash v6: exit $?" | tee -a "$out/summary.txt"
+    timeout 40 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny --batch 8 --seq 64 \
+        --reps 5 > "$out/steps64_tiny.json" 2>> "$log"
+    echo "steps tiny T=64: exit $?" | tee -a "$out/summary.txt"
     timeout 40 python3 -m gpt2lab.gpt2.host_profile_cli --device cuda --config tiny --batch 8 --seq 64 --steps 20 \
         --top 40 >> "$out/host_tiny.txt" 2>> "$log"
     echo "host profile, tiny: exit $?" | tee -a "$out/summary.txt"
@@ -64,7 +70,7 @@ run)
         --batch 8 --seq 64 --steps 20 --top 40 >> "$out/host_tiny.txt" 2>> "$log"
     echo "host profile, tiny, numba's own launches: exit $?" | tee -a "$out/summary.txt"
     timeout 35 python3 -m gpt2lab.kernels.accuracy --device cuda --probe matmul.dinp --probe matmul.dweight \
-        --version v5 --version v6 --version v7 --version cublas > "$out/accuracy.txt" 2>> "$log"
+        --version v5 --version v6 --version v7 --version cublas >> "$out/verify.txt" 2>> "$log"
     echo "accuracy: exit $?" | tee -a "$out/summary.txt" ;;
 *)
     echo "usage: bash tools/gpu_candidates.sh run (after: bash tools/gpu_checks.sh prepare)" >&2; exit 2 ;;
