@@ -31,13 +31,13 @@ def test_every_probe_is_tested():
 
 def test_accurate_versions_are_the_defaults():
     from gpt2lab.kernels import crossentropy, encoder, layernorm, matmul
-    assert matmul.DEFAULT_VERSION["cuda"] == "v5"
+    assert matmul.DEFAULT_VERSION["cuda"] == "v7"
     assert layernorm.DEFAULT_VERSION["cuda"] == "v4"
     assert encoder.DEFAULT_VERSION["cuda"] == "v3"
     assert crossentropy.DEFAULT_VERSION["cuda"] == "v3"
     from gpt2lab.kernels import attention
     assert attention.DEFAULT_VERSION["cuda"]["attention_backward"] == "v3"
-    assert attention.DEFAULT_FLASH["cuda"] == "v5"
+    assert attention.DEFAULT_FLASH["cuda"] == "v6"
 
 
 @pytest.mark.cudasim

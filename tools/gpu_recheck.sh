@@ -7,13 +7,15 @@
 #   bash tools/gpu_recheck.sh run         there: ~6 minutes at most, every file straight into $OUT (or build/gpu)
 #
 # At most 8 files come back from a device call, so this writes exactly 8, each step's stderr into one log.txt
-# (the full script writes ~20: run it with OUT=/tmp/g and tar the folder into $OUT). The limits add up to 330 s:
+# (the full script writes ~20: run it with OUT=/tmp/g and tar the folder into $OUT). The limits add up to 360 s:
 #   small.jsonl        the small config, 300 steps at B=4, T=64, live parity every 40th step, on the default
 #                      path (on a GPU the fused one): parity on the GPU, and on the fused path              50 s
 #   gpt2.jsonl         the 124M config, 10 steps at B=4, T=1024, live parity every 5th step                 45 s
 #   steps1024.json     the 124M step at B=4, T=1024 on the defaults (issue 14's headline goal), and where
 #                      its GPU time goes, kernel by kernel, on each path (--profile)                       80 s
 #   steps64.json       tiny and gpt2 at B=8, T=64 (tiny's goal is at B=8)                                  60 s
+#   (log.txt)          tiny again on matmul v5, the default before v7: is the 128 x 128 tile worse on
+#                      tiny's small products? (the table and the JSON go into the log)                    30 s
 #   cublas1024.json    the 124M step at B=4, T=1024 with --matmul cublas                                   45 s
 #   accuracy.txt       the long-sum probes of the matmul and of flash attention, PyTorch float32 on the GPU 50 s
 # plus summary.txt (each step's exit status) and log.txt. tests/test_gpu_checks.py checks these command lines
@@ -38,6 +40,9 @@ run)
     timeout 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
         --seq 64 --reps 5 > "$out/steps64.json" 2>> "$log"
     echo "steps T=64: exit $?" | tee -a "$out/summary.txt"
+    timeout 30 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny --batch 8 \
+        --seq 64 --reps 5 --matmul v5 >> "$log" 2>&1
+    echo "steps tiny T=64 --matmul v5: exit $?" | tee -a "$out/summary.txt"
     timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul cublas > "$out/cublas1024.json" 2>> "$log"
     echo "steps T=1024 --matmul cublas: exit $?" | tee -a "$out/summary.txt"
