@@ -715,7 +715,7 @@ def add_arguments(p) -> None:
                    help="numba: the per-op kernels, one per op (the default on the cpu); with --resume, takes a "
                         "fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
-                   help="numba backend on cuda: our matmul kernels (default: v5), one of our versions by name (e.g. "
+                   help="numba backend on cuda: our matmul kernels (default: v7), one of our versions by name (e.g. "
                         "v3, to time it again; v1, v2 are the teaching versions, less accurate than PyTorch on long "
                         "sums, and live parity flags them), or cuBLAS on the same device memory for the linear "
                         "layers and attention's q k^T and att v (llm.c's choice; the fused path keeps flash "
@@ -723,8 +723,8 @@ def add_arguments(p) -> None:
                         "again with --resume")
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="numba backend on cuda, fused path (the default there): the flash attention version "
-                        "(default v5, each row in registers; v4 is the one before it, v6 a candidate). Not stored "
-                        "in the run: give it again with --resume")
+                        "(default v6, each row in registers; v5 the same without its lean loader, v4 before it). "
+                        "Not stored in the run: give it again with --resume")
     p.add_argument("--inject-fault", metavar="OP", default=None,
                    help="numba: break one kernel on purpose and watch live parity catch it: an op (encoder, "
                         "layernorm, matmul, attention, gelu, residual, crossentropy, adamw) or a fault name; "

@@ -117,12 +117,15 @@ def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions,
     """The version an entry point runs: `version` when it names one for the arrays' device, else the default.
 
     default: the module's DEFAULT_VERSION, {"cpu": name, "cuda": name}; a "cuda" value may instead map entry
-    point -> name where an op's forward and backward defaults differ (attention). version None, or the
-    device kind itself ("cpu", "cuda"), picks the default; the rule that chose it is in docs/kernels.md.
+    point -> name where an op's forward and backward defaults differ (attention). An optional "cudasim" name
+    is the default in numba's simulator instead of "cuda"'s (matmul: the GPU's v7 costs the simulator ~4x v5's
+    work at the small shapes it runs). version None, or the device kind itself ("cpu", "cuda"), picks the
+    default; the rule that chose it is in docs/kernels.md.
     """
     kind, versions = ("cuda", cuda_versions) if on_device else ("cpu", cpu_versions)
     if version is None or version == kind:
-        chosen = default[kind]
+        simulated = on_device and "cudasim" in default and numba_config.ENABLE_CUDASIM
+        chosen = default["cudasim" if simulated else kind]
         return chosen[op] if isinstance(chosen, dict) else chosen
     if version not in versions:
         raise ValueError(f"{op}: version must be one of {tuple(versions)} for {kind} arrays, got {version!r}")

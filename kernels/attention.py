@@ -65,7 +65,7 @@ has its own pair with its own buffer, `attention_forward_flash(out, lse, inp, n_
     k.attention_backward_flash(ga["qkv"][l], ga["atty"][l], a["qkv"][l], a["atty"][l], a["lse"][l], NH)
 
 for the two attention lines: that is KernelGPT2(fused=True)'s forward_fused / backward_fused (`gpt2lab train`'s
-default on a GPU, with v5; live parity compares att_from_lse's att there).
+default on a GPU, with v6; live parity compares att_from_lse's att there).
 tests/test_attention_flash.py runs a tiny model with its attention lines swapped this way by hand.
 
 Shapes: inp, dinp (B, T, 3C); out, dout (B, T, C); att (B, NH, T, T); lse (B, NH, T); float32,

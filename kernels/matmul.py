@@ -35,13 +35,16 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  accurate sums; the skinny backward products split along N = B*T and reduced in order
                  (1.5-1.6x v3's speed on an H200, 23-34% of cuBLAS's; docs/figures.md)
          "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
-                 are 2 vector loads, not 8 (the same sums: the same bits as v4). The default: the fastest of
-                 ours on every GPT-2 shape on an H200, 30-44% of cuBLAS's (docs/figures.md)
+                 are 2 vector loads, not 8 (the same sums: the same bits as v4). 30-44% of cuBLAS's on an H200,
+                 36-55% on an H100 (docs/figures.md). The default in numba's simulator (v7 costs it ~4x the
+                 simulated work at its small shapes; v7 has its own simulator tests)
          "v6"    v5's kernels, the backward's reductions split for whole waves of blocks (dweight's long sums
-                 over B*T into up to 16 ranges where its outputs fill few waves); untimed: a candidate
+                 over B*T into up to 16 ranges where its outputs fill few waves); on an H100 faster than v5 at
+                 dweight only, slower than v7
          "v7"    128 x 128 tiles, 8 x 8 outputs a thread, double-buffered tiles (llm.c's hand-written kernel's
                  shape); its long sums compensated by carrying each part's lost bits into the next part (no
-                 extra registers); untimed: a candidate
+                 extra registers). The default on a GPU: 1.4-1.9x v5 on an H100, 58-77% of cuBLAS's, and as
+                 accurate as PyTorch (docs/figures.md)
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`)
 """
@@ -465,7 +468,7 @@ def matmul_backward_dbias_kernel_v3(dbias, dout):
 # compensated sums); its trainer calls cuBLAS(Lt) for the matmuls and a kernel of its own for dbias (column
 # sums split over rows, then reduced). Our "cublas" version is that choice.
 # Timed on an H200 (2026-11-26, docs/figures.md): 9-12 TFLOP/s on GPT-2's products, 1.5-1.6x v3, 23-34% of
-# cuBLAS's; v5 below is faster again and is the default.
+# cuBLAS's; v5 below is faster again, and v7 (the default) faster still.
 BM = 64                     # output rows per block (N for the forward)
 BN = 64                     # output columns per block (OC for the forward)
 BK = 32                     # reduction steps per shared-memory tile
@@ -1012,8 +1015,10 @@ def backward_launchers(version):
 CPU_VERSIONS = ("loops", "blas")
 CUDA_VERSIONS = (*FORWARD_KERNELS, *BLOCKED_KERNELS, "cublas")
 # v3-v7 and cublas are all as accurate as PyTorch's float32; v7 is the fastest of ours on an H100 (1.4-1.9x v5 at
-# GPT-2's shapes, 2026-11-27), so the default (the rule).
-DEFAULT_VERSION = {"cpu": "blas", "cuda": "v7"}  # the rule: docs/kernels.md; the figures: docs/figures.md
+# GPT-2's shapes, 2026-11-27), so the default (the rule: docs/kernels.md; the figures: docs/figures.md). In numba's
+# simulator v5 (_validate.pick_version): v7's 128 x 128 tiles at the simulator's small shapes are mostly padding,
+# ~4x v5's simulated work (a simulated fused step of the micro model took 53 s, not 13).
+DEFAULT_VERSION = {"cpu": "blas", "cuda": "v7", "cudasim": "v5"}
 
 
 def _n_slices():

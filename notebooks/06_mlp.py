@@ -206,7 +206,9 @@ print(M.ladder_table(M.time_ladder()))
 #
 # In the H200 record of 2026-11-26, read the 124M rows at T = 1024: on that day's default kernels (numba) our
 # step took 16.6× PyTorch's; on the candidates (matmul v5, flash v5) the fused path took 2.6×. So they became
-# the defaults: `gpt2lab train` on a GPU now takes the fused path with both.
+# the defaults: `gpt2lab train` on a GPU now takes the fused path. A day later, on an H100, the next candidates
+# (matmul v7, flash v6) took that step to about 1.5× (docs/figures.md has the figures; this record predates them),
+# and they are the defaults now.
 
 # %%
 from gpt2lab.explain import gpu_speed as GS
@@ -277,12 +279,12 @@ else:
 # %% [markdown]
 # The matmul's own version ladder on the GPU: naive (v1) → shared-memory tiles (v2, your puzzle's idea) →
 # compensated sums (v3) → register blocking (v4: each thread keeps a 4 × 4 block of outputs, so every value
-# loaded from shared memory feeds four multiply-adds) → 128-bit loads (v5, the default now: a thread's 4 rows
-# and 4 columns sit side by side, so one load brings 4 values) → cuBLAS. On the H200, v5 is the fastest of ours
-# and still under half of cuBLAS's rate: the matmul is where the step's time goes next. The next rung, v7, is
-# built and checked in the simulator but not yet timed: 8 × 8 outputs a thread in 128 × 128 tiles, so four
-# 16-byte loads feed 64 multiply-adds, with the next tiles loaded while these are multiplied. The ladder is
-# drawn when a GPU run has recorded it:
+# loaded from shared memory feeds four multiply-adds) → 128-bit loads (v5: a thread's 4 rows and 4 columns sit
+# side by side, so one load brings 4 values) → 8 × 8 outputs a thread in 128 × 128 tiles (v7, the default now:
+# four 16-byte loads feed 64 multiply-adds, and the next tiles load while these are multiplied) → cuBLAS. In the
+# H200 record below, from before v7 ran, v5 is the fastest of ours and still under half of cuBLAS's rate. On an
+# H100 a day later, v7 ran 1.4-1.9× as fast as v5, 58-77% of cuBLAS's rate. The ladder is drawn when a GPU run
+# has recorded it:
 
 # %%
 if "matmul_ladder" in report.record:

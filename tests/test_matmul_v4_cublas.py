@@ -7,6 +7,7 @@ across, a reduction split in two (one range partial) and its in-order sum, the b
 version needs a GPU; its code runs here on CPU torch tensors through the same functions (kernels/_cublas.py):
 the transposes, the bias, the accumulation and that it writes our buffers in place.
 """
+import functools
 import json
 
 import numpy as np
@@ -166,13 +167,26 @@ def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
                        np.zeros((2, 3), np.float32), False, bias=np.zeros(2, np.float32), split=True)
 
 
-def test_blocked_versions_are_listed_and_v5_is_the_default():
-    assert {"v4", "v5", "cublas"} <= set(matmul.CUDA_VERSIONS)
+def test_blocked_versions_are_listed_and_v7_is_the_default():
+    assert {"v4", "v5", "v7", "cublas"} <= set(matmul.CUDA_VERSIONS)
     assert matmul.DEFAULT_VERSION["cuda"] == "v7"  # docs/kernels.md's rule: accurate, and fastest on an H100
     with pytest.raises(ValueError, match="version must be one of"):  # numpy arrays: cublas is a CUDA version
         x = np.zeros((1, 2, 3), np.float32)
         matmul.matmul_forward(np.zeros((1, 2, 4), np.float32), x, np.zeros((4, 3), np.float32), None,
                               version="cublas")
+
+
+@pytest.mark.parametrize("simulated, want", [(False, "v7"), (True, "v5")])
+def test_the_simulator_defaults_to_v5_and_a_gpu_to_v7(monkeypatch, simulated, want):
+    """v7's 128 x 128 tiles cost the simulator ~4x v5's work at its small shapes, so there the default is v5;
+    a version asked for by name is still the one run, v7 included."""
+    from gpt2lab.kernels import _validate
+    monkeypatch.setattr(_validate.numba_config, "ENABLE_CUDASIM", simulated)
+    pick = functools.partial(_validate.pick_version, "matmul_forward", cpu_versions=matmul.CPU_VERSIONS,
+                             cuda_versions=matmul.CUDA_VERSIONS, default=matmul.DEFAULT_VERSION)
+    assert pick(None, on_device=True) == pick("cuda", on_device=True) == want
+    assert pick("v7", on_device=True) == "v7"
+    assert pick(None, on_device=False) == "blas"
 
 
 def _operands(rng, N=7, C=5, OC=9):
