@@ -4,6 +4,8 @@
 # (v5 with a lean loader for the tiles inside the head). Never run on a GPU before this script: first that they
 # are right there (verify, and the sanitizers on matmul v7: its double buffering is a new barrier pattern), then
 # how fast, then the 124M step on matmul v7 with flash v5 and v6, then the matmuls' long sums.
+# Ran once, on an H100 on 2026-11-27 (docs/figures.md): every step inside its limit (326 s), v7 and flash v6 won
+# and are the defaults now. Kept as the pattern for the next candidates' call.
 #
 #   bash tools/gpu_checks.sh prepare        here, as for the full script (the same .whl/)
 #   bash tools/gpu_candidates.sh run        there: ~10 minutes at most, every file straight into $OUT

@@ -27,10 +27,10 @@
 #                      T=64 (B=8: the issue's goal for tiny names it), and the per-kernel profile of one
 #                      gpt2 step of each path ("profile", "profile_fused"): both paths' kernels compile
 #                      (36 s on an H200)                                                                   60 s
-#   v3_64_cuda.json    the same two steps on matmul v3, the default before v5: on the launch-bound tiny step
-#                      v5's split-sum launches may cost more than its faster products win (2026-11-26: tiny
-#                      took 13.1 ms fused on v3 and flash v4, 20.3 on v5 and flash v5, on two boots whose
-#                      torch steps differed too); shown beside the goal                                   45 s
+#   v5_64_cuda.json    the same two steps on matmul v5, the default before v7: are v7's 128 x 128 tiles worse
+#                      on tiny's small products? (2026-11-27 on an H100, two boots: tiny fused 6.29 ms on v5,
+#                      7.99 on v7, but torch's own tiny step differed by 18% between the boots); shown
+#                      beside the goal                                                                    45 s
 #   steps1024_cuda.json  the 124M step at B=4, T=1024 on the default kernels (the issue's headline goal,
 #                      <= 1.5x torch; 2026-11-26: 267 ms fused, 1494 per-op): 2 steps x 2 paths + torch's  60 s
 #   cublas1024_cuda.json  the same with --matmul cublas (the goal <= 1.1x torch); the matmuls are
@@ -74,8 +74,8 @@ run)
         --seq 64 --reps 5 --profile > "$out/steps_cuda.json" 2> "$out/steps_cuda.log"
     echo "steps: exit $?" | tee -a "$out/summary.txt"
     timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
-        --seq 64 --reps 5 --matmul v3 > "$out/v3_64_cuda.json" 2> "$out/v3_64_cuda.log"
-    echo "steps T=64 --matmul v3: exit $?" | tee -a "$out/summary.txt"
+        --seq 64 --reps 5 --matmul v5 > "$out/v5_64_cuda.json" 2> "$out/v5_64_cuda.log"
+    echo "steps T=64 --matmul v5: exit $?" | tee -a "$out/summary.txt"
     timeout 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 2 > "$out/steps1024_cuda.json" 2> "$out/steps1024_cuda.log"
     echo "steps T=1024: exit $?" | tee -a "$out/summary.txt"
@@ -88,7 +88,7 @@ run)
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
     software=$(python3 -c "import numba, numba_cuda, torch; print(f'numba {numba.__version__}, numba-cuda \
 {numba_cuda.__version__}, torch {torch.__version__}')" 2>/dev/null)
-    python3 -m gpt2lab.explain.gpu_speed_cli "$out"/steps_cuda.json "$out"/v3_64_cuda.json \
+    python3 -m gpt2lab.explain.gpu_speed_cli "$out"/steps_cuda.json "$out"/v5_64_cuda.json \
         "$out"/steps1024_cuda.json "$out"/cublas1024_cuda.json "$out"/ops_cuda.json --device "$device" --software "$software" \
         --code "$(cat .whl/COMMIT 2>/dev/null)" --goals "$out/goals.txt" > "$out/record.json"
     echo "record: exit $?" | tee -a "$out/summary.txt"
