@@ -237,14 +237,14 @@ def _step_goal(steps: list, goal: str, config: str, B: int, T: int, matmul: str,
     """One goal row for the step of `config` at B, T on `matmul` ("numba": our default kernels; "cublas").
     Judged on the row's default path on the default kernels, the step `gpt2lab train` runs (the fused path on a
     GPU since 2026-11-26, the per-op path in older records: _default_fused); the other path's ratio is shown
-    beside it, and so are candidates' (rows on a version of ours named with --matmul: what the step would be if
-    they became the defaults), never judged."""
+    beside it, and so are other versions' (rows on a version of ours named with --matmul: a candidate, what the
+    step would be if it became the default, or an older default timed again), never judged."""
     here = [s for s in steps if (s["config"], s["B"], s["T"]) == (config, B, T)]
     judged = [s for s in here if _group(s) == matmul and not _candidate(s)]
     candidates = [s for s in here if matmul == "numba" and _candidate(s)]
     shown = "; ".join(_with_other(f"--matmul {c['matmul']} {_default_ms(c) / c['torch_ms']:.2f}x", c, ", ")
                       for c in candidates)
-    shown = f"; candidates (not the defaults): {shown}" if candidates else ""
+    shown = f"; other versions of ours (not the defaults): {shown}" if candidates else ""
     if not judged:
         other = [f"{_where(s)}: {_default_ms(s) / s['torch_ms']:.2f}x" for s in steps
                  if s["config"] == config and _group(s) == matmul and not _candidate(s)]

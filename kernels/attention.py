@@ -82,11 +82,13 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  att from lse tile by tile, D = dout . out, no atomics, no scratch. Its own entry points
                  (attention_forward_flash, attention_backward_flash; CPU: the online loops and "flash"
                  loops of the same math). KernelGPT2(fused=True) calls them.
-         "v5"    flash attention in registers: v4's math, four threads a row, kernels compiled per head size;
-                 the flash entry points' CUDA default (on an H200, 8-28x faster than v4 and 0.3x PyTorch
-                 eager's attention at B=4, T=64-256: docs/figures.md)
-         "v6"    v5 with a lean loader for the tiles inside the head (no test or clamp a load; hs a power of two
-                 >= 16, else v5's loads): v5's results bit for bit, ~12% fewer instructions a tile (SASS); untimed
+         "v5"    flash attention in registers: v4's math, four threads a row, kernels compiled per head size
+                 (on an H200, 8-28x faster than v4 and 0.3x PyTorch eager's attention at B=4, T=64-256:
+                 docs/figures.md)
+         "v6"    v5 with a lean loader for the tiles inside the head (no test or clamp a load where hs is a power
+                 of two >= 16; other head sizes keep v5's loads): v5's results bit for bit, ~12% fewer
+                 instructions a tile (SASS). The flash entry points' CUDA default: on an H100 its three kernels
+                 took 32.6 ms of a 124M step at T = 1024, v5's 34.5 (docs/figures.md)
          "cublas" q k^T and att v as cuBLAS's batched GEMMs through PyTorch on the same device memory, torch's
                  softmax and its backward between them (kernels/_cublas.py; TF32 off): llm.c's choice, and
                  `gpt2lab train --matmul cublas`'s, with matmul's "cublas"
@@ -952,7 +954,8 @@ def attention_backward_flash_dq_kernel(dinp, dout, inp, out, lse, n_head):
 # tile against 1024 multiply-adds), 254 (dk, dv) and 128 (dq) registers a thread, so 5, 2 and 4 blocks of 128
 # threads share an SM. The dk/dv kernel at 3 blocks spilled 80-390 bytes whatever its loads' order. (ptxas
 # 13.0, sm_90.) On an H200 at B=4, NH=12, T=64 and 256 (forward + backward): 0.45 and 0.54 ms, v4's 3.8 and
-# 15.0, PyTorch eager's attention 1.6 (docs/figures.md): the flash pair's CUDA default.
+# 15.0, PyTorch eager's attention 1.6 (docs/figures.md). v6, the flash pair's CUDA default, is v5 with a leaner
+# tile loader (below, LEAN).
 LANES_SHIFT = 2
 LANES = 1 << LANES_SHIFT            # threads a row (a power of two: a row's lanes are adjacent, in one warp)
 CHUNK = 4                           # floats a lane reads from a tile row at once: one 16-byte shared load
@@ -1404,8 +1407,8 @@ def attention_forward_flash(out, lse, inp, n_head, version=None):
     """Flash-attention forward: writes out (B, T, C) and lse (B, NH, T) = log sum_t2 exp(preatt); no T x T att.
 
     The pair of attention_backward_flash, which needs out and lse (not att). The contract of
-    attention_forward_online (same arguments, same results); on the GPU the tiled kernels (version: "v4", "v5",
-    the default, or "v6"), on the CPU the online-softmax loops ("flash"). att, where wanted (lessons, parity), is
+    attention_forward_online (same arguments, same results); on the GPU the tiled kernels (version: "v4", "v5"
+    or "v6", the default), on the CPU the online-softmax loops ("flash"). att, where wanted (lessons, parity), is
     exp(preatt - lse): `att_from_lse`.
     """
     op = "attention_forward_flash"

@@ -560,7 +560,7 @@ def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progre
     from . import matmul as mm
     versions = versions or (mm.CUDA_VERSIONS if device == "cuda" else mm.CPU_VERSIONS)
     reference, default = LADDER_REFERENCE[device], mm.pick_version("matmul_forward", None, device == "cuda", (), (),
-                                                                    mm.DEFAULT_VERSION)   # the simulator's: v5
+                                                                    mm.DEFAULT_VERSION)   # in the simulator v5
     sync, rows = _sync_for(device), [] if rows is None else rows
     for s in shapes or LADDER_SHAPES[device]:
         parts = {v: {name: median_time(fn, reps, sync) for name, fn in _ladder_parts(Case(device), s, v).items()}

@@ -36,7 +36,7 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  (1.5-1.6x v3's speed on an H200, 23-34% of cuBLAS's; docs/figures.md)
          "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
                  are 2 vector loads, not 8 (the same sums: the same bits as v4). 30-44% of cuBLAS's on an H200,
-                 36-55% on an H100 (docs/figures.md). The default in numba's simulator (v7 costs it ~4x the
+                 31-55% on an H100 (docs/figures.md). The default in numba's simulator (v7 costs it ~4x the
                  simulated work at its small shapes; v7 has its own simulator tests)
          "v6"    v5's kernels, the backward's reductions split for whole waves of blocks (dweight's long sums
                  over B*T into up to 16 ranges where its outputs fill few waves); on an H100 faster than v5 at
@@ -654,8 +654,9 @@ V5_KERNELS = {layouts: _v4_kernel(kernel.__name__.replace("_v4", "_v5"), *layout
 # instructions for 128 multiply-adds; one a pass: 88 for 64, the loop's index arithmetic ~25%); the loader
 # reads tiles inside the operands without a test a load and with unsigned indices (no wraparound), which took
 # the rest of a tile's instructions from ~500 to ~260. So ~64% of a tile's instructions are multiply-adds
-# (v5, counted the same way: ~34%, its k loop 59 instructions for 32, its loader testing every load). Untimed:
-# what that buys on a GPU (issue slots are one limit of several) is for the ladder to say.
+# (v5, counted the same way: ~34%, its k loop 59 instructions for 32, its loader testing every load). On an
+# H100 (2026-11-27, docs/figures.md) v7 ran 1.4-1.9x v5, 58-77% of cuBLAS: less than the ~1.9x the issue
+# slots alone would allow, so something else (latency at 8 warps an SM, the barriers, memory) limits it too.
 # The split of the skinny backward products: v6's wave model, with 1 block an SM (splits_v7).
 V7_BM = 128                             # output rows (and columns) per block
 V7_BK = 16                              # k per shared tile; 2 buffers of both operands: 33 KiB
@@ -900,7 +901,8 @@ def splits_v4(M, N, K):
 # 2 (v5: 1); at B*T = 4096 dinp and the lm_head are as v5's (at B*T = 512 v6 splits some dinp in 4 where v5
 # took 3). The model ignores that blocks sharing an SM slow each other (a part-empty wave runs faster than a
 # full one) and the split's cost (S partial outputs written, read back and added in order by one more kernel:
-# ~127 MB moved for c_attn's S = 8, ~26 us on an H200, ~2% of that product): a candidate until timed.
+# ~127 MB moved for c_attn's S = 8, ~26 us on an H200, ~2% of that product). On an H100 v6 made dweight faster
+# than v5's (c_attn's 2.05 -> 1.30 ms) and nothing else; v7 is faster at all three.
 # The sums stay deterministic and compensated, in another grouping than v5's (other bits, as accurate). A range
 # is never shorter than SPLIT_MIN_TILES k-tiles, so a short reduction (K = B*T = 512 at T = 64) is not cut into
 # slivers whose partial outputs cost more to write and add than they save.

@@ -200,9 +200,10 @@ print(M.ladder_table(M.time_ladder()))
 # measures it when this machine has a CUDA GPU; otherwise it shows figures measured on a real one, and its first
 # line says which, when and on what code. First, whole training steps (forward, backward, AdamW), ours against
 # PyTorch on the same GPU, same weights and batches. Newer records also say which matmuls a row ran (numba: ours,
-# a version such as v5: a newer one of ours, timed before it becomes the default; cublas: NVIDIA's library for
-# every matrix product, attention's included, as llm.c does) and time the fused path (fewer, bigger kernels,
-# flash attention among them; its flash column, when there is one, names the flash attention version it ran).
+# the defaults; a version such as v5: one of ours by name, a candidate timed before it becomes the default or an
+# older one timed again; cublas: NVIDIA's library for every matrix product, attention's included, as llm.c does)
+# and time the fused path (fewer, bigger kernels, flash attention among them; its flash column, when there is
+# one, names the flash attention version it ran).
 #
 # In the H200 record of 2026-11-26, read the 124M rows at T = 1024: on that day's default kernels (numba) our
 # step took 16.6× PyTorch's; on the candidates (matmul v5, flash v5) the fused path took 2.6×. So they became

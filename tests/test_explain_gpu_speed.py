@@ -280,11 +280,11 @@ def test_a_candidate_is_shown_beside_the_goal_and_never_meets_it():
              _step("gpt2", 4, 1024, 100.0, 100.0, "cublas"), _step("tiny", 8, 64, 6.0, 6.0)]
     rows = gpu_speed.goals({"steps": steps})
     assert (rows[0]["met"], rows[0]["value"]) == ("no", 1.7)
-    assert rows[0]["measured"] == ("1.70x (170.0 vs 100.0 ms); candidates (not the defaults): --matmul v5 1.40x, "
-                                   "fused path (flash v5) 0.95x")
+    assert rows[0]["measured"] == ("1.70x (170.0 vs 100.0 ms); other versions of ours (not the defaults): "
+                                   "--matmul v5 1.40x, fused path (flash v5) 0.95x")
     alone = gpu_speed.goals({"steps": steps[1:]})[0]   # the candidate alone does not meet the goal
     assert (alone["met"], alone["value"]) == ("unknown", None)
-    assert alone["measured"].startswith("not measured; candidates (not the defaults): --matmul v5 1.40x")
+    assert alone["measured"].startswith("not measured; other versions of ours (not the defaults): --matmul v5 1.40x")
     assert _verdicts(steps[2:])[0] == ("unknown", None)   # cuBLAS's step is not ours
 
 
@@ -373,5 +373,5 @@ def test_the_recorded_h200_draws_every_figure_and_its_goals_are_those_of_its_day
     plt.close(fused)
     rows = gpu_speed.goals(record)
     assert [r["met"] for r in rows] == ["no", "yes", "no", "yes"]
-    assert rows[0]["measured"].startswith("16.60x (1720.7 vs 103.7 ms); fused path 13.07x; candidates (not the "
-                                          "defaults): --matmul v5 14.71x, fused path (flash v5) 2.59x")
+    assert rows[0]["measured"].startswith("16.60x (1720.7 vs 103.7 ms); fused path 13.07x; other versions of ours "
+                                          "(not the defaults): --matmul v5 14.71x, fused path (flash v5) 2.59x")

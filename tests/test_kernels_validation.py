@@ -19,7 +19,8 @@ def test_gelu_rejects_wrong_dtype_shape_layout():
 
 def test_every_kernel_module_names_its_versions_one_way():
     """Every op module lists CPU_VERSIONS, CUDA_VERSIONS (strings "v1", "v2", ..., or the vendor library a
-    version calls, "cublas", as the CPU's "blas") and one DEFAULT_VERSION {"cpu", "cuda"} among them; its SPEC
+    version calls, "cublas", as the CPU's "blas") and one DEFAULT_VERSION {"cpu", "cuda"} among them (and, where
+    the simulator's differs, "cudasim": matmul's); its SPEC
     verifies exactly those versions (plus extra entry points' rows)."""
     import importlib
     import re
@@ -29,9 +30,11 @@ def test_every_kernel_module_names_its_versions_one_way():
         mod = importlib.import_module(f"gpt2lab.kernels.{op}")
         assert all(re.fullmatch(r"v\d+|cublas", v) for v in mod.CUDA_VERSIONS), op
         assert not set(mod.CPU_VERSIONS) & {"cpu", "cuda"}, op
-        cuda_default = mod.DEFAULT_VERSION["cuda"]
-        for v in cuda_default.values() if isinstance(cuda_default, dict) else [cuda_default]:
-            assert v in mod.CUDA_VERSIONS, op
+        assert set(mod.DEFAULT_VERSION) <= {"cpu", "cuda", "cudasim"}, op
+        for kind in ("cuda", "cudasim"):
+            cuda_default = mod.DEFAULT_VERSION.get(kind, mod.DEFAULT_VERSION["cuda"])
+            for v in cuda_default.values() if isinstance(cuda_default, dict) else [cuda_default]:
+                assert v in mod.CUDA_VERSIONS, op
         assert mod.DEFAULT_VERSION["cpu"] in mod.CPU_VERSIONS, op
         assert set(mod.CPU_VERSIONS) <= set(mod.SPEC.versions["cpu"]), op
         assert set(mod.CUDA_VERSIONS) <= set(mod.SPEC.versions["cuda"]), op

@@ -15,9 +15,11 @@
 # After a change of defaults, tools/gpu_recheck.sh is the short call that times and trains on them (~6 min).
 #
 # What it runs, most important first (correctness, then the record's inputs, then the training runs), each
-# with its own time limit so one slow step cannot eat the others; the limits add up to 550 s, inside one 600 s
-# device call with ~10 s for the wheel install and some margin. Every process compiles the CUDA kernels it
-# uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX on the 2-core CPU machine, all 59 in
+# with its own time limit so one slow step cannot eat the others. At its limit a step is told to stop (SIGTERM:
+# bench prints what it measured, train finishes its step and saves a checkpoint) and 5 s later it is killed
+# (`timeout -k 5`): on a slow H100 boot (2026-11-27) the gentle stop alone overran the 124M training's limit by
+# 37 s. The limits and their 5 s add up to 585 s, inside one 600 s device call with ~10 s for the wheel install.
+# Every process compiles the CUDA kernels it uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX on the 2-core CPU machine, all 59 in
 # ~27 s in tests/test_kernels_ptx.py; verify compiled and checked every op in ~45 s on the H100, RECIPES.md),
 # so each limit is that compile plus the work. A bench step its limit cuts short still writes the rows it
 # finished (bench takes SIGTERM as Ctrl-C and prints its JSON, marked "interrupted"), and the record keeps them:
@@ -35,22 +37,22 @@
 #                      <= 1.5x torch; 2026-11-26: 267 ms fused, 1494 per-op): 2 steps x 2 paths + torch's  60 s
 #   cublas1024_cuda.json  the same with --matmul cublas (the goal <= 1.1x torch); the matmuls are
 #                      cuBLAS's, so fewer kernels compile and the steps are faster                        45 s
-#   ops_cuda.json      each op vs torch (flash v4 and v5 both), and the matmul ladder (v1-v6, cublas:
-#                      TFLOP/s, % of cuBLAS, and each product's ms: is dweight the slow one, and does v6's
-#                      split fix it?); all of it but v6 came back in 90 s on an H200, the exit was late   95 s
+#   ops_cuda.json      each op vs torch (flash: the default v6, and v5 and v6 by name), and the matmul ladder
+#                      (v1-v7, cublas: TFLOP/s, % of cuBLAS, and each product's ms); all of it but v6 came
+#                      back in 90 s on an H200 (v1-v6 then), the exit was late                           95 s
 #   record.json        the five bench outputs as one record (lesson 6 shows the newest), and goals.txt:
 #                      the issue's goals checked against it (gpu_speed.goals), appended to summary.txt at
 #                      the end. No limit: it reads files (a second). To keep the record, here:
 #                      cp $OUT/record.json explain/gpu_records/<device>_<date>.json; make setup;
 #                      pytest tests/test_gpu_recorded.py; and its figures into docs/figures.md by hand
 #   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU (printed
-#                      at the end: 30 s gave nothing on an H200; 4 probes took well under 50 s)          55 s
+#                      at the end: 30 s gave nothing on an H200; 4 probes took well under 50 s)          50 s
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances (300
 #                      steps; a cut-short run still leaves the steps it did in the log; 252 steps and 7
 #                      verified ones in 50 s on an H200, so step 281 needs the 60)                        60 s
 #   gpt2_1024.jsonl    3 steps of the 124M config at B=4, T=1024, steps 1 and 3 verified (the float64
 #                      reference of this step is slow: step 1 alone took ~40 s with the compiles, so step 3
-#                      may be cut; the log keeps what was done)                                          50 s
+#                      may be cut; the log keeps what was done)                                          45 s
 # tests/test_gpu_checks.py checks all this without a GPU: every command line parses and passes the checks made
 # before the GPU, the limits add up, and the record step gives lesson 6 every section from bench's JSON.
 set -uo pipefail
@@ -68,21 +70,21 @@ run)
     out=${OUT:-build/gpu}; mkdir -p "$out"
     source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
     nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-    timeout 80 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
+    timeout -k 5 80 gpt2lab verify --device cuda --json > "$out/verify_cuda.json" 2> "$out/verify_cuda.log"
     echo "verify: exit $?" | tee -a "$out/summary.txt"
-    timeout 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
+    timeout -k 5 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
         --seq 64 --reps 5 --profile > "$out/steps_cuda.json" 2> "$out/steps_cuda.log"
     echo "steps: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
+    timeout -k 5 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps tiny,gpt2 --batch 8 \
         --seq 64 --reps 5 --matmul v5 > "$out/v5_64_cuda.json" 2> "$out/v5_64_cuda.log"
     echo "steps T=64 --matmul v5: exit $?" | tee -a "$out/summary.txt"
-    timeout 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
+    timeout -k 5 60 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 2 > "$out/steps1024_cuda.json" 2> "$out/steps1024_cuda.log"
     echo "steps T=1024: exit $?" | tee -a "$out/summary.txt"
-    timeout 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
+    timeout -k 5 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul cublas > "$out/cublas1024_cuda.json" 2> "$out/cublas1024_cuda.log"
     echo "steps T=1024 --matmul cublas: exit $?" | tee -a "$out/summary.txt"
-    timeout 95 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
+    timeout -k 5 95 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
         > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
     echo "ops and matmul ladder: exit $?" | tee -a "$out/summary.txt"
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
@@ -92,13 +94,13 @@ run)
         "$out"/steps1024_cuda.json "$out"/cublas1024_cuda.json "$out"/ops_cuda.json --device "$device" --software "$software" \
         --code "$(cat .whl/COMMIT 2>/dev/null)" --goals "$out/goals.txt" > "$out/record.json"
     echo "record: exit $?" | tee -a "$out/summary.txt"
-    timeout 55 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
+    timeout -k 5 50 python3 -m gpt2lab.kernels.accuracy --device cuda > "$out/accuracy_cuda.txt" 2>&1
     echo "accuracy: exit $?" | tee -a "$out/summary.txt"
-    timeout 60 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
+    timeout -k 5 60 gpt2lab train --backend numba --device cuda --config small --steps 300 --batch 4 --seq 64 \
         --lr 3e-3 --warmup 20 --verify-every 40 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/small --json-log "$out/small_241.jsonl" > "$out/small_241.log" 2>&1
     echo "small 300 steps: exit $?" | tee -a "$out/summary.txt"
-    timeout 50 gpt2lab train --backend numba --device cuda --config gpt2 --steps 3 --batch 4 --seq 1024 \
+    timeout -k 5 45 gpt2lab train --backend numba --device cuda --config gpt2 --steps 3 --batch 4 --seq 1024 \
         --verify-every 2 --eval-every 0 --sample-tokens 0 --quiet --overwrite \
         --out /tmp/runs/gpt2 --json-log "$out/gpt2_1024.jsonl" > "$out/gpt2_1024.log" 2>&1
     echo "gpt2 3 steps: exit $?" | tee -a "$out/summary.txt"
