@@ -2,9 +2,11 @@
 decorator every CUDA kernel of gpt2lab is defined with (a lean launch path with a launch counter)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import types
 import weakref
 
 import numpy as np
@@ -35,6 +37,20 @@ def ceil_div(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+def device_function(fn):
+    """A CUDA device function, inlined into its kernels by NVVM (numba's `forceinline=True`).
+
+    Why not numba's `inline="always"` (inlining at numba's own IR level, the choice before): it copies the
+    callee's IR into every call site, then re-runs numba's passes on the result, and that was most of a
+    kernel's compile. matmul v7's kernels took ~3.5 s each from Python to PTX on the 2-core machine, ~1-2 s with
+    NVVM inlining; the SASS ptxas makes of the two is the same, instruction for instruction (docs/figures.md).
+    numba's simulator takes no `forceinline`; there the function runs as Python anyway."""
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        return cuda.jit(device=True, inline="always")(fn)
+    return cuda.jit(device=True, forceinline=True)(fn)
+
+
 GRID_STRIDE_BLOCK = 256  # threads per block of the grid-stride (elementwise) kernels
 
 
@@ -44,7 +60,7 @@ def grid_stride(n: int, block: int = GRID_STRIDE_BLOCK) -> tuple[int, int]:
     return min(ceil_div(n, block), 65535), block
 
 
-@cuda.jit(device=True, inline="always")  # inlined at the IR level: compiles to PTX without a GPU
+@device_function
 def compensated_add(total, comp, x):
     """One step of a compensated (Kahan-Babuska-Neumaier) float32 sum: returns the new (total, comp).
 
@@ -62,7 +78,7 @@ def compensated_add(total, comp, x):
     return t, comp
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def two_sum(a, b):
     """(s, e): s = a + b rounded to float32 and e its rounding error, exactly (a + b = s + e), whichever of a
     and b is larger: Knuth's TwoSum, 6 additions and no comparison (compensated_add's test is a branch; in a
@@ -80,8 +96,8 @@ def two_sum(a, b):
 #   3. after reading the total: nobody overwrites scratch[0] (the next reduction's first write) before every
 #      thread has read it.
 # Every thread of the block must call it (a barrier that some threads skip hangs the block). blockDim.x
-# must be a power of two <= len(scratch). Inlined at the IR level: compiles to PTX without a GPU.
-@cuda.jit(device=True, inline="always")
+# must be a power of two <= len(scratch).
+@device_function
 def block_sum(scratch, value):
     """Sum of `value` over the threads of the block, returned to every thread (see the comment above)."""
     tid = cuda.threadIdx.x
@@ -98,7 +114,7 @@ def block_sum(scratch, value):
     return total
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def block_max(scratch, value):
     """Max of `value` over the threads of the block, returned to every thread; block_sum's tree and barriers."""
     tid = cuda.threadIdx.x
@@ -122,7 +138,7 @@ def block_max(scratch, value):
 FULL_MASK = np.uint32(0xFFFFFFFF)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def lanes_sum(value, width):
     """Sum of `value` over each group of `width` adjacent lanes (a power of two <= 32; 32: the whole warp),
     returned to every lane of the group (see the comment above). width: a constant, so the loop unrolls."""
@@ -164,8 +180,23 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     check_numpy_for_cuda()
     # the kernel's own launch bounds (@cuda.jit(launch_bounds=...)): they cap its registers in the PTX
     bounds = getattr(kernel, "targetoptions", {}).get("launch_bounds")
-    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=bounds)
+    with _device_functions_for(cc):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=bounds)
     return ptx
+
+
+@contextlib.contextmanager
+def _device_functions_for(cc):
+    """numba-cuda compiles a forceinline device function (`device_function`) for the current GPU's compute
+    capability, which it asks the driver for: without a GPU that fails. While compile_ptx runs, the "current
+    device" is the cc the PTX is for (numba-cuda 0.30's dispatcher module, which imported the name)."""
+    from numba.cuda import dispatcher
+    real = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=tuple(cc))
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = real
 
 
 # ---------------------------------------------------------------- @kernel: launches without per-call dispatch

@@ -41,6 +41,7 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from ._cuda import grid_stride, run_on_device
+from ._cuda import device_function
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import reference_dtype
 from ._validate import check_array, check_finite_scalars, check_same_device
@@ -87,7 +88,7 @@ def _adamw_cpu(params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Elementwise: a grid-stride loop, so a grid of any size covers 124M parameters. Memory-bound: 4 floats
 # read and 3 written per element, a few flops in between.
-@cuda.jit(device=True, inline="always")
+@device_function
 def _adamw_element(i, params, grads, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction1,
                    bias_correction2, eps, weight_decay):
     """Element i's update, the formula of the module docstring (both CUDA kernels run it)."""

@@ -106,6 +106,7 @@ from numba import cuda, float32, njit, prange, uint64
 from . import _cublas
 from ._blas import gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, lanes_sum, run_on_device, scratch
+from ._cuda import device_function
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -349,15 +350,14 @@ def _attention_backward_flash_cpu(dinp, dout, inp, out, lse, n_head):
 # ---------------------------------------------------------------- CUDA (numba @cuda.jit)
 # Every kernel here runs one thread per (b, h, t) row; neighbouring threads of a warp are neighbouring
 # t of the same head, so they read the same k, v rows at the same time (served by the cache).
-# The helpers are inlined at the numba IR level (inline="always"): the code reads as small functions,
-# and a kernel calling them still compiles to PTX on a machine without a GPU driver (an ordinary device
-# function is looked up for the current device, which needs a driver).
-@cuda.jit(device=True, inline="always")
+# The helpers are `device_function`s (_cuda.py), inlined by NVVM: the code reads as small functions, and the
+# kernels compile as if written in one piece.
+@device_function
 def _row_index(idx, T, n_head):
     return idx // (n_head * T), (idx // T) % n_head, idx % T
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _score(inp, b, t1, t2, qo, ko, hs, scale):
     """preatt = q[t1] . k[t2] * scale; qo, ko: the channel offsets of this head's q and k."""
     s = float32(0.0)
@@ -366,7 +366,7 @@ def _score(inp, b, t1, t2, qo, ko, hs, scale):
     return s * scale
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _online_row(acc, inp, b, t1, h, hs, C, scale):
     """The online softmax over keys 0..t1 of query t1: fills acc[:hs] = sum exp(s - m) v, returns (m, l).
 
@@ -463,7 +463,7 @@ def attention_forward_kernel_v2(out, att, inp, n_head):
 TILE = 32
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _load_tile(tile, inp, b, t0, off, hs, T):
     """tile[j, :hs] = inp[b, t0 + j, off:off + hs]; consecutive threads read consecutive channels."""
     for e in range(cuda.threadIdx.x, TILE * hs, TILE):
@@ -547,7 +547,7 @@ def attention_forward_online_kernel(out, lse, inp, n_head):
     lse[b, h, t1] = m + math.log(l)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _datt(dout, inp, b, t1, t2, ho, vo, hs):
     """datt[t1, t2] = dout[t1] . v[t2] (ho: this head's channel offset in dout, vo: in inp)."""
     s = float32(0.0)
@@ -556,7 +556,7 @@ def _datt(dout, inp, b, t1, t2, ho, vo, hs):
     return s
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _att_datt(att, dout, inp, b, h, t1, hs, C):
     """sum_t2 att[t1, t2] datt[t1, t2], the softmax backward's row term."""
     s = float32(0.0)
@@ -657,7 +657,7 @@ def attention_backward_dkv_kernel_v2(dinp, att_datt, dout, inp, att, n_head):
 ATT_BLOCK = 32
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _att_datt_blocked(att, dout, inp, b, h, t1, hs, C):
     """_att_datt summed in blocks of ATT_BLOCK keys, the blocks joined by a compensated sum."""
     total, comp = float32(0.0), float32(0.0)
@@ -965,7 +965,7 @@ FLASH_THREADS = FLASH_ROWS * LANES
 FLASH_BLOCKS_PER_SM = {"forward": 5, "backward_dkv": 2, "backward_dq": 4}  # the launch bounds above
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _row_lane():
     """(row, lane) of this thread: LANES adjacent threads share a row. A shift and a mask, not // and %: the
     compiler then knows both are >= 0, and drops the negative-index wraparound from every array index (with
@@ -973,7 +973,7 @@ def _row_lane():
     return cuda.threadIdx.x >> LANES_SHIFT, cuda.threadIdx.x & (LANES - 1)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _clamped_load(src, b, t, off, c, T, hs):
     """src[b, t, off + c], or 0 where t >= T or c >= hs. The load itself is never skipped: it reads a clamped,
     in-bounds address and the zero is selected after. A load behind a branch waits alone for its memory;
@@ -984,7 +984,7 @@ def _clamped_load(src, b, t, off, c, T, hs):
     return cuda.selp((t < T) & (c < hs), x, float32(0.0))
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _last_first():
     """The query tile of this block, the last one first: a query tile's block walks every key tile up to its
     own, so the last tiles take longest. Blocks start roughly in blockIdx order; the long ones starting first
@@ -1029,26 +1029,26 @@ def _flash_kernels(version, hs, rows):
     # elements loaded twice, others never; a review found it). Any other hs loads every tile as v5 does.
     LEAN = version == "v6" and W == hs and W & (W - 1) == 0
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def channel(lane, i):
         """The channel of a lane's i-th number: lane l owns the CHUNK-float runs l, l + LANES, l + 2 LANES, ..."""
         return CHUNK * (lane + LANES * (i // CHUNK)) + i % CHUNK
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def head(inp, n_head):
         """(T, b, h, and the channel offsets of head h's q, k and v in inp) of this block's (b, h)."""
         T, C = inp.shape[1], inp.shape[2] // 3
         b, h = cuda.blockIdx.y // n_head, cuda.blockIdx.y % n_head
         return T, b, h, h * hs, C + h * hs, 2 * C + h * hs
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def load_own(x, src, b, t, off, T, lane, factor):
         """x[i] = src[b, t, off + channel(lane, i)] * factor: this lane's channels of row t (0 past T or hs)."""
         for i in range(HSL):
             c = channel(lane, i)
             x[i] = src[b, t, off + c] * factor if t < T and c < hs else float32(0.0)
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def tile_slot(tid, n):
         """(j, c) of the n-th tile element thread tid loads: element tid + n THREADS of the R x W tile, split so
         that the compiler sees j - j0 and c - c0 as constants (THREADS and W are powers of two)."""
@@ -1056,7 +1056,7 @@ def _flash_kernels(version, hs, rows):
             return tid // W + n * (THREADS // W), tid % W
         return n // (W // THREADS), tid + THREADS * (n % (W // THREADS))
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def load_tile(tile, src, b, t0, off, T, factor):
         """tile[j, c] = src[b, t0 + j, off + c] * factor for R rows (0 past T or hs); all threads, coalesced:
         HSL loads a thread (R x W = THREADS x HSL), a fixed count the compiler unrolls."""
@@ -1073,7 +1073,7 @@ def _flash_kernels(version, hs, rows):
                 j, c = e // W, e % W
                 tile[j, c] = _clamped_load(src, b, t0 + j, off, c, T, hs) * factor
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def key_tile(k_tile, v_tile, inp, b, kt, ko, vo, T, t1):
         """Key tile kt's k and v rows into shared memory (all threads, between two barriers: nobody still reads
         the previous tile, everybody sees this one whole); returns how many of its keys query t1 sees."""
@@ -1083,7 +1083,7 @@ def _flash_kernels(version, hs, rows):
         cuda.syncthreads()
         return min(R, t1 - kt * R + 1) if t1 < T else 0  # keys kt*R + j <= t1
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def row_dot(x, tile, j, lane):
         """x . tile[j]: this lane's channels, then the row's four lanes added (the same bits in each). A run of
         CHUNK floats is one 16-byte shared load (the tiles are 16-byte aligned)."""
@@ -1092,7 +1092,7 @@ def _flash_kernels(version, hs, rows):
             s += x[i] * tile[j, channel(lane, i)]
         return lanes_sum(s, LANES)
 
-    @cuda.jit(device=True, inline="always")
+    @device_function
     def row_term(dout_row, out, b, t, off, T, lane):
         """D = dout[t] . out[t] (0 past T), in every lane of the row; dout_row: this lane's numbers of dout[t]
         (its HSL channels, in registers or a tile row). The same products in the same order in both kernels."""

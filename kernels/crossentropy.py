@@ -51,6 +51,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride, run_on_device, view
+from ._cuda import device_function
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._vecmath import exp_neg
@@ -135,11 +136,10 @@ def crossentropy_forward_kernel_v1(losses, probs, logits, targets):
 BLOCK = 256  # a power of two, for the tree reductions
 
 
-# The helpers are inlined at the numba IR level (inline="always"): a kernel calling an ordinary device
-# function compiles it for the current device, which needs a GPU driver, so the PTX test would fail.
+# The helpers are `device_function`s (_cuda.py): inlined by NVVM into the kernels that call them.
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _write_probs(losses, probs, logits, targets, n, m, total):
     """The last pass, shared by v2 and v3: probs[n] = exp(x - m) / total; thread 0 writes the loss."""
     V = logits.shape[1]
@@ -171,7 +171,7 @@ def crossentropy_forward_kernel_v2(losses, probs, logits, targets):
 # of exp(x - m); when a larger x arrives the old sum is rescaled by exp(m_old - m_new), so s is always
 # relative to the current max. Two (m, s) pairs combine the same way, which makes the block reduction
 # work too. Two passes over the logits instead of three: the op is memory-bound, so ~1.5x less traffic.
-@cuda.jit(device=True, inline="always")
+@device_function
 def _combine(m1, s1, m2, s2):
     """(max, sum of exp(x - max)) of two parts given as (m1, s1) and (m2, s2)."""
     m = max(m1, m2)

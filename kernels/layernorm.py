@@ -49,6 +49,7 @@ import numpy as np
 from numba import cuda, float32, njit, prange
 
 from ._cuda import block_sum, ceil_div, compensated_add, lanes_sum, run_on_device, view
+from ._cuda import device_function
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
@@ -285,7 +286,7 @@ def layernorm_backward_params_kernel_v1(dweight, dbias, dout, inp, mean, rstd):
 # Backward v2: one block per row, the two means as block reductions, coalesced loads. dweight and dbias
 # get one contribution per row and column: cuda.atomic.add, because every block (row) adds into the same
 # C floats. The atomics make the order of those float additions, and so the last bits, run-dependent.
-@cuda.jit(device=True, inline="always")
+@device_function
 def _block_dnorm_means(scratch, dout, inp, weight, r, m, s):
     """(mean_i dnorm_i, mean_i dnorm_i * norm_i) of row r: strided partial sums, then block_sum trees."""
     tid = cuda.threadIdx.x

@@ -59,6 +59,7 @@ from numba import cuda, float32, njit, prange, uint64
 from . import _cublas
 from ._blas import SPLIT, gemm, set_blas_threads, xxgemm
 from ._cuda import ceil_div, compensated_add, run_on_device, scratch, two_sum, view
+from ._cuda import device_function
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_no_overlap, check_same_device, pick_version
@@ -481,7 +482,7 @@ TILE_LOADS = BM * BK // THREADS  # elements of each operand tile every thread st
 BM_PADDED = BM + 1          # a tile row of 65 floats: a warp storing down a column hits 32 different banks
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _thread_v4():
     """(tx, ty) in v4's THREADS_X x THREADS_Y block, masked to that range: the same numbers, but the compiler
     then knows they are >= 0 and drops numba's negative-index wraparound (a sign test and a select) from every
@@ -491,7 +492,7 @@ def _thread_v4():
     return cuda.threadIdx.x & (THREADS_X - 1), cuda.threadIdx.y & (THREADS_Y - 1)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _block_range(out, a, a_k_major, k_per_split, block_rows, block_cols):
     """(M, N, m0, n0, k_begin, k_end) of a blocked kernel's block: out[z]'s size (M, N), the block's first row
     and column, and the range of k its split z sums (A is a (M, K), or (K, M) when a_k_major)."""
@@ -501,7 +502,7 @@ def _block_range(out, a, a_k_major, k_per_split, block_rows, block_cols):
             min(K, k_begin + k_per_split))
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _store_output(out, m, n, M, N, value, bias, has_bias, accumulate):
     """The blocked kernels' epilogue for one output: out[z, m, n] (+)= value (+ bias[n]) inside (M, N); the bias
     added once, in registers, before the one store."""
@@ -514,7 +515,7 @@ def _store_output(out, m, n, M, N, value, bias, has_bias, accumulate):
             out[cuda.blockIdx.z, m, n] = value
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _load_tile_v4(tile, src, k_major, r0, R, k0, k_end, blocks_of_8):
     """tile[k, r] = A[r0 + r, k0 + k] for r < BM, k < BK (0 outside R rows or past k_end).
 
@@ -669,7 +670,7 @@ V7_BLOCKS_PER_SM = 1
 _V7_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V7_BLOCKS_PER_SM)}
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_slot(t, load, k_major):
     """(k, r) of the tile element thread t stages in its load-th load. k-major source: a warp takes 32 adjacent
     r of one k (a 128-byte global read, one tile row). k contiguous: 8 adjacent k of 4 rows (32-byte sectors),
@@ -681,14 +682,14 @@ def _v7_slot(t, load, k_major):
     return warp % (V7_BK // 8) * 8 + lane % 8, warp // (V7_BK // 8) * 4 + lane // 8 + load * (THREADS // V7_BK)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_read(src, k_major, r, k):
     """A[r, k]: src[r, k], or src[k, r] when k_major. The indices as unsigned: numba then drops its negative-index
     wraparound (3 instructions an index); they are never negative here."""
     return src[uint64(k), uint64(r)] if k_major else src[uint64(r), uint64(k)]
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_fetch(regs, src, k_major, r0, R, k0, k_end):
     """regs[load] = A[r0 + r, k0 + k] at this thread's slots (0 outside R rows or past k_end): A is src (R, K),
     or src (K, R) read transposed when k_major. A tile inside A (every tile but the last row and k ones) is read
@@ -706,7 +707,7 @@ def _v7_fetch(regs, src, k_major, r0, R, k0, k_end):
             regs[load] = _v7_read(src, k_major, r0 + r, k0 + k) if ok else float32(0.0)
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_stage(tile, buf, regs, k_major):
     """tile[buf, k, r] = the values _v7_fetch put in regs."""
     tx, ty = _thread_v4()
@@ -716,13 +717,13 @@ def _v7_stage(tile, buf, regs, k_major):
         tile[buf, k, r] = regs[load]
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_own(thread, i):
     """The tile row (or column) of a thread's i-th output row (column): 4 adjacent, then 4 more 64 on."""
     return i // V7_QUAD * (V7_BM // 2) + thread * V7_QUAD + i % V7_QUAD
 
 
-@cuda.jit(device=True, inline="always")
+@device_function
 def _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
     """One k step of a thread's 8 x 8 outputs: 8 a values and 8 b values (4 vector loads), 64 multiply-adds."""
     for i in range(V7_T):

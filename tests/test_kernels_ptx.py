@@ -28,3 +28,17 @@ def test_cuda_kernels_compile_to_ptx(op):
         # A Python float constant silently promotes float32 math to float64, which runs at a small
         # fraction of the speed on most GPUs: the kernels keep every constant float32.
         assert ".f64" not in ptx, f"{op}: {kernel.__name__} does float64 arithmetic"
+
+
+def test_compile_ptx_leaves_numbas_current_device_as_it_was():
+    """compile_ptx stands in a device of the PTX's compute capability while it compiles (numba-cuda asks the
+    driver for one when it compiles a forceinline device function); after it, numba's own lookup is back."""
+    from numba.cuda import dispatcher
+
+    from gpt2lab.kernels import crossentropy
+    from gpt2lab.kernels._cuda import compile_ptx
+    before = dispatcher.get_current_device
+    # v3 calls device functions (block_max, block_sum): compiling them asks for the current device
+    kernel, sig = next((k, s) for k, s in crossentropy.CUDA_KERNELS if k.__name__ == "crossentropy_forward_kernel_v3")
+    assert ".entry" in compile_ptx(kernel, sig)
+    assert dispatcher.get_current_device is before
