@@ -9,7 +9,8 @@ Python code. Two things it lacks, our kernels need, and one it does slowly:
 * cheap blocks (`_install_cooperative_blocks`): numba starts an OS thread per CUDA thread and its block
   manager spins, asking every thread again and again whether it waits in syncthreads. Here a block's threads
   are greenlets, switched at barriers and after atomics: no OS threads, no polling, and a launch runs the same
-  way every time.
+  way every time. A thread that runs alone for long (a spin on another thread's plain write never ends here)
+  is reported on stderr (`_Watchdog`).
 
 `install()` adds all three; `install_recorder(...)` (explain/cudatrace.py) replaces shared arrays, barriers and
 atomics with recording ones. Nothing here runs on import. A kernel of ours installs it at its first launch in
@@ -20,8 +21,10 @@ model on device "cudasim"). On a real GPU it does nothing.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
+import time
 
 import numpy as np
 from numba import types
@@ -112,6 +115,47 @@ class SimThread:
 
 class _Running:
     thread: SimThread | None = None   # the simulated thread whose greenlet runs now (None between kernels)
+    since = 0.0                       # when it was resumed (time.monotonic)
+
+
+def _run_as(t: SimThread | None) -> None:
+    _Running.thread, _Running.since = t, time.monotonic()
+    if t is not None:
+        _Watchdog.start()
+
+
+class _Watchdog:
+    """Says so, once, on stderr when one simulated thread has run STALL_S seconds without handing back.
+
+    Threads switch only at barriers, after atomics and at their end, so a loop that waits for another thread's
+    plain (non-atomic) write never ends here: the writer never runs. (In numba's own simulator, threads that
+    are OS threads, it usually ended; on a GPU it is a bug as well, the compiler may keep the value in a
+    register.) Without this message a learner's puzzle just hangs."""
+    STALL_S = float(os.environ.get("GPT2LAB_SIM_STALL_S", "30"))
+    started = False
+    warned = None   # (thread, since) already reported
+
+    @classmethod
+    def start(cls) -> None:
+        if not cls.started:
+            cls.started = True
+            threading.Thread(target=cls._watch, name="gpt2lab-sim-watchdog", daemon=True).start()
+
+    @classmethod
+    def _watch(cls) -> None:
+        while True:
+            time.sleep(min(cls.STALL_S / 4, 5.0))
+            t, since = _Running.thread, _Running.since
+            if t is not None and time.monotonic() - since > cls.STALL_S and cls.warned != (t, since):
+                cls.warned = (t, since)
+                print(stall_message(t, cls.STALL_S), file=sys.stderr, flush=True)
+
+
+def stall_message(t: SimThread, seconds: float) -> str:
+    return (f"gpt2lab: CUDA simulator: thread tid={list(t.threadIdx)} ctaid={list(t.blockIdx)} has run "
+            f"{seconds:g} s without reaching a barrier, an atomic or its end. Threads switch only there, so a "
+            f"loop that waits for another thread's plain (non-atomic) write never ends here (on a GPU it is a bug "
+            f"too). Interrupt the cell to stop it; if the thread is only slow, wait.")
 
 
 def current_thread():
@@ -142,12 +186,12 @@ def _run_block(manager, grid_point, *args) -> None:
             running = [t for t in running if not t.greenlet.dead]
     finally:
         _unwind(threads)
-        _Running.thread = None
+        _run_as(None)
 
 
 def _resume(t: SimThread):
     """Run thread t until it hands back (_BARRIER at a barrier, None at an atomic or its end)."""
-    _Running.thread = t
+    _run_as(t)
     try:
         return t.greenlet.switch()
     except Exception as e:   # numba's message: which thread of which block failed
@@ -159,7 +203,7 @@ def _unwind(threads) -> None:
     """End every thread not finished (a launch that failed): each raises where it waits, so its frames close."""
     for t in threads:
         if not t.greenlet.dead:
-            _Running.thread = t
+            _run_as(t)
             try:
                 t.greenlet.throw(_Aborted("abort flag set on syncthreads clear"))
             except Exception:   # noqa: BLE001 - the launch's own error is already on its way

@@ -277,3 +277,45 @@ def test_a_failed_launch_leaves_nothing_behind_and_a_spin_on_an_atomic_ends():
     proc = run_in_simulator("-c", AFTER_A_FAILURE_AND_A_SPIN, "install", timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "raised: tid=[8, 0, 0] ctaid=[0, 0, 0]" in proc.stdout, proc.stdout   # the first thread that failed
+
+
+# A thread that waits in a loop for another thread's plain write never sees it here: threads switch only at
+# barriers, after atomics and at their end. That used to be a silent hang of a learner's puzzle; now the
+# simulator says so on stderr once a thread has run GPT2LAB_SIM_STALL_S seconds alone. The spin below gives up
+# after a few seconds, so the script ends either way.
+A_SPIN_ON_A_PLAIN_WRITE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from numba import cuda
+    if sys.argv[1:] == ["install"]:
+        from gpt2lab.kernels._cudasim import install
+        install()
+
+    @cuda.jit
+    def handoff(flag, out):
+        tid = cuda.threadIdx.x
+        if tid == 0:
+            n = 0
+            while flag[0] == 0 and n < 3_000_000:   # thread 1's write never comes while this one runs
+                n += 1
+            out[0] = flag[0]
+        elif tid == 1:
+            flag[0] = 1
+
+    out = np.zeros(1, np.int32)
+    handoff[1, 2](np.zeros(1, np.int32), out)
+    print("saw the flag:", out[0])
+""")
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("install", [True, False])
+def test_a_spin_on_a_plain_write_is_reported(monkeypatch, install):
+    monkeypatch.setenv("GPT2LAB_SIM_STALL_S", "0.5")
+    proc = run_in_simulator("-c", A_SPIN_ON_A_PLAIN_WRITE, *(["install"] if install else []), timeout=120)
+    if install:
+        assert "saw the flag: 0" in proc.stdout, proc.stdout
+        assert "thread tid=[0, 0, 0] ctaid=[0, 0, 0] has run 0.5 s without reaching a barrier" in proc.stderr, \
+            proc.stderr[-2000:]
+    else:   # numba's own simulator, OS threads: thread 1 runs, the flag comes, and there is nothing to report
+        assert "saw the flag: 1" in proc.stdout and "has run" not in proc.stderr, proc.stdout + proc.stderr[-2000:]
