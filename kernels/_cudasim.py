@@ -131,7 +131,7 @@ class _Watchdog:
     plain (non-atomic) write never ends here: the writer never runs. (In numba's own simulator, threads that
     are OS threads, it usually ended; on a GPU it is a bug as well, the compiler may keep the value in a
     register.) Without this message a learner's puzzle just hangs."""
-    STALL_S = float(os.environ.get("GPT2LAB_SIM_STALL_S", "30"))
+    STALL_S = 30.0   # the default; GPT2LAB_SIM_STALL_S sets it, read when the watchdog starts
     started = False
     warned = None   # (thread, since) already reported
 
@@ -139,6 +139,7 @@ class _Watchdog:
     def start(cls) -> None:
         if not cls.started:
             cls.started = True
+            cls.STALL_S = _stall_seconds(os.environ.get("GPT2LAB_SIM_STALL_S"), cls.STALL_S)
             threading.Thread(target=cls._watch, name="gpt2lab-sim-watchdog", daemon=True).start()
 
     @classmethod
@@ -149,6 +150,19 @@ class _Watchdog:
             if t is not None and time.monotonic() - since > cls.STALL_S and cls.warned != (t, since):
                 cls.warned = (t, since)
                 print(stall_message(t, cls.STALL_S), file=sys.stderr, flush=True)
+
+
+def _stall_seconds(text: str | None, default: float) -> float:
+    """GPT2LAB_SIM_STALL_S's seconds (a positive number), or the default when unset; else a one-line error."""
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"GPT2LAB_SIM_STALL_S must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def stall_message(t: SimThread, seconds: float) -> str:
