@@ -188,7 +188,8 @@ def test_barriers_keep_numbas_rules(installed):
 
 
 # install() runs a block's threads as greenlets in the launching OS thread, switched at barriers and atomics: no OS
-# thread a CUDA thread (one daemon thread beside them watches for a thread that never hands back) (numba starts one each, which made simulated steps 2-3x slower; docs/figures.md).
+# thread a CUDA thread (numba starts one each, which made simulated steps 2-3x slower; docs/figures.md). One daemon
+# thread beside them watches for a thread that never hands back.
 ONE_OS_THREAD = textwrap.dedent("""
     import sys
     import threading
