@@ -16,21 +16,57 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+
+
+# The simulator's own line about a thread that never hands back (kernels/_cudasim.py, stall_message): shown in
+# the lesson as soon as the child prints it, not only once the run ends (a spin that never ends never ends).
+STALL_LINE = "gpt2lab: CUDA simulator: thread "
 
 
 def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: float = 300,
                   what: str | None = None, ok_codes=(0,)) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS...` with the CUDA simulator on (and numba's low-occupancy warnings off: every
     simulated grid is small). Raises RuntimeError with the child's last error lines when its exit status is
-    not in `ok_codes`, naming `what` (default: the module)."""
+    not in `ok_codes`, or when it has not finished after `timeout` seconds (it is stopped), naming `what`
+    (default: the module). The simulator's report of a stuck thread goes to stderr as it comes."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS="0")
-    proc = subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    if proc.returncode not in ok_codes:
-        raise RuntimeError(f"{what or module}: the simulator run failed:\n{proc.stderr[-3000:]}")
-    return proc
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    out, err = [], []
+
+    def relay_stderr():
+        for line in proc.stderr:
+            err.append(line)
+            if line.startswith(STALL_LINE):
+                print(line, end="", file=sys.stderr, flush=True)
+
+    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=relay_stderr, daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        if stdin is not None:
+            proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.wait(timeout=timeout)
+    except BaseException as e:   # the timeout, or the learner's interrupt: the child must not run on
+        proc.kill()
+        proc.wait()
+        if not isinstance(e, subprocess.TimeoutExpired):
+            raise
+        for r in readers:
+            r.join(5)
+        raise RuntimeError(f"{what or module}: the simulator run did not finish in {timeout:g} s and was "
+                           f"stopped:\n{''.join(err)[-3000:]}") from None
+    for r in readers:
+        r.join()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out), "".join(err))
+    if done.returncode not in ok_codes:
+        raise RuntimeError(f"{what or module}: the simulator run failed:\n{done.stderr[-3000:]}")
+    return done
 
 
 def child_ready(prog: str, use: str) -> bool:

@@ -44,9 +44,9 @@ def device_function(fn):
     callee's IR into every call site, then re-runs numba's passes on the result, and that was most of a
     kernel's compile. matmul v7's kernels took ~3.5 s each from Python to PTX on the 2-core machine, ~1-2 s with
     NVVM inlining; the SASS ptxas makes of the two is the same, instruction for instruction (docs/figures.md).
-    numba's simulator takes no `forceinline`; there the function runs as Python anyway."""
-    from numba import config
-    if config.ENABLE_CUDASIM:
+    numba's simulator takes no `forceinline`; there the function runs as Python anyway. (Which of the two
+    `cuda.jit` is, was settled when numba.cuda was imported: asked of cuda.jit itself, not of numba's config.)"""
+    if cuda.jit.__module__.startswith("numba.cuda.simulator"):
         return cuda.jit(device=True, inline="always")(fn)
     return cuda.jit(device=True, forceinline=True)(fn)
 
@@ -189,14 +189,17 @@ def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
 def _device_functions_for(cc):
     """numba-cuda compiles a forceinline device function (`device_function`) for the current GPU's compute
     capability, which it asks the driver for: without a GPU that fails. While compile_ptx runs, the "current
-    device" is the cc the PTX is for (numba-cuda 0.30's dispatcher module, which imported the name)."""
+    device" is the cc the PTX is for (numba-cuda 0.30's dispatcher module, which imported the name). Under
+    numba-cuda's compiler lock (reentrant), so no other thread compiles meanwhile, nor swaps the name too."""
     from numba.cuda import dispatcher
-    real = dispatcher.get_current_device
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=tuple(cc))
-    try:
-        yield
-    finally:
-        dispatcher.get_current_device = real
+    from numba.cuda.core.compiler_lock import global_compiler_lock
+    with global_compiler_lock:
+        real = dispatcher.get_current_device
+        dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=tuple(cc))
+        try:
+            yield
+        finally:
+            dispatcher.get_current_device = real
 
 
 # ---------------------------------------------------------------- @kernel: launches without per-call dispatch

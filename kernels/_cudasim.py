@@ -130,7 +130,8 @@ class _Watchdog:
     Threads switch only at barriers, after atomics and at their end, so a loop that waits for another thread's
     plain (non-atomic) write never ends here: the writer never runs. (In numba's own simulator, threads that
     are OS threads, it usually ended; on a GPU it is a bug as well, the compiler may keep the value in a
-    register.) Without this message a learner's puzzle just hangs."""
+    register.) Without this message a learner's puzzle just hangs; a lesson runs the simulator in a child
+    process, and explain/simulator.py's run_simulated shows this line as soon as the child prints it."""
     STALL_S = 30.0   # the default; GPT2LAB_SIM_STALL_S sets it, read when the watchdog starts
     started = False
     warned = None   # (thread, since) already reported
@@ -138,8 +139,8 @@ class _Watchdog:
     @classmethod
     def start(cls) -> None:
         if not cls.started:
+            cls.STALL_S = _stall_seconds(os.environ.get("GPT2LAB_SIM_STALL_S"), cls.STALL_S)   # raises first
             cls.started = True
-            cls.STALL_S = _stall_seconds(os.environ.get("GPT2LAB_SIM_STALL_S"), cls.STALL_S)
             threading.Thread(target=cls._watch, name="gpt2lab-sim-watchdog", daemon=True).start()
 
     @classmethod
@@ -167,9 +168,10 @@ def _stall_seconds(text: str | None, default: float) -> float:
 
 def stall_message(t: SimThread, seconds: float) -> str:
     return (f"gpt2lab: CUDA simulator: thread tid={list(t.threadIdx)} ctaid={list(t.blockIdx)} has run "
-            f"{seconds:g} s without reaching a barrier, an atomic or its end. Threads switch only there, so a "
-            f"loop that waits for another thread's plain (non-atomic) write never ends here (on a GPU it is a bug "
-            f"too). Interrupt the cell to stop it; if the thread is only slow, wait.")
+            f"{seconds:g} s while the other threads of its block wait. They take turns only at barriers, at a "
+            f"thread's end and (outside a trace) after atomics, so a loop that waits for another thread's plain "
+            f"(non-atomic) write never ends here (on a GPU it is a bug too). Interrupt the cell to stop it; if "
+            f"the thread is only slow, wait.")
 
 
 def current_thread():

@@ -2,6 +2,7 @@
 
 Each check runs in its own process (NUMBA_ENABLE_CUDASIM=1 is read when numba is imported).
 """
+import os
 import subprocess
 import textwrap
 
@@ -318,7 +319,7 @@ def test_a_spin_on_a_plain_write_is_reported(monkeypatch, install):
     proc = run_in_simulator("-c", A_SPIN_ON_A_PLAIN_WRITE, *(["install"] if install else []), timeout=120)
     if install:
         assert "saw the flag: 0" in proc.stdout, proc.stdout
-        assert "thread tid=[0, 0, 0] ctaid=[0, 0, 0] has run 0.5 s without reaching a barrier" in proc.stderr, \
+        assert "thread tid=[0, 0, 0] ctaid=[0, 0, 0] has run 0.5 s while the other threads" in proc.stderr, \
             proc.stderr[-2000:]
     else:   # numba's own simulator, OS threads: thread 1 runs, the flag comes, and there is nothing to report
         assert "saw the flag: 1" in proc.stdout and "has run" not in proc.stderr, proc.stdout + proc.stderr[-2000:]
@@ -333,3 +334,31 @@ def test_the_stall_limit_is_a_positive_number_of_seconds(text, want):
             _stall_seconds(text, 30.0)
     else:
         assert _stall_seconds(text, 30.0) == want
+
+
+STUCK_FOREVER = A_SPIN_ON_A_PLAIN_WRITE.replace(" and n < 3_000_000", "").replace(
+    "if sys.argv[1:] == [\"install\"]:", "if True:")
+
+
+@pytest.mark.cudasim
+def test_a_lesson_sees_a_stuck_thread_as_it_happens_and_a_timeout_as_one_error(tmp_path, monkeypatch, capfd):
+    """explain.simulator.run_simulated (every puzzle, trace and verification of a lesson runs there): the
+    simulator's report of a stuck thread reaches the lesson's stderr while the child still runs, and a child
+    that never ends is stopped at the timeout with one RuntimeError that carries the report."""
+    from gpt2lab.explain.simulator import STALL_LINE, run_simulated
+    (tmp_path / "stuck_kernel.py").write_text(STUCK_FOREVER)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("GPT2LAB_SIM_STALL_S", "0.5")
+    with pytest.raises(RuntimeError, match=r"puzzle stuck: the simulator run did not finish in 8 s") as e:
+        run_simulated("stuck_kernel", timeout=8, what="puzzle stuck")
+    assert f"{STALL_LINE}tid=[0, 0, 0]" in str(e.value)
+    assert f"{STALL_LINE}tid=[0, 0, 0]" in capfd.readouterr().err   # relayed, not only in the error
+
+
+def test_the_lessons_relay_knows_the_simulators_stall_line():
+    from gpt2lab.explain.simulator import STALL_LINE
+    from gpt2lab.kernels._cudasim import stall_message
+
+    class Fake:   # stall_message reads only the indices
+        threadIdx, blockIdx = (1, 0, 0), (2, 0, 0)
+    assert stall_message(Fake(), 30).startswith(STALL_LINE)
