@@ -46,6 +46,6 @@ def test_verify_in_simulator_reports_a_fail_and_raises_on_a_crash(monkeypatch):
            "shape": "B=1", "max_abs": 1e-3, "torch32_abs": 1e-7, "ratio": 1e4, "ok": False, "seconds": 0.1,
            "teaching": False}
     failed = subprocess.CompletedProcess([], 1, stdout=__import__("json").dumps([row]), stderr="")
-    monkeypatch.setattr(simulator.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(simulator, "run_simulated", lambda *a, **k: failed)   # exit 1: a row FAILed
     sim = simulator.verify_in_simulator("gelu")
     assert not sim.ok and "FAIL" in repr(sim)
