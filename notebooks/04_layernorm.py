@@ -265,7 +265,10 @@ for name in ("torch", "numba"):
 #
 # No GPU is needed to check them: numba's CUDA **simulator** runs every CUDA thread in Python.
 # It is switched on by `NUMBA_ENABLE_CUDASIM=1` before numba is imported, and this notebook has already
-# imported numba for the CPU kernels, so the check runs in its own process:
+# imported numba for the CPU kernels, so the check runs in its own process. Its threads take turns: one runs
+# until it reaches a barrier (`cuda.syncthreads()`), an atomic or its end, then the next. So a thread that
+# loops waiting for another thread's plain write would wait forever; after 30 seconds the simulator prints a
+# line naming that thread (interrupt the cell then):
 
 # %%
 sim = verify_in_simulator("layernorm")   # `gpt2lab verify --device cudasim --op layernorm`, in a child process
