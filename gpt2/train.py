@@ -1024,6 +1024,9 @@ def _run_in(args, config: GPTConfig, out: Path, fault=None):
           f"{' (fused path)' if fused else ''}, "
           f"B={args.batch} T={args.seq}, {len(data.train):,} train tokens, {torch.get_num_threads()} threads",
           file=sys.stderr)
+    if args.backend == "numba" and args.device == "cuda":   # no on-disk cache: every process compiles its kernels
+        print("gpt2lab train: the first step compiles the CUDA kernels it launches (tens of seconds; "
+              "later steps do not)", file=sys.stderr)
     verified = None
     if args.verify_every:
         from .kernel_backend import verified_backend

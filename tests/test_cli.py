@@ -83,6 +83,23 @@ def test_train_on_cuda_without_a_gpu_is_one_line(backend, needle, capsys, tmp_pa
     assert not (tmp_path / "run").exists()  # refused before anything was made
 
 
+def test_train_on_cuda_says_its_first_step_compiles(monkeypatch, capsys, tmp_path, corpus):
+    """Every process compiles the CUDA kernels it launches at their first launch (tens of seconds at 124M on
+    v7's kernels): `gpt2lab train --device cuda` says so before the first step, and on the CPU it does not.
+    The GPU is stood in for: the run itself is the CPU's."""
+    from gpt2lab.gpt2 import train as train_mod
+    make_backend = train_mod.make_backend
+    monkeypatch.setattr(train_mod, "_check_resources", lambda args, config: None)
+    monkeypatch.setattr(train_mod, "make_backend", lambda *a, device="cpu", **k: make_backend(*a, **k))
+    for device in ("cuda", "cpu"):
+        argv = ["train", "--backend", "numba", "--device", device, "--config", "tiny", "--steps", "1", "--batch",
+                "2", "--seq", "8", "--eval-every", "0", "--sample-tokens", "0", "--quiet", "--out",
+                str(tmp_path / device), "--data", str(corpus)]
+        assert main(argv) == 0
+        said = "the first step compiles the CUDA kernels" in capsys.readouterr().err
+        assert said == (device == "cuda"), device
+
+
 @pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU")
 def test_bench_on_cuda_without_a_gpu_is_one_line(capsys):
     one_line_error(capsys, main(["bench", "--device", "cuda", "--no-ops", "--no-tokenizer", "--steps", "tiny"]),
