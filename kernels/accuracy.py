@@ -289,8 +289,8 @@ def _split_qkv(dinp):
 
 
 def _attn_run(inputs, version):
-    from .attention import attention_backward, attention_backward_flash
-    if version in ("v4", "v5", "v6", "flash"):  # the flash backward: from out and lse, on the device or the CPU
+    from .attention import FLASH_CPU_VERSIONS, FLASH_CUDA_VERSIONS, attention_backward, attention_backward_flash
+    if version in (*FLASH_CUDA_VERSIONS, *FLASH_CPU_VERSIONS):   # the flash backward: from out and lse
         args = {"dinp": np.zeros_like(inputs["inp"]), "dout": inputs["dout"], "inp": inputs["inp"],
                 "out": inputs["out"], "lse": inputs["lse"], "n_head": inputs["n_head"]}
         if version == "flash":
