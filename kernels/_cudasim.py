@@ -43,6 +43,7 @@ def install() -> None:
     from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
     if getattr(FakeCUDAModule, "_gpt2lab_patched", False):
         return
+    _Watchdog.start()   # first: a bad GPT2LAB_SIM_STALL_S raises before anything is patched
     _install_warp_shuffles(FakeCUDAModule)
     _install_cooperative_blocks()
     FakeCUDAShared.array = shared_array_method(lambda shape, dtype, key: np.empty(shape, dtype),
@@ -120,8 +121,6 @@ class _Running:
 
 def _run_as(t: SimThread | None) -> None:
     _Running.thread, _Running.since = t, time.monotonic()
-    if t is not None:
-        _Watchdog.start()
 
 
 class _Watchdog:
@@ -132,7 +131,7 @@ class _Watchdog:
     are OS threads, it usually ended; on a GPU it is a bug as well, the compiler may keep the value in a
     register.) Without this message a learner's puzzle just hangs; a lesson runs the simulator in a child
     process, and explain/simulator.py's run_simulated shows this line as soon as the child prints it."""
-    STALL_S = 30.0   # the default; GPT2LAB_SIM_STALL_S sets it, read when the watchdog starts
+    STALL_S = 30.0   # the default; GPT2LAB_SIM_STALL_S sets it, read when install() starts the watchdog
     started = False
     warned = None   # (thread, since) already reported
 
