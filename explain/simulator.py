@@ -21,17 +21,15 @@ import time
 from dataclasses import dataclass
 
 
-# The simulator's own line about a thread that never hands back (kernels/_cudasim.py, stall_message): shown in
-# the lesson as soon as the child prints it, not only once the run ends (a spin that never ends never ends).
-STALL_LINE = "gpt2lab: CUDA simulator: thread "
-
-
 def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: float = 300,
                   what: str | None = None, ok_codes=(0,)) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS...` with the CUDA simulator on (and numba's low-occupancy warnings off: every
     simulated grid is small). Raises RuntimeError with the child's last error lines when its exit status is
     not in `ok_codes`, or when it has not finished after `timeout` seconds (it is stopped), naming `what`
     (default: the module). The simulator's report of a stuck thread goes to stderr as it comes."""
+    # the simulator's line about a thread that never hands back (_cudasim.stall_message): shown in the lesson as
+    # soon as the child prints it, not only once the run ends (a spin that never ends never ends)
+    from gpt2lab.kernels._cudasim import STALL_PREFIX
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS="0")
     proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -40,7 +38,7 @@ def run_simulated(module: str, *args: str, stdin: str | None = None, timeout: fl
     def relay_stderr():
         for line in proc.stderr:
             err.append(line)
-            if line.startswith(STALL_LINE):
+            if line.startswith(STALL_PREFIX):
                 print(line, end="", file=sys.stderr, flush=True)
 
     readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),

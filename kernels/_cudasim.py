@@ -165,8 +165,11 @@ def _stall_seconds(text: str | None, default: float) -> float:
     return seconds
 
 
+STALL_PREFIX = "gpt2lab: CUDA simulator: thread "   # explain/simulator.py relays lines that start so
+
+
 def stall_message(t: SimThread, seconds: float) -> str:
-    return (f"gpt2lab: CUDA simulator: thread tid={list(t.threadIdx)} ctaid={list(t.blockIdx)} has run "
+    return (f"{STALL_PREFIX}tid={list(t.threadIdx)} ctaid={list(t.blockIdx)} has run "
             f"{seconds:g} s while the other threads of its block wait. They take turns only at barriers, at a "
             f"thread's end and (outside a trace) after atomics, so a loop that waits for another thread's plain "
             f"(non-atomic) write never ends here (on a GPU it is a bug too). Interrupt the cell to stop it; if "

@@ -345,20 +345,20 @@ def test_a_lesson_sees_a_stuck_thread_as_it_happens_and_a_timeout_as_one_error(t
     """explain.simulator.run_simulated (every puzzle, trace and verification of a lesson runs there): the
     simulator's report of a stuck thread reaches the lesson's stderr while the child still runs, and a child
     that never ends is stopped at the timeout with one RuntimeError that carries the report."""
-    from gpt2lab.explain.simulator import STALL_LINE, run_simulated
+    from gpt2lab.explain.simulator import run_simulated
+    from gpt2lab.kernels._cudasim import STALL_PREFIX
     (tmp_path / "stuck_kernel.py").write_text(STUCK_FOREVER)
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     monkeypatch.setenv("GPT2LAB_SIM_STALL_S", "0.5")
     with pytest.raises(RuntimeError, match=r"puzzle stuck: the simulator run did not finish in 8 s") as e:
         run_simulated("stuck_kernel", timeout=8, what="puzzle stuck")
-    assert f"{STALL_LINE}tid=[0, 0, 0]" in str(e.value)
-    assert f"{STALL_LINE}tid=[0, 0, 0]" in capfd.readouterr().err   # relayed, not only in the error
+    assert f"{STALL_PREFIX}tid=[0, 0, 0]" in str(e.value)
+    assert f"{STALL_PREFIX}tid=[0, 0, 0]" in capfd.readouterr().err   # relayed, not only in the error
 
 
 def test_the_lessons_relay_knows_the_simulators_stall_line():
-    from gpt2lab.explain.simulator import STALL_LINE
-    from gpt2lab.kernels._cudasim import stall_message
+    from gpt2lab.kernels._cudasim import STALL_PREFIX, stall_message
 
     class Fake:   # stall_message reads only the indices
         threadIdx, blockIdx = (1, 0, 0), (2, 0, 0)
-    assert stall_message(Fake(), 30).startswith(STALL_LINE)
+    assert stall_message(Fake(), 30).startswith(STALL_PREFIX)
