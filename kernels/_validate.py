@@ -113,6 +113,14 @@ def check_block(op: str, name: str, threads, most: int) -> None:
         raise ValueError(f"{op}: {name} must be a power of two <= {most}, got {threads!r}")
 
 
+def default_version(op: str, on_device: bool, default: dict) -> str:
+    """The default of `op` for the arrays' device: pick_version's, when no version is named."""
+    kind = "cuda" if on_device else "cpu"
+    simulated = on_device and "cudasim" in default and numba_config.ENABLE_CUDASIM
+    chosen = default["cudasim" if simulated else kind]
+    return chosen[op] if isinstance(chosen, dict) else chosen
+
+
 def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions, default: dict) -> str:
     """The version an entry point runs: `version` when it names one for the arrays' device, else the default.
 
@@ -124,9 +132,7 @@ def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions,
     """
     kind, versions = ("cuda", cuda_versions) if on_device else ("cpu", cpu_versions)
     if version is None or version == kind:
-        simulated = on_device and "cudasim" in default and numba_config.ENABLE_CUDASIM
-        chosen = default["cudasim" if simulated else kind]
-        return chosen[op] if isinstance(chosen, dict) else chosen
+        return default_version(op, on_device, default)
     if version not in versions:
         raise ValueError(f"{op}: version must be one of {tuple(versions)} for {kind} arrays, got {version!r}")
     return version

@@ -558,9 +558,11 @@ def bench_matmul_ladder(device="cpu", reps=3, shapes=None, versions=None, progre
     cpu); "default" marks the version the model runs. rows: as bench_ops' (a shape's rows are appended when all
     its versions are timed)."""
     from . import matmul as mm
+    from ._validate import default_version
     versions = versions or (mm.CUDA_VERSIONS if device == "cuda" else mm.CPU_VERSIONS)
-    reference, default = LADDER_REFERENCE[device], mm.pick_version("matmul_forward", None, device == "cuda", (), (),
-                                                                    mm.DEFAULT_VERSION)   # in the simulator v5
+    # the default the model runs here (in the simulator v5)
+    reference = LADDER_REFERENCE[device]
+    default = default_version("matmul_forward", device == "cuda", mm.DEFAULT_VERSION)
     sync, rows = _sync_for(device), [] if rows is None else rows
     for s in shapes or LADDER_SHAPES[device]:
         parts = {v: {name: median_time(fn, reps, sync) for name, fn in _ladder_parts(Case(device), s, v).items()}
