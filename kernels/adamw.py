@@ -40,8 +40,7 @@ import math
 import numpy as np
 from numba import cuda, njit, prange
 
-from ._cuda import grid_stride, run_on_device
-from ._cuda import device_function
+from ._cuda import device_function, grid_stride, run_on_device
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import reference_dtype
 from ._validate import check_array, check_finite_scalars, check_same_device

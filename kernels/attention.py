@@ -105,8 +105,7 @@ from numba import cuda, float32, njit, prange, uint64
 
 from . import _cublas
 from ._blas import gemm, set_blas_threads, xxgemm
-from ._cuda import ceil_div, compensated_add, lanes_sum, run_on_device, scratch
-from ._cuda import device_function
+from ._cuda import ceil_div, compensated_add, device_function, lanes_sum, run_on_device, scratch
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version

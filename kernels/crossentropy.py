@@ -50,8 +50,7 @@ import math
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_max, block_sum, ceil_div, compensated_add, grid_stride, run_on_device, view
-from ._cuda import device_function
+from ._cuda import block_max, block_sum, ceil_div, compensated_add, device_function, grid_stride, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._vecmath import exp_neg

@@ -48,8 +48,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, njit, prange
 
-from ._cuda import block_sum, ceil_div, compensated_add, lanes_sum, run_on_device, view
-from ._cuda import device_function
+from ._cuda import block_sum, ceil_div, compensated_add, device_function, lanes_sum, run_on_device, view
 from ._cuda import kernel as cuda_kernel  # @cuda_kernel: numba's @cuda.jit, launched without per-call dispatch
 from ._torch import autograd
 from ._validate import check_array, check_same_device, pick_version
