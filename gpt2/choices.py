@@ -5,7 +5,7 @@ against the kernels' own (kernels/matmul.py's CUDA_VERSIONS, kernels/attention.p
 """
 # --matmul: "numba" (our default version), one of our CUDA versions by name (to time a candidate before it is
 # the default), or "cublas" (cuBLAS on the same device memory).
-MATMULS = ("numba", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "cublas")
+MATMULS = ("numba", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "cublas")
 # --flash: the fused path's flash attention version on the GPU (not given: its default).
 FLASHES = ("v4", "v5", "v6")
 # KernelGPT2's two paths, as bench's step rows name the default one ("default_path")

@@ -132,7 +132,7 @@ def _matmul_probe(tensor, summed, sizes):
     return Probe(f"matmul.{tensor}", summed, sizes,
                  # in the simulator the naive v1 and the default v5 (~20-25 s a probe there, a whole 16 x 16 block of
                  # simulated threads for a 2 x 3 output); v3, v4 when asked (--version v3)
-                 {"cudasim": ("v1", "v5"), "cuda": ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "cublas"),
+                 {"cudasim": ("v1", "v5"), "cuda": ("v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "cublas"),
                   "cpu": ("blas",)},
                  _matmul_inputs, _matmul_run(tensor), _matmul_torch(tensor), _matmul_pairwise(tensor))
 

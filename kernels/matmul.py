@@ -734,8 +734,27 @@ def _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
             part[i, j] += a_reg[i] * b_reg[j]
 
 
-def _v7_kernel(name, a_k_major, b_k_major):
-    """v7's kernel for one pair of operand layouts: the same arguments and output as v4's (_v4_kernel)."""
+@device_function
+def _v7_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """v7's pass of the k loop: two k steps, k and k + 1 (the loop's own instructions count half)."""
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 1) & (V7_BK - 1), tx, ty)
+
+
+@device_function
+def _v7_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """out = acc + part (+ bias) at a thread's 8 x 8 outputs; part: the last terms, and what acc's roundings lost."""
+    for i in range(V7_T):
+        m = m0 + _v7_own(ty, i)
+        for j in range(V7_T):
+            _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+
+
+def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
+    """v7's kernel for one pair of operand layouts: the same arguments and output as v4's (_v4_kernel); v8's
+    with version="v8" (its k pass and epilogue; the comment above _v8_pass)."""
+    steps, k_pass, epilogue = (8, _v8_pass, _v8_epilogue) if version == "v8" else (2, _v7_pass, _v7_epilogue)
+
     def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
         a_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
         b_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
@@ -763,9 +782,8 @@ def _v7_kernel(name, a_k_major, b_k_major):
             if more:                     # the next tile's loads in flight during this tile's multiply-adds
                 _v7_fetch(a_next, a, a_k_major, m0, M, k0 + V7_BK, k_end)
                 _v7_fetch(b_next, b, b_k_major, n0, N, k0 + V7_BK, k_end)
-            for k in range(0, V7_BK, 2):   # two k steps a pass: the loop's own instructions count half
-                _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
-                _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 1) & (V7_BK - 1), tx, ty)
+            for k in range(0, V7_BK, steps):
+                k_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty)
             step += 1
             if step % V7_PART_TILES == 0:  # part into acc; what acc's rounding lost starts the next part
                 for i in range(V7_T):
@@ -775,18 +793,72 @@ def _v7_kernel(name, a_k_major, b_k_major):
                 _v7_stage(a_tile, buf ^ 1, a_next, a_k_major)
                 _v7_stage(b_tile, buf ^ 1, b_next, b_k_major)
             cuda.syncthreads()
-        for i in range(V7_T):
-            m = m0 + _v7_own(ty, i)
-            for j in range(V7_T):
-                n = n0 + _v7_own(tx, j)   # part: the last terms, and what acc's roundings lost
-                _store_output(out, m, n, M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+        epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
     kernel.__name__ = kernel.__qualname__ = name
     return cuda_kernel(**_V7_JIT)(kernel)
 
 
 V7_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v7"), *layouts)
               for layouts, kernel in V4_KERNELS.items()}
-BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS, "v7": V7_KERNELS}  # version -> kernels
+
+
+# v8: v7's sums in fewer instructions: the same products in the same order, so v7's bits. On an H100 v7 ran at
+# 25-28 TFLOP/s where cuBLAS ran at 46-49 (the lm_head's shapes, docs/figures.md). In ptxas's code for v7 (ptxas
+# 13.0, sm_90, nvdisasm, counted) a thread spends ~1,536 instructions on an interior k-tile for its 1,024
+# multiply-adds (67%): the k loop 155 a pass of 2 steps, the next tile's loads and stores ~184, the carry 450
+# every 4 tiles. v8 changes two things:
+#   * the epilogue's rows written out (_v8_epilogue: row i a constant at each call). v7's loop over the rows
+#     indexes acc and part with a runtime i, so LLVM keeps both in a 512-byte stack frame, stored on the way out.
+#     With every index a constant they are registers throughout (stack 0), and ptxas then addresses the tile
+#     loads in ~135 instructions a tile instead of ~184.
+#   * 8 k steps a pass, not 2 (_v8_pass, two calls of four: LLVM does not unroll a loop this size itself), so the
+#     loop's index arithmetic and branch come twice a tile, not 8 times: 563 instructions a pass for 512
+#     multiply-adds. A whole tile a pass (16 steps) counts ~3% fewer, but its ~19 KB of loop body is past the
+#     instruction cache closest to an SM's schedulers (12 KiB on Volta, measured by Jia et al. 2018; Hopper's is
+#     not published); 8 steps' is 9 KB.
+# Together ~1,372 instructions an interior tile, 75% of them multiply-adds: ~11% faster if the kernel is bound by
+# instruction issue, less if by latency. Registers 242-254, no spills, no stack. Not yet timed on a GPU.
+@device_function
+def _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """Four k steps, k .. k + 3."""
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 1, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 2, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 3, tx, ty)
+
+
+@device_function
+def _v8_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """v8's pass of the k loop: eight k steps, k .. k + 7 (half a tile)."""
+    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
+    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 4) & (V7_BK - 1), tx, ty)
+
+
+@device_function
+def _v8_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """Row i of v7's epilogue (_v7_epilogue), i a constant where it is called."""
+    m = m0 + _v7_own(ty, i)
+    for j in range(V7_T):
+        _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+
+
+@device_function
+def _v8_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """v7's epilogue with its 8 rows written out, so that every index into acc and part is a constant."""
+    _v8_row(out, acc, part, 0, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 1, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 2, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 3, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 4, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 5, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 6, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 7, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+
+
+V8_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v8"), *layouts, version="v8")
+              for layouts, kernel in V4_KERNELS.items()}
+BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS, "v7": V7_KERNELS,
+                   "v8": V8_KERNELS}  # version -> kernels
 
 
 @cuda_kernel
@@ -945,8 +1017,8 @@ def splits_v7(M, N, K, slots=None):
     return splits_v6(M, N, K, slots or resident_blocks(V7_BLOCKS_PER_SM), (V7_BM, V7_BM, V7_BK))
 
 
-SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6, "v7": splits_v7}   # a blocked version's split count
-TILES = {"v7": (V7_BM, V7_BM)}   # a blocked version's (rows, columns) per block where not v4's (BM, BN)
+SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6, "v7": splits_v7, "v8": splits_v7}  # split counts
+TILES = {"v7": (V7_BM, V7_BM), "v8": (V7_BM, V7_BM)}  # a version's (rows, columns) a block where not v4's (BM, BN)
 
 
 def _split_scratch(S, M, N):

@@ -90,7 +90,7 @@ def test_the_step_rows_fused_path_and_matmul_are_checked_when_present():
     for field, value, message in (("fused_ms", None, "fused_ms: expected a number, got None"),
                                   ("fused_launches", 1.5, "fused_launches: expected an integer or null"),
                                   ("fused_host_ms", "2", "fused_host_ms: expected a number or null"),
-                                  ("matmul", "cuBLAS", "matmul: expected one of numba, v1, v2, v3, v4, v5, v6, v7, "
+                                  ("matmul", "cuBLAS", "matmul: expected one of numba, v1, v2, v3, v4, v5, v6, v7, v8, "
                                                        "cublas, got 'cuBLAS'"),
                                   ("flash", "v9", "flash: expected one of v4, v5, v6, got 'v9'"),
                                   ("default_path", "fast", "default_path: expected one of fused, per-op, got 'fast'"),

@@ -149,6 +149,20 @@ def test_the_register_blocked_matmul_is_refused_past_its_launch_bound():
     assert any("registers > 65536" in p for p in launch_problems(usage, 1024))
 
 
+@needs_ptxas
+def test_matmul_v8_keeps_its_sums_in_registers():
+    """v8 writes out its epilogue's rows so that every index into acc and part is a constant: ptxas then keeps
+    all 128 sums in registers (no stack frame, no spills) where v7's rolled epilogue put them in a 512-byte stack."""
+    from gpt2lab.kernels import matmul
+    from gpt2lab.kernels.resources import ptxas_usage
+    signature = dict(matmul.CUDA_KERNELS)
+    for version, stack in (("v8", 0), ("v7", 512)):
+        for kernel in matmul.BLOCKED_KERNELS[version].values():
+            usage = ptxas_usage(ptx_of(kernel, signature[kernel]))
+            assert (usage.stack, usage.spill_stores, usage.spill_loads) == (stack, 0, 0), (kernel.__name__, usage)
+            assert usage.registers <= 255 and usage.max_threads == matmul.THREADS, (kernel.__name__, usage)
+
+
 def test_registers_times_threads_at_the_edge():
     """64K registers an SM, allocated per warp in units of 256: 128 x 512 fits, one warp more does not; 65
     registers are allocated as 72, so 1024 threads of them do not fit where 64 do."""

@@ -131,6 +131,45 @@ def test_v7_carries_what_a_part_lost_into_the_next():
     assert float(run_in_simulator("-c", CARRY).stdout.split()[-1]) == 1.0
 
 
+# v8 is v7 in fewer instructions: the same products, in the same order, into the same parts and carries. So it
+# must give v7's bits, here in the simulator at v7's own shape (every path: two tiles across, a thread's second
+# groups, a carried part, a split in two ranges, the bias): the three products, each accumulating onto what
+# out held. ~25 s.
+V8_SAME_BITS = """
+import json, sys
+import numpy as np
+from numba import cuda
+from gpt2lab.kernels._cudasim import install
+install()
+from gpt2lab.kernels import matmul
+shape = json.loads(sys.argv[1])
+N, C, OC = shape["B"] * shape["T"], shape["C"], shape["OC"]
+rng = np.random.default_rng(0)
+inp, weight, dout = (rng.standard_normal(s).astype(np.float32) for s in ((N, C), (OC, C), (N, OC)))
+bias = rng.standard_normal(OC).astype(np.float32)
+start = {"out": rng.standard_normal((1, N, OC)), "dinp": rng.standard_normal((N, C)),
+         "dweight": rng.standard_normal((OC, C))}
+results = {}
+for version in ("v7", "v8"):
+    got = {name: cuda.to_device(x.astype(np.float32)) for name, x in start.items()}
+    matmul.matmul_forward(got["out"], cuda.to_device(inp[None]), cuda.to_device(weight), cuda.to_device(bias),
+                          version=version)
+    dinp, dweight, _ = matmul.backward_launchers(version)
+    dinp(got["dinp"], cuda.to_device(dout), cuda.to_device(weight))
+    dweight(got["dweight"], cuda.to_device(dout), cuda.to_device(inp))
+    results[version] = {name: x.copy_to_host() for name, x in got.items()}
+print(json.dumps({name: [bool(np.array_equal(results["v7"][name], results["v8"][name])),
+                         bool(np.array_equal(results["v7"][name], start[name].astype(np.float32)))]
+                  for name in start}))
+"""
+
+
+@pytest.mark.cudasim
+def test_v8_gives_v7s_bits_in_the_simulator():
+    rows = json.loads(run_in_simulator("-c", V8_SAME_BITS, json.dumps(V7_SHAPE)).stdout.splitlines()[-1])
+    assert rows == {name: [True, False] for name in ("out", "dinp", "dweight")}, rows   # equal, and written
+
+
 def test_v7_splits_for_whole_waves_of_its_tiles():
     for M, N, K in [(768, 768, 4096), (2304, 768, 4096), (256, 768, 50257), (65, 37, 600), (1, 1, 1), (5, 5, 0)]:
         S, k_per = matmul.splits_v7(M, N, K, 132)
