@@ -670,10 +670,13 @@ _V7_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V7_
 
 
 @device_function
-def _v7_slot(t, load, k_major):
+def _v7_slot(t, load, k_major, one_k):
     """(k, r) of the tile element thread t stages in its load-th load. k-major source: a warp takes 32 adjacent
-    r of one k (a 128-byte global read, one tile row). k contiguous: 8 adjacent k of 4 rows (32-byte sectors),
-    whose stores into rows of 132 floats hit 32 different banks (v5's blocks of 8)."""
+    r of one k (a 128-byte global read, one tile row); with one_k (v8), a thread's 8 loads all from one k, r 16
+    apart (a warp reads 64 adjacent bytes of each of two k). k contiguous: 8 adjacent k of 4 rows (32-byte
+    sectors), whose stores into rows of 132 floats hit 32 different banks (v5's blocks of 8)."""
+    if k_major and one_k:
+        return t // (THREADS // V7_BK), t % (THREADS // V7_BK) + load * (THREADS // V7_BK)
     if k_major:
         i = t + load * THREADS
         return i // V7_BM, i % V7_BM
@@ -689,30 +692,31 @@ def _v7_read(src, k_major, r, k):
 
 
 @device_function
-def _v7_fetch(regs, src, k_major, r0, R, k0, k_end):
+def _v7_fetch(regs, src, k_major, r0, R, k0, k_end, one_k):
     """regs[load] = A[r0 + r, k0 + k] at this thread's slots (0 outside R rows or past k_end): A is src (R, K),
-    or src (K, R) read transposed when k_major. A tile inside A (every tile but the last row and k ones) is read
-    without a test a load: the test is the block's, once (the loader was ~30% of a tile's instructions)."""
+    or src (K, R) read transposed when k_major (one_k: _v7_slot's). A tile inside A (every tile but the last row
+    and k ones) is read without a test a load: the test is the block's, once (the loader was ~30% of a tile's
+    instructions)."""
     tx, ty = _thread_v4()
     t = ty * THREADS_X + tx
     if r0 + V7_BM <= R and k0 + V7_BK <= k_end:
         for load in range(V7_LOADS):
-            k, r = _v7_slot(t, load, k_major)
+            k, r = _v7_slot(t, load, k_major, one_k)
             regs[load] = _v7_read(src, k_major, r0 + r, k0 + k)
     else:
         for load in range(V7_LOADS):
-            k, r = _v7_slot(t, load, k_major)
+            k, r = _v7_slot(t, load, k_major, one_k)
             ok = r0 + r < R and k0 + k < k_end
             regs[load] = _v7_read(src, k_major, r0 + r, k0 + k) if ok else float32(0.0)
 
 
 @device_function
-def _v7_stage(tile, buf, regs, k_major):
+def _v7_stage(tile, buf, regs, k_major, one_k):
     """tile[buf, k, r] = the values _v7_fetch put in regs."""
     tx, ty = _thread_v4()
     t = ty * THREADS_X + tx
     for load in range(V7_LOADS):
-        k, r = _v7_slot(t, load, k_major)
+        k, r = _v7_slot(t, load, k_major, one_k)
         tile[buf, k, r] = regs[load]
 
 
@@ -754,6 +758,7 @@ def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
     """v7's kernel for one pair of operand layouts: the same arguments and output as v4's (_v4_kernel); v8's
     with version="v8" (its k pass and epilogue; the comment above _v8_pass)."""
     steps, k_pass, epilogue = (8, _v8_pass, _v8_epilogue) if version == "v8" else (2, _v7_pass, _v7_epilogue)
+    one_k = version == "v8"
 
     def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
         a_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
@@ -770,18 +775,18 @@ def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
             for j in range(V7_T):
                 acc[i, j] = float32(0.0)
                 part[i, j] = float32(0.0)
-        _v7_fetch(a_next, a, a_k_major, m0, M, k_begin, k_end)
-        _v7_fetch(b_next, b, b_k_major, n0, N, k_begin, k_end)
-        _v7_stage(a_tile, 0, a_next, a_k_major)
-        _v7_stage(b_tile, 0, b_next, b_k_major)
+        _v7_fetch(a_next, a, a_k_major, m0, M, k_begin, k_end, one_k)
+        _v7_fetch(b_next, b, b_k_major, n0, N, k_begin, k_end, one_k)
+        _v7_stage(a_tile, 0, a_next, a_k_major, one_k)
+        _v7_stage(b_tile, 0, b_next, b_k_major, one_k)
         cuda.syncthreads()
         step = 0
         for k0 in range(k_begin, k_end, V7_BK):
             buf = step & 1               # the mask shows the compiler buf >= 0 (no wraparound in the address)
             more = k0 + V7_BK < k_end    # the same for every thread of the block: the barrier below is shared
             if more:                     # the next tile's loads in flight during this tile's multiply-adds
-                _v7_fetch(a_next, a, a_k_major, m0, M, k0 + V7_BK, k_end)
-                _v7_fetch(b_next, b, b_k_major, n0, N, k0 + V7_BK, k_end)
+                _v7_fetch(a_next, a, a_k_major, m0, M, k0 + V7_BK, k_end, one_k)
+                _v7_fetch(b_next, b, b_k_major, n0, N, k0 + V7_BK, k_end, one_k)
             for k in range(0, V7_BK, steps):
                 k_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty)
             step += 1
@@ -790,8 +795,8 @@ def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
                     for j in range(V7_T):
                         acc[i, j], part[i, j] = two_sum(acc[i, j], part[i, j])
             if more:
-                _v7_stage(a_tile, buf ^ 1, a_next, a_k_major)
-                _v7_stage(b_tile, buf ^ 1, b_next, b_k_major)
+                _v7_stage(a_tile, buf ^ 1, a_next, a_k_major, one_k)
+                _v7_stage(b_tile, buf ^ 1, b_next, b_k_major, one_k)
             cuda.syncthreads()
         epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
     kernel.__name__ = kernel.__qualname__ = name
@@ -804,20 +809,25 @@ V7_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v7"), *layout
 
 # v8: v7's sums in fewer instructions: the same products in the same order, so v7's bits. On an H100 v7 ran at
 # 25-28 TFLOP/s where cuBLAS ran at 46-49 (the lm_head's shapes, docs/figures.md). In ptxas's code for v7 (ptxas
-# 13.0, sm_90, nvdisasm, counted) a thread spends ~1,536 instructions on an interior k-tile for its 1,024
-# multiply-adds (67%): the k loop 155 a pass of 2 steps, the next tile's loads and stores ~184, the carry 450
-# every 4 tiles. v8 changes two things:
+# 13.0, sm_90, nvdisasm, counted) a thread spends ~1,540 (forward) to ~1,620 (dinp, dweight) instructions on an
+# interior k-tile for its 1,024 multiply-adds (63-67%): the k loop 155 a pass of 2 steps, the next tile's loads
+# and stores 186-254, the carry 450 every 4 tiles. v8 changes three things:
 #   * the epilogue's rows written out (_v8_epilogue: row i a constant at each call). v7's loop over the rows
 #     indexes acc and part with a runtime i, so LLVM keeps both in a 512-byte stack frame, stored on the way out.
 #     With every index a constant they are registers throughout (stack 0), and ptxas then addresses the tile
-#     loads in ~135 instructions a tile instead of ~184.
+#     loads in fewer instructions (the forward's 186 a tile -> 136).
 #   * 8 k steps a pass, not 2 (_v8_pass, two calls of four: LLVM does not unroll a loop this size itself), so the
 #     loop's index arithmetic and branch come twice a tile, not 8 times: 563 instructions a pass for 512
 #     multiply-adds. A whole tile a pass (16 steps) counts ~3% fewer, but its ~19 KB of loop body is past the
 #     instruction cache closest to an SM's schedulers (12 KiB on Volta, measured by Jia et al. 2018; Hopper's is
 #     not published); 8 steps' is 9 KB.
-# Together ~1,372 instructions an interior tile, 75% of them multiply-adds: ~11% faster if the kernel is bound by
-# instruction issue, less if by latency. Registers 242-254, no spills, no stack. Not yet timed on a GPU.
+#   * a k-major operand (dinp's weight, both of dweight's) loaded one k row a thread (_v7_slot's one_k): its 8
+#     loads a tile then share one row address and differ by constants, where v7's each computed a 64-bit row
+#     offset (~9 instructions a load). A warp reads 64 adjacent bytes of two rows instead of 128 of one; the
+#     tiles hold the same values.
+# Together 1,338-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
+# dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242,
+# no spills, no stack. Not yet timed on a GPU.
 @device_function
 def _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
     """Four k steps, k .. k + 3."""
