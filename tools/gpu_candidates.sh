@@ -20,8 +20,10 @@
 #                      defaults 1.48x and 1.54x on two H100 boots), profiled kernel by kernel                85 s
 # plus summary.txt (each step's exit status) and log.txt. A candidate that wins becomes the default by the rule of
 # docs/kernels.md (as accurate as PyTorch, then the fastest measured: v8 has v7's bits, whose long sums an H100
-# measured); then the full `tools/gpu_checks.sh run` records it. tests/test_gpu_checks.py checks these command
-# lines as it checks the full script's.
+# measured): set matmul.DEFAULT_VERSION["cuda"], commit, `bash tools/gpu_checks.sh prepare` again (the project
+# wheel carries the code), then the full `tools/gpu_checks.sh run` records it. A warm machine is given back after
+# ~30 s idle, so have that edit ready before this call returns. The full checks time v8 in their ladder and verify
+# it whatever the default is. tests/test_gpu_checks.py checks these command lines as it checks the full script's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
