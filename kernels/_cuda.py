@@ -176,6 +176,15 @@ def scratch(owner: str, shape, dtype=np.float32):
     return _SCRATCH[key]
 
 
+def poison_scratch() -> None:
+    """Fill every scratch buffer made so far with NaN (integers: their largest value). For checks that compare
+    two versions: reused scratch would otherwise hand the second what the first wrote there, and hide an
+    element the second never wrote; poisoned, such an element shows."""
+    for a in _SCRATCH.values():
+        fill = np.nan if np.issubdtype(a.dtype, np.floating) else np.iinfo(a.dtype).max
+        a.copy_to_device(np.full(a.shape, fill, a.dtype))
+
+
 def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:
     """Real PTX for a @cuda.jit kernel, without a GPU (needs numba-cuda with its NVVM wheels)."""
     check_numpy_for_cuda()

@@ -45,6 +45,9 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  shape); its long sums compensated by carrying each part's lost bits into the next part (no
                  extra registers). The default on a GPU: 1.4-1.9x v5 on an H100, 58-77% of cuBLAS's, and as
                  accurate as PyTorch (docs/figures.md)
+         "v8"    v7's sums (its bits) in 11-18% fewer instructions a k-tile: 8 k steps a pass of its loop, not 2,
+                 the epilogue's rows written out (acc and part never leave registers), a k-major tile loaded one
+                 k row a thread. Not yet timed on a GPU (the counts are ptxas's; docs/figures.md)
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`)
 """
@@ -664,6 +667,7 @@ V7_T = 8                                # outputs per thread along each side: 8 
 V7_QUAD = 4                             # a thread's 8 rows: 2 groups of 4 adjacent (one 16-byte load), 64 apart
 V7_ROW = V7_BM + 4                      # tile rows 16-byte aligned; a k step 4 banks on from the last
 V7_LOADS = V7_BM * V7_BK // THREADS     # 8 values of each operand staged per thread per tile
+V7_KROW = THREADS // V7_BK              # threads sharing a k row of a tile (v8's k-major loads: 16)
 V7_PART_TILES = 4                       # k-tiles summed plainly into part before it goes into acc
 V7_BLOCKS_PER_SM = 1
 _V7_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V7_BLOCKS_PER_SM)}
@@ -673,10 +677,13 @@ _V7_JIT = {} if numba.config.ENABLE_CUDASIM else {"launch_bounds": (THREADS, V7_
 def _v7_slot(t, load, k_major, one_k):
     """(k, r) of the tile element thread t stages in its load-th load. k-major source: a warp takes 32 adjacent
     r of one k (a 128-byte global read, one tile row); with one_k (v8), a thread's 8 loads all from one k, r 16
-    apart (a warp reads 64 adjacent bytes of each of two k). k contiguous: 8 adjacent k of 4 rows (32-byte
-    sectors), whose stores into rows of 132 floats hit 32 different banks (v5's blocks of 8)."""
+    apart: a warp's two halves read 64 adjacent bytes of k and of k + 4, whose tile rows start 4 x 132 floats
+    apart, 16 banks on, so their stores hit 32 different banks (k and k + 1 would share 12). k contiguous: 8
+    adjacent k of 4 rows (32-byte sectors), whose stores into rows of 132 floats hit 32 different banks (v5's
+    blocks of 8)."""
     if k_major and one_k:
-        return t // (THREADS // V7_BK), t % (THREADS // V7_BK) + load * (THREADS // V7_BK)
+        warp, half = t // 32, t // V7_KROW % 2
+        return warp % 4 + warp // 4 * 8 + half * 4, t % V7_KROW + load * V7_KROW
     if k_major:
         i = t + load * THREADS
         return i // V7_BM, i % V7_BM
@@ -825,8 +832,8 @@ V7_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v7"), *layout
 #     loads a tile then share one row address and differ by constants, where v7's each computed a 64-bit row
 #     offset (~9 instructions a load). A warp reads 64 adjacent bytes of two rows instead of 128 of one; the
 #     tiles hold the same values.
-# Together 1,338-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
-# dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242,
+# Together 1,336-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
+# dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242-246,
 # no spills, no stack. Not yet timed on a GPU.
 @device_function
 def _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
@@ -1098,10 +1105,11 @@ def backward_launchers(version):
 # ---------------------------------------------------------------- public entry points
 CPU_VERSIONS = ("loops", "blas")
 CUDA_VERSIONS = (*FORWARD_KERNELS, *BLOCKED_KERNELS, "cublas")
-# v3-v7 and cublas are all as accurate as PyTorch's float32; v7 is the fastest of ours on an H100 (1.4-1.9x v5 at
-# GPT-2's shapes, 2026-11-27), so the default (the rule: docs/kernels.md; the figures: docs/figures.md). In numba's
-# simulator v5 (_validate.pick_version): v7's 128 x 128 tiles at the simulator's small shapes are mostly padding,
-# ~4x v5's simulated work (a simulated fused step of the micro model took 53 s, not 13).
+# v3-v8 and cublas are all as accurate as PyTorch's float32 (v8: v7's bits); v7 is the fastest of ours timed on an
+# H100 (1.4-1.9x v5 at GPT-2's shapes, 2026-11-27; v8 not yet timed), so the default (the rule: docs/kernels.md;
+# the figures: docs/figures.md). In numba's simulator v5 (_validate.pick_version): v7's 128 x 128 tiles at the
+# simulator's small shapes are mostly padding, ~4x v5's simulated work (a simulated fused step of the micro model
+# took 53 s, not 13).
 DEFAULT_VERSION = {"cpu": "blas", "cuda": "v7", "cudasim": "v5"}
 
 

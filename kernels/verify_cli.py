@@ -1,4 +1,5 @@
-"""`gpt2lab verify`: every kernel against PyTorch, as a table; exit 1 on any FAIL."""
+"""`gpt2lab verify`: every kernel against PyTorch, as a table; exit 1 on any FAIL. With --same-as: one version
+against another, bit for bit (kernels/same_bits.py); exit 1 on any difference."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", action="append", help="check only this op (repeatable); default: all")
     p.add_argument("--version", help="check only this kernel version (e.g. v2)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
+    p.add_argument("--same-as", metavar="VERSION",
+                   help="instead of PyTorch, check --version's results against this version's, bit for bit (a "
+                        "version that reschedules another's sums must give its bits: --version v8 --same-as v7)")
     p.add_argument("--shape", action="append", metavar="JSON",
                    help="check at this shape instead of the op's own (repeatable; one --op), e.g. "
                         "--op matmul --shape '{\"B\": 1, \"T\": 257, \"C\": 33, \"OC\": 257}'")
@@ -23,6 +27,7 @@ def _reexec_with_simulator(args) -> None:
     # The simulator is chosen when numba is first imported; start afresh with the variable set.
     argv = ["--device", "cudasim", *sum((["--op", o] for o in args.op or []), [])]
     argv += (["--version", args.version] if args.version else []) + (["--json"] if args.json else [])
+    argv += ["--same-as", args.same_as] if args.same_as else []
     argv += sum((["--shape", s] for s in args.shape or []), [])
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     os.execve(sys.executable, [sys.executable, "-m", "gpt2lab.kernels.verify_cli", *argv], env)
@@ -59,6 +64,9 @@ def run(args) -> int:
     except ValueError as e:
         print(f"gpt2lab {e}", file=sys.stderr)
         return 2
+    if args.same_as and not args.version:
+        print("gpt2lab verify: --same-as compares one version with another: give --version too", file=sys.stderr)
+        return 2
     if args.device == "cuda":
         from numba import cuda
         if not cuda.is_available():
@@ -66,6 +74,8 @@ def run(args) -> int:
                   "(try --device cudasim)", file=sys.stderr)
             return 2
     try:
+        if args.same_as:
+            return _same_bits(args, ops, shapes)
         rows = verify(args.device, ops, args.version, shapes=shapes,
                       progress=None if args.json else lambda op: print(f"  checked {op}", file=sys.stderr))
     except ValueError as e:
@@ -73,6 +83,14 @@ def run(args) -> int:
         return 2
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_table(rows))
     return 0 if passed(rows) else 1
+
+
+def _same_bits(args, ops, shapes) -> int:
+    """--same-as: every op's --version against --same-as, bit for bit; 0 when all the same, 1 otherwise."""
+    from . import same_bits
+    rows = [r for op in ops for r in same_bits.same_bits(op, args.device, args.version, args.same_as, shapes)]
+    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else same_bits.format_table(rows))
+    return 0 if all(r.same for r in rows) else 1
 
 
 def main(argv=None) -> int:

@@ -410,7 +410,8 @@ def test_the_script_measures_every_goal_and_ends_its_summary_with_them(script_te
 
 
 def test_a_bench_step_without_the_ladder_leaves_it_out_of_the_record(script_text, tmp_path, monkeypatch):
-    broken = script_text.replace("--no-tokenizer --ladder --reps 3", "--no-tokenizer --no-ladder --reps 3", 1)
+    broken = re.sub(r"--no-tokenizer --ladder --reps 3( \\\n\s*|\s)*(--ladder-version v\d+( \\\n\s*|\s)*)+",
+                    "--no-tokenizer --no-ladder --reps 3 ", script_text, count=1)
     assert broken != script_text
     assert "matmul_ladder" not in record_of_the_script(broken, tmp_path, monkeypatch)
 
@@ -453,11 +454,12 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
     for command in found:
         parse(command)
     total = sum(c["limit"] for c in found)
-    # short enough that the full checks (585 s) still fit the session's 900 s of device time after it
+    # short enough that the full checks (585 s) still fit the session's 900 s of device time after it, with a
+    # machine's start (~30-90 s) and two wheel installs
     assert all(c["limit"] and "timeout -k 5 " in c["line"] for c in found)
-    assert f"The limits add up to {total} s" in text and total <= 200
-    verify = next(c["argv"] for c in found if c["argv"][0] == "verify")
-    assert verify[verify.index("--version") + 1] == "v8"
+    assert f"The limits add up to {total} s" in text and total <= 220
+    verify = [parse(c) for c in found if c["argv"][0] == "verify"]
+    assert [(a.op, a.version, a.same_as) for a in verify] == [(["matmul"], "v8", None), (["matmul"], "v8", "v7")]
     ladder = next(parse(c) for c in found if "--ladder-version" in c["argv"])
     assert {"v7", "v8"} <= set(ladder.ladder_version)
     steps = [parse(c) for c in found if c["argv"][0] == "bench" and "--steps" in c["argv"] and parse(c).steps]

@@ -134,14 +134,16 @@ def test_v7_carries_what_a_part_lost_into_the_next():
 # v8 is v7 in fewer instructions: the same products, in the same order, into the same parts and carries. So it
 # must give v7's bits, here in the simulator at v7's own shape (every path: two tiles across, a thread's second
 # groups, a carried part, a split in two ranges, the bias): the three products, each accumulating onto what
-# out held. ~25 s.
+# out held. The backward's split partial sums live in reused scratch: it is poisoned (NaN) before each version,
+# or v7's leftovers would stand in for a partial sum v8 failed to write (a review found a dropped epilogue row
+# passing dinp and dweight that way). ~60 s.
 V8_SAME_BITS = """
 import json, sys
 import numpy as np
 from numba import cuda
 from gpt2lab.kernels._cudasim import install
 install()
-from gpt2lab.kernels import matmul
+from gpt2lab.kernels import _cuda, matmul
 shape = json.loads(sys.argv[1])
 N, C, OC = shape["B"] * shape["T"], shape["C"], shape["OC"]
 rng = np.random.default_rng(0)
@@ -151,6 +153,7 @@ start = {"out": rng.standard_normal((1, N, OC)), "dinp": rng.standard_normal((N,
          "dweight": rng.standard_normal((OC, C))}
 results = {}
 for version in ("v7", "v8"):
+    _cuda.poison_scratch()
     got = {name: cuda.to_device(x.astype(np.float32)) for name, x in start.items()}
     matmul.matmul_forward(got["out"], cuda.to_device(inp[None]), cuda.to_device(weight), cuda.to_device(bias),
                           version=version)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU call for the candidates, before a full `tools/gpu_checks.sh run`: short, so that both fit one session's
-# 15 minutes of device time (this ~3.5 min, the full checks ~10). Now: matmul v8, v7's sums (its bits) in 11-18%
+# 15 minutes of device time (this ~4 min, the full checks ~10). Now: matmul v8, v7's sums (its bits) in 11-18%
 # fewer instructions a k-tile by ptxas's count (kernels/matmul.py), never run on a GPU. Is it right there, is it
 # faster than v7 product by product, and what does it make of the 124M step?
 # The call before (2026-11-27, an H100: v7, v6 and flash v6 against v5, with the sanitizers and the long sums; 326 s)
@@ -10,12 +10,14 @@
 #   bash tools/gpu_candidates.sh run        there, every file straight into $OUT
 #
 # Each step stops at its limit (SIGTERM: bench prints the rows it finished) and is killed 5 s later (`timeout -k 5`).
-# The limits add up to 195 s (the wheel install before them: ~10 s on an H200, over a minute on a slow H100 boot):
+# The limits add up to 215 s (the wheel install before them: ~10 s on an H200, over a minute on a slow H100 boot):
 #   verify.txt         gpt2lab verify --device cuda --op matmul --version v8 at verify's three GPU shapes
 #                      (v7 took < 40 s with its compiles on an H100)                                        45 s
+#                      then v8 against v7 bit for bit at the same shapes (--same-as v7; the simulator has no
+#                      fused multiply-add, so only a GPU says ptxas kept v7's bits)                          30 s
 #   ladder.json        the matmul ladder for v7, v8 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of cuBLAS,
 #                      each product's ms (forward, dinp, dweight: the instruction counts predict -11%, -16%,
-#                      -18% if v7 is bound by instruction issue)                                              65 s
+#                      -18% if v7 is bound by instruction issue)                                              55 s
 #   steps1024_v8.json  the 124M step at B=4, T=1024 with --matmul v8 against torch (the 1.5x goal; on the
 #                      defaults 1.48x and 1.54x on two H100 boots), profiled kernel by kernel                85 s
 # plus summary.txt (each step's exit status) and log.txt. A candidate that wins becomes the default by the rule of
@@ -32,7 +34,9 @@ run)
     source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
     timeout -k 5 40 gpt2lab verify --device cuda --op matmul --version v8 >> "$out/verify.txt" 2>> "$log"
     echo "verify matmul v8: exit $?" | tee -a "$out/summary.txt"
-    timeout -k 5 60 gpt2lab bench --device cuda --json --no-ops --no-tokenizer --steps '' --ladder-version v7 \
+    timeout -k 5 25 gpt2lab verify --device cuda --op matmul --version v8 --same-as v7 >> "$out/verify.txt" 2>> "$log"
+    echo "matmul v8 same bits as v7: exit $?" | tee -a "$out/summary.txt"
+    timeout -k 5 50 gpt2lab bench --device cuda --json --no-ops --no-tokenizer --steps '' --ladder-version v7 \
         --ladder-version v8 --reps 3 > "$out/ladder.json" 2>> "$log"
     echo "ladder v7 v8 cublas: exit $?" | tee -a "$out/summary.txt"
     timeout -k 5 80 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
