@@ -761,11 +761,74 @@ def _v7_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulat
             _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
 
 
+# v8: v7's sums in fewer instructions: the same products in the same order, so v7's bits. On an H100 v7 ran at
+# 25-28 TFLOP/s where cuBLAS ran at 46-49 (the lm_head's shapes, docs/figures.md). In ptxas's code for v7 (ptxas
+# 13.0, sm_90, nvdisasm, counted) a thread spends ~1,540 (forward) to ~1,620 (dinp, dweight) instructions on an
+# interior k-tile for its 1,024 multiply-adds (63-67%): the k loop 155 a pass of 2 steps, the next tile's loads
+# and stores 186-254, the carry 450 every 4 tiles. v8 changes three things:
+#   * the epilogue's rows written out (_v8_epilogue: row i a constant at each call). v7's loop over the rows
+#     indexes acc and part with a runtime i, so LLVM keeps both in a 512-byte stack frame, stored on the way out.
+#     With every index a constant they are registers throughout (stack 0), and ptxas then addresses the tile
+#     loads in fewer instructions (the forward's 186 a tile -> 136).
+#   * 8 k steps a pass, not 2 (_v8_pass, two calls of four: LLVM does not unroll a loop this size itself), so the
+#     loop's index arithmetic and branch come twice a tile, not 8 times: 563 instructions a pass for 512
+#     multiply-adds. A whole tile a pass (16 steps) counts ~3% fewer, but its ~19 KB of loop body is past the
+#     instruction cache closest to an SM's schedulers (12 KiB on Volta, measured by Jia et al. 2018; Hopper's is
+#     not published); 8 steps' is 9 KB.
+#   * a k-major operand (dinp's weight, both of dweight's) loaded one k row a thread (_v7_slot's one_k): its 8
+#     loads a tile then share one row address and differ by constants, where v7's each computed a 64-bit row
+#     offset (~9 instructions a load). A warp reads 64 adjacent bytes of two rows instead of 128 of one; the
+#     tiles hold the same values.
+# Together 1,336-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
+# dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242-246,
+# no spills, no stack. Not yet timed on a GPU.
+
+
+@device_function
+def _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """Four k steps, k .. k + 3."""
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 1, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 2, tx, ty)
+    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 3, tx, ty)
+
+
+@device_function
+def _v8_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
+    """v8's pass of the k loop: eight k steps, k .. k + 7 (half a tile)."""
+    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
+    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 4) & (V7_BK - 1), tx, ty)
+
+
+@device_function
+def _v8_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """Row i of v7's epilogue (_v7_epilogue), i a constant where it is called."""
+    m = m0 + _v7_own(ty, i)
+    for j in range(V7_T):
+        _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+
+
+@device_function
+def _v8_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """v7's epilogue with its 8 rows written out, so that every index into acc and part is a constant."""
+    _v8_row(out, acc, part, 0, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 1, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 2, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 3, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 4, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 5, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 6, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v8_row(out, acc, part, 7, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+
+
+# A version's (k steps a pass of its k loop, the pass, the epilogue, k-major tiles loaded one k row a thread).
+V7_SCHEDULES = {"v7": (2, _v7_pass, _v7_epilogue, False), "v8": (8, _v8_pass, _v8_epilogue, True)}
+
+
 def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
     """v7's kernel for one pair of operand layouts: the same arguments and output as v4's (_v4_kernel); v8's
-    with version="v8" (its k pass and epilogue; the comment above _v8_pass)."""
-    steps, k_pass, epilogue = (8, _v8_pass, _v8_epilogue) if version == "v8" else (2, _v7_pass, _v7_epilogue)
-    one_k = version == "v8"
+    with version="v8" (V7_SCHEDULES; the comment above _v8_steps4)."""
+    steps, k_pass, epilogue, one_k = V7_SCHEDULES[version]
 
     def kernel(out, a, b, bias, has_bias, accumulate, k_per_split):
         a_tile = cuda.shared.array((2, V7_BK, V7_ROW), float32, alignment=16)
@@ -812,66 +875,6 @@ def _v7_kernel(name, a_k_major, b_k_major, version="v7"):
 
 V7_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v7"), *layouts)
               for layouts, kernel in V4_KERNELS.items()}
-
-
-# v8: v7's sums in fewer instructions: the same products in the same order, so v7's bits. On an H100 v7 ran at
-# 25-28 TFLOP/s where cuBLAS ran at 46-49 (the lm_head's shapes, docs/figures.md). In ptxas's code for v7 (ptxas
-# 13.0, sm_90, nvdisasm, counted) a thread spends ~1,540 (forward) to ~1,620 (dinp, dweight) instructions on an
-# interior k-tile for its 1,024 multiply-adds (63-67%): the k loop 155 a pass of 2 steps, the next tile's loads
-# and stores 186-254, the carry 450 every 4 tiles. v8 changes three things:
-#   * the epilogue's rows written out (_v8_epilogue: row i a constant at each call). v7's loop over the rows
-#     indexes acc and part with a runtime i, so LLVM keeps both in a 512-byte stack frame, stored on the way out.
-#     With every index a constant they are registers throughout (stack 0), and ptxas then addresses the tile
-#     loads in fewer instructions (the forward's 186 a tile -> 136).
-#   * 8 k steps a pass, not 2 (_v8_pass, two calls of four: LLVM does not unroll a loop this size itself), so the
-#     loop's index arithmetic and branch come twice a tile, not 8 times: 563 instructions a pass for 512
-#     multiply-adds. A whole tile a pass (16 steps) counts ~3% fewer, but its ~19 KB of loop body is past the
-#     instruction cache closest to an SM's schedulers (12 KiB on Volta, measured by Jia et al. 2018; Hopper's is
-#     not published); 8 steps' is 9 KB.
-#   * a k-major operand (dinp's weight, both of dweight's) loaded one k row a thread (_v7_slot's one_k): its 8
-#     loads a tile then share one row address and differ by constants, where v7's each computed a 64-bit row
-#     offset (~9 instructions a load). A warp reads 64 adjacent bytes of two rows instead of 128 of one; the
-#     tiles hold the same values.
-# Together 1,336-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
-# dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242-246,
-# no spills, no stack. Not yet timed on a GPU.
-@device_function
-def _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
-    """Four k steps, k .. k + 3."""
-    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty)
-    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 1, tx, ty)
-    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 2, tx, ty)
-    _v7_step(part, a_reg, b_reg, a_tile, b_tile, buf, k + 3, tx, ty)
-
-
-@device_function
-def _v8_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
-    """v8's pass of the k loop: eight k steps, k .. k + 7 (half a tile)."""
-    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, k & (V7_BK - 1), tx, ty)
-    _v8_steps4(part, a_reg, b_reg, a_tile, b_tile, buf, (k + 4) & (V7_BK - 1), tx, ty)
-
-
-@device_function
-def _v8_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
-    """Row i of v7's epilogue (_v7_epilogue), i a constant where it is called."""
-    m = m0 + _v7_own(ty, i)
-    for j in range(V7_T):
-        _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
-
-
-@device_function
-def _v8_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
-    """v7's epilogue with its 8 rows written out, so that every index into acc and part is a constant."""
-    _v8_row(out, acc, part, 0, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 1, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 2, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 3, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 4, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 5, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 6, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 7, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-
-
 V8_KERNELS = {layouts: _v7_kernel(kernel.__name__.replace("_v4", "_v8"), *layouts, version="v8")
               for layouts, kernel in V4_KERNELS.items()}
 BLOCKED_KERNELS = {"v4": V4_KERNELS, "v5": V5_KERNELS, "v6": V5_KERNELS, "v7": V7_KERNELS,
