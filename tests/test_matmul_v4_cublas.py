@@ -88,19 +88,8 @@ def test_v6_splits_for_whole_waves():
 # k-tiles. B*T = 129 and OC = 130 make the forward 2 x 2 tiles, with a thread's second groups (rows and columns
 # 64..127) in use and the last tile 1 wide; C = 17 is two k-tiles, one partial. The backward's reductions
 # (K = 130 and 129: 9 k-tiles) split in 2 ranges of 80: the first 5 whole k-tiles (a carry after its 4th, then
-# one more tile), the second 4 whose last is partial (it ends right after its carry). ~30 s in the simulator.
+# one more tile), the second 4 whose last is partial (it ends right after its carry).
 V7_SHAPE = {"B": 1, "T": 129, "C": 17, "OC": 130}
-
-
-@pytest.mark.cudasim
-def test_v7_matches_pytorch_in_the_simulator_across_two_tiles_and_a_carried_part():
-    M, N, K = V7_SHAPE["B"] * V7_SHAPE["T"], V7_SHAPE["C"], V7_SHAPE["OC"]
-    assert matmul.splits_v7(M, N, K) == (2, 5 * matmul.V7_BK) == matmul.splits_v7(K, N, M)
-    assert matmul.V7_PART_TILES == 4, "the shape is chosen to carry a part once in each range"
-    proc = run_in_simulator("-c", _SIM_SCRIPT, json.dumps(V7_SHAPE), "v7")
-    rows = json.loads(proc.stdout)
-    assert {r["tensor"] for r in rows} == {"out", "dinp", "dweight", "dbias"}
-    assert all(r["ok"] for r in rows), json.dumps(rows, indent=1)
 
 
 # v7's carry, on a sum it decides: out = sum over C = 129 (9 k-tiles: parts of tiles 1-4, 5-8, then 9) of
@@ -131,46 +120,38 @@ def test_v7_carries_what_a_part_lost_into_the_next():
     assert float(run_in_simulator("-c", CARRY).stdout.split()[-1]) == 1.0
 
 
-# v8 is v7 in fewer instructions: the same products, in the same order, into the same parts and carries. So it
-# must give v7's bits, here in the simulator at v7's own shape (every path: two tiles across, a thread's second
-# groups, a carried part, a split in two ranges, the bias): the three products, each accumulating onto what
-# out held. The backward's split partial sums live in reused scratch: it is poisoned (NaN) before each version,
-# or v7's leftovers would stand in for a partial sum v8 failed to write (a review found a dropped epilogue row
-# passing dinp and dweight that way). ~60 s.
-V8_SAME_BITS = """
+# At v7's shape, in one simulator process (~50 s): v7 against PyTorch (the harness's rule, on fresh buffers), and
+# v8 against v7 bit for bit. v8 is v7 in fewer instructions: the same products, in the same order, into the same
+# parts and carries, so it must give v7's bits. The backward's split partial sums live in reused scratch: it is
+# poisoned (NaN) before each version, or v7's leftovers would stand in for a partial sum v8 failed to write (a
+# review found v8 with an epilogue row dropped passing dinp and dweight that way; poisoned, all three fail, and
+# so does v8 with its two half-passes swapped).
+V7_V8_SCRIPT = """
 import json, sys
 import numpy as np
-from numba import cuda
 from gpt2lab.kernels._cudasim import install
 install()
 from gpt2lab.kernels import _cuda, matmul
-shape = json.loads(sys.argv[1])
-N, C, OC = shape["B"] * shape["T"], shape["C"], shape["OC"]
-rng = np.random.default_rng(0)
-inp, weight, dout = (rng.standard_normal(s).astype(np.float32) for s in ((N, C), (OC, C), (N, OC)))
-bias = rng.standard_normal(OC).astype(np.float32)
-start = {"out": rng.standard_normal((1, N, OC)), "dinp": rng.standard_normal((N, C)),
-         "dweight": rng.standard_normal((OC, C))}
-results = {}
+from gpt2lab.kernels.check import judge, references
+from gpt2lab.kernels.same_bits import compare
+inputs = matmul.SPEC.make_inputs(json.loads(sys.argv[1]), np.random.default_rng(0))
+ref, ref32 = references(matmul.SPEC, inputs)
+got = {}
 for version in ("v7", "v8"):
     _cuda.poison_scratch()
-    got = {name: cuda.to_device(x.astype(np.float32)) for name, x in start.items()}
-    matmul.matmul_forward(got["out"], cuda.to_device(inp[None]), cuda.to_device(weight), cuda.to_device(bias),
-                          version=version)
-    dinp, dweight, _ = matmul.backward_launchers(version)
-    dinp(got["dinp"], cuda.to_device(dout), cuda.to_device(weight))
-    dweight(got["dweight"], cuda.to_device(dout), cuda.to_device(inp))
-    results[version] = {name: x.copy_to_host() for name, x in got.items()}
-print(json.dumps({name: [bool(np.array_equal(results["v7"][name], results["v8"][name])),
-                         bool(np.array_equal(results["v7"][name], start[name].astype(np.float32)))]
-                  for name in start}))
+    got[version] = matmul.SPEC.versions["cuda"][version]({k: x.copy() for k, x in inputs.items()})
+print(json.dumps({t: {"v7_ok": judge(got["v7"][t], ref32[t], ref[t]).ok,
+                      "v8_same": compare(got["v8"][t], got["v7"][t])[0]} for t in ref}))
 """
 
 
 @pytest.mark.cudasim
-def test_v8_gives_v7s_bits_in_the_simulator():
-    rows = json.loads(run_in_simulator("-c", V8_SAME_BITS, json.dumps(V7_SHAPE)).stdout.splitlines()[-1])
-    assert rows == {name: [True, False] for name in ("out", "dinp", "dweight")}, rows   # equal, and written
+def test_v7_matches_pytorch_and_v8_gives_its_bits_across_two_tiles_and_a_carried_part():
+    M, N, K = V7_SHAPE["B"] * V7_SHAPE["T"], V7_SHAPE["C"], V7_SHAPE["OC"]
+    assert matmul.splits_v7(M, N, K) == (2, 5 * matmul.V7_BK) == matmul.splits_v7(K, N, M)
+    assert matmul.V7_PART_TILES == 4, "the shape is chosen to carry a part once in each range"
+    rows = json.loads(run_in_simulator("-c", V7_V8_SCRIPT, json.dumps(V7_SHAPE)).stdout.splitlines()[-1])
+    assert rows == {t: {"v7_ok": True, "v8_same": True} for t in ("out", "dinp", "dweight", "dbias")}, rows
 
 
 def test_v7_splits_for_whole_waves_of_its_tiles():
