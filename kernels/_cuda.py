@@ -173,16 +173,26 @@ def scratch(owner: str, shape, dtype=np.float32):
     key = (owner, tuple(shape), np.dtype(dtype).str)
     if key not in _SCRATCH:
         _SCRATCH[key] = cuda.device_array(tuple(shape), dtype=dtype)
+        if _POISONED:
+            _poison(_SCRATCH[key])
     return _SCRATCH[key]
 
 
+_POISONED = False   # poison_scratch was called: scratch made from then on is poisoned too
+
+
 def poison_scratch() -> None:
-    """Fill every scratch buffer made so far with NaN (integers: their largest value). For checks that compare
-    two versions: reused scratch would otherwise hand the second what the first wrote there, and hide an
-    element the second never wrote; poisoned, such an element shows."""
+    """Fill every scratch buffer with all-ones bytes (a NaN in float32), those made so far and, from now on in
+    this process, those made later. For checks that compare two versions: reused scratch would otherwise hand the
+    second what the first wrote there, and hide an element the second never wrote; poisoned, it shows."""
+    global _POISONED
+    _POISONED = True
     for a in _SCRATCH.values():
-        fill = np.nan if np.issubdtype(a.dtype, np.floating) else np.iinfo(a.dtype).max
-        a.copy_to_device(np.full(a.shape, fill, a.dtype))
+        _poison(a)
+
+
+def _poison(a) -> None:
+    a.copy_to_device(np.frombuffer(b"\xff" * a.nbytes, dtype=a.dtype).reshape(a.shape))
 
 
 def compile_ptx(kernel, signature: str, cc=(9, 0)) -> str:

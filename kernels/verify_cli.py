@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
     p.add_argument("--same-as", metavar="VERSION",
                    help="instead of PyTorch, check --version's results against this version's, bit for bit (a "
-                        "version that reschedules another's sums must give its bits: --version v8 --same-as v7)")
+                        "version that reschedules another's sums must give its bits: --device cuda --op matmul "
+                        "--version v8 --same-as v7); without --op, every op that has both versions")
     p.add_argument("--shape", action="append", metavar="JSON",
                    help="check at this shape instead of the op's own (repeatable; one --op), e.g. "
                         "--op matmul --shape '{\"B\": 1, \"T\": 257, \"C\": 33, \"OC\": 257}'")
@@ -88,6 +89,12 @@ def run(args) -> int:
 def _same_bits(args, ops, shapes) -> int:
     """--same-as: every op's --version against --same-as, bit for bit; 0 when all the same, 1 otherwise."""
     from . import same_bits
+    from .check import get_spec
+    if not args.op:   # every op that has both versions
+        kind = "cpu" if args.device == "cpu" else "cuda"
+        ops = [op for op in ops if {args.version, args.same_as} <= set(get_spec(op).versions.get(kind, {}))]
+        if not ops:
+            raise ValueError(f"verify: no op has both {kind} versions {args.version!r} and {args.same_as!r}")
     rows = [r for op in ops for r in same_bits.same_bits(op, args.device, args.version, args.same_as, shapes)]
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else same_bits.format_table(rows))
     return 0 if all(r.same for r in rows) else 1

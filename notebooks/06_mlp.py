@@ -287,8 +287,8 @@ else:
 # H100 a day later, v7 ran 1.4-1.9× as fast as v5, 58-77% of cuBLAS's rate. The next rung, v8, does v7's
 # arithmetic in 11-18% fewer instructions (counted in the compiled code; no GPU has timed it yet). Its check is
 # stricter than the one against PyTorch: the same sums in the same order must give the same bits, so
-# `gpt2lab verify --version v8 --same-as v7` passes only when every number matches v7's exactly. The ladder is
-# drawn when a GPU run has recorded it:
+# `gpt2lab verify --device cuda --op matmul --version v8 --same-as v7` passes only when every number matches
+# v7's exactly. The ladder is drawn when a GPU run has recorded it:
 
 # %%
 if "matmul_ladder" in report.record:

@@ -10,11 +10,12 @@
 #   bash tools/gpu_candidates.sh run        there, every file straight into $OUT
 #
 # Each step stops at its limit (SIGTERM: bench prints the rows it finished) and is killed 5 s later (`timeout -k 5`).
-# The limits add up to 215 s (the wheel install before them: ~10 s on an H200, over a minute on a slow H100 boot):
+# The limits add up to 225 s (the wheel install before them: ~10 s on an H200, over a minute on a slow H100 boot):
 #   verify.txt         gpt2lab verify --device cuda --op matmul --version v8 at verify's three GPU shapes
 #                      (v7 took < 40 s with its compiles on an H100)                                        45 s
 #                      then v8 against v7 bit for bit at the same shapes (--same-as v7; the simulator has no
-#                      fused multiply-add, so only a GPU says ptxas kept v7's bits)                          30 s
+#                      fused multiply-add, so only a GPU says ptxas kept v7's bits; it compiles v7 and v8
+#                      afresh, and prints its table at the end)                                               40 s
 #   ladder.json        the matmul ladder for v7, v8 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of cuBLAS,
 #                      each product's ms (forward, dinp, dweight: the instruction counts predict -11%, -16%,
 #                      -18% if v7 is bound by instruction issue)                                              55 s
@@ -34,7 +35,7 @@ run)
     source tools/gpu_env.sh   # the wheels installed, gpt2lab on PATH
     timeout -k 5 40 gpt2lab verify --device cuda --op matmul --version v8 >> "$out/verify.txt" 2>> "$log"
     echo "verify matmul v8: exit $?" | tee -a "$out/summary.txt"
-    timeout -k 5 25 gpt2lab verify --device cuda --op matmul --version v8 --same-as v7 >> "$out/verify.txt" 2>> "$log"
+    timeout -k 5 35 gpt2lab verify --device cuda --op matmul --version v8 --same-as v7 >> "$out/verify.txt" 2>> "$log"
     echo "matmul v8 same bits as v7: exit $?" | tee -a "$out/summary.txt"
     timeout -k 5 50 gpt2lab bench --device cuda --json --no-ops --no-tokenizer --steps '' --ladder-version v7 \
         --ladder-version v8 --reps 3 > "$out/ladder.json" 2>> "$log"
