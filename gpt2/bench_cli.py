@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks, gpu_name
-from gpt2lab.signals import handling
+from gpt2lab.signals import handling, raise_interrupt
 
 from .choices import FLASHES, MATMULS
 
@@ -101,7 +100,7 @@ def run(args) -> int:
         out["peaks"] = device_peaks(out["gpu"])
     code = 0
     try:
-        with handling(("SIGTERM",), _raise_interrupt):
+        with handling(("SIGTERM",), raise_interrupt):
             measure(args, out, say)
     except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (e.g. a time limit): keep what was measured
         code, out["interrupted"] = (143, "SIGTERM") if str(e) == "SIGTERM" else (130, "SIGINT")
@@ -143,12 +142,6 @@ def measure(args, out: dict, say) -> None:
     if not args.no_tokenizer:
         say("tokenizer:")
         out["tokenizer"] = bench_tokenizer(progress=say)
-
-
-def _raise_interrupt(signum, frame):
-    """A signal ends the benchmark the way Ctrl-C does (KeyboardInterrupt, named after the signal): a `timeout`
-    or a container stop then keeps what was measured."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def configs_of(args) -> list[str]:

@@ -22,3 +22,9 @@ def handling(names, handler):
         for name, previous in old.items():
             if previous is not None:   # None: a handler installed outside Python, which cannot be put back
                 signal.signal(getattr(signal, name), previous)
+
+
+def raise_interrupt(signum, frame):
+    """A signal handler that ends the work the way Ctrl-C does (KeyboardInterrupt, named after the signal): a
+    `timeout` or a container stop then keeps what was done (`gpt2lab bench`, `gpt2lab verify`)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -74,19 +74,40 @@ def run(args) -> int:
             print("gpt2lab verify: --device cuda needs an NVIDIA GPU and driver; none found "
                   "(try --device cudasim)", file=sys.stderr)
             return 2
+    rows = []
     try:
         if args.same_as:
-            return _same_bits(args, ops, shapes)
-        rows = verify(args.device, ops, args.version, shapes=shapes,
-                      progress=None if args.json else lambda op: print(f"  checked {op}", file=sys.stderr))
+            return _same_bits(args, ops, shapes, rows)
+        _op_by_op(args, ops, rows, lambda op: verify(args.device, [op], args.version, shapes=shapes))
     except ValueError as e:
         print(f"gpt2lab {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        return _stopped(e, rows, args, format_table)
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_table(rows))
     return 0 if passed(rows) else 1
 
 
-def _same_bits(args, ops, shapes) -> int:
+def _op_by_op(args, ops, rows: list, check) -> None:
+    """rows += check(op) for each op in turn; SIGTERM (a time limit) stops it as Ctrl-C does, the rows of the
+    ops finished before it kept in `rows`."""
+    from gpt2lab.signals import handling, raise_interrupt
+    with handling(("SIGTERM",), raise_interrupt):
+        for op in ops:
+            rows += check(op)
+            if not args.json:
+                print(f"  checked {op}", file=sys.stderr)
+
+
+def _stopped(interrupt: KeyboardInterrupt, rows: list, args, table) -> int:
+    """The rows checked before Ctrl-C or SIGTERM, printed as a finished run's; exit 130 or 143."""
+    name = "SIGTERM" if str(interrupt) == "SIGTERM" else "SIGINT"
+    print(f"gpt2lab verify: stopped by {name}: the {len(rows)} rows checked before it are below", file=sys.stderr)
+    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else table(rows))
+    return 143 if name == "SIGTERM" else 130
+
+
+def _same_bits(args, ops, shapes, rows: list) -> int:
     """--same-as: every op's --version against --same-as, bit for bit; 0 when all the same, 1 otherwise."""
     from . import same_bits
     from .check import get_spec
@@ -95,7 +116,11 @@ def _same_bits(args, ops, shapes) -> int:
         ops = [op for op in ops if {args.version, args.same_as} <= set(get_spec(op).versions.get(kind, {}))]
         if not ops:
             raise ValueError(f"verify: no op has both {kind} versions {args.version!r} and {args.same_as!r}")
-    rows = [r for op in ops for r in same_bits.same_bits(op, args.device, args.version, args.same_as, shapes)]
+    try:
+        _op_by_op(args, ops, rows, lambda op: same_bits.same_bits(op, args.device, args.version, args.same_as,
+                                                                  shapes))
+    except KeyboardInterrupt as e:
+        return _stopped(e, rows, args, same_bits.format_table)
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else same_bits.format_table(rows))
     return 0 if all(r.same for r in rows) else 1
 

@@ -15,7 +15,7 @@
 #                      (v7 took < 40 s with its compiles on an H100)                                        45 s
 #                      then v8 against v7 bit for bit at the same shapes (--same-as v7; the simulator has no
 #                      fused multiply-add, so only a GPU says ptxas kept v7's bits; it compiles v7 and v8
-#                      afresh, and prints its table at the end)                                               40 s
+#                      afresh)                                                                                40 s
 #   ladder.json        the matmul ladder for v7, v8 and cuBLAS at GPT-2's five shapes: TFLOP/s, % of cuBLAS,
 #                      each product's ms (forward, dinp, dweight: the instruction counts predict -11%, -16%,
 #                      -18% if v7 is bound by instruction issue)                                              55 s

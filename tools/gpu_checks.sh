@@ -22,7 +22,8 @@
 # Every process compiles the CUDA kernels it uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX on the 2-core CPU machine, all 59 in
 # ~27 s in tests/test_kernels_ptx.py; verify compiled and checked every op in ~45 s on the H100, RECIPES.md),
 # so each limit is that compile plus the work. A bench step its limit cuts short still writes the rows it
-# finished (bench takes SIGTERM as Ctrl-C and prints its JSON, marked "interrupted"), and the record keeps them:
+# finished (bench takes SIGTERM as Ctrl-C and prints its JSON, marked "interrupted"), and the record keeps them;
+# verify likewise prints the rows of the ops it finished (exit 143):
 #   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor.
 #                      ~45 s on the H100 (RECIPES.md) before the v5 kernels joined; done inside 85 s on an H200  80 s
 #   steps_cuda.json    whole steps on the GPU, ours (default and fused) vs torch, tiny and gpt2 at B=8,
