@@ -28,3 +28,22 @@ def raise_interrupt(signum, frame):
     """A signal handler that ends the work the way Ctrl-C does (KeyboardInterrupt, named after the signal): a
     `timeout` or a container stop then keeps what was done (`gpt2lab bench`, `gpt2lab verify`)."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+STOP_CODES = {"SIGINT": 130, "SIGTERM": 143}   # a command's exit status when a signal stopped it (as train's)
+
+
+def each_until_stopped(items, work, rows: list, done=None) -> str | None:
+    """rows += work(item) for each item in turn, then done(item) (e.g. a progress line: only once the rows are
+    kept), SIGTERM (a time limit) taken as Ctrl-C. Returns None when all were done, else the signal that stopped
+    it ("SIGINT" or "SIGTERM"); the rows of the items done stay in rows. For commands whose rows are worth
+    printing however far they got (`gpt2lab verify`, the accuracy probes)."""
+    with handling(("SIGTERM",), raise_interrupt):
+        try:
+            for item in items:
+                rows += work(item)
+                if done:
+                    done(item)
+        except KeyboardInterrupt as e:
+            return "SIGTERM" if str(e) == "SIGTERM" else "SIGINT"
+    return None

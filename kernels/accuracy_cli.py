@@ -33,9 +33,14 @@ def main(argv=None) -> int:
             print("python -m gpt2lab.kernels.accuracy: --device cuda needs an NVIDIA GPU and driver; none found "
                   "(--device cudasim runs the probes in numba's simulator)", file=sys.stderr)
             return 2
-    rows = [r for name in args.probe or PROBES for r in measure(name, args.device, args.version)]
+    from gpt2lab.signals import STOP_CODES, each_until_stopped
+    rows = []   # SIGTERM (a time limit) or Ctrl-C: the probes measured before it are printed all the same
+    stopped = each_until_stopped(args.probe or PROBES, lambda name: measure(name, args.device, args.version), rows)
+    if stopped:
+        print(f"python -m gpt2lab.kernels.accuracy: stopped by {stopped}: the {len(rows)} rows measured before it "
+              "are below", file=sys.stderr)
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows))
-    return 0
+    return STOP_CODES[stopped] if stopped else 0
 
 
 if __name__ == "__main__":

@@ -74,40 +74,32 @@ def run(args) -> int:
             print("gpt2lab verify: --device cuda needs an NVIDIA GPU and driver; none found "
                   "(try --device cudasim)", file=sys.stderr)
             return 2
-    rows = []
     try:
         if args.same_as:
-            return _same_bits(args, ops, shapes, rows)
-        _op_by_op(args, ops, rows, lambda op: verify(args.device, [op], args.version, shapes=shapes))
+            return _same_bits(args, ops, shapes)
+        return _report(args, ops, lambda op: verify(args.device, [op], args.version, shapes=shapes), format_table,
+                       passed)
     except ValueError as e:
         print(f"gpt2lab {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        return _stopped(e, rows, args, format_table)
-    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_table(rows))
-    return 0 if passed(rows) else 1
 
 
-def _op_by_op(args, ops, rows: list, check) -> None:
-    """rows += check(op) for each op in turn; SIGTERM (a time limit) stops it as Ctrl-C does, the rows of the
-    ops finished before it kept in `rows`."""
-    from gpt2lab.signals import handling, raise_interrupt
-    with handling(("SIGTERM",), raise_interrupt):
-        for op in ops:
-            rows += check(op)
-            if not args.json:
-                print(f"  checked {op}", file=sys.stderr)
+def _report(args, ops, check, table, good) -> int:
+    """check(op)'s rows for each op, printed (JSON or table); exit 0 when good(rows), else 1. SIGTERM (a time
+    limit) or Ctrl-C stops it with the rows of the ops finished before it printed all the same: exit 143 or 130."""
+    from gpt2lab.signals import STOP_CODES, each_until_stopped
 
-
-def _stopped(interrupt: KeyboardInterrupt, rows: list, args, table) -> int:
-    """The rows checked before Ctrl-C or SIGTERM, printed as a finished run's; exit 130 or 143."""
-    name = "SIGTERM" if str(interrupt) == "SIGTERM" else "SIGINT"
-    print(f"gpt2lab verify: stopped by {name}: the {len(rows)} rows checked before it are below", file=sys.stderr)
+    rows = []
+    stopped = each_until_stopped(ops, check, rows,
+                                 done=None if args.json else lambda op: print(f"  checked {op}", file=sys.stderr))
+    if stopped:
+        print(f"gpt2lab verify: stopped by {stopped}: the {len(rows)} rows checked before it are below",
+              file=sys.stderr)
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else table(rows))
-    return 143 if name == "SIGTERM" else 130
+    return STOP_CODES[stopped] if stopped else 0 if good(rows) else 1
 
 
-def _same_bits(args, ops, shapes, rows: list) -> int:
+def _same_bits(args, ops, shapes) -> int:
     """--same-as: every op's --version against --same-as, bit for bit; 0 when all the same, 1 otherwise."""
     from . import same_bits
     from .check import get_spec
@@ -116,13 +108,8 @@ def _same_bits(args, ops, shapes, rows: list) -> int:
         ops = [op for op in ops if {args.version, args.same_as} <= set(get_spec(op).versions.get(kind, {}))]
         if not ops:
             raise ValueError(f"verify: no op has both {kind} versions {args.version!r} and {args.same_as!r}")
-    try:
-        _op_by_op(args, ops, rows, lambda op: same_bits.same_bits(op, args.device, args.version, args.same_as,
-                                                                  shapes))
-    except KeyboardInterrupt as e:
-        return _stopped(e, rows, args, same_bits.format_table)
-    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else same_bits.format_table(rows))
-    return 0 if all(r.same for r in rows) else 1
+    return _report(args, ops, lambda op: same_bits.same_bits(op, args.device, args.version, args.same_as, shapes),
+                   same_bits.format_table, lambda rows: all(r.same for r in rows))
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@
 # ~27 s in tests/test_kernels_ptx.py; verify compiled and checked every op in ~45 s on the H100, RECIPES.md),
 # so each limit is that compile plus the work. A bench step its limit cuts short still writes the rows it
 # finished (bench takes SIGTERM as Ctrl-C and prints its JSON, marked "interrupted"), and the record keeps them;
-# verify likewise prints the rows of the ops it finished (exit 143):
+# verify and the accuracy probes likewise print the rows they finished (exit 143):
 #   verify_cuda.json   gpt2lab verify --device cuda: every CUDA kernel version, ours/torch32 per tensor.
 #                      ~45 s on the H100 (RECIPES.md) before the v5 kernels joined; done inside 85 s on an H200  80 s
 #   steps_cuda.json    whole steps on the GPU, ours (default and fused) vs torch, tiny and gpt2 at B=8,
@@ -47,8 +47,9 @@
 #                      the end. No limit: it reads files (a second). To keep the record, here:
 #                      cp $OUT/record.json explain/gpu_records/<device>_<date>.json; make setup;
 #                      pytest tests/test_gpu_recorded.py; and its figures into docs/figures.md by hand
-#   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU (printed
-#                      at the end: 30 s gave nothing on an H200; 4 probes took well under 50 s)          50 s
+#   accuracy_cuda.txt  the long-reduction probes at GPT-2's lengths, PyTorch float32 on the GPU (until
+#                      2026-11-27 printed at the end only: 30 s gave nothing on an H200; 4 probes took well
+#                      under 50 s; a cut now keeps the probes finished)                                   50 s
 #   small_241.jsonl    the small-config run whose steps 241/281 failed the old fixed tolerances (300
 #                      steps; a cut-short run still leaves the steps it did in the log; 252 steps and 7
 #                      verified ones in 50 s on an H200, so step 281 needs the 60)                        60 s
