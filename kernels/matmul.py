@@ -753,12 +753,19 @@ def _v7_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
 
 
 @device_function
+def _v7_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
+    """Row i of a thread's 8 x 8 outputs: out = acc + part (+ bias); part: the last terms, and what acc's roundings
+    lost."""
+    m = m0 + _v7_own(ty, i)
+    for j in range(V7_T):
+        _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+
+
+@device_function
 def _v7_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
-    """out = acc + part (+ bias) at a thread's 8 x 8 outputs; part: the last terms, and what acc's roundings lost."""
+    """A thread's 8 x 8 outputs, row by row."""
     for i in range(V7_T):
-        m = m0 + _v7_own(ty, i)
-        for j in range(V7_T):
-            _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
+        _v7_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
 
 
 # v8: v7's sums in fewer instructions: the same products in the same order, so v7's bits. On an H100 v7 ran at
@@ -766,7 +773,7 @@ def _v7_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulat
 # 13.0, sm_90, nvdisasm, counted) a thread spends ~1,540 (forward) to ~1,620 (dinp, dweight) instructions on an
 # interior k-tile for its 1,024 multiply-adds (63-67%): the k loop 155 a pass of 2 steps, the next tile's loads
 # and stores 186-254, the carry 450 every 4 tiles. v8 changes three things:
-#   * the epilogue's rows written out (_v8_epilogue: row i a constant at each call). v7's loop over the rows
+#   * the epilogue's rows written out (_v8_epilogue: _v7_row's i a constant at each call). v7's loop over the rows
 #     indexes acc and part with a runtime i, so LLVM keeps both in a 512-byte stack frame, stored on the way out.
 #     With every index a constant they are registers throughout (stack 0), and ptxas then addresses the tile
 #     loads in fewer instructions (the forward's 186 a tile -> 136).
@@ -801,24 +808,16 @@ def _v8_pass(part, a_reg, b_reg, a_tile, b_tile, buf, k, tx, ty):
 
 
 @device_function
-def _v8_row(out, acc, part, i, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
-    """Row i of v7's epilogue (_v7_epilogue), i a constant where it is called."""
-    m = m0 + _v7_own(ty, i)
-    for j in range(V7_T):
-        _store_output(out, m, n0 + _v7_own(tx, j), M, N, acc[i, j] + part[i, j], bias, has_bias, accumulate)
-
-
-@device_function
 def _v8_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulate):
     """v7's epilogue with its 8 rows written out, so that every index into acc and part is a constant."""
-    _v8_row(out, acc, part, 0, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 1, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 2, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 3, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 4, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 5, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 6, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
-    _v8_row(out, acc, part, 7, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 0, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 1, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 2, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 3, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 4, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 5, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 6, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
+    _v7_row(out, acc, part, 7, m0, n0, M, N, tx, ty, bias, has_bias, accumulate)
 
 
 # A version's (k steps a pass of its k loop, the pass, the epilogue, k-major tiles loaded one k row a thread).
@@ -1037,8 +1036,8 @@ def splits_v7(M, N, K, slots=None):
     return splits_v6(M, N, K, slots or resident_blocks(V7_BLOCKS_PER_SM), (V7_BM, V7_BM, V7_BK))
 
 
-SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6, "v7": splits_v7, "v8": splits_v7}  # split counts
-TILES = {"v7": (V7_BM, V7_BM), "v8": (V7_BM, V7_BM)}  # a version's (rows, columns) a block where not v4's (BM, BN)
+SPLITS = {"v4": splits_v4, "v5": splits_v4, "v6": splits_v6, **dict.fromkeys(V7_SCHEDULES, splits_v7)}  # split counts
+TILES = dict.fromkeys(V7_SCHEDULES, (V7_BM, V7_BM))  # a version's (rows, columns) a block where not v4's (BM, BN)
 
 
 def _split_scratch(S, M, N):
