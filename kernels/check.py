@@ -154,17 +154,29 @@ def shape_str(shape: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in shape.items())
 
 
-def check_op(spec: OpSpec, device: str, version: str | None = None, shapes=None, seed: int = 0) -> list[Row]:
-    """Run every version of `spec` on `device` at its shapes and compare each tensor with PyTorch."""
-    kind = "cpu" if device == "cpu" else "cuda"
+def device_kind(device: str) -> str:
+    """Which of an OpSpec's version lists runs on `device`: "cpu", or "cuda" (a GPU, or numba's simulator of one)."""
+    return "cpu" if device == "cpu" else "cuda"
+
+
+def version_runs(spec: OpSpec, device: str, names=None) -> dict:
+    """{version: run} of `spec` on `device`: every version, or those `names` (a ValueError in one line for one it
+    lacks). On "cudasim" it first installs our additions to numba's simulator (warp shuffles, race-free shared
+    arrays)."""
+    kind = device_kind(device)
+    versions = spec.versions.get(kind, {})
+    for name in names or ():
+        if name not in versions:
+            raise ValueError(f"verify: {spec.name} has no {kind} version {name!r}; has {list(versions)}")
     if device == "cudasim":
         from ._cudasim import install
-        install()  # warp shuffles and race-free shared arrays for numba's simulator
-    versions = spec.versions.get(kind, {})
-    if version is not None:
-        if version not in versions:
-            raise ValueError(f"verify: {spec.name} has no {kind} version {version!r}; has {list(versions)}")
-        versions = {version: versions[version]}
+        install()
+    return versions if names is None else {name: versions[name] for name in names}
+
+
+def check_op(spec: OpSpec, device: str, version: str | None = None, shapes=None, seed: int = 0) -> list[Row]:
+    """Run every version of `spec` on `device` at its shapes and compare each tensor with PyTorch."""
+    versions = version_runs(spec, device, None if version is None else [version])
     rows = []
     for shape in (shapes if shapes is not None else spec.shapes[device]):
         inputs = spec.make_inputs(shape, np.random.default_rng(seed))

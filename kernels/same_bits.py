@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .check import get_spec, shape_str
+from .check import get_spec, shape_str, version_runs
 
 
 @dataclass
@@ -34,14 +34,7 @@ class SameRow:
 def same_bits(op: str, device: str, version: str, other: str, shapes=None, seed: int = 0) -> list[SameRow]:
     """One SameRow per (shape, tensor) of `op`: does `version` give `other`'s bits on `device`?"""
     spec = get_spec(op)
-    kind = "cpu" if device == "cpu" else "cuda"
-    runs = spec.versions.get(kind, {})
-    for v in (version, other):
-        if v not in runs:
-            raise ValueError(f"verify: {op} has no {kind} version {v!r}; has {list(runs)}")
-    if device == "cudasim":
-        from ._cudasim import install
-        install()
+    runs = version_runs(spec, device, [version, other])
     rows = []
     for shape in (shapes if shapes is not None else spec.shapes[device]):
         inputs = spec.make_inputs(shape, np.random.default_rng(seed))

@@ -102,9 +102,9 @@ def _report(args, ops, check, table, good) -> int:
 def _same_bits(args, ops, shapes) -> int:
     """--same-as: every op's --version against --same-as, bit for bit; 0 when all the same, 1 otherwise."""
     from . import same_bits
-    from .check import get_spec
+    from .check import device_kind, get_spec
     if not args.op:   # every op that has both versions
-        kind = "cpu" if args.device == "cpu" else "cuda"
+        kind = device_kind(args.device)
         ops = [op for op in ops if {args.version, args.same_as} <= set(get_spec(op).versions.get(kind, {}))]
         if not ops:
             raise ValueError(f"verify: no op has both {kind} versions {args.version!r} and {args.same_as!r}")
