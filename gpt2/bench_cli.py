@@ -10,7 +10,7 @@ import json
 import sys
 
 from gpt2lab.kernels.bench import OP_BENCHES, bench_matmul_ladder, bench_ops, device_peaks, gpu_name
-from gpt2lab.signals import handling, raise_interrupt
+from gpt2lab.signals import STOP_CODES, handling, raise_interrupt, stopped_by
 
 from .choices import FLASHES, MATMULS
 
@@ -103,7 +103,8 @@ def run(args) -> int:
         with handling(("SIGTERM",), raise_interrupt):
             measure(args, out, say)
     except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM (e.g. a time limit): keep what was measured
-        code, out["interrupted"] = (143, "SIGTERM") if str(e) == "SIGTERM" else (130, "SIGINT")
+        out["interrupted"] = stopped_by(e)
+        code = STOP_CODES[out["interrupted"]]
         say(f"gpt2lab bench: stopped by {out['interrupted']}: the figures measured before it are kept"
             + (" (the JSON below)" if args.json else ""))
     if args.device == "cuda":   # whether our launches were prepared (kernels/_cuda.py), as the run ended

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from gpt2lab.datasets import EOT_ID, BatchSampler, TokenData
-from gpt2lab.signals import handling
+from gpt2lab.signals import STOP_CODES, handling
 
 from .buffers import step_bytes
 from .checkpoint import load_checkpoint, save_checkpoint, saved_run
@@ -891,7 +891,7 @@ def _summary(result: TrainResult, out: Path) -> str:
 
 
 # how `gpt2lab train` ends (also in its --help)
-EXIT_CODES = {None: 0, "mismatch": 3, "non-finite": 4, "SIGINT": 130, "interrupt": 130, "SIGTERM": 143}
+EXIT_CODES = {None: 0, "mismatch": 3, "non-finite": 4, "interrupt": 130, **STOP_CODES}   # SIGINT 130, SIGTERM 143
 
 
 def run(args) -> int:

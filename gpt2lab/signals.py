@@ -33,6 +33,11 @@ def raise_interrupt(signum, frame):
 STOP_CODES = {"SIGINT": 130, "SIGTERM": 143}   # a command's exit status when a signal stopped it (as train's)
 
 
+def stopped_by(interrupt: KeyboardInterrupt) -> str:
+    """The signal behind a KeyboardInterrupt: "SIGTERM" when raise_interrupt raised it for one, else "SIGINT"."""
+    return "SIGTERM" if str(interrupt) == "SIGTERM" else "SIGINT"
+
+
 def each_until_stopped(items, work, rows: list, done=None) -> str | None:
     """rows += work(item) for each item in turn, then done(item) (e.g. a progress line: only once the rows are
     kept), SIGTERM (a time limit) taken as Ctrl-C. Returns None when all were done, else the signal that stopped
@@ -45,5 +50,5 @@ def each_until_stopped(items, work, rows: list, done=None) -> str | None:
                 if done:
                     done(item)
         except KeyboardInterrupt as e:
-            return "SIGTERM" if str(e) == "SIGTERM" else "SIGINT"
+            return stopped_by(e)
     return None
