@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
                    help="the matmuls 'ours' runs on cuda: our kernels (default), one of our versions by name (e.g. "
-                        "v5, the default before v7, or a candidate before it is one) or cuBLAS on the same memory "
+                        "v7, the default before v8, or a candidate before it is one) or cuBLAS on the same memory "
                         "(the linear layers and attention's q k^T and att v)")
     p.add_argument("--flash", choices=FLASHES, default=None,
                    help="on cuda: the flash attention version of our fused-path step, in the whole-step benchmark and "

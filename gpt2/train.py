@@ -715,7 +715,7 @@ def add_arguments(p) -> None:
                    help="numba: the per-op kernels, one per op (the default on the cpu); with --resume, takes a "
                         "fused run back to them")
     p.add_argument("--matmul", choices=MATMULS, default="numba",
-                   help="numba backend on cuda: our matmul kernels (default: v7), one of our versions by name (e.g. "
+                   help="numba backend on cuda: our matmul kernels (default: v8), one of our versions by name (e.g. "
                         "v3, to time it again; v1, v2 are the teaching versions, less accurate than PyTorch on long "
                         "sums, and live parity flags them), or cuBLAS on the same device memory for the linear "
                         "layers and attention's q k^T and att v (llm.c's choice; the fused path keeps flash "

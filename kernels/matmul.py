@@ -36,18 +36,18 @@ Versions (`version=` of the entry points; DEFAULT_VERSION below, chosen by the r
                  (1.5-1.6x v3's speed on an H200, 23-34% of cuBLAS's; docs/figures.md)
          "v5"    v4 with 128-bit shared loads: each thread's 4 rows and 4 columns adjacent, so a step's operands
                  are 2 vector loads, not 8 (the same sums: the same bits as v4). 30-44% of cuBLAS's on an H200,
-                 31-55% on an H100 (docs/figures.md). The default in numba's simulator (v7 costs it ~4x the
+                 31-55% on an H100 (docs/figures.md). The default in numba's simulator (v8 costs it ~4x the
                  simulated work at its small shapes; v7 has its own simulator tests)
          "v6"    v5's kernels, the backward's reductions split for whole waves of blocks (dweight's long sums
                  over B*T into up to 16 ranges where its outputs fill few waves); on an H100 faster than v5 at
                  dweight only, slower than v7
          "v7"    128 x 128 tiles, 8 x 8 outputs a thread, double-buffered tiles (llm.c's hand-written kernel's
                  shape); its long sums compensated by carrying each part's lost bits into the next part (no
-                 extra registers). The default on a GPU: 1.4-1.9x v5 on an H100, 58-77% of cuBLAS's, and as
-                 accurate as PyTorch (docs/figures.md)
+                 extra registers). 1.4-1.9x v5 on an H100, 58-77% of cuBLAS's, and as accurate as PyTorch
          "v8"    v7's sums (its bits) in 11-18% fewer instructions a k-tile: 8 k steps a pass of its loop, not 2,
                  the epilogue's rows written out (acc and part never leave registers), a k-major tile loaded one
-                 k row a thread. Not yet timed on a GPU (the counts are ptxas's; docs/figures.md)
+                 k row a thread. The default on a GPU: bit for bit v7's on an H200, and 1.12-1.33x its speed
+                 there, 67-109% of cuBLAS's; the 124M step 1.40x torch's, v7's 1.61x (docs/figures.md)
          "cublas" cuBLAS's SGEMM through PyTorch on the same device memory (kernels/_cublas.py; TF32 off;
                  llm.c's choice; `gpt2lab train --matmul cublas`)
 """
@@ -1107,12 +1107,12 @@ def backward_launchers(version):
 # ---------------------------------------------------------------- public entry points
 CPU_VERSIONS = ("loops", "blas")
 CUDA_VERSIONS = (*FORWARD_KERNELS, *BLOCKED_KERNELS, "cublas")
-# v3-v8 and cublas are all as accurate as PyTorch's float32 (v8: v7's bits); v7 is the fastest of ours timed on an
-# H100 (1.4-1.9x v5 at GPT-2's shapes, 2026-11-27; v8 not yet timed), so the default (the rule: docs/kernels.md;
-# the figures: docs/figures.md). In numba's simulator v5 (_validate.pick_version): v7's 128 x 128 tiles at the
-# simulator's small shapes are mostly padding, ~4x v5's simulated work (a simulated fused step of the micro model
-# took 53 s, not 13).
-DEFAULT_VERSION = {"cpu": "blas", "cuda": "v7", "cudasim": "v5"}
+# v3-v8 and cublas are all as accurate as PyTorch's float32 (v8: v7's bits, checked bit for bit on an H200); v8 is
+# the fastest of ours timed (1.12-1.33x v7 at GPT-2's shapes on an H200, 2026-11-27; v7 1.4-1.9x v5 on an H100),
+# so the default (the rule: docs/kernels.md; the figures: docs/figures.md). In numba's simulator v5
+# (_validate.pick_version): v7's and v8's 128 x 128 tiles at the simulator's small shapes are mostly padding, ~4x
+# v5's simulated work (a simulated fused step of the micro model took 53 s, not 13).
+DEFAULT_VERSION = {"cpu": "blas", "cuda": "v8", "cudasim": "v5"}
 
 
 def _n_slices():

@@ -205,11 +205,11 @@ print(M.ladder_table(M.time_ladder()))
 # and time the fused path (fewer, bigger kernels, flash attention among them; its flash column, when there is
 # one, names the flash attention version it ran).
 #
-# In the H200 record of 2026-11-26, read the 124M rows at T = 1024: on that day's default kernels (numba) our
-# step took 16.6× PyTorch's; on the candidates (matmul v5, flash v5) the fused path took 2.6×. So they became
-# the defaults: `gpt2lab train` on a GPU now takes the fused path. A day later, on an H100, the next candidates
-# (matmul v7, flash v6) took that step to about 1.5× (docs/figures.md has the figures; this record predates them),
-# and they are the defaults now.
+# In the H200 record of 2026-11-27, read the 124M rows at T = 1024. On that day's default kernels (numba: matmul
+# v7) the fused path took 1.61× PyTorch's step; on the candidate matmul v8 (v7's sums in fewer instructions), 1.40×;
+# with cuBLAS doing every matrix product, 1.07×. So v8 is the default now. Two days of this: on 2026-11-26 the
+# defaults of the time took 16.6× (the per-op path, naive attention) and the fused path with matmul v5 2.6×
+# (docs/figures.md has every run).
 
 # %%
 from gpt2lab.explain import gpu_speed as GS
@@ -281,14 +281,13 @@ else:
 # The matmul's own version ladder on the GPU: naive (v1) → shared-memory tiles (v2, your puzzle's idea) →
 # compensated sums (v3) → register blocking (v4: each thread keeps a 4 × 4 block of outputs, so every value
 # loaded from shared memory feeds four multiply-adds) → 128-bit loads (v5: a thread's 4 rows and 4 columns sit
-# side by side, so one load brings 4 values) → 8 × 8 outputs a thread in 128 × 128 tiles (v7, the default now:
-# four 16-byte loads feed 64 multiply-adds, and the next tiles load while these are multiplied) → cuBLAS. In the
-# H200 record below, from before v7 ran, v5 is the fastest of ours and still under half of cuBLAS's rate. On an
-# H100 a day later, v7 ran 1.4-1.9× as fast as v5, 58-77% of cuBLAS's rate. The next rung, v8, does v7's
-# arithmetic in 11-18% fewer instructions (counted in the compiled code; no GPU has timed it yet). Its check is
+# side by side, so one load brings 4 values) → 8 × 8 outputs a thread in 128 × 128 tiles (v7: four 16-byte
+# loads feed 64 multiply-adds, and the next tiles load while these are multiplied) → v7's arithmetic in 11-18%
+# fewer instructions (v8, the default now) → cuBLAS. In the record below, v8 runs 1.1-1.25× as fast as v7, 80-99%
+# of cuBLAS's rate at these four shapes (the fifth, the lm_head, was cut by the run's time limit). v8's check is
 # stricter than the one against PyTorch: the same sums in the same order must give the same bits, so
 # `gpt2lab verify --device cuda --op matmul --version v8 --same-as v7` passes only when every number matches
-# v7's exactly. The ladder is drawn when a GPU run has recorded it:
+# v7's exactly (it did, on that H200). The ladder is drawn when a GPU run has recorded it:
 
 # %%
 if "matmul_ladder" in report.record:

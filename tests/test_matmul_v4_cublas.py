@@ -190,18 +190,18 @@ def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
                        np.zeros((2, 3), np.float32), False, bias=np.zeros(2, np.float32), split=True)
 
 
-def test_blocked_versions_are_listed_and_v7_is_the_default():
-    assert {"v4", "v5", "v7", "cublas"} <= set(matmul.CUDA_VERSIONS)
-    assert matmul.DEFAULT_VERSION["cuda"] == "v7"  # docs/kernels.md's rule: accurate, and fastest on an H100
+def test_blocked_versions_are_listed_and_v8_is_the_default():
+    assert {"v4", "v5", "v7", "v8", "cublas"} <= set(matmul.CUDA_VERSIONS)
+    assert matmul.DEFAULT_VERSION["cuda"] == "v8"  # docs/kernels.md's rule: accurate (v7's bits), and fastest on an H200
     with pytest.raises(ValueError, match="version must be one of"):  # numpy arrays: cublas is a CUDA version
         x = np.zeros((1, 2, 3), np.float32)
         matmul.matmul_forward(np.zeros((1, 2, 4), np.float32), x, np.zeros((4, 3), np.float32), None,
                               version="cublas")
 
 
-@pytest.mark.parametrize("simulated, want", [(False, "v7"), (True, "v5")])
-def test_the_simulator_defaults_to_v5_and_a_gpu_to_v7(monkeypatch, simulated, want):
-    """v7's 128 x 128 tiles cost the simulator ~4x v5's work at its small shapes, so there the default is v5;
+@pytest.mark.parametrize("simulated, want", [(False, "v8"), (True, "v5")])
+def test_the_simulator_defaults_to_v5_and_a_gpu_to_v8(monkeypatch, simulated, want):
+    """v8's 128 x 128 tiles cost the simulator ~4x v5's work at its small shapes, so there the default is v5;
     a version asked for by name is still the one run, v7 included."""
     from gpt2lab.kernels import _validate
     monkeypatch.setattr(_validate.numba_config, "ENABLE_CUDASIM", simulated)
