@@ -126,7 +126,7 @@ def pick_version(op: str, version, on_device: bool, cpu_versions, cuda_versions,
 
     default: the module's DEFAULT_VERSION, {"cpu": name, "cuda": name}; a "cuda" value may instead map entry
     point -> name where an op's forward and backward defaults differ (attention). An optional "cudasim" name
-    is the default in numba's simulator instead of "cuda"'s (matmul: the GPU's v7 costs the simulator ~4x v5's
+    is the default in numba's simulator instead of "cuda"'s (matmul: the GPU's v8 costs the simulator ~4x v5's
     work at the small shapes it runs). version None, or the device kind itself ("cpu", "cuda"), picks the
     default; the rule that chose it is in docs/kernels.md.
     """

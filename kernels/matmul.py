@@ -471,7 +471,7 @@ def matmul_backward_dbias_kernel_v3(dbias, dout):
 # compensated sums); its trainer calls cuBLAS(Lt) for the matmuls and a kernel of its own for dbias (column
 # sums split over rows, then reduced). Our "cublas" version is that choice.
 # Timed on an H200 (2026-11-26, docs/figures.md): 9-12 TFLOP/s on GPT-2's products, 1.5-1.6x v3, 23-34% of
-# cuBLAS's; v5 below is faster again, and v7 (the default) faster still.
+# cuBLAS's; v5 below is faster again, v7 faster still, and v8 (the default, v7's bits) faster again.
 BM = 64                     # output rows per block (N for the forward)
 BN = 64                     # output columns per block (OC for the forward)
 BK = 32                     # reduction steps per shared-memory tile
@@ -788,7 +788,8 @@ def _v7_epilogue(out, acc, part, m0, n0, M, N, tx, ty, bias, has_bias, accumulat
 #     tiles hold the same values.
 # Together 1,336-1,374 instructions an interior tile, 75-77% of them multiply-adds (forward -11%, dinp -16%,
 # dweight -18%): that much faster if the kernel is bound by instruction issue, less if by latency. Registers 242-246,
-# no spills, no stack. Not yet timed on a GPU.
+# no spills, no stack. On an H200 (2026-11-27) the products took 5-33% less time than v7's (dinp 13-23%, dweight
+# 14-22%), the same bits (docs/figures.md).
 
 
 @device_function

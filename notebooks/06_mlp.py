@@ -253,8 +253,8 @@ fig = GS.ops_figure(report)
 
 # %% [markdown]
 # They wait for the host. Every kernel call is a *launch*: Python checks the argument types, picks the compiled
-# version and hands it to the driver, before the GPU does anything. A step of GPT-2 is 350–460 launches (the
-# table's launches column):
+# version and hands it to the driver, before the GPU does anything. A step of GPT-2 124M is 430–510 launches,
+# tiny's 150–190 (the table's launches columns):
 
 # %%
 if "launch_us" in report.record:
@@ -283,7 +283,7 @@ else:
 # loaded from shared memory feeds four multiply-adds) → 128-bit loads (v5: a thread's 4 rows and 4 columns sit
 # side by side, so one load brings 4 values) → 8 × 8 outputs a thread in 128 × 128 tiles (v7: four 16-byte
 # loads feed 64 multiply-adds, and the next tiles load while these are multiplied) → v7's arithmetic in 11-18%
-# fewer instructions (v8, the default now) → cuBLAS. In the record below, v8 runs 1.1-1.25× as fast as v7, 80-99%
+# fewer instructions (v8, the default now) → cuBLAS. In the record below, v8 runs 1.12-1.24× as fast as v7, 80-99%
 # of cuBLAS's rate at these four shapes (the fifth, the lm_head, was cut by the run's time limit). v8's check is
 # stricter than the one against PyTorch: the same sums in the same order must give the same bits, so
 # `gpt2lab verify --device cuda --op matmul --version v8 --same-as v7` passes only when every number matches
@@ -300,9 +300,10 @@ else:
 # (markers the GPU stamps with its clock when it reaches them in its queue), grouped by kernel: each bar is
 # that kernel's share of the step. The last bar is the time the GPU sat idle between two of our kernels,
 # waiting for the host to launch the next one: a big idle bar means the step is bound by launches, not by
-# the kernels. In the H200 record (GPT-2 at B = 8, T = 64, that day's defaults) the three matmul kernels take
-# 61% of the step and attention's 27%. The second chart is the fused path's step, where that day's flash
-# attention (v4) took 40% in its backward alone: why v5 replaced it.
+# the kernels. In the H200 record (GPT-2 at B = 8, T = 64, that day's defaults, matmul v7) the per-op path's
+# three matmul kernels take 41% of the step and its attention, which stores the T × T matrix, 39%. The second
+# chart is the fused path's step: flash attention is down to 3%, and the three matmul kernels are 65% of what
+# is left, which is why the next rung of the ladder above (v8) was the next thing built.
 
 # %%
 if "profile" in report.record:

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_checks.sh"
 ENV = ROOT / "tools" / "gpu_env.sh"   # what every script's run branch sources first
 DEVICE_CALL_S = 600   # one device call; the limits must leave room for the wheel install and the record step
-LIMITS_S = 570   # each step's limit plus its 5 s to stop
+LIMITS_S = 565   # each step's limit plus its 5 s to stop
 SHELL_VARS = {"device": "NVIDIA H100 80GB HBM3", "software": "numba 0.68, numba-cuda 0.30.4, torch 2.11"}
 REDIRECT = re.compile(r"^\d*>|^<|^&>|^\|")   # the first token of `> file`, `2> file`, `2>&1`, `| tee ...`
 
@@ -124,7 +124,7 @@ def test_no_shell_function_runs_under_timeout(script_text):
     assert functions_under_timeout(script_text) == []
     source = '    source tools/gpu_env.sh'
     as_a_function = script_text.replace(source, '    gpt2lab() { python3 -m gpt2lab.gpt2.cli "$@"; }\n' + source, 1)
-    assert len(functions_under_timeout(as_a_function)) == 8   # verify, five bench, two train
+    assert len(functions_under_timeout(as_a_function)) == 7   # two verify, four bench, one train
 
 
 def test_the_gpt2lab_on_path_runs_under_timeout(script_text, tmp_path):
@@ -202,6 +202,19 @@ def test_an_argument_wrong_for_the_model_fails_before_the_gpu(script_text, tmp_p
     assert "--seq 1024 is longer than the small model's context" in capsys.readouterr().err
 
 
+def test_the_default_matmul_is_checked_bit_for_bit_against_the_version_it_rewrites(script_text, tmp_path):
+    """v8 is v7's sums in fewer instructions; the simulator has no fused multiply-add, so the script's second
+    verify is the only check that ptxas kept v7's bits, and it must name the default."""
+    from gpt2lab.kernels import matmul
+    verify = [parse(c) for c in commands(script_text, str(tmp_path)) if c["argv"][:1] == ["verify"]]
+    assert [(a.op, a.version, a.same_as) for a in verify] == [
+        (None, None, None), (["matmul"], matmul.DEFAULT_VERSION["cuda"], "v7")]
+    broken = script_text.replace("--version v8 --same-as v7", "--version v8", 1)
+    assert broken != script_text
+    verify = [parse(c) for c in commands(broken, str(tmp_path)) if c["argv"][:1] == ["verify"]]
+    assert verify[1].same_as is None
+
+
 # ---- the time limits and the files
 
 def test_the_limits_fit_one_device_call(script_text, tmp_path):
@@ -217,8 +230,8 @@ def test_the_limits_fit_one_device_call(script_text, tmp_path):
 
 
 def test_the_limits_check_can_fail(script_text, tmp_path):
-    broken = script_text.replace("timeout -k 5 80 gpt2lab verify", "timeout -k 5 180 gpt2lab verify", 1)
-    with pytest.raises(AssertionError, match="add up to 670 s"):
+    broken = script_text.replace("timeout -k 5 110 gpt2lab verify", "timeout -k 5 210 gpt2lab verify", 1)
+    with pytest.raises(AssertionError, match="add up to 665 s"):
         test_the_limits_fit_one_device_call(broken, tmp_path)
 
 
@@ -237,7 +250,7 @@ def test_every_file_the_record_step_reads_is_written_by_an_earlier_bench(script_
         assert path in writers, f"the record step reads {path}, which no earlier step writes"
         assert writers[path]["argv"][0] == "bench" and "--json" in writers[path]["argv"], writers[path]["line"]
     assert record["stdout"] == f"{tmp_path}/record.json"
-    assert {f"{tmp_path}/{name}_cuda.json" for name in ("steps", "v8_1024", "steps1024", "cublas1024", "ops")} \
+    assert {f"{tmp_path}/{name}_cuda.json" for name in ("steps", "steps1024", "cublas1024", "ops")} \
         == set(inputs)
     broken = script_text.replace('"$out"/ops_cuda.json --device', '"$out"/op_cuda.json --device', 1)
     _, inputs = _record_inputs(commands(broken, str(tmp_path)))
@@ -374,10 +387,10 @@ def test_the_record_step_writes_every_section_lesson_6_draws(script_text, tmp_pa
     for key in ("op_rates", "peaks", "peak_tflops_fp32", "matmul_ladder", "profile", "profile_fused"):
         assert record.get(key), f"the record has no {key!r}"
     # the issue's goals' figures: tiny at B=8, T=64, and the 124M step at B=4, T=1024 on our default kernels,
-    # on cuBLAS; and the 124M step again on matmul v8 (the candidate, shown beside the goal)
+    # on cuBLAS
     assert sorted((s["config"], s["B"], s["T"], s["matmul"], s.get("flash")) for s in record["steps"]) == [
-        ("gpt2", 4, 1024, "cublas", None), ("gpt2", 4, 1024, "numba", None), ("gpt2", 4, 1024, "v8", None),
-        ("gpt2", 8, 64, "numba", None), ("tiny", 8, 64, "numba", None)]
+        ("gpt2", 4, 1024, "cublas", None), ("gpt2", 4, 1024, "numba", None), ("gpt2", 8, 64, "numba", None),
+        ("tiny", 8, 64, "numba", None)]
     assert all(s["fused_ms"] and s["fused_launches"] for s in record["steps"])
     assert record["profile"]["config"] == "gpt2" and record["peaks"]["name"] == "H100 SXM"
 
@@ -390,7 +403,7 @@ def test_the_cublas_step_is_the_only_one_on_cublas_and_the_record_says_so(script
     assert on_cublas == ["cublas1024_cuda.json"]
     broken = script_text.replace("--reps 3 --matmul cublas", "--reps 3", 1)
     assert broken != script_text
-    assert {s["matmul"] for s in record_of_the_script(broken, tmp_path, monkeypatch)["steps"]} == {"numba", "v8"}
+    assert {s["matmul"] for s in record_of_the_script(broken, tmp_path, monkeypatch)["steps"]} == {"numba"}
 
 
 def test_the_script_measures_every_goal_and_ends_its_summary_with_them(script_text, tmp_path, monkeypatch):
@@ -454,7 +467,7 @@ def test_every_command_line_of_the_candidates_call_parses_and_passes_the_checks_
     for command in found:
         parse(command)
     total = sum(c["limit"] for c in found)
-    # short enough that the full checks (585 s) still fit the session's 900 s of device time after it, with a
+    # short enough that the full checks (565 s) still fit the session's 900 s of device time after it, with a
     # machine's start (~30-90 s) and two wheel installs (on a slow boot the full checks' last step, training, is cut)
     assert all(c["limit"] and "timeout -k 5 " in c["line"] for c in found)
     assert f"The limits add up to {total} s" in text and total <= 230

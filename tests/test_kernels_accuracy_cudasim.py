@@ -15,9 +15,9 @@ from gpt2lab.kernels import accuracy
 from simulated import measure_in_simulator
 
 # probe -> (naive version, accurate version = the model's default in the simulator: for matmul that is v5, while
-# a GPU's is v8 (v7's bits), whose 128 x 128 tiles cost the simulator ~4x v5's work; v7's and v8's probes ran on
-# an H100 and an H200, dinp 0.18 and dweight 0.17 x PyTorch's error (docs/figures.md), and their carried sums are
-# tested in test_matmul_v4_cublas.py).
+# a GPU's is v8 (v7's bits), whose 128 x 128 tiles cost the simulator ~4x v5's work; v7's probes ran on an H100
+# and an H200, v8's on the H200, dinp 0.18 and dweight 0.17 x PyTorch's error on both (docs/figures.md), and their
+# carried sums are tested in test_matmul_v4_cublas.py).
 # Attention's v2 errs only 1.7-3x
 # PyTorch's at the T = 384-512 the simulator can afford (its gap grows with T), so only v3 is run there;
 # the flash backward (att rebuilt from lse; its own entry points, the fused path's) is probed on its own, at

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The GPU call for the candidates, before a full `tools/gpu_checks.sh run`: short, so that both fit one session's
-# 15 minutes of device time (this ~4 min, the full checks ~10). Now: matmul v8, v7's sums (its bits) in 11-18%
-# fewer instructions a k-tile by ptxas's count (kernels/matmul.py), never run on a GPU. Is it right there, is it
-# faster than v7 product by product, and what does it make of the 124M step?
+# 15 minutes of device time (this ~4 min, the full checks ~10). Written for matmul v8, v7's sums (its bits) in
+# 11-18% fewer instructions a k-tile by ptxas's count (kernels/matmul.py), before any GPU had run it: is it right
+# there, is it faster than v7 product by product, and what does it make of the 124M step? On 2026-11-27 the full
+# checks on an H200 answered that instead (the machine's start left time for one of the two calls; gpu_checks.sh
+# then had v8's steps): v8 became the default. For the next candidate, name it in place of v8, and the version it
+# is measured against in place of v7.
 # The call before (2026-11-27, an H100: v7, v6 and flash v6 against v5, with the sanitizers and the long sums; 326 s)
 # made v7 and flash v6 the defaults; docs/figures.md has its figures.
 #
