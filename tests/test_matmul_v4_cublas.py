@@ -192,7 +192,7 @@ def test_gemm_v4_refuses_a_split_that_would_lose_the_bias():
 
 def test_blocked_versions_are_listed_and_v8_is_the_default():
     assert {"v4", "v5", "v7", "v8", "cublas"} <= set(matmul.CUDA_VERSIONS)
-    assert matmul.DEFAULT_VERSION["cuda"] == "v8"  # docs/kernels.md's rule: accurate (v7's bits), and fastest on an H200
+    assert matmul.DEFAULT_VERSION["cuda"] == "v8"  # docs/kernels.md's rule: accurate (v7's bits), fastest on an H200
     with pytest.raises(ValueError, match="version must be one of"):  # numpy arrays: cublas is a CUDA version
         x = np.zeros((1, 2, 3), np.float32)
         matmul.matmul_forward(np.zeros((1, 2, 4), np.float32), x, np.zeros((4, 3), np.float32), None,

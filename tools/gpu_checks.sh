@@ -13,7 +13,8 @@
 # brings back what was done):
 #   mkdir -p /tmp/g; (while sleep 40; do tar czf /tmp/t.tgz -C /tmp/g . 2>/dev/null && cp /tmp/t.tgz $OUT/gpu.tgz;
 #   done) & bg=$!; OUT=/tmp/g timeout -k 5 580 bash tools/gpu_checks.sh run > /tmp/g/run.log 2>&1; kill $bg;
-#   sleep 1; tar czf /tmp/t.tgz -C /tmp/g . && cp /tmp/t.tgz $OUT/gpu.tgz; cp /tmp/g/summary.txt /tmp/g/record.json $OUT/
+#   sleep 1; tar czf /tmp/t.tgz -C /tmp/g . && cp /tmp/t.tgz $OUT/gpu.tgz;
+#   cp /tmp/g/summary.txt /tmp/g/record.json $OUT/
 # After a change of defaults, tools/gpu_recheck.sh is the short call that times and trains on them (~6 min).
 #
 # What it runs, most important first (correctness, then the record's inputs, then the training runs), each
@@ -90,8 +91,8 @@ run)
     timeout -k 5 45 gpt2lab bench --device cuda --json --no-ops --no-ladder --no-tokenizer --steps gpt2 --batch 4 \
         --seq 1024 --reps 3 --matmul cublas > "$out/cublas1024_cuda.json" 2> "$out/cublas1024_cuda.log"
     echo "steps T=1024 --matmul cublas: exit $?" | tee -a "$out/summary.txt"
-    timeout -k 5 110 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 --ladder-version v1 \
-        --ladder-version v2 --ladder-version v3 --ladder-version v4 --ladder-version v5 --ladder-version v7 \
+    timeout -k 5 110 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
+        --ladder-version v1 --ladder-version v2 --ladder-version v3 --ladder-version v4 --ladder-version v5 --ladder-version v7 \
         --ladder-version v8 > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
     echo "ops and matmul ladder: exit $?" | tee -a "$out/summary.txt"
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
