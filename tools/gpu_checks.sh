@@ -22,8 +22,9 @@
 # bench prints what it measured, train finishes its step and saves a checkpoint) and 5 s later it is killed
 # (`timeout -k 5`): on a slow H100 boot (2026-11-27) the gentle stop alone overran the 124M training's limit by
 # 37 s. The limits and their 5 s add up to 565 s, inside one 600 s device call with ~10 s for the wheel install.
-# Every process compiles the CUDA kernels it uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX on the 2-core CPU machine, all 59 in
-# ~27 s in tests/test_kernels_ptx.py; verify compiled and checked every op in ~45 s on the H100, RECIPES.md),
+# Every process compiles the CUDA kernels it uses afresh (no on-disk CUDA cache here: about 0.5 s a kernel to PTX
+# on the 2-core CPU machine, 3.5 s for matmul v7's, all 59 in ~27 s in tests/test_kernels_ptx.py; verify compiled
+# and checked every op in ~45 s on the H100 before v5, RECIPES.md),
 # so each limit is that compile plus the work. A bench step its limit cuts short still writes the rows it
 # finished (bench takes SIGTERM as Ctrl-C and prints its JSON, marked "interrupted"), and the record keeps them;
 # verify and the accuracy probes likewise print the rows they finished (exit 143):
@@ -92,8 +93,8 @@ run)
         --seq 1024 --reps 3 --matmul cublas > "$out/cublas1024_cuda.json" 2> "$out/cublas1024_cuda.log"
     echo "steps T=1024 --matmul cublas: exit $?" | tee -a "$out/summary.txt"
     timeout -k 5 110 gpt2lab bench --device cuda --json --steps '' --no-tokenizer --ladder --reps 3 \
-        --ladder-version v1 --ladder-version v2 --ladder-version v3 --ladder-version v4 --ladder-version v5 --ladder-version v7 \
-        --ladder-version v8 > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
+        --ladder-version v1 --ladder-version v2 --ladder-version v3 --ladder-version v4 --ladder-version v5 \
+        --ladder-version v7 --ladder-version v8 > "$out/ops_cuda.json" 2> "$out/ops_cuda.log"
     echo "ops and matmul ladder: exit $?" | tee -a "$out/summary.txt"
     device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
     software=$(python3 -c "import numba, numba_cuda, torch; print(f'numba {numba.__version__}, numba-cuda \
